@@ -1,0 +1,35 @@
+# twinml — two commands from a fresh clone: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install quickstart test test-slow bench clean
+
+install: $(STAMP)
+
+# torch first, pinned: on these machines 2.13.0 is a CPU wheel on local disk;
+# an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: install
+	$(VENV)/bin/twinml quickstart
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+bench: install
+	$(PY) benchmarks/features.py
+	$(PY) benchmarks/simulate.py
+	$(PY) benchmarks/baseline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

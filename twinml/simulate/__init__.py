@@ -1,0 +1,6 @@
+"""The built-in patient simulator: the twin whose true risks and counterfactuals are known."""
+
+from ._api import DEFAULT_HORIZONS, SimulatedCohort, code_table, simulate
+from ._codes import OUTCOMES, PLANS, TREATMENTS
+
+__all__ = ["simulate", "SimulatedCohort", "code_table", "DEFAULT_HORIZONS", "OUTCOMES", "PLANS", "TREATMENTS"]

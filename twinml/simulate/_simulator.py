@@ -1,0 +1,171 @@
+"""Run the simulated patient process and collect events plus the paths ground truth needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._codes import MEASUREMENTS, OUTCOMES, THRESHOLD_DIAGNOSES, TREATMENTS, VISIT_CODES
+from ._process import (
+    DEATH, DT, EFFECTS, MI, ONE_TIME, STEPS_PER_YEAR, STROKE, T2D, CKD, TREATMENT_NAMES,
+    EventLog, Statics, draw_statics, hazards, readings,
+)
+
+# Code ids used inside the simulator (strings are attached when the table is built).
+DYNAMIC_CODES = (
+    [VISIT_CODES["outpatient"][0], VISIT_CODES["inpatient"][0]]
+    + [c for c, _, _ in MEASUREMENTS.values()]
+    + [c for c, _ in THRESHOLD_DIAGNOSES.values()]
+    + [c for c, _, _ in TREATMENTS.values()]
+    + [c for c, _, _ in OUTCOMES.values()]
+)
+CODE_ID = {c: i for i, c in enumerate(DYNAMIC_CODES)}
+
+
+@dataclass
+class ProcessResult:
+    statics: Statics
+    log: EventLog
+    z_untreated: np.ndarray   # (N, T_ext, K) float32, latent state without treatment
+    on_treatment: np.ndarray  # (N, T_ext, D) bool, treatments active during each step
+    hazard: np.ndarray        # (N, T_ext, 5) float32, realised hazards per year
+    death_time: np.ndarray    # years after start (inf if alive at the end of the extended run)
+    onset_time: np.ndarray    # (N, 5) first true occurrence time in years (inf if none)
+    n_steps: int              # steps with recorded data (the rest only feeds ground truth)
+
+
+def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, follow_up_loss_per_year,
+                bias_group, underdiagnosis_rate, visit_rate_ratio, treatment_effect_scale):
+    """Simulate ``years`` of records plus ``extra_steps`` of unrecorded future for ground truth."""
+    n = n_subjects
+    st = draw_statics(n, rng, bias_group=bias_group, follow_up_loss_per_year=follow_up_loss_per_year)
+    n_steps = years * STEPS_PER_YEAR
+    t_ext = n_steps + extra_steps
+    k = st.mu.shape[1]
+    z_u = np.empty((n, t_ext, k), np.float32)
+    on_hist = np.zeros((n, t_ext, len(TREATMENT_NAMES)), bool)
+    lam_hist = np.empty((n, t_ext, 5), np.float32)
+    effects = EFFECTS * np.float32(treatment_effect_scale)
+
+    walk = np.zeros((n, k))
+    on = np.zeros((n, len(TREATMENT_NAMES)), bool)
+    alive = np.ones(n, bool)
+    death_time = np.full(n, np.inf)
+    onset_time = np.full((n, 5), np.inf)
+    # Prevalent onsets at the start: probability from the hazard accumulated since age 30.
+    z0 = st.mu + st.slope * (st.age0[:, None] - 50.0) / 10.0
+    lam0 = hazards(z0, st.age0, st.male, st.deprivation)
+    for o in (T2D, CKD):
+        prevalent = rng.random(n) < 1.0 - np.exp(-0.5 * lam0[:, o] * (st.age0 - 30.0))
+        onset_time[prevalent, o] = -1.0
+    # Diagnoses of one-time outcomes may never be recorded for the bias group.
+    dropped = st.in_bias_group[:, None] & (rng.random((n, 5)) < underdiagnosis_rate)
+    dropped[:, [MI, STROKE, DEATH]] = False
+    visit_mult = np.where(st.in_bias_group, visit_rate_ratio, 1.0)
+    coded = np.zeros((n, len(THRESHOLD_DIAGNOSES)), bool)
+    recorded = np.zeros((n, 5), bool)
+    entry_step = np.floor(st.entry / DT).astype(np.int64)
+    end_years = float(years)
+    log = EventLog()
+
+    for s in range(t_ext):
+        t0 = s * DT
+        age = st.age0 + t0
+        z_u[:, s] = st.mu + st.slope * (age[:, None] - 50.0) / 10.0 + walk
+        walk += 0.12 * np.sqrt(DT) * rng.standard_normal((n, k))
+        on_hist[:, s] = on
+        z = z_u[:, s] + on.astype(np.float32) @ effects
+        lam = hazards(z, age, st.male, st.deprivation)
+        lam_hist[:, s] = lam
+        if not alive.any():
+            continue
+        clock = rng.exponential(size=(n, 5)) / lam
+        dies = alive & (clock[:, DEATH] < DT)
+        t_death = np.where(dies, clock[:, DEATH], np.inf)
+        occurs = alive[:, None] & (clock < DT) & (clock < t_death[:, None])
+        occurs[:, DEATH] = dies
+        occurs &= ~(ONE_TIME[None, :] & np.isfinite(onset_time))
+        first = occurs & ~np.isfinite(onset_time)
+        onset_time[first] = (t0 + clock)[first]
+        death_time[dies] = t0 + t_death[dies]
+        if s < n_steps:
+            _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
+                         onset_time, entry_step, end_years, visit_rate_per_year * visit_mult, rng, log)
+        alive &= ~dies
+    return ProcessResult(st, log, z_u, on_hist, lam_hist, death_time, onset_time, n_steps)
+
+
+def _observed(years, st, end_years):
+    return (years >= st.entry) & (years < np.minimum(st.censor, end_years))
+
+
+def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
+                 onset_time, entry_step, end_years, visit_rate, rng, log):
+    """Write this step's recorded events and let the treatment policy act at visits."""
+    # Prevalent or pre-entry onsets are recorded at entry as history.
+    entering = np.flatnonzero(entry_step == s)
+    for o in (T2D, CKD):
+        hist = entering[(onset_time[entering, o] <= st.entry[entering]) & ~dropped[entering, o]]
+        log.add(hist, st.entry[hist], CODE_ID[OUTCOMES[list(OUTCOMES)[o]][0]])
+        recorded[hist, o] = True
+
+    # Outcome events at their own times (an MI or stroke comes with a hospital admission).
+    for o, name in enumerate(OUTCOMES):
+        t = t0 + clock[:, o]
+        idx = np.flatnonzero(occurs[:, o] & ~dropped[:, o] & _observed(t, st, end_years))
+        if o in (MI, STROKE):
+            log.add(idx, t[idx], CODE_ID[VISIT_CODES["inpatient"][0]])
+        log.add(idx, t[idx], CODE_ID[OUTCOMES[name][0]])
+        recorded[idx, o] = True
+
+    # Outpatient visits: informative (sicker -> more often); always one at entry.
+    sick = 0.35 * (z[:, 0] + z[:, 1] + z[:, 3]) / np.sqrt(3.0) + 0.15 * (age - 60.0) / 10.0
+    rate = visit_rate * np.exp(sick + 0.25 * coded.sum(axis=1) / 2.0)
+    at_entry = entry_step == s
+    visit = alive & ((rng.random(alive.size) < 1.0 - np.exp(-rate * DT)) | at_entry)
+    vt = np.where(at_entry, st.entry, t0 + rng.random(alive.size) * DT)
+    visit &= (vt < t0 + t_death) & _observed(vt, st, end_years)
+    idx = np.flatnonzero(visit)
+    if idx.size == 0:
+        return
+    vt = vt[idx]
+    log.add(idx, vt, CODE_ID[VISIT_CODES["outpatient"][0]])
+    read = readings(z[idx], age[idx], rng)
+    u = rng.random((idx.size, 4))
+    measured = {
+        "sbp": np.ones(idx.size, bool), "dbp": np.ones(idx.size, bool), "bmi": np.ones(idx.size, bool),
+        "hba1c": u[:, 0] < 0.25 + 0.45 * (coded[idx, 2] | recorded[idx, T2D]),
+        "glucose": u[:, 1] < 0.45,
+        "ldl": u[:, 2] < 0.3 + 0.3 * on[idx, 1],
+        "egfr": u[:, 3] < 0.35 + 0.3 * (coded[idx, 0] | recorded[idx, CKD]),
+    }
+    for name, (code, _, _) in MEASUREMENTS.items():
+        m = measured[name]
+        log.add(idx[m], vt[m], CODE_ID[code], np.round(read[name][m], 1))
+
+    hits = np.stack([
+        measured["sbp"] & (read["sbp"] >= 140.0),
+        measured["ldl"] & (read["ldl"] >= 160.0),
+        measured["hba1c"] & (read["hba1c"] >= 5.7) & (read["hba1c"] < 6.5),
+        measured["bmi"] & (read["bmi"] >= 30.0),
+    ], axis=1)
+    new_dx = hits & ~coded[idx]
+    for j, (code, _) in enumerate(THRESHOLD_DIAGNOSES.values()):
+        log.add(idx[new_dx[:, j]], vt[new_dx[:, j]], CODE_ID[code])
+    coded[idx] |= new_dx
+
+    # Confounded policy: what was just observed (and past outcomes) drives treatment starts.
+    p = np.stack([
+        np.where(recorded[idx, T2D], 0.5, np.where(measured["hba1c"] & (read["hba1c"] >= 6.0), 0.2, 0.0)),
+        np.where(measured["ldl"] & (read["ldl"] >= 160.0), 0.35,
+                 np.where(measured["ldl"] & (read["ldl"] >= 130.0) & (age[idx] >= 55.0), 0.15, 0.0))
+        + 0.6 * recorded[idx, MI],
+        np.where(read["sbp"] >= 140.0, 0.35, 0.0) + 0.5 * recorded[idx, STROKE],
+    ], axis=1)
+    start = ~on[idx] & (rng.random(p.shape) < p)
+    for d, name in enumerate(TREATMENT_NAMES):
+        # a prescription at every visit while on the drug (start included)
+        given = on[idx, d] | start[:, d]
+        log.add(idx[given], vt[given], CODE_ID[TREATMENTS[name][0]])
+    on[idx] |= start  # acts from the next step on
