@@ -1,0 +1,7 @@
+"""Cohorts and tasks: prediction times, eligibility, labels per outcome x horizon, splits."""
+
+from ._labels import Cohort, build_labels, to_meds_labels
+from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task
+
+__all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
+           "Cohort", "build_labels", "to_meds_labels"]

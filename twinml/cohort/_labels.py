@@ -1,0 +1,173 @@
+"""Labels for a task: one row per (subject, prediction_time), one column per outcome x horizon.
+
+Rules (the same for every task):
+
+- **Prediction time** ``t``: from ``prediction_times`` (yearly index dates, or visit times).
+  A row is kept only if the subject has at least ``min_history_days`` of records before
+  ``t`` (first non-static event other than birth), is alive at ``t`` (no ``MEDS_DEATH`` at or
+  before ``t``), has a record after ``t`` (still followed), and is at least ``min_age_years``.
+- **Label** ``{outcome}_{h}d`` is True when an outcome code occurs in ``(t, t + h days]``.
+- **Prior outcome**: with ``exclude_prior``, a subject with an outcome code at or before ``t``
+  gets no label for that outcome (null), not a negative.
+- **Censoring**: with no outcome in the window and the subject's records ending before
+  ``t + h`` without death, the label is null (excluded), never a negative. Death inside the
+  window without the outcome is a negative (death competes; the simulator's truth agrees).
+- **Leakage guards**: labels look only after ``t``; features (``twinml.features``) look only at
+  or before ``t``; splits are by subject so no subject is in two splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._arrays import NAT, EventArrays, dense_keys, per_subject_reduce
+from .._validation import ConfigError
+from ._task import TaskDefinition
+
+__all__ = ["Cohort", "build_labels", "to_meds_labels"]
+
+_DAY_US = 86_400 * 1_000_000
+
+
+@dataclass
+class Cohort:
+    """Labels plus how the cohort was arrived at.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        ``subject_id``, ``prediction_time``, ``split``, then one nullable boolean column per
+        outcome x horizon (see ``TaskDefinition.label_columns``).
+    attrition : DataFrame
+        ``step``, ``rows``, ``subjects`` after each eligibility rule, in order.
+    label_counts : DataFrame
+        Per label column: ``n`` labelled, ``positives``, ``excluded_prior``, ``censored``.
+    """
+
+    labels: pd.DataFrame
+    attrition: pd.DataFrame
+    label_counts: pd.DataFrame
+
+
+def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: pd.DataFrame | None = None) -> Cohort:
+    """Build the labels of ``task`` from MEDS events, vectorised over all subjects.
+
+    Examples
+    --------
+    >>> from twinml.simulate import simulate
+    >>> from twinml.cohort import TaskDefinition
+    >>> sim = simulate(n_subjects=300, seed=3)
+    >>> task = TaskDefinition(name="mi", outcomes={"mi": {"codes": ["SNOMED/22298006"]}},
+    ...                       horizons_days=[365], prediction_times={"start": "2012-01-01"})
+    >>> cohort = build_labels(sim.events.to_pandas(), task=task, subject_splits=sim.subject_splits)
+    >>> list(cohort.labels.columns)
+    ['subject_id', 'prediction_time', 'split', 'mi_365d']
+    """
+    ev = EventArrays(events)
+    n_subj = ev.subjects.size
+    dynamic = (ev.time != NAT) & (ev.vocab[ev.code] != "MEDS_BIRTH")
+    first = per_subject_reduce(ev.subject, ev.time, dynamic, n_subj, "min")
+    last = per_subject_reduce(ev.subject, ev.time, dynamic, n_subj, "max")
+    birth = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_BIRTH"]), n_subj, "min")
+    death = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_DEATH"]), n_subj, "min")
+
+    subj, pt = _candidate_times(ev, task, first, last, dynamic)
+    steps = [("candidate prediction times", subj)]
+    keep = (first[subj] != NAT) & (first[subj] <= pt - task.min_history_days * _DAY_US)
+    subj, pt = subj[keep], pt[keep]
+    steps.append((f"at least {task.min_history_days} days of history", subj))
+    keep = ((death[subj] == NAT) | (death[subj] > pt)) & (last[subj] > pt)
+    subj, pt = subj[keep], pt[keep]
+    steps.append(("alive and still followed at prediction time", subj))
+    if task.min_age_years is not None:
+        age_ok = (birth[subj] != NAT) & (pt - birth[subj] >= task.min_age_years * 365.25 * _DAY_US)
+        subj, pt = subj[age_ok], pt[age_ok]
+        steps.append((f"age at least {task.min_age_years:g} years", subj))
+
+    labels = pd.DataFrame({"subject_id": ev.subjects[subj], "prediction_time": pt.astype("datetime64[us]")})
+    labels["split"] = _splits(ev.subjects, subj, task, subject_splits)
+    counts = []
+    for name, outcome in task.outcomes.items():
+        hit = ev.codes_matching(codes=outcome.codes, prefixes=outcome.prefixes)
+        prior, nxt = _prior_and_next(ev.subject[hit], ev.time[hit], subj, pt)
+        for h in task.horizons_days:
+            end = pt + h * _DAY_US
+            positive = (nxt != NAT) & (nxt <= end)
+            died_in_window = (death[subj] != NAT) & (death[subj] <= end)
+            censored = ~positive & (last[subj] < end) & ~died_in_window
+            excluded = prior & outcome.exclude_prior
+            col = pd.array(positive, dtype="boolean")
+            col[censored | excluded] = pd.NA
+            labels[f"{name}_{h}d"] = col
+            counts.append({"label": f"{name}_{h}d", "n": int((~(censored | excluded)).sum()),
+                           "positives": int((positive & ~excluded).sum()),
+                           "excluded_prior": int(excluded.sum()), "censored": int((censored & ~excluded).sum())})
+    attrition = pd.DataFrame([{"step": s, "rows": int(x.size), "subjects": int(np.unique(x).size)} for s, x in steps])
+    return Cohort(labels.reset_index(drop=True), attrition, pd.DataFrame(counts))
+
+
+def _candidate_times(ev, task, first, last, dynamic):
+    spec = task.prediction_times
+    has = np.flatnonzero(first != NAT)
+    if spec.strategy == "yearly":
+        if spec.start is not None:
+            start = np.datetime64(spec.start, "us").astype(np.int64)
+        else:
+            start = int(first[has].min()) + task.min_history_days * _DAY_US if has.size else 0
+            start = (start // _DAY_US + 1) * _DAY_US  # the next midnight
+        stop = int(last[has].max()) if has.size else start
+        times = np.arange(start, stop + 1, spec.every_days * _DAY_US, dtype=np.int64)
+        subj = np.repeat(has, times.size)
+        pt = np.tile(times, has.size)
+        return subj, pt
+    mask = dynamic & (ev.codes_matching(prefixes=spec.visit_prefixes) if spec.visit_prefixes else True)
+    pairs = pd.DataFrame({"s": ev.subject[mask], "t": ev.time[mask]}).drop_duplicates()
+    if spec.max_per_subject is not None:
+        rng = np.random.default_rng(spec.seed)
+        pairs["r"] = rng.random(len(pairs))
+        pairs = pairs.sort_values(["s", "r"])
+        pairs = pairs[pairs.groupby("s").cumcount() < spec.max_per_subject].sort_values(["s", "t"])
+    return pairs["s"].to_numpy(np.int64), pairs["t"].to_numpy(np.int64)
+
+
+def _prior_and_next(o_subj, o_time, subj, pt):
+    """Whether each (subject, pt) has an outcome event at/before pt, and the first one after."""
+    if o_subj.size == 0:
+        return np.zeros(subj.size, bool), np.full(subj.size, NAT, np.int64)
+    ko, kq = dense_keys(o_subj, o_time, subj, pt)
+    pos = np.searchsorted(ko, kq, side="right")           # outcome events up to (subject, pt)
+    start = np.searchsorted(o_subj, subj, side="left")    # first outcome event of the subject
+    end = np.searchsorted(o_subj, subj, side="right")
+    prior = pos > start
+    has_next = pos < end
+    nxt = np.where(has_next, o_time[np.minimum(pos, o_time.size - 1)], NAT)
+    return prior, nxt
+
+
+def _splits(subject_ids, subj, task, subject_splits):
+    if task.split.strategy == "meds":
+        if subject_splits is None:
+            raise ConfigError("task.split.strategy: 'meds' needs the dataset's metadata/subject_splits.parquet; "
+                              "none was given (use strategy: random to draw splits).")
+        mapping = pd.Series(subject_splits["split"].to_numpy(), index=subject_splits["subject_id"].to_numpy())
+        out = mapping.reindex(subject_ids[subj]).to_numpy()
+        if pd.isna(out).any():
+            missing = subject_ids[subj][pd.isna(out)][0]
+            raise ConfigError(f"metadata/subject_splits.parquet: column 'subject_id' lacks subject {missing} "
+                              "that has events; every subject needs a split.")
+        return out.astype(object)
+    rng = np.random.default_rng(task.split.seed)
+    draw = rng.random(subject_ids.size)
+    names = np.array(["train", "tuning", "held_out"], dtype=object)
+    return names[np.searchsorted(np.cumsum(task.split.fractions)[:-1], draw, side="right")][subj]
+
+
+def to_meds_labels(labels: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One label column in the strict MEDS label schema (unlabelled rows dropped)."""
+    kept = labels[labels[column].notna()]
+    return pd.DataFrame({"subject_id": kept["subject_id"].astype("int64"),
+                         "prediction_time": kept["prediction_time"],
+                         "boolean_value": kept[column].astype(bool)}).reset_index(drop=True)

@@ -1,0 +1,176 @@
+"""Task definitions: who is predicted for, when, and what counts as the outcome.
+
+A task is read from YAML and validated once, here; an error names the key, the rule and
+the value received (and suggests the key you probably meant).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .._validation import ConfigError
+
+__all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
+           "format_validation_error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OutcomeDefinition(_Strict):
+    """Which codes mark the outcome. ``codes`` match exactly, ``prefixes`` by the start of the code."""
+
+    codes: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    exclude_prior: bool = True
+
+    @model_validator(mode="after")
+    def _some_code(self):
+        if not self.codes and not self.prefixes:
+            raise ValueError("an outcome needs at least one entry in 'codes' or 'prefixes'")
+        return self
+
+
+class PredictionTimes(_Strict):
+    """When predictions are made.
+
+    ``yearly``: ``start + k * every_days`` for every k while the data lasts.
+    ``every_visit``: at each distinct time of an event whose code starts with one of
+    ``visit_prefixes`` (all events when empty), at most ``max_per_subject`` per subject
+    (a seeded random choice).
+    """
+
+    strategy: Literal["yearly", "every_visit"] = "yearly"
+    start: dt.date | None = None
+    every_days: int = 365
+    visit_prefixes: tuple[str, ...] = ()
+    max_per_subject: int | None = None
+    seed: int = 0
+
+    @field_validator("every_days")
+    @classmethod
+    def _pos(cls, v):
+        if v <= 0:
+            raise ValueError(f"must be a positive int. Got {v} instead")
+        return v
+
+    @field_validator("max_per_subject")
+    @classmethod
+    def _pos_or_none(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError(f"must be a positive int or null. Got {v} instead")
+        return v
+
+
+class SplitDefinition(_Strict):
+    """Subject-level splits: from the dataset's ``metadata/subject_splits.parquet`` or random."""
+
+    strategy: Literal["meds", "random"] = "meds"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, v):
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"must be three non-negative shares (train, tuning, held_out) summing to 1. Got {list(v)} instead")
+        return v
+
+
+class TaskDefinition(_Strict):
+    """A prediction task over MEDS events (see :mod:`twinml.cohort` for the exact rules)."""
+
+    name: str
+    outcomes: dict[str, OutcomeDefinition]
+    horizons_days: tuple[int, ...]
+    prediction_times: PredictionTimes = Field(default_factory=PredictionTimes)
+    min_history_days: int = 365
+    min_age_years: float | None = 18.0
+    split: SplitDefinition = Field(default_factory=SplitDefinition)
+
+    @field_validator("horizons_days")
+    @classmethod
+    def _horizons(cls, v):
+        if not v:
+            raise ValueError("must list at least one horizon")
+        for h in v:
+            if h <= 0:
+                raise ValueError(f"must be positive ints. Got {h} instead")
+        if len(set(v)) != len(v):
+            raise ValueError(f"must not repeat a horizon. Got {list(v)} instead")
+        return tuple(sorted(v))
+
+    @field_validator("min_history_days")
+    @classmethod
+    def _history(cls, v):
+        if v < 0:
+            raise ValueError(f"must be a non-negative int. Got {v} instead")
+        return v
+
+    @field_validator("outcomes")
+    @classmethod
+    def _outcome_names(cls, v):
+        if not v:
+            raise ValueError("must define at least one outcome")
+        for name in v:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"names must be letters, digits and '_'. Got {name!r} instead")
+        return v
+
+    @property
+    def label_columns(self) -> list[str]:
+        """``{outcome}_{horizon}d`` for every outcome and horizon, outcome-major."""
+        return [f"{o}_{h}d" for o in self.outcomes for h in self.horizons_days]
+
+
+def format_validation_error(err: ValidationError, *, source: str, model: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: ``file: key.path: rule; got value``, with 'did you mean' for typos."""
+    lines = []
+    for e in err.errors():
+        loc = prefix + ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(model, e["loc"][:-1])
+            guess = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            msg = "is not a known key" + (f"; did you mean {guess[0]!r}?" if guess else f"; known keys: {known}")
+            lines.append(f"{source}: {loc} {msg}")
+            continue
+        lines.append(f"{source}: {loc}: {msg}; got {e.get('input')!r}")
+    return "\n".join(lines)
+
+
+def _known_keys(model, loc):
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        if field is None:
+            break
+        ann = field.annotation
+        inner = getattr(ann, "__args__", ())
+        candidates = [a for a in (ann, *inner) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            break
+        model = candidates[-1]
+    return sorted(model.model_fields)
+
+
+def load_task(path_or_dict, *, source: str | None = None) -> TaskDefinition:
+    """Read a task from a YAML file (or a dict) and validate it."""
+    if isinstance(path_or_dict, dict):
+        raw, src = path_or_dict, source or "task"
+    else:
+        src = source or str(path_or_dict)
+        with open(path_or_dict) as fh:
+            raw = yaml.safe_load(fh)
+        raw = raw.get("task", raw) if isinstance(raw, dict) else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: a task must be a mapping of keys; got {type(raw).__name__}")
+    try:
+        return TaskDefinition.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source=src, model=TaskDefinition, prefix="task.")) from None

@@ -1,0 +1,213 @@
+"""Tabular features: windowed aggregates per code, age and static traits, as a sparse matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .._arrays import NAT, EventArrays
+from .._validation import ConfigError, input_error
+from ._windows import RangeMinMax, count_upto, make_segments, pairs_for_queries
+
+__all__ = ["TabularFeaturizer"]
+
+_AGGS = ("count", "last", "mean", "min", "max")
+_VALUE_AGGS = ("last", "mean", "min", "max")
+_YEAR_US = 365.25 * 86_400 * 1_000_000
+
+
+class TabularFeaturizer(TransformerMixin, BaseEstimator):
+    """Windowed aggregates per code before each prediction time, plus age and static traits.
+
+    For each prediction row ``(subject_id, prediction_time)`` and each window of ``w`` days,
+    only events with ``prediction_time - w < time <= prediction_time`` are used (``None`` = all
+    history up to ``prediction_time``): events after the prediction time never reach a feature.
+
+    Parameters
+    ----------
+    windows_days : sequence of int or None
+        Look-back windows; ``None`` means all history.
+    aggregates : sequence of str
+        Any of ``count``, ``last``, ``mean``, ``min``, ``max``; value aggregates apply to codes
+        that carry numeric values.
+    min_code_count : int
+        Codes seen fewer times in the training events are left out of the vocabulary.
+    standardize_values : bool
+        Express value aggregates as z-scores with each code's train mean and SD.
+
+    Attributes
+    ----------
+    vocabulary_ : ndarray of str
+        Dynamic codes kept, in column order.
+    numeric_ : ndarray of bool
+        Whether each vocabulary code gets value aggregates.
+    value_mean_, value_std_ : ndarray
+        Train statistics of each code's values.
+    static_vocabulary_ : ndarray of str
+    feature_names_ : ndarray of str
+    """
+
+    def __init__(self, windows_days=(30, 365, None), aggregates=_AGGS, min_code_count=10, standardize_values=True):
+        self.windows_days = windows_days
+        self.aggregates = aggregates
+        self.min_code_count = min_code_count
+        self.standardize_values = standardize_values
+
+    def _validate_params(self):
+        if not self.windows_days:
+            raise ConfigError("The 'windows_days' parameter of TabularFeaturizer must list at least one window. Got [] instead.")
+        for w in self.windows_days:
+            if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w <= 0):
+                raise ConfigError(f"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got {w!r} instead.")
+        bad = [a for a in self.aggregates if a not in _AGGS]
+        if bad or "count" not in self.aggregates:
+            raise ConfigError(f"The 'aggregates' parameter of TabularFeaturizer must include 'count' and only {list(_AGGS)}. Got {list(self.aggregates)} instead.")
+
+    def fit(self, events: pd.DataFrame, y=None):
+        """Learn the vocabulary and value statistics from (training) events."""
+        self._validate_params()
+        ev = EventArrays(events)
+        dynamic = (ev.time != NAT) & ~np.isin(ev.vocab[ev.code], ["MEDS_BIRTH"])
+        counts = np.bincount(ev.code[dynamic], minlength=ev.vocab.size)
+        with_value = np.bincount(ev.code[dynamic & ~np.isnan(ev.value)], minlength=ev.vocab.size)
+        sums = np.bincount(ev.code[dynamic], weights=np.nan_to_num(ev.value[dynamic]).astype(np.float64), minlength=ev.vocab.size)
+        sq = np.bincount(ev.code[dynamic], weights=np.nan_to_num(ev.value[dynamic]).astype(np.float64) ** 2, minlength=ev.vocab.size)
+        keep = counts >= self.min_code_count
+        order = np.argsort(ev.vocab[keep].astype(str))
+        idx = np.flatnonzero(keep)[order]
+        self.vocabulary_ = ev.vocab[idx].astype(str)
+        self.numeric_ = with_value[idx] >= 0.5 * counts[idx]
+        n = np.maximum(with_value[idx], 1)
+        self.value_mean_ = sums[idx] / n
+        self.value_std_ = np.sqrt(np.maximum(sq[idx] / n - self.value_mean_**2, 1e-12))
+        static = ev.time == NAT
+        s_counts = np.bincount(ev.code[static], minlength=ev.vocab.size)
+        s_with_value = np.bincount(ev.code[static & ~np.isnan(ev.value)], minlength=ev.vocab.size)
+        s_idx = np.flatnonzero(s_counts >= self.min_code_count)
+        s_idx = s_idx[np.argsort(ev.vocab[s_idx].astype(str))]
+        self.static_vocabulary_ = ev.vocab[s_idx].astype(str)
+        self.static_numeric_ = s_with_value[s_idx] >= 0.5 * s_counts[s_idx]
+        self._layout()
+        return self
+
+    def _layout(self):
+        value_aggs = [a for a in _VALUE_AGGS if a in self.aggregates]
+        width = 1 + len(value_aggs) * self.numeric_.astype(int)
+        self._code_offset = np.r_[0, np.cumsum(width)[:-1]].astype(np.int64)
+        self._block = int(width.sum())
+        self._head = 2 + self.static_vocabulary_.size  # age, age_missing, statics
+        names = ["age", "age_missing"] + [f"static//{c}" for c in self.static_vocabulary_]
+        for w in self.windows_days:
+            wname = "all" if w is None else f"{w}d"
+            for c, num in zip(self.vocabulary_, self.numeric_):
+                names.append(f"{c}/{wname}/count")
+                if num:
+                    names.extend(f"{c}/{wname}/{a}" for a in value_aggs)
+        self.feature_names_ = np.array(names, dtype=object)
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "vocabulary_")
+        return self.feature_names_.copy()
+
+    def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> sp.csr_matrix:
+        """Features for each row of ``index`` (``subject_id``, ``prediction_time``), as CSR float32."""
+        check_is_fitted(self, "vocabulary_")
+        for col in ("subject_id", "prediction_time"):
+            if col not in index:
+                raise input_error(table="prediction index", column=col, rule="is required")
+        ev = EventArrays(events)
+        q_rank = pd.Index(ev.subjects).get_indexer(index["subject_id"].to_numpy(np.int64))
+        q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+        if (q_time == NAT).any():
+            raise input_error(table="prediction index", column="prediction_time", rule="must not be null")
+        rows, cols, vals = [], [], []
+        self._age_and_static(ev, q_rank, q_time, rows, cols, vals)
+        self._windows(ev, q_rank, q_time, rows, cols, vals)
+        shape = (len(index), self.feature_names_.size)
+        if not rows:
+            return sp.csr_matrix(shape, dtype=np.float32)
+        m = sp.coo_matrix((np.concatenate(vals).astype(np.float32, copy=False),
+                           (np.concatenate(rows).astype(np.int32, copy=False),
+                            np.concatenate(cols).astype(np.int32, copy=False))), shape=shape)
+        # Every (row, column) is written once, so there is nothing to sum: skip scipy's sort.
+        m.has_canonical_format = True
+        return m.tocsr()
+
+    def _age_and_static(self, ev, q_rank, q_time, rows, cols, vals):
+        n_q = q_rank.size
+        birth = np.full(ev.subjects.size + 1, NAT, np.int64)  # last slot: subjects without events
+        is_birth = ev.vocab[ev.code] == "MEDS_BIRTH"
+        birth[ev.subject[is_birth][::-1]] = ev.time[is_birth][::-1]  # the first birth row wins
+        b = birth[q_rank]
+        has = b != NAT
+        rows += [np.arange(n_q, dtype=np.int32)]
+        cols += [np.where(has, 0, 1).astype(np.int32)]
+        vals += [np.where(has, (q_time - b) / _YEAR_US, 1.0).astype(np.float32)]
+        lookup = pd.Index(self.static_vocabulary_).get_indexer(ev.vocab.astype(str))
+        sv = lookup[ev.code]
+        st = (ev.time == NAT) & (sv >= 0)
+        if not st.any():
+            return
+        s_subj, s_col, s_val = ev.subject[st], sv[st], ev.value[st]
+        order = np.argsort(s_subj, kind="stable")
+        s_subj, s_col, s_val = s_subj[order], s_col[order], s_val[order]
+        lo, hi = np.searchsorted(s_subj, q_rank, "left"), np.searchsorted(s_subj, q_rank, "right")
+        lo, hi = np.where(q_rank < 0, 0, lo), np.where(q_rank < 0, 0, hi)
+        n = hi - lo
+        q = np.repeat(np.arange(n_q), n)
+        e = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
+        numeric = self.static_numeric_[s_col[e]]
+        rows.append(q)
+        cols.append(2 + s_col[e])
+        vals.append(np.where(numeric, np.nan_to_num(s_val[e]), 1.0))
+
+    def _windows(self, ev, q_rank, q_time, rows, cols, vals):
+        lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
+        vc = lookup[ev.code]
+        keep = (ev.time != NAT) & (vc >= 0)
+        if not keep.any():
+            return
+        seg = make_segments(ev.subject[keep], ev.time[keep], vc[keep].astype(np.int64), ev.value[keep],
+                            self.vocabulary_.size)
+        valid_q = np.flatnonzero(q_rank >= 0)
+        q_sort = valid_q[np.lexsort((q_time[valid_q], q_rank[valid_q]))]
+        pair_q, pair_seg = pairs_for_queries(seg, q_rank[q_sort], ev.subjects.size)
+        pt = q_time[q_sort][pair_q]
+        started = seg.time[seg.start[pair_seg]] <= pt  # codes first seen later add nothing
+        pair_q, pair_seg, pt = pair_q[started], pair_seg[started], pt[started]
+        hi = count_upto(seg, pair_seg, pt)
+        row = q_sort[pair_q].astype(np.int32)
+        code = seg.code[pair_seg]
+        numeric = self.numeric_[code]
+        code_base = (self._head + self._code_offset[code]).astype(np.int32)
+        value_aggs = [a for a in _VALUE_AGGS if a in self.aggregates]
+        if value_aggs:
+            v = seg.value
+            csum = np.r_[0.0, np.cumsum(np.nan_to_num(v), dtype=np.float64)]
+            cnum = np.r_[0, np.cumsum(~np.isnan(v))]
+            rmm = RangeMinMax(v, int((seg.end - seg.start).max())) if ({"min", "max"} & set(value_aggs)) else None
+        for wi, w in enumerate(self.windows_days):
+            lo = seg.start[pair_seg] if w is None else count_upto(seg, pair_seg, pt - w * 86_400 * 1_000_000)
+            n = hi - lo
+            hit = n > 0
+            base = code_base + np.int32(wi * self._block)
+            rows.append(row[hit]); cols.append(base[hit]); vals.append(n[hit].astype(np.float32))
+            if not value_aggs:
+                continue
+            nv = cnum[hi] - cnum[lo]
+            m = hit & numeric & (nv > 0)
+            lo_m, hi_m, c_m, r_m, b_m = lo[m], hi[m], code[m], row[m], base[m]
+            out = {"mean": (csum[hi_m] - csum[lo_m]) / nv[m], "last": v[hi_m - 1]}
+            if rmm is not None:
+                out["min"], out["max"] = rmm.query(lo_m, hi_m)
+            mean_c = self.value_mean_.astype(np.float32)[c_m]
+            std_c = self.value_std_.astype(np.float32)[c_m]
+            for slot, agg in enumerate(value_aggs, start=1):
+                x = out[agg].astype(np.float32)
+                if self.standardize_values:
+                    x = (x - mean_c) / std_c
+                ok = np.isfinite(x)
+                rows.append(r_m[ok]); cols.append(b_m[ok] + slot); vals.append(x[ok])
