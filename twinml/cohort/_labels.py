@@ -9,9 +9,15 @@ Rules (the same for every task):
 - **Label** ``{outcome}_{h}d`` is True when an outcome code occurs in ``(t, t + h days]``.
 - **Prior outcome**: with ``exclude_prior``, a subject with an outcome code at or before ``t``
   gets no label for that outcome (null), not a negative.
-- **Censoring**: with no outcome in the window and the subject's records ending before
-  ``t + h`` without death, the label is null (excluded), never a negative. Death inside the
-  window without the outcome is a negative (death competes; the simulator's truth agrees).
+- **Censoring**: a label needs the subject followed through the window end: a record at or
+  after ``t + h``, or death at or before ``t + h``. Otherwise the label is null (excluded),
+  never a negative, for positives and negatives alike. Follow-up ends at the subject's last
+  record, so datasets should carry an end-of-observation record (the simulator writes
+  ``OBSERVATION_PERIOD//END``, as OMOP's observation_period does). Without one, sparse
+  visits make survivors look lost while deaths are always seen, and the positive rate is
+  inflated (measured on the simulator: 1-year death 1.85% observed vs 1.47% true).
+  Death inside the window without the outcome is a negative (death competes; the
+  simulator's truth agrees).
 - **Leakage guards**: labels look only after ``t``; features (``twinml.features``) look only at
   or before ``t``; splits are by subject so no subject is in two splits.
 """
@@ -97,13 +103,13 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
             end = pt + h * _DAY_US
             positive = (nxt != NAT) & (nxt <= end)
             died_in_window = (death[subj] != NAT) & (death[subj] <= end)
-            censored = ~positive & (last[subj] < end) & ~died_in_window
+            censored = (last[subj] < end) & ~died_in_window
             excluded = prior & outcome.exclude_prior
             col = pd.array(positive, dtype="boolean")
             col[censored | excluded] = pd.NA
             labels[f"{name}_{h}d"] = col
             counts.append({"label": f"{name}_{h}d", "n": int((~(censored | excluded)).sum()),
-                           "positives": int((positive & ~excluded).sum()),
+                           "positives": int((positive & ~excluded & ~censored).sum()),
                            "excluded_prior": int(excluded.sum()), "censored": int((censored & ~excluded).sum())})
     attrition = pd.DataFrame([{"step": s, "rows": int(x.size), "subjects": int(np.unique(x).size)} for s, x in steps])
     return Cohort(labels.reset_index(drop=True), attrition, pd.DataFrame(counts))

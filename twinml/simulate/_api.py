@@ -220,7 +220,7 @@ def _truth_table(res, *, start_s, years, truth_start_year, horizons_days, subjec
             if drug is not None:
                 on_p[:, TREATMENT_NAMES.index(drug)] = True
             z = res.z_untreated[idx, steps] + (on_p.astype(np.float32) @ effects)[:, None, :]
-            plans[plan] = hazards(z, age, st.male[idx, None], st.deprivation[idx, None])
+            plans[plan] = hazards(z, age, st.male[idx, None], st.deprivation[idx, None], st.smoker[idx, None])
         pt = np.datetime64(start_s + y * 365 * 86400, "s").astype("datetime64[us]")
         for plan, lam in plans.items():
             risk = cumulative_incidence(lam, horizons_days)  # (n, 5, H)
@@ -252,6 +252,7 @@ def _subjects_table(res, *, start_s, subject_ids, years):
         "lost_to_follow_up_date": date(st.censor),
         "death_date": date(res.death_time),
         "in_bias_group": st.in_bias_group,
+        "smoker": st.smoker,
         **{f"true_{o}_onset": date(np.maximum(res.onset_time[:, i], 0.0))  # prevalent: on or before start
            for i, o in enumerate(OUTCOMES) if o != "death"},
     })

@@ -54,6 +54,14 @@ VISIT_CODES = {
     "inpatient": ("SNOMED/32485007", "Hospital admission"),
 }
 
+# Observation period (as OMOP's observation_period): start at entry, end at loss to follow-up,
+# death or the end of the data. Lets labels tell "not followed" from "followed, no outcome".
+OBSERVATION_PERIOD = {"start": ("OBSERVATION_PERIOD//START", "Start of observation period"),
+                      "end": ("OBSERVATION_PERIOD//END", "End of observation period")}
+
+# Coded at the first visit for half of the smokers.
+SMOKER_CODE = ("SNOMED/77176002", "Smoker")
+
 SEXES = ("F", "M")
 RACE_GROUPS = ("White", "Black", "Hispanic", "Asian", "Other")
 RACE_PROBS = (0.60, 0.13, 0.17, 0.06, 0.04)
@@ -74,4 +82,6 @@ def code_descriptions() -> dict[str, str]:
     table.update({code: desc for code, desc, _ in MEASUREMENTS.values()})
     table.update({code: desc for code, desc in THRESHOLD_DIAGNOSES.values()})
     table.update({code: desc for code, desc in VISIT_CODES.values()})
+    table[SMOKER_CODE[0]] = SMOKER_CODE[1]
+    table.update(dict(OBSERVATION_PERIOD.values()))
     return table

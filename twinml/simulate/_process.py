@@ -46,6 +46,8 @@ class Statics:
     entry: np.ndarray         # years after start when the subject enters the records
     censor: np.ndarray        # years after start when the subject is lost to follow-up
     in_bias_group: np.ndarray  # bool
+    smoker: np.ndarray        # bool; raises cardiovascular hazards
+    smoking_recorded: np.ndarray  # bool; only half of smokers have it coded (an unmeasured risk)
 
 
 @dataclass
@@ -90,7 +92,8 @@ def draw_statics(n, rng, *, bias_group, follow_up_loss_per_year):
     entry = rng.uniform(0.0, 3.0, n)
     censor = entry + rng.exponential(1.0 / follow_up_loss_per_year, n)
     in_group = _group_mask(bias_group, male=male, race=race) if bias_group else np.zeros(n, bool)
-    return Statics(age0, male, race, dep, mu, slope, entry, censor, in_group)
+    smoker = rng.random(n) < 0.12 + 0.2 * dep
+    return Statics(age0, male, race, dep, mu, slope, entry, censor, in_group, smoker, rng.random(n) < 0.5)
 
 
 def _group_mask(group_code, *, male, race):
@@ -104,20 +107,21 @@ def _group_mask(group_code, *, male, race):
     )
 
 
-def hazards(z, age, male, dep):
+def hazards(z, age, male, dep, smoker):
     """Per-year hazards of each outcome, shape ``z.shape[:-1] + (5,)``.
 
-    ``z`` is the treated latent state (..., K); ``age``, ``male``, ``dep`` broadcast to z[..., 0].
+    ``z`` is the treated latent state (..., K); ``age``, ``male``, ``dep``, ``smoker`` broadcast to
+    z[..., 0].
     """
     a = (age - 60.0) / 10.0
     g, b, l, r, w = (z[..., k] for k in range(len(COMPONENTS)))
     lin = np.stack(
         [
             -4.6 + 1.1 * g + 0.35 * w + 0.15 * a,
-            -5.0 + 0.55 * l + 0.45 * b + 0.3 * g + 0.55 * a + 0.45 * male,
-            -5.7 + 0.7 * b + 0.2 * g + 0.2 * l + 0.6 * a,
+            -5.2 + 0.55 * l + 0.45 * b + 0.3 * g + 0.55 * a + 0.45 * male + 0.7 * smoker,
+            -5.9 + 0.7 * b + 0.2 * g + 0.2 * l + 0.6 * a + 0.6 * smoker,
             -5.0 + 1.0 * r + 0.3 * g + 0.3 * b + 0.35 * a,
-            -5.6 + 0.9 * a + 0.2 * g + 0.25 * b + 0.3 * r + 0.3 * male + 0.4 * (dep - 0.5),
+            -5.7 + 0.9 * a + 0.2 * g + 0.25 * b + 0.3 * r + 0.3 * male + 0.4 * (dep - 0.5) + 0.4 * smoker,
         ],
         axis=-1,
     )
@@ -130,12 +134,12 @@ def readings(z, age, rng):
     n = z.shape[0]
     noise = rng.standard_normal((n, 7))
     return {
-        "sbp": 128.0 + 14.0 * b + 8.0 * noise[:, 0],
-        "dbp": 78.0 + 8.0 * b + 5.0 * noise[:, 1],
-        "bmi": 27.5 + 4.5 * w + 0.5 * noise[:, 2],
-        "hba1c": 5.45 + 0.45 * g + 0.15 * noise[:, 3],
-        "glucose": 98.0 + 14.0 * g + 10.0 * noise[:, 4],
-        "ldl": 118.0 + 30.0 * l + 12.0 * noise[:, 5],
-        "egfr": np.clip(92.0 - 13.0 * r - 0.5 * (age - 50.0) + 5.0 * noise[:, 6], 5.0, 140.0),
+        "sbp": 128.0 + 14.0 * b + 12.0 * noise[:, 0],
+        "dbp": 78.0 + 8.0 * b + 7.0 * noise[:, 1],
+        "bmi": 27.5 + 4.5 * w + 0.6 * noise[:, 2],
+        "hba1c": 5.45 + 0.45 * g + 0.2 * noise[:, 3],
+        "glucose": 98.0 + 14.0 * g + 15.0 * noise[:, 4],
+        "ldl": 118.0 + 30.0 * l + 15.0 * noise[:, 5],
+        "egfr": np.clip(92.0 - 13.0 * r - 0.5 * (age - 50.0) + 6.0 * noise[:, 6], 5.0, 140.0),
     }
 

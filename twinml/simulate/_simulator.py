@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._codes import MEASUREMENTS, OUTCOMES, THRESHOLD_DIAGNOSES, TREATMENTS, VISIT_CODES
+from ._codes import MEASUREMENTS, OBSERVATION_PERIOD, OUTCOMES, SMOKER_CODE, THRESHOLD_DIAGNOSES, TREATMENTS, VISIT_CODES
 from ._process import (
     DEATH, DT, EFFECTS, MI, ONE_TIME, STEPS_PER_YEAR, STROKE, T2D, CKD, TREATMENT_NAMES,
     EventLog, Statics, draw_statics, hazards, readings,
@@ -19,8 +19,10 @@ DYNAMIC_CODES = (
     + [c for c, _ in THRESHOLD_DIAGNOSES.values()]
     + [c for c, _, _ in TREATMENTS.values()]
     + [c for c, _, _ in OUTCOMES.values()]
+    + [SMOKER_CODE[0], OBSERVATION_PERIOD["start"][0], OBSERVATION_PERIOD["end"][0]]
 )
 CODE_ID = {c: i for i, c in enumerate(DYNAMIC_CODES)}
+WALK_SD_PER_YEAR = 0.25  # latent drift between visits: recent readings matter more than old ones
 
 
 @dataclass
@@ -55,7 +57,7 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
     onset_time = np.full((n, 5), np.inf)
     # Prevalent onsets at the start: probability from the hazard accumulated since age 30.
     z0 = st.mu + st.slope * (st.age0[:, None] - 50.0) / 10.0
-    lam0 = hazards(z0, st.age0, st.male, st.deprivation)
+    lam0 = hazards(z0, st.age0, st.male, st.deprivation, st.smoker)
     for o in (T2D, CKD):
         prevalent = rng.random(n) < 1.0 - np.exp(-0.5 * lam0[:, o] * (st.age0 - 30.0))
         onset_time[prevalent, o] = -1.0
@@ -73,10 +75,10 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
         t0 = s * DT
         age = st.age0 + t0
         z_u[:, s] = st.mu + st.slope * (age[:, None] - 50.0) / 10.0 + walk
-        walk += 0.12 * np.sqrt(DT) * rng.standard_normal((n, k))
+        walk += WALK_SD_PER_YEAR * np.sqrt(DT) * rng.standard_normal((n, k))
         on_hist[:, s] = on
         z = z_u[:, s] + on.astype(np.float32) @ effects
-        lam = hazards(z, age, st.male, st.deprivation)
+        lam = hazards(z, age, st.male, st.deprivation, st.smoker)
         lam_hist[:, s] = lam
         if not alive.any():
             continue
@@ -93,6 +95,11 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
             _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
                          onset_time, entry_step, end_years, visit_rate_per_year * visit_mult, rng, log)
         alive &= ~dies
+    # Subjects who die before they would have entered never enter the records.
+    follow_end = np.minimum(np.minimum(st.censor, death_time), end_years)
+    entered = np.flatnonzero(st.entry < follow_end)
+    log.add(entered, st.entry[entered], CODE_ID[OBSERVATION_PERIOD["start"][0]])
+    log.add(entered, follow_end[entered], CODE_ID[OBSERVATION_PERIOD["end"][0]])
     return ProcessResult(st, log, z_u, on_hist, lam_hist, death_time, onset_time, n_steps)
 
 
@@ -131,6 +138,8 @@ def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, re
         return
     vt = vt[idx]
     log.add(idx, vt, CODE_ID[VISIT_CODES["outpatient"][0]])
+    first_visit = at_entry[idx] & st.smoker[idx] & st.smoking_recorded[idx]
+    log.add(idx[first_visit], vt[first_visit], CODE_ID[SMOKER_CODE[0]])
     read = readings(z[idx], age[idx], rng)
     u = rng.random((idx.size, 4))
     measured = {

@@ -1,0 +1,185 @@
+"""The ``twinml`` command line: a thin layer over the Python API.
+
+Heavy libraries (mlflow, sklearn, pandas) are imported inside each command so that
+``twinml --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="twinml: machine-learning digital twins of patients.")
+
+_TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _run(fn):
+    """Run a command body; input errors print one clear message and exit 2 (no traceback)."""
+    from ._validation import TwinmlInputError
+
+    try:
+        return fn()
+    except (TwinmlInputError, FileExistsError, FileNotFoundError) as err:
+        _console().print(f"[red]error:[/red] {err}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def simulate(
+    n_subjects: int = typer.Option(10_000, "--n-subjects", help="Number of patients."),
+    seed: int = typer.Option(0, help="Random seed; the output is deterministic given it."),
+    out: Path = typer.Option(..., "--out", help="MEDS directory to write."),
+    years: int = typer.Option(10, help="Length of the recorded period."),
+    bias_group: Optional[str] = typer.Option(None, help="Group for the bias knobs, e.g. RACE//Black."),
+    underdiagnosis_rate: float = typer.Option(0.0, help="Share of T2D/CKD diagnoses never recorded in the group."),
+    visit_rate_ratio: float = typer.Option(1.0, help="Visit rate of the group relative to others."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Simulate patients whose true risks are known; write MEDS + ground truth."""
+    def body():
+        from .pipeline import Progress
+        from .simulate import simulate as run
+
+        say = Progress(_console().print)
+        cohort = run(n_subjects=n_subjects, seed=seed, years=years, bias_group=bias_group,
+                     underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio, progress=say)
+        cohort.write(out, overwrite=overwrite)
+        say(f"wrote {cohort.events.num_rows:,} events for {n_subjects:,} subjects to {out} "
+            f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})")
+    _run(body)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    overwrite_data: bool = typer.Option(False, help="Re-simulate data.path even if it exists."),
+):
+    """Train the configured model as one MLflow run and print its metrics."""
+    def body():
+        from .config import load_config
+        from .pipeline import Progress, train as run
+
+        cfg = load_config(config)
+        res = run(cfg, tracking_uri=tracking_uri, config_text=config.read_text(),
+                  overwrite_data=overwrite_data, progress=Progress(_console().print))
+        for split, table in res.metrics.items():
+            _print_metrics(table, title=f"{cfg.name} [{cfg.model.kind}] on {split}")
+        _console().print(f"MLflow run {res.run_id} at {res.tracking_uri}\nmodel: {res.model_uri}")
+    _run(body)
+
+
+@app.command()
+def evaluate(
+    model: str = typer.Option(..., "--model", help="Model URI, e.g. runs:/<run_id>/model or models:/name@alias."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory."),
+    task: Path = typer.Option(..., "--task", help="Task YAML, or an experiment YAML with a task: section."),
+    split: str = typer.Option("held_out", help="Which split's labels to score."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    n_bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals."),
+):
+    """Score a logged model on a MEDS dataset and print discrimination and calibration."""
+    def body():
+        from .cohort import load_task
+        from .pipeline import Progress, evaluate as run
+
+        table = run(model, meds_dir=events, task=load_task(task), split=split, tracking_uri=tracking_uri,
+                    n_boot=n_bootstrap, progress=Progress(_console().print))
+        _print_metrics(table, title=f"{model} on {events} ({split})")
+    _run(body)
+
+
+@app.command()
+def quickstart(
+    config: Path = typer.Option(Path("configs/quickstart.yaml"), help="Base experiment YAML."),
+    workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data goes."),
+    n_subjects: int = typer.Option(6_000, help="Cohort size."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+):
+    """Simulate a cohort, train both baselines, evaluate, and print model vs oracle."""
+    def body():
+        from .config import load_config
+        from .pipeline import Progress, train as run
+
+        say = Progress(_console().print)
+        tables = {}
+        for kind in ("logistic", "hist_gb"):
+            cfg = load_config(_quickstart_config(config, workdir, n_subjects, kind))
+            res = run(cfg, tracking_uri=tracking_uri, progress=say)
+            tables[kind] = (res.metrics["held_out"], res.run_id)
+        _print_quickstart(tables, tracking_uri=res.tracking_uri)
+    _run(body)
+
+
+def _quickstart_config(config: Path, workdir: Path, n_subjects: int, kind: str) -> dict:
+    import yaml
+
+    if not config.exists():
+        raise FileNotFoundError(f"{config}: quickstart config not found (run from the repository root or pass --config).")
+    base = yaml.safe_load(config.read_text())
+    base["name"] = f"quickstart-{kind}"
+    base["data"]["path"] = str(workdir / "meds")
+    base["data"]["simulator"]["n_subjects"] = n_subjects
+    base["model"]["kind"] = kind
+    return base
+
+
+def _fmt(x, digits=3):
+    import math
+
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _print_metrics(table, *, title):
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("label", "n", "pos", "AUROC [95% CI]", "AUPRC", "oracle AUROC", "model/oracle", "Brier", "ECE", "slope"):
+        t.add_column(col, justify="left" if col == "label" else "right")
+    for r in table.to_dict("records"):
+        t.add_row(r["label"], str(r["n"]), str(r["positives"]),
+                  f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'))}, {_fmt(r.get('auroc_hi'))}]",
+                  _fmt(r.get("auprc")), _fmt(r.get("oracle_auroc")), _fmt(r.get("auroc_vs_oracle"), 2),
+                  _fmt(r.get("brier"), 4), _fmt(r.get("ece"), 4), _fmt(r.get("calibration_slope"), 2))
+    _console().print(t)
+
+
+def _print_quickstart(tables, *, tracking_uri):
+    from rich.table import Table
+
+    t = Table(title="quickstart: held-out AUROC vs the oracle (true risks), and calibration")
+    t.add_column("label")
+    t.add_column("oracle", justify="right")
+    for kind in tables:
+        t.add_column(f"{kind} AUROC", justify="right")
+        t.add_column(f"{kind} ECE", justify="right")
+    first = next(iter(tables.values()))[0]
+    for i, label in enumerate(first["label"]):
+        row = [label, _fmt(first["oracle_auroc"].iloc[i]) if "oracle_auroc" in first else "—"]
+        for table, _ in tables.values():
+            row += [_fmt(table["auroc"].iloc[i]), _fmt(table["ece"].iloc[i], 4)]
+        t.add_row(*row)
+    c = _console()
+    c.print(t)
+    for kind, (_, run_id) in tables.items():
+        c.print(f"{kind}: MLflow run {run_id}")
+    c.print(f"tracking store: {tracking_uri}\nbrowse: mlflow ui --backend-store-uri {tracking_uri}")
+
+
+def main():
+    app(prog_name="twinml")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""One YAML file per experiment, parsed into typed, validated config objects.
+
+Only the pipeline and CLI read these; domain functions take plain keyword arguments.
+An error names the file, the key, the rule and the value received.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._validation import ConfigError
+from .cohort import TaskDefinition
+from .cohort._task import format_validation_error
+
+__all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig",
+           "EvaluationConfig", "TrackingConfig", "load_config"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatorSettings(_Strict):
+    """Arguments of :func:`twinml.simulate.simulate` used when ``data.source`` is ``simulator``."""
+
+    n_subjects: int = 5_000
+    seed: int = 0
+    years: int = 10
+    bias_group: str | None = None
+    underdiagnosis_rate: float = 0.0
+    visit_rate_ratio: float = 1.0
+    treatment_effect_scale: float = 1.0
+
+    @field_validator("n_subjects", "years")
+    @classmethod
+    def _positive(cls, v):
+        if v <= 0:
+            raise ValueError(f"must be a positive int. Got {v} instead")
+        return v
+
+
+class DataConfig(_Strict):
+    """Where events come from. ``path`` is a MEDS directory (simulated there first if missing)."""
+
+    source: Literal["simulator", "meds"] = "simulator"
+    path: str
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+
+
+class FeaturesConfig(_Strict):
+    windows_days: tuple[int | None, ...] = (30, 365, None)
+    aggregates: tuple[Literal["count", "last", "mean", "min", "max"], ...] = ("count", "last", "mean", "min", "max")
+    min_code_count: int = 10
+
+    @field_validator("windows_days")
+    @classmethod
+    def _windows(cls, v):
+        for w in v:
+            if w is not None and w <= 0:
+                raise ValueError(f"must be positive ints or null (all history). Got {w} instead")
+        return v
+
+
+class ModelConfig(_Strict):
+    kind: Literal["logistic", "hist_gb"] = "hist_gb"
+    params: dict = Field(default_factory=dict)
+    calibration: Literal["sigmoid", "isotonic"] | None = None
+
+
+class EvaluationConfig(_Strict):
+    splits: tuple[Literal["train", "tuning", "held_out"], ...] = ("held_out",)
+    n_bootstrap: int = 200
+    ece_bins: int = 10
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    experiment: str = "twinml"
+    register_as: str | None = None
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment: data source, task, features, model, evaluation, tracking."""
+
+    name: str
+    seed: int = 0
+    data: DataConfig
+    task: TaskDefinition
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def load_config(path_or_dict) -> ExperimentConfig:
+    """Read and validate an experiment config (relative paths are relative to the working directory)."""
+    if isinstance(path_or_dict, dict):
+        raw, source = path_or_dict, "config"
+    else:
+        source = str(path_or_dict)
+        if not Path(path_or_dict).exists():
+            raise ConfigError(f"{source}: config file not found.")
+        raw = yaml.safe_load(Path(path_or_dict).read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of keys; got {type(raw).__name__}")
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source=source, model=ExperimentConfig)) from None

@@ -1,0 +1,169 @@
+"""The pipeline layer: binds a validated :class:`~twinml.config.ExperimentConfig` to the domain functions.
+
+``train(config)`` = prepare data -> labels -> fit -> evaluate -> one MLflow run with the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ._validation import ConfigError
+from .cohort import Cohort, TaskDefinition, build_labels
+from .config import DataConfig, ExperimentConfig
+from .data import read_meds, read_subject_splits
+from .evaluation import evaluate_risks, reliability_figure
+from .models import TabularRiskModel
+
+__all__ = ["prepare_data", "train", "evaluate", "TrainResult", "Progress", "load_truth"]
+
+TRUTH_FILE = Path("truth") / "ground_truth.parquet"
+
+
+class Progress:
+    """Prints each step with the time elapsed, so long runs show where they are."""
+
+    def __init__(self, echo=print):
+        self.echo = echo
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        self.echo(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}")
+
+
+def _quiet(msg: str) -> None:
+    return None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    tracking_uri: str
+    metrics: dict[str, pd.DataFrame]
+    cohort: Cohort
+    model: TabularRiskModel
+
+
+def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) -> Path:
+    """Return the MEDS directory, simulating it first when the source is the simulator."""
+    path = Path(data.path)
+    if data.source == "meds":
+        if not (path / "data").is_dir():
+            raise ConfigError(f"data.path: no MEDS dataset at {path} (expected {path / 'data'}/).")
+        return path
+    from .simulate import simulate
+
+    wanted = data.simulator.model_dump()
+    saved = path / "truth" / "simulator.json"
+    if path.exists() and not overwrite:
+        have = json.loads(saved.read_text()) if saved.exists() else None
+        if have is not None and all(have.get(k) == v for k, v in wanted.items()):
+            progress(f"reusing simulated cohort at {path}")
+            return path
+        raise ConfigError(f"data.path: {path} exists but was not simulated with these settings {wanted}; "
+                          "remove it, choose another path, or pass --overwrite.")
+    progress(f"simulating {data.simulator.n_subjects:,} subjects -> {path}")
+    simulate(**wanted, progress=progress).write(path, overwrite=True)
+    return path
+
+
+def load_truth(meds_dir) -> pd.DataFrame | None:
+    """The simulator's ground truth beside a MEDS directory, if there is one."""
+    f = Path(meds_dir) / TRUTH_FILE
+    return pd.read_parquet(f) if f.exists() else None
+
+
+def _label_rows(labels, split):
+    return labels[labels["split"] == split].reset_index(drop=True)
+
+
+def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_text: str | None = None,
+          overwrite_data: bool = False, progress=_quiet) -> TrainResult:
+    """Run one experiment end to end as one MLflow run."""
+    import mlflow
+
+    from . import tracking
+
+    root = prepare_data(config.data, overwrite=overwrite_data, progress=progress)
+    events = read_meds(root)
+    progress(f"read {len(events):,} events")
+    cohort = build_labels(events, task=config.task, subject_splits=read_subject_splits(root))
+    labels = cohort.labels
+    progress(f"labels: {len(labels):,} prediction times for {labels['subject_id'].nunique():,} subjects")
+    train_rows = _label_rows(labels, "train")
+    if train_rows.empty:
+        raise ConfigError("task: no prediction times fall in the train split; check prediction_times and splits.")
+    f = config.features
+    model = TabularRiskModel(kind=config.model.kind, model_params=dict(config.model.params),
+                             windows_days=f.windows_days, aggregates=f.aggregates,
+                             min_code_count=f.min_code_count, calibration=config.model.calibration,
+                             random_state=config.seed)
+    model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
+    truth = load_truth(root)
+    metrics, risks = {}, {}
+    for split in config.evaluation.splits:
+        rows = _label_rows(labels, split)
+        risks[split] = model.predict_risk(events, rows)
+        metrics[split] = evaluate_risks(rows, risks[split], columns=model.label_columns_, truth=truth,
+                                        n_boot=config.evaluation.n_bootstrap, ece_bins=config.evaluation.ece_bins,
+                                        seed=config.seed)
+        progress(f"evaluated {split}: {len(rows):,} rows")
+
+    uri = tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(config.tracking.experiment)
+    cfg_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    with mlflow.start_run(run_name=config.name) as run:
+        mlflow.log_params(tracking.flatten_params(config.model_dump(mode="json")))
+        mlflow.set_tags({"twinml.code_version": tracking.code_version(),
+                         "twinml.data_fingerprint": tracking.data_fingerprint(root),
+                         "twinml.config_hash": hashlib.sha256(cfg_json.encode()).hexdigest()[:16],
+                         "twinml.data_source": config.data.source, "twinml.seed": str(config.seed)})
+        mlflow.log_text(config_text or cfg_json, "config.yaml" if config_text else "config.json")
+        tracking.log_frame(cohort.attrition, "cohort/attrition.csv")
+        tracking.log_frame(cohort.label_counts, "cohort/label_counts.csv")
+        mlflow.log_metrics({"features/n_columns": float(model.feature_names_.size),
+                            "cohort/train_rows": float(len(train_rows))})
+        for split, table in metrics.items():
+            tracking.log_metrics_table(table, split=split)
+            tracking.log_frame(table, f"evaluation/{split}_metrics.csv")
+            fig = reliability_figure(_label_rows(labels, split), risks[split], model.label_columns_,
+                                     title=f"{config.name}: reliability ({split})")
+            mlflow.log_figure(fig, f"evaluation/reliability_{split}.png")
+            _close(fig)
+        info = tracking.log_model(model, registered_model_name=config.tracking.register_as)
+        progress(f"logged MLflow run {run.info.run_id} to {uri}")
+    return TrainResult(run.info.run_id, info.model_uri, uri, metrics, cohort, model)
+
+
+def evaluate(model_uri: str, *, meds_dir, task: TaskDefinition, split: str = "held_out",
+             tracking_uri: str | None = None, n_boot: int = 200, seed: int = 0, progress=_quiet) -> pd.DataFrame:
+    """Score a logged model on a MEDS dataset's labels for ``task`` and return its metrics."""
+    import mlflow
+
+    from . import tracking
+
+    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(tracking_uri))
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    events = read_meds(meds_dir)
+    labels = build_labels(events, task=task, subject_splits=read_subject_splits(meds_dir)).labels
+    rows = _label_rows(labels, split)
+    missing = [c for c in model.label_columns_ if c not in rows]
+    if missing:
+        raise ConfigError(f"task: the model predicts {missing}, which this task does not label.")
+    progress(f"scoring {len(rows):,} {split} rows")
+    risks = model.predict_risk(events, rows[["subject_id", "prediction_time"]])
+    return evaluate_risks(rows, risks, columns=model.label_columns_, truth=load_truth(meds_dir),
+                          n_boot=n_boot, seed=seed)
+
+
+def _close(fig):
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

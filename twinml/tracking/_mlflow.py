@@ -1,0 +1,109 @@
+"""Every MLflow call twinml makes lives here.
+
+The embedded default store is ``sqlite:///mlflow.db`` in the working directory (MLflow 3's
+file store is deprecated); ``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` point at a server.
+Params carry configuration only, never subject-level data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import infer_signature
+
+from .._version import __version__
+from ._pyfunc import RiskModelPyfunc, prediction_index, synthetic_input_example
+
+__all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
+           "log_frame", "log_metrics_table", "pip_requirements"]
+
+_PARAM_MAX = 500
+_RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "mlflow", "pydantic", "pyyaml")
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Explicit URI, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the working directory."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"a.b.c": "value"}`` (lists as JSON), values cut to MLflow-friendly length.
+
+    >>> flatten_params({"task": {"horizons_days": [365, 730], "name": "x"}})
+    {'task.horizons_days': '[365, 730]', 'task.name': 'x'}
+    """
+    out = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten_params(value, prefix=f"{name}."))
+        else:
+            text = value if isinstance(value, str) else json.dumps(value, default=str)
+            out[name] = text if len(text) <= _PARAM_MAX else text[: _PARAM_MAX - 3] + "..."
+    return out
+
+
+def data_fingerprint(meds_dir) -> str:
+    """SHA-256 over the dataset's file names, sizes and metadata contents (cheap, stable)."""
+    root = Path(meds_dir)
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.parquet")) + sorted(root.rglob("*.json")):
+        rel = f.relative_to(root).as_posix()
+        h.update(f"{rel}:{f.stat().st_size}".encode())
+        if rel.startswith("metadata/"):
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """``twinml <version>`` plus the git commit of the source tree when there is one."""
+    here = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}" + (f"+g{sha}" if sha else "")
+
+
+def pip_requirements() -> list[str]:
+    """Pinned runtime requirements (explicit, so MLflow does not spend seconds inferring them)."""
+    return [f"{p}=={version(p)}" for p in _RUNTIME_PACKAGES]
+
+
+def log_model(model, *, name: str = "model", registered_model_name: str | None = None):
+    """Log a fitted TabularRiskModel as a pyfunc with signature and a synthetic input example."""
+    example = synthetic_input_example(model)
+    output = RiskModelPyfunc(model).predict(None, example)
+    signature = infer_signature(example, output, params={"prediction_time": ""})
+    package_dir = Path(__file__).resolve().parents[1]
+    return mlflow.pyfunc.log_model(
+        name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
+        pip_requirements=pip_requirements(), code_paths=[str(package_dir)],
+        registered_model_name=registered_model_name,
+    )
+
+
+def log_frame(df: pd.DataFrame, artifact_file: str) -> None:
+    """Log a small aggregate table as CSV (never subject-level rows)."""
+    mlflow.log_text(df.to_csv(index=False), artifact_file)
+
+
+def log_metrics_table(metrics: pd.DataFrame, *, split: str) -> None:
+    """Each numeric cell of a metrics table (one row per label) as ``{split}/{label}/{metric}``."""
+    values = {}
+    for rec in metrics.to_dict("records"):
+        for key, val in rec.items():
+            if key != "label" and isinstance(val, (int, float)) and pd.notna(val):
+                values[f"{split}/{rec['label']}/{key}"] = float(val)
+    mlflow.log_metrics(values)
+
+

@@ -1,0 +1,60 @@
+"""The model as an MLflow pyfunc: MEDS events in, risks per outcome and horizon out."""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+__all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index"]
+
+
+def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame:
+    """One row per subject: at ``prediction_time`` if given, else at the subject's last event."""
+    subjects = pd.unique(events["subject_id"])
+    if prediction_time is not None:
+        t = pd.Timestamp(prediction_time).as_unit("us")
+        return pd.DataFrame({"subject_id": subjects, "prediction_time": np.full(subjects.size, t.to_datetime64())})
+    last = events.dropna(subset=["time"]).groupby("subject_id", sort=False)["time"].max()
+    return pd.DataFrame({"subject_id": subjects,
+                         "prediction_time": last.reindex(subjects).to_numpy("datetime64[us]")})
+
+
+class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+    """Wraps a fitted :class:`~twinml.models.TabularRiskModel`.
+
+    ``predict(events, params={"prediction_time": "2019-01-01"})`` takes MEDS events (``subject_id``,
+    ``time``, ``code``, ``numeric_value``) and returns one row per subject with the risk of every
+    label column; events after the prediction time are ignored (the leakage rule). Without a
+    prediction time each subject is scored at its last event.
+    """
+
+    def __init__(self, model):
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        events = model_input.copy()
+        events["time"] = pd.to_datetime(events["time"]).astype("datetime64[us]")
+        events["code"] = events["code"].astype("category")
+        if "numeric_value" not in events:
+            events["numeric_value"] = np.nan
+        events["numeric_value"] = events["numeric_value"].astype("float32")
+        events = events.sort_values(["subject_id", "time"], kind="stable", na_position="first")
+        pt = (params or {}).get("prediction_time") or None
+        index = prediction_index(events, pt)
+        return self.model.predict_risk(events.reset_index(drop=True), index)
+
+
+def synthetic_input_example(model, n_codes: int = 4) -> pd.DataFrame:
+    """A made-up patient built from the vocabulary (no real subject's data reaches MLflow)."""
+    vocab = list(model.featurizer_.vocabulary_[:n_codes])
+    means = model.featurizer_.value_mean_[:n_codes]
+    numeric = model.featurizer_.numeric_[:n_codes]
+    rows = [{"subject_id": 0, "time": pd.Timestamp("1960-01-01"), "code": "MEDS_BIRTH", "numeric_value": np.nan}]
+    for i, (code, mean, num) in enumerate(zip(vocab, means, numeric)):
+        rows.append({"subject_id": 0, "time": pd.Timestamp("2019-01-01") + pd.Timedelta(days=30 * i),
+                     "code": code, "numeric_value": float(round(mean, 1)) if num else np.nan})
+    df = pd.DataFrame(rows)
+    df["time"] = df["time"].astype("datetime64[us]")
+    df["numeric_value"] = df["numeric_value"].astype("float32")
+    return df
