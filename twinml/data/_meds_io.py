@@ -199,9 +199,10 @@ def _numeric(col, fail):
     if pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_null(t):
         return col.cast(pa.float32())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        parsed = pd.to_numeric(pd.Series(col.to_numpy(zero_copy_only=False)), errors="coerce")
-        bad = parsed.isna() & pd.Series(col.is_valid().to_numpy(zero_copy_only=False))
-        example = col[int(np.flatnonzero(bad.to_numpy())[0])].as_py() if bad.any() else None
+        text = pd.Series(col.to_numpy(zero_copy_only=False), dtype=object)
+        blank = text.isna() | (text.astype(str).str.strip() == "")
+        bad = pd.to_numeric(text.where(~blank), errors="coerce").isna() & ~blank
+        example = repr(text[bad].iloc[0]) if bad.any() else None
         raise fail("numeric_value", f"must be float32; got type {t}", example,
                    hint="Put text results in 'text_value'.")
     raise fail("numeric_value", f"must be float32; got type {t}", _first_valid(col))

@@ -9,7 +9,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._validation import ConfigError
 
@@ -63,15 +64,13 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         self.estimator = estimator
 
     def fit(self, X, y, *, sample_weight=None):
+        if y is None:
+            raise ValueError("MaskedMultiLabelClassifier requires y to be passed, but the target y is None.")
         X = validate_data(self, X, accept_sparse="csr", dtype=np.float32, ensure_all_finite=True)
-        Y = np.asarray(y, dtype=np.float64)
-        self._single = Y.ndim == 1
-        Y = Y.reshape(len(Y), -1)
+        Y = self._encode_targets(y)
         if Y.shape[0] != X.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but y has {Y.shape[0]}.")
-        known_vals = Y[~np.isnan(Y)]
-        if np.setdiff1d(known_vals, [0.0, 1.0]).size:
-            raise ValueError(f"MaskedMultiLabelClassifier: labels must be 0, 1 or NaN; got {np.setdiff1d(known_vals, [0.0, 1.0])[:3]}")
+        weights = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         base = self.estimator if self.estimator is not None else make_baseline("logistic")
         self.estimators_, self.constant_ = [], np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
@@ -83,11 +82,32 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 continue
             kw = {}
             if sample_weight is not None:
-                kw[_weight_key(base)] = np.asarray(sample_weight)[known]
+                kw[_weight_key(base)] = weights[known]
             self.estimators_.append(clone(base).fit(X[known], yj, **kw))
         self.n_outputs_ = Y.shape[1]
-        self.classes_ = np.array([0, 1])
         return self
+
+    def _encode_targets(self, y) -> np.ndarray:
+        """1-D: any two classes (the last sorted one is positive). 2-D: 0, 1 or NaN per column."""
+        y = np.asarray(y)
+        if y.ndim == 1:
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                raise ValueError("Input y contains NaN or infinity; for unknown labels pass a 2-D y with NaN.")
+            check_classification_targets(y)
+            classes = np.unique(y)
+            if classes.size > 2:
+                raise ValueError(f"Only binary classification is supported. MaskedMultiLabelClassifier got "
+                                 f"{classes.size} classes {classes[:5].tolist()}.")
+            self.classes_, self._single = classes, True
+            return (y == classes[-1]).astype(np.float64)[:, None]
+        Y = y.astype(np.float64)
+        if np.isinf(Y).any():
+            raise ValueError("Input y contains infinity.")
+        bad = np.setdiff1d(Y[~np.isnan(Y)], [0.0, 1.0])
+        if bad.size:
+            raise ValueError(f"MaskedMultiLabelClassifier: a 2-D y holds 0, 1 or NaN (unknown); got {bad[:3].tolist()}.")
+        self.classes_, self._single = np.array([0, 1]), False
+        return Y
 
     def predict_risk(self, X) -> np.ndarray:
         """Probability of each label being positive, shape (n_samples, n_outputs)."""
@@ -106,14 +126,16 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         risk = self.predict_risk(X)
-        pred = (risk >= 0.5).astype(int)
-        return pred[:, 0] if self._single else pred
+        if self._single:
+            return self.classes_[np.minimum((risk[:, 0] >= 0.5).astype(int), self.classes_.size - 1)]
+        return (risk >= 0.5).astype(int)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = True
+        tags.classifier_tags.multi_class = False
         return tags
 
 
