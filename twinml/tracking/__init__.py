@@ -2,7 +2,7 @@
 
 from ._mlflow import (code_version, data_fingerprint, flatten_params, log_frame, log_metrics_table, log_model,
                       pip_requirements, resolve_tracking_uri)
-from ._pyfunc import RiskModelPyfunc, prediction_index, synthetic_input_example
+from ._pyfunc import RiskModelPyfunc, as_pyfunc_input, prediction_index, synthetic_input_example
 
 __all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model", "log_frame",
-           "log_metrics_table", "pip_requirements", "RiskModelPyfunc", "prediction_index", "synthetic_input_example"]
+           "log_metrics_table", "pip_requirements", "RiskModelPyfunc", "as_pyfunc_input", "prediction_index", "synthetic_input_example"]

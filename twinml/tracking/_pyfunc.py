@@ -6,7 +6,15 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-__all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index"]
+__all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index", "as_pyfunc_input"]
+
+
+def as_pyfunc_input(events: pd.DataFrame) -> pd.DataFrame:
+    """Events as the pyfunc signature wants them: ``code`` as plain strings (not categorical).
+
+    MLflow's schema enforcement does not convert pandas categoricals, which ``read_meds`` returns.
+    """
+    return events.assign(code=events["code"].astype(str))
 
 
 def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame:
@@ -24,7 +32,7 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
     """Wraps a fitted :class:`~twinml.models.TabularRiskModel`.
 
     ``predict(events, params={"prediction_time": "2019-01-01"})`` takes MEDS events (``subject_id``,
-    ``time``, ``code``, ``numeric_value``) and returns one row per subject with the risk of every
+    ``time``, ``code`` as strings — see :func:`as_pyfunc_input` — ``numeric_value``) and returns one row per subject with the risk of every
     label column; events after the prediction time are ignored (the leakage rule). Without a
     prediction time each subject is scored at its last event.
     """

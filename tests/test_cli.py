@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from twinml.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands_and_stays_light():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("simulate", "train", "evaluate", "quickstart"):
+        assert cmd in res.output
+    # importing the CLI must not pull the heavy stack
+    code = "import sys, twinml.cli; print(any(m in sys.modules for m in ('mlflow', 'sklearn', 'torch', 'shap')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_simulate_writes_a_meds_directory(tmp_path):
+    out = tmp_path / "meds"
+    res = runner.invoke(app, ["simulate", "--n-subjects", "60", "--seed", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "metadata" / "dataset.json").exists() and (out / "truth" / "ground_truth.parquet").exists()
+    again = runner.invoke(app, ["simulate", "--n-subjects", "60", "--out", str(out)])
+    assert again.exit_code == 2 and "pass overwrite=True" in again.output
+
+
+def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("name: x\ndata: {path: nowhere}\ntask: {name: t, outcomes: {mi: {codes: [X]}}, horizons_days: [-30]}\n")
+    res = runner.invoke(app, ["train", str(cfg)])
+    assert res.exit_code == 2
+    assert "task.horizons_days: must be positive ints. Got -30 instead; got [-30]" in res.output
+    assert "Traceback" not in res.output

@@ -1,0 +1,72 @@
+"""End to end through a real MLflow tracking store (SQLite in a temp dir)."""
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from twinml.config import load_config
+from twinml.pipeline import evaluate, train
+from twinml.tracking import as_pyfunc_input
+
+from .conftest import TASK
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    cfg = load_config({
+        "name": "unit", "seed": 1,
+        "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 900, "seed": 4}},
+        "task": TASK,
+        "model": {"kind": "hist_gb", "params": {"max_iter": 25}},
+        "evaluation": {"splits": ["tuning", "held_out"], "n_bootstrap": 20},
+        "tracking": {"experiment": "unit-tests"},
+    })
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return train(cfg, tracking_uri=uri), cfg, uri
+
+
+def test_one_run_with_params_metrics_artifacts_and_model(trained):
+    res, cfg, uri = trained
+    client = MlflowClient(tracking_uri=uri)
+    run = client.get_run(res.run_id)
+    assert run.data.params["model.kind"] == "hist_gb"
+    assert run.data.params["task.horizons_days"] == "[365, 730]"
+    assert "held_out/mi_365d/auroc" in run.data.metrics and "tuning/t2d_730d/ece" in run.data.metrics
+    assert {"twinml.data_fingerprint", "twinml.config_hash", "twinml.code_version"} <= set(run.data.tags)
+    arts = {a.path for a in client.list_artifacts(res.run_id)} | {
+        a.path for d in ("cohort", "evaluation") for a in client.list_artifacts(res.run_id, d)}
+    assert {"cohort/attrition.csv", "evaluation/held_out_metrics.csv", "evaluation/reliability_held_out.png"} <= arts
+
+
+def test_no_subject_level_data_in_params_or_input_example(trained, events):
+    res, _, uri = trained
+    run = MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    ids = {str(s) for s in res.cohort.labels["subject_id"].unique()}
+    assert not any(i in v for v in run.data.params.values() for i in ids)
+    mlflow.set_tracking_uri(uri)
+    example = mlflow.models.Model.load(res.model_uri).load_input_example(mlflow.artifacts.download_artifacts(res.model_uri))
+    assert set(example["subject_id"]) == {0}
+
+
+def test_pyfunc_takes_meds_events_and_matches_the_model(trained):
+    res, cfg, uri = trained
+    from twinml.data import read_meds
+
+    events = read_meds(cfg.data.path)
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:7])].reset_index(drop=True)
+    mlflow.set_tracking_uri(uri)
+    pyfunc = mlflow.pyfunc.load_model(res.model_uri)
+    out = pyfunc.predict(as_pyfunc_input(some), params={"prediction_time": "2016-06-01"})
+    index = pd.DataFrame({"subject_id": some["subject_id"].unique(),
+                          "prediction_time": pd.Timestamp("2016-06-01").as_unit("us")})
+    expected = res.model.predict_risk(some, index)
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), expected, check_dtype=False)
+
+
+def test_evaluate_reproduces_the_logged_metric(trained):
+    res, cfg, uri = trained
+    table = evaluate(res.model_uri, meds_dir=cfg.data.path, task=cfg.task, tracking_uri=uri, n_boot=20, seed=cfg.seed)
+    logged = MlflowClient(tracking_uri=uri).get_run(res.run_id).data.metrics["held_out/mi_365d/auroc"]
+    assert table.set_index("label").loc["mi_365d", "auroc"] == pytest.approx(logged)
