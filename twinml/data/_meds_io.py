@@ -51,6 +51,7 @@ def write_meds(
     events = validate_events_table(events, name="events")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    done = False
     try:
         _write_shards(tmp, events, subject_splits, shard_size)
         (tmp / "metadata").mkdir(exist_ok=True)
@@ -68,9 +69,10 @@ def write_meds(
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        done = True
+    finally:
+        if not done:  # a crash or Ctrl-C leaves nothing behind
+            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -7,10 +7,13 @@ Params carry configuration only, never subject-level data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import subprocess
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -83,13 +86,28 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
     """Log a fitted TabularRiskModel as a pyfunc with signature and a synthetic input example."""
     example = synthetic_input_example(model)
     output = RiskModelPyfunc(model).predict(None, example)
-    signature = infer_signature(example, output, params={"prediction_time": ""})
     package_dir = Path(__file__).resolve().parents[1]
-    return mlflow.pyfunc.log_model(
-        name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
-        pip_requirements=pip_requirements(), code_paths=[str(package_dir)],
-        registered_model_name=registered_model_name,
-    )
+    with warnings.catch_warnings(), _quiet_logger("mlflow.pyfunc"):
+        # subject_id is never missing, so MLflow's hint about integer columns does not apply
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
+        signature = infer_signature(example, output, params={"prediction_time": ""})
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
+            pip_requirements=pip_requirements(), code_paths=[str(package_dir)],
+            registered_model_name=registered_model_name,
+        )
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """Hide one logger's notices (the cloudpickle notice of pyfunc) for the duration."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def log_frame(df: pd.DataFrame, artifact_file: str) -> None:

@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmark scripts (not part of `make test`)."""
+
+import resource
+import time
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def timed(fn, repeat=3):
+    """Best and all wall times of ``repeat`` calls (the machine is shared: report the best and the spread)."""
+    times, out = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return min(times), times, out
+
+
+def simulated(n_subjects: int, seed: int = 0) -> Path:
+    """A cached simulated MEDS directory (created on first use)."""
+    from twinml.simulate import simulate
+
+    path = CACHE / f"sim-{n_subjects}-{seed}"
+    if not (path / "metadata" / "dataset.json").exists():
+        simulate(n_subjects=n_subjects, seed=seed).write(path, overwrite=True)
+    return path
