@@ -98,3 +98,11 @@ def test_vocabulary_comes_from_training_events_only(events, index):
 def test_bad_parameters_are_named(events):
     with pytest.raises(ConfigError, match=r"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got -7 instead."):
         TabularFeaturizer(windows_days=(-7,)).fit(events)
+
+
+def test_chunking_over_subjects_does_not_change_features(events, index, fitted, monkeypatch):
+    import twinml.features._tabular as tab
+
+    whole = fitted.transform(events, index)
+    monkeypatch.setattr(tab, "_CHUNK", 97)
+    assert (fitted.transform(events, index) != whole).nnz == 0

@@ -17,6 +17,7 @@ __all__ = ["TabularFeaturizer"]
 _AGGS = ("count", "last", "mean", "min", "max")
 _VALUE_AGGS = ("last", "mean", "min", "max")
 _YEAR_US = 365.25 * 86_400 * 1_000_000
+_CHUNK = 10_000  # subjects per chunk in transform
 
 
 class TabularFeaturizer(TransformerMixin, BaseEstimator):
@@ -125,7 +126,21 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
             raise input_error(table="prediction index", column="prediction_time", rule="must not be null")
         rows, cols, vals = [], [], []
         self._age_and_static(ev, q_rank, q_time, rows, cols, vals)
-        self._windows(ev, q_rank, q_time, rows, cols, vals)
+        lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
+        sub_start = np.searchsorted(ev.subject, np.arange(ev.subjects.size + 1))
+        order = np.argsort(q_rank, kind="stable")
+        q_bounds = np.searchsorted(q_rank[order], np.arange(0, ev.subjects.size + _CHUNK, _CHUNK))
+        # Subjects in chunks: temporaries stay small enough for the allocator to reuse warm memory
+        # (page faults on fresh memory cost more than the arithmetic here) and memory stays bounded.
+        for i, first in enumerate(range(0, ev.subjects.size, _CHUNK)):
+            last = min(first + _CHUNK, ev.subjects.size)
+            q = order[q_bounds[i]:q_bounds[i + 1]]
+            q = q[q_rank[q] >= 0]
+            if q.size == 0:
+                continue
+            e = slice(sub_start[first], sub_start[last])
+            self._windows(ev.subject[e] - first, ev.time[e], lookup[ev.code[e]], ev.value[e], last - first,
+                          q, q_rank[q] - first, q_time[q], rows, cols, vals)
         shape = (len(index), self.feature_names_.size)
         if not rows:
             return sp.csr_matrix(shape, dtype=np.float32)
@@ -160,25 +175,23 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         q = np.repeat(np.arange(n_q), n)
         e = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
         numeric = self.static_numeric_[s_col[e]]
-        rows.append(q)
-        cols.append(2 + s_col[e])
-        vals.append(np.where(numeric, np.nan_to_num(s_val[e]), 1.0))
+        rows.append(q.astype(np.int32))  # every piece int32/float32: no upcast of the whole matrix
+        cols.append((2 + s_col[e]).astype(np.int32))
+        vals.append(np.where(numeric, np.nan_to_num(s_val[e]), 1.0).astype(np.float32))
 
-    def _windows(self, ev, q_rank, q_time, rows, cols, vals):
-        lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
-        vc = lookup[ev.code]
-        keep = (ev.time != NAT) & (vc >= 0)
+    def _windows(self, subject, time, vc, value, n_subjects, q_index, q_rank, q_time, rows, cols, vals):
+        """Windowed aggregates for one chunk of subjects (ranks local to the chunk)."""
+        keep = (time != NAT) & (vc >= 0)
         if not keep.any():
             return
-        seg = make_segments(ev.subject[keep], ev.time[keep], vc[keep].astype(np.int64), ev.value[keep],
-                            self.vocabulary_.size)
-        valid_q = np.flatnonzero(q_rank >= 0)
-        q_sort = valid_q[np.lexsort((q_time[valid_q], q_rank[valid_q]))]
-        pair_q, pair_seg = pairs_for_queries(seg, q_rank[q_sort], ev.subjects.size)
+        seg = make_segments(subject[keep], time[keep], vc[keep].astype(np.int64), value[keep], self.vocabulary_.size)
+        q_sort = np.lexsort((q_time, q_rank))
+        pair_q, pair_seg = pairs_for_queries(seg, q_rank[q_sort], n_subjects)
         pt = q_time[q_sort][pair_q]
         started = seg.time[seg.start[pair_seg]] <= pt  # codes first seen later add nothing
         pair_q, pair_seg, pt = pair_q[started], pair_seg[started], pt[started]
         hi = count_upto(seg, pair_seg, pt)
+        q_sort = q_index[q_sort]
         row = q_sort[pair_q].astype(np.int32)
         code = seg.code[pair_seg]
         numeric = self.numeric_[code]

@@ -73,30 +73,29 @@ def count_upto(seg: Segments, pair_seg, t_query):
 
 
 class RangeMinMax:
-    """Sparse tables answering min and max of ``values[lo:hi]`` in O(1), ignoring NaN."""
+    """Sparse tables answering min and max of ``values[lo:hi]`` in O(1), ignoring NaN.
+
+    Level ``k`` holds the min (max) of each run of ``2**k`` values; the levels are stacked in one
+    2-D array (padded with the neutral value) so a query is two gathers, whatever its length.
+    """
 
     def __init__(self, values: np.ndarray, max_len: int):
-        lo = np.where(np.isnan(values), np.inf, values).astype(np.float32)
-        hi = np.where(np.isnan(values), -np.inf, values).astype(np.float32)
-        self.mins, self.maxs = [lo], [hi]
-        k = 1
-        while (1 << k) <= max(max_len, 1):
+        n = values.size
+        levels = max(int(max_len), 1).bit_length()
+        self.mins = np.full((levels, n), np.inf, np.float32)
+        self.maxs = np.full((levels, n), -np.inf, np.float32)
+        self.mins[0] = np.where(np.isnan(values), np.inf, values)
+        self.maxs[0] = np.where(np.isnan(values), -np.inf, values)
+        for k in range(1, levels):
             half = 1 << (k - 1)
-            self.mins.append(np.minimum(self.mins[-1][:-half], self.mins[-1][half:]))
-            self.maxs.append(np.maximum(self.maxs[-1][:-half], self.maxs[-1][half:]))
-            k += 1
+            np.minimum(self.mins[k - 1, :n - half], self.mins[k - 1, half:], out=self.mins[k, :n - half])
+            np.maximum(self.maxs[k - 1, :n - half], self.maxs[k - 1, half:], out=self.maxs[k, :n - half])
 
     def query(self, lo, hi):
-        length = hi - lo
-        k = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
-        mn = np.full(lo.size, np.inf, np.float32)
-        mx = np.full(lo.size, -np.inf, np.float32)
-        for level in np.unique(k):
-            m = k == level
-            width = 1 << int(level)
-            a, b = lo[m], hi[m] - width
-            mn[m] = np.minimum(self.mins[level][a], self.mins[level][b])
-            mx[m] = np.maximum(self.maxs[level][a], self.maxs[level][b])
+        k = np.frexp(np.maximum(hi - lo, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2(length))
+        far = hi - (np.int64(1) << k)
+        mn = np.minimum(self.mins[k, lo], self.mins[k, far])
+        mx = np.maximum(self.maxs[k, lo], self.maxs[k, far])
         return mn, mx
 
 
