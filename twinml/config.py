@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._validation import ConfigError
 from .cohort import TaskDefinition
@@ -66,9 +66,22 @@ class FeaturesConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    kind: Literal["logistic", "hist_gb"] = "hist_gb"
+    """``logistic`` / ``hist_gb``: tabular baselines (``params`` go to the classifier; calibration
+    ``sigmoid`` or ``isotonic``). ``gru`` / ``transformer``: sequence models (``params`` are
+    :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
+    calibration ``platt``)."""
+
+    kind: Literal["logistic", "hist_gb", "gru", "transformer"] = "hist_gb"
     params: dict = Field(default_factory=dict)
-    calibration: Literal["sigmoid", "isotonic"] | None = None
+    calibration: Literal["sigmoid", "isotonic", "platt"] | None = None
+
+    @model_validator(mode="after")
+    def _calibration_fits_kind(self):
+        sequence = self.kind in ("gru", "transformer")
+        if self.calibration is not None and (self.calibration == "platt") != sequence:
+            allowed = "'platt'" if sequence else "'sigmoid' or 'isotonic'"
+            raise ValueError(f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null")
+        return self
 
 
 class EvaluationConfig(_Strict):

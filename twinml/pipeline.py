@@ -20,7 +20,7 @@ from .data import read_meds, read_subject_splits
 from .evaluation import evaluate_risks, reliability_figure
 from .models import TabularRiskModel
 
-__all__ = ["prepare_data", "train", "evaluate", "TrainResult", "Progress", "load_truth"]
+__all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth"]
 
 TRUTH_FILE = Path("truth") / "ground_truth.parquet"
 
@@ -47,7 +47,7 @@ class TrainResult:
     tracking_uri: str
     metrics: dict[str, pd.DataFrame]
     cohort: Cohort
-    model: TabularRiskModel
+    model: object  # TabularRiskModel or SequenceRiskModel
 
 
 def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) -> Path:
@@ -71,6 +71,22 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
     progress(f"simulating {data.simulator.n_subjects:,} subjects -> {path}")
     simulate(**wanted, progress=progress).write(path, overwrite=True)
     return path
+
+
+def build_model(config: ExperimentConfig):
+    """The estimator a config asks for (tabular baseline or sequence model), unfitted."""
+    m, f = config.model, config.features
+    if m.kind in ("gru", "transformer"):
+        from .models import SequenceRiskModel
+
+        try:
+            return SequenceRiskModel(kind=m.kind, calibration=m.calibration, random_state=config.seed,
+                                     min_code_count=f.min_code_count, **dict(m.params))
+        except TypeError as err:
+            raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
+    return TabularRiskModel(kind=m.kind, model_params=dict(m.params), windows_days=f.windows_days,
+                            aggregates=f.aggregates, min_code_count=f.min_code_count, calibration=m.calibration,
+                            random_state=config.seed)
 
 
 def load_truth(meds_dir) -> pd.DataFrame | None:
@@ -99,11 +115,7 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
     train_rows = _label_rows(labels, "train")
     if train_rows.empty:
         raise ConfigError("task: no prediction times fall in the train split; check prediction_times and splits.")
-    f = config.features
-    model = TabularRiskModel(kind=config.model.kind, model_params=dict(config.model.params),
-                             windows_days=f.windows_days, aggregates=f.aggregates,
-                             min_code_count=f.min_code_count, calibration=config.model.calibration,
-                             random_state=config.seed)
+    model = build_model(config)
     model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
     truth = load_truth(root)
     metrics, risks = {}, {}
@@ -128,8 +140,10 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
         mlflow.log_text(config_text or cfg_json, "config.yaml" if config_text else "config.json")
         tracking.log_frame(cohort.attrition, "cohort/attrition.csv")
         tracking.log_frame(cohort.label_counts, "cohort/label_counts.csv")
-        mlflow.log_metrics({"features/n_columns": float(model.feature_names_.size),
-                            "cohort/train_rows": float(len(train_rows))})
+        mlflow.log_metrics({"cohort/train_rows": float(len(train_rows))})
+        for rec in getattr(model, "history_", []):
+            mlflow.log_metrics({"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"],
+                                "train/epoch_seconds": rec["seconds"]}, step=rec["epoch"])
         for split, table in metrics.items():
             tracking.log_metrics_table(table, split=split)
             tracking.log_frame(table, f"evaluation/{split}_metrics.csv")

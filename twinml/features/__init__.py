@@ -1,5 +1,6 @@
 """Leakage-free features: for (subject, prediction_time) only events at or before that time."""
 
+from ._sequence import SequenceData, SequenceFeaturizer
 from ._tabular import TabularFeaturizer
 
-__all__ = ["TabularFeaturizer"]
+__all__ = ["TabularFeaturizer", "SequenceFeaturizer", "SequenceData"]

@@ -10,13 +10,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import NAT, EventArrays
 from .._validation import ConfigError, input_error
+from ._common import fit_code_stats, static_entries
 from ._windows import RangeMinMax, count_upto, make_segments, pairs_for_queries
 
 __all__ = ["TabularFeaturizer"]
 
 _AGGS = ("count", "last", "mean", "min", "max")
 _VALUE_AGGS = ("last", "mean", "min", "max")
-_YEAR_US = 365.25 * 86_400 * 1_000_000
 _CHUNK = 10_000  # subjects per chunk in transform
 
 
@@ -70,27 +70,10 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
     def fit(self, events: pd.DataFrame, y=None):
         """Learn the vocabulary and value statistics from (training) events."""
         self._validate_params()
-        ev = EventArrays(events)
-        dynamic = (ev.time != NAT) & ~np.isin(ev.vocab[ev.code], ["MEDS_BIRTH"])
-        counts = np.bincount(ev.code[dynamic], minlength=ev.vocab.size)
-        with_value = np.bincount(ev.code[dynamic & ~np.isnan(ev.value)], minlength=ev.vocab.size)
-        sums = np.bincount(ev.code[dynamic], weights=np.nan_to_num(ev.value[dynamic]).astype(np.float64), minlength=ev.vocab.size)
-        sq = np.bincount(ev.code[dynamic], weights=np.nan_to_num(ev.value[dynamic]).astype(np.float64) ** 2, minlength=ev.vocab.size)
-        keep = counts >= self.min_code_count
-        order = np.argsort(ev.vocab[keep].astype(str))
-        idx = np.flatnonzero(keep)[order]
-        self.vocabulary_ = ev.vocab[idx].astype(str)
-        self.numeric_ = with_value[idx] >= 0.5 * counts[idx]
-        n = np.maximum(with_value[idx], 1)
-        self.value_mean_ = sums[idx] / n
-        self.value_std_ = np.sqrt(np.maximum(sq[idx] / n - self.value_mean_**2, 1e-12))
-        static = ev.time == NAT
-        s_counts = np.bincount(ev.code[static], minlength=ev.vocab.size)
-        s_with_value = np.bincount(ev.code[static & ~np.isnan(ev.value)], minlength=ev.vocab.size)
-        s_idx = np.flatnonzero(s_counts >= self.min_code_count)
-        s_idx = s_idx[np.argsort(ev.vocab[s_idx].astype(str))]
-        self.static_vocabulary_ = ev.vocab[s_idx].astype(str)
-        self.static_numeric_ = s_with_value[s_idx] >= 0.5 * s_counts[s_idx]
+        stats = fit_code_stats(EventArrays(events), min_code_count=self.min_code_count)
+        self.vocabulary_, self.numeric_ = stats.vocabulary, stats.numeric
+        self.value_mean_, self.value_std_ = stats.value_mean, stats.value_std
+        self.static_vocabulary_, self.static_numeric_ = stats.static_vocabulary, stats.static_numeric
         self._layout()
         return self
 
@@ -124,8 +107,8 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
         if (q_time == NAT).any():
             raise input_error(table="prediction index", column="prediction_time", rule="must not be null")
-        rows, cols, vals = [], [], []
-        self._age_and_static(ev, q_rank, q_time, rows, cols, vals)
+        rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
+                                          static_numeric=self.static_numeric_)
         lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
         sub_start = np.searchsorted(ev.subject, np.arange(ev.subjects.size + 1))
         order = np.argsort(q_rank, kind="stable")
@@ -150,34 +133,6 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         # Every (row, column) is written once, so there is nothing to sum: skip scipy's sort.
         m.has_canonical_format = True
         return m.tocsr()
-
-    def _age_and_static(self, ev, q_rank, q_time, rows, cols, vals):
-        n_q = q_rank.size
-        birth = np.full(ev.subjects.size + 1, NAT, np.int64)  # last slot: subjects without events
-        is_birth = ev.vocab[ev.code] == "MEDS_BIRTH"
-        birth[ev.subject[is_birth][::-1]] = ev.time[is_birth][::-1]  # the first birth row wins
-        b = birth[q_rank]
-        has = b != NAT
-        rows += [np.arange(n_q, dtype=np.int32)]
-        cols += [np.where(has, 0, 1).astype(np.int32)]
-        vals += [np.where(has, (q_time - b) / _YEAR_US, 1.0).astype(np.float32)]
-        lookup = pd.Index(self.static_vocabulary_).get_indexer(ev.vocab.astype(str))
-        sv = lookup[ev.code]
-        st = (ev.time == NAT) & (sv >= 0)
-        if not st.any():
-            return
-        s_subj, s_col, s_val = ev.subject[st], sv[st], ev.value[st]
-        order = np.argsort(s_subj, kind="stable")
-        s_subj, s_col, s_val = s_subj[order], s_col[order], s_val[order]
-        lo, hi = np.searchsorted(s_subj, q_rank, "left"), np.searchsorted(s_subj, q_rank, "right")
-        lo, hi = np.where(q_rank < 0, 0, lo), np.where(q_rank < 0, 0, hi)
-        n = hi - lo
-        q = np.repeat(np.arange(n_q), n)
-        e = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-        numeric = self.static_numeric_[s_col[e]]
-        rows.append(q.astype(np.int32))  # every piece int32/float32: no upcast of the whole matrix
-        cols.append((2 + s_col[e]).astype(np.int32))
-        vals.append(np.where(numeric, np.nan_to_num(s_val[e]), 1.0).astype(np.float32))
 
     def _windows(self, subject, time, vc, value, n_subjects, q_index, q_rank, q_time, rows, cols, vals):
         """Windowed aggregates for one chunk of subjects (ranks local to the chunk)."""

@@ -32,6 +32,7 @@ class Segments:
     t0: int                # seconds origin of the key
     span: int
     whole_seconds: bool    # every event time is a whole second
+    order: np.ndarray      # positions of the input events in segment order
 
 
 def make_segments(subject, time, code, value, n_codes) -> Segments:
@@ -50,7 +51,7 @@ def make_segments(subject, time, code, value, n_codes) -> Segments:
         raise OverflowError(f"{start.size} segments x {span} seconds do not fit int64 keys")
     key = seg * np.int64(span) + (secs - t0)
     return Segments(time, value, start, end.astype(np.int64), subject[start], code[start], key, t0, span,
-                    not (time % _US).any())
+                    not (time % _US).any(), order)
 
 
 def count_upto(seg: Segments, pair_seg, t_query):

@@ -1,7 +1,18 @@
-"""Risk models with the scikit-learn contract."""
+"""Risk models with the scikit-learn contract.
+
+``SequenceRiskModel`` (torch) is imported lazily so that the tabular baselines do not pay for torch.
+"""
 
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
-__all__ = ["MaskedMultiLabelClassifier", "make_baseline", "BASELINES", "TabularRiskModel",
+__all__ = ["MaskedMultiLabelClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
            "label_columns_of", "label_matrix"]
+
+
+def __getattr__(name):
+    if name == "SequenceRiskModel":
+        from ._sequence_model import SequenceRiskModel
+
+        return SequenceRiskModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -77,9 +77,9 @@ def code_version() -> str:
     return f"{__version__}" + (f"+g{sha}" if sha else "")
 
 
-def pip_requirements() -> list[str]:
+def pip_requirements(*, torch: bool = False) -> list[str]:
     """Pinned runtime requirements (explicit, so MLflow does not spend seconds inferring them)."""
-    return [f"{p}=={version(p)}" for p in _RUNTIME_PACKAGES]
+    return [f"{p}=={version(p)}" for p in _RUNTIME_PACKAGES + (("torch",) if torch else ())]
 
 
 def log_model(model, *, name: str = "model", registered_model_name: str | None = None):
@@ -93,7 +93,7 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
         signature = infer_signature(example, output, params={"prediction_time": ""})
         return mlflow.pyfunc.log_model(
             name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
-            pip_requirements=pip_requirements(), code_paths=[str(package_dir)],
+            pip_requirements=pip_requirements(torch=hasattr(model, "net_")), code_paths=[str(package_dir)],
             registered_model_name=registered_model_name,
         )
 

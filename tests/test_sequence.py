@@ -1,0 +1,132 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from twinml.cohort import build_labels
+from twinml.features import SequenceFeaturizer
+from twinml.models import SequenceRiskModel
+from twinml.models._hazard import hazard_loss, risk_curve
+
+SMALL = dict(d_model=16, max_epochs=2, batch_size=64, max_len=64, n_threads=1, random_state=7)
+
+
+@pytest.fixture(scope="module")
+def labels(events, task, splits):
+    return build_labels(events, task=task, subject_splits=splits).labels
+
+
+@pytest.fixture(scope="module")
+def index(labels):
+    return labels.groupby("subject_id", sort=False).head(1)[["subject_id", "prediction_time"]].head(200).reset_index(drop=True)
+
+
+def _batch(events, index, featurizer):
+    return featurizer.transform(events, index).batch(np.arange(len(index)))
+
+
+def test_sequence_features_ignore_events_after_prediction_time(events, index):
+    f = SequenceFeaturizer(max_len=32, min_code_count=5).fit(events)
+    before = _batch(events, index, f)
+    pt = events["subject_id"].map(index.set_index("subject_id")["prediction_time"])
+    later = pt.notna() & events["time"].notna() & (events["time"] > pt)
+    ev = events.copy()
+    ev.loc[later, "numeric_value"] = ev.loc[later, "numeric_value"] * 7
+    ev.loc[later, "time"] = ev.loc[later, "time"] + pd.Timedelta(days=3)
+    extra = index.assign(time=index["prediction_time"] + pd.Timedelta(microseconds=1), code=f.vocabulary_[0],
+                         numeric_value=np.float32(99)).drop(columns="prediction_time")
+    ev = pd.concat([ev, extra]).sort_values(["subject_id", "time"], na_position="first", kind="stable")
+    ev["code"] = ev["code"].astype(str).astype("category")
+    after = _batch(ev.reset_index(drop=True), index, f)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
+def test_window_holds_the_most_recent_events(events, index):
+    f = SequenceFeaturizer(max_len=8, min_code_count=5).fit(events)
+    data = f.transform(events, index)
+    assert data.lengths.max() <= 8
+    dyn = events[events["time"].notna()]
+    for i in range(0, len(index), 20):
+        s, pt = index.loc[i, "subject_id"], index.loc[i, "prediction_time"]
+        expected = dyn[(dyn["subject_id"] == s) & (dyn["time"] <= pt)]["time"].tail(8).to_numpy("datetime64[us]")
+        got = data.time[data.lo[i]:data.hi[i]].astype("datetime64[us]")
+        np.testing.assert_array_equal(got, expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.float32, (5, 3, 4), elements=st.floats(-20, 20, width=32)))
+def test_risk_curves_are_monotone_by_construction(logits):
+    curve = risk_curve(torch.from_numpy(logits)).numpy()
+    assert (np.diff(curve, axis=-1) >= -1e-7).all() and (curve >= 0).all() and (curve <= 1).all()
+
+
+def test_censored_bins_do_not_touch_the_loss():
+    y = torch.tensor([[[0.0, 1.0, 1.0, 1.0]], [[0.0, float("nan"), float("nan"), float("nan")]]])
+    logits = torch.zeros(2, 1, 4)
+    base = hazard_loss(logits, y)
+    moved = logits.clone()
+    moved[0, 0, 2:] = 9.0  # bins after the event
+    moved[1, 0, 1:] = -9.0  # bins after censoring
+    assert torch.equal(hazard_loss(moved, y), base)
+
+
+def _split(labels, name):
+    return labels[labels["split"] == name].reset_index(drop=True)
+
+
+def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
+    train, tune = _split(labels, "train"), _split(labels, "tuning")
+    a = SequenceRiskModel(**SMALL).fit(events, train, tuning_labels=tune)
+    b = SequenceRiskModel(**SMALL).fit(events, train, tuning_labels=tune)
+    assert [h["tuning_loss"] for h in a.history_] == [h["tuning_loss"] for h in b.history_]
+    held = _split(labels, "held_out")
+    pd.testing.assert_frame_equal(a.predict_risk(events, held), b.predict_risk(events, held))
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+def test_calibrated_curves_stay_monotone(events, labels, kind):
+    m = SequenceRiskModel(kind=kind, calibration="platt", **SMALL).fit(
+        events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
+    curve = m.predict_risk_curve(events, _split(labels, "held_out"))
+    assert curve.shape[1:] == (len(m.outcomes_), len(m.horizons_))
+    assert (np.diff(curve, axis=-1) >= 0).all()
+
+
+def test_gru_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
+    import mlflow
+
+    from twinml.config import load_config
+    from twinml.data import read_meds
+    from twinml.pipeline import train
+    from twinml.tracking import as_pyfunc_input
+
+    from .conftest import TASK
+
+    cfg = load_config({"name": "seq", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 500}},
+                       "task": TASK, "model": {"kind": "gru", "calibration": "platt",
+                                               "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}},
+                       "evaluation": {"n_bootstrap": 10}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = train(cfg, tracking_uri=uri)
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "gru"
+    events = read_meds(cfg.data.path)
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
+    mlflow.set_tracking_uri(uri)
+    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
+    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
+
+
+def test_calibration_must_fit_the_model_kind():
+    from twinml._validation import ConfigError
+    from twinml.config import load_config
+
+    from .conftest import TASK
+
+    with pytest.raises(ConfigError, match="calibration 'isotonic' does not apply to kind 'gru'; use 'platt' or null"):
+        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "isotonic"}})

@@ -1,0 +1,139 @@
+"""Sequence features: the last ``max_len`` events at or before each prediction time.
+
+For every prediction row only events with ``time <= prediction_time`` enter (the leakage
+rule); the row keeps offsets ``[lo, hi)`` into one event array, and padded batches are
+gathered on demand, vectorised, so memory stays flat whatever the number of rows.
+Code ids: 0 = padding, 1 = a code not in the training vocabulary, 2.. = vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .._arrays import NAT, EventArrays
+from .._validation import ConfigError, input_error
+from ._common import fit_code_stats, static_entries
+from ._windows import count_upto, make_segments
+
+__all__ = ["SequenceFeaturizer", "SequenceData"]
+
+_DAY_US = 86_400 * 1_000_000
+PAD, UNKNOWN = 0, 1
+
+
+@dataclass
+class SequenceData:
+    """Event arrays plus, per prediction row, the slice of its events and its static vector."""
+
+    code: np.ndarray       # int32 (n_events,)
+    value: np.ndarray      # float32 normalised value, 0 where none
+    has_value: np.ndarray  # float32 0/1
+    time: np.ndarray       # int64 microseconds
+    lo: np.ndarray         # int64 (n_rows,) first event of each row's window
+    hi: np.ndarray         # one past the last event at or before the prediction time
+    prediction_time: np.ndarray  # int64 microseconds
+    static: np.ndarray     # float32 (n_rows, n_static)
+
+    def __len__(self) -> int:
+        return self.lo.size
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.hi - self.lo
+
+    def batch(self, rows) -> dict[str, np.ndarray]:
+        """Right-padded arrays for ``rows``; the last real event of row i sits at ``lengths[i] - 1``."""
+        rows = np.asarray(rows)
+        length = self.lengths[rows]
+        width = max(int(length.max(initial=0)), 1)
+        pos = np.arange(width)
+        valid = pos[None, :] < length[:, None]
+        idx = np.where(valid, self.lo[rows, None] + pos[None, :], 0)
+        if self.code.size == 0:
+            idx = np.zeros_like(idx)
+        code = np.where(valid, self.code[idx] if self.code.size else 0, PAD).astype(np.int64)
+        value = np.where(valid, self.value[idx] if self.code.size else 0, 0).astype(np.float32)
+        has = np.where(valid, self.has_value[idx] if self.code.size else 0, 0).astype(np.float32)
+        t = self.time[idx] if self.code.size else np.zeros_like(idx)
+        days = np.where(valid, (self.prediction_time[rows, None] - t) / _DAY_US, 0.0)
+        return {"code": code, "value": value, "has_value": has,
+                "log_days": np.log1p(np.maximum(days, 0.0)).astype(np.float32),
+                "mask": valid, "length": np.maximum(length, 1), "static": self.static[rows]}
+
+
+class SequenceFeaturizer(TransformerMixin, BaseEstimator):
+    """Last-N event sequences before each prediction time, with train-fitted vocabulary and value scaling.
+
+    Parameters
+    ----------
+    max_len : int
+        Events kept per row (the most recent ones).
+    min_code_count : int
+        Codes seen fewer times in the training events map to the unknown id.
+    value_clip : float
+        Normalised values are clipped to ``[-value_clip, value_clip]``.
+    """
+
+    def __init__(self, max_len=256, min_code_count=10, value_clip=5.0):
+        self.max_len = max_len
+        self.min_code_count = min_code_count
+        self.value_clip = value_clip
+
+    def fit(self, events: pd.DataFrame, y=None):
+        if isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len <= 0:
+            raise ConfigError(f"The 'max_len' parameter of SequenceFeaturizer must be a positive int. Got {self.max_len!r} instead.")
+        stats = fit_code_stats(EventArrays(events), min_code_count=self.min_code_count)
+        self.vocabulary_, self.numeric_ = stats.vocabulary, stats.numeric
+        self.value_mean_, self.value_std_ = stats.value_mean, stats.value_std
+        self.static_vocabulary_, self.static_numeric_ = stats.static_vocabulary, stats.static_numeric
+        self.n_codes_ = self.vocabulary_.size + 2
+        self.n_static_ = self.static_vocabulary_.size + 2
+        return self
+
+    def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> SequenceData:
+        check_is_fitted(self, "vocabulary_")
+        for col in ("subject_id", "prediction_time"):
+            if col not in index:
+                raise input_error(table="prediction index", column=col, rule="is required")
+        ev = EventArrays(events)
+        q_rank = pd.Index(ev.subjects).get_indexer(index["subject_id"].to_numpy(np.int64))
+        q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+        rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
+                                          static_numeric=self.static_numeric_)
+        static = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                               shape=(len(index), self.n_static_)).toarray().astype(np.float32)
+        static[:, 0] /= 100.0  # age in centuries keeps inputs near unit scale
+        dyn = np.flatnonzero(ev.time != NAT)
+        lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
+        vc = lookup[ev.code[dyn]]
+        code = np.where(vc >= 0, vc + 2, UNKNOWN).astype(np.int32)
+        raw = ev.value[dyn]
+        has = ~np.isnan(raw) & (vc >= 0)
+        safe = np.maximum(vc, 0)
+        z = (raw - self.value_mean_[safe]) / self.value_std_[safe]
+        value = np.where(has, np.clip(z, -self.value_clip, self.value_clip), 0.0).astype(np.float32)
+        lo, hi = self._bounds(ev.subject[dyn], ev.time[dyn], value, q_rank, q_time)
+        return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static)
+
+    def _bounds(self, subject, time, value, q_rank, q_time):
+        """Offsets of the last ``max_len`` events with time <= prediction time, per row."""
+        lo = np.zeros(q_rank.size, np.int64)
+        hi = np.zeros(q_rank.size, np.int64)
+        if subject.size == 0:
+            return lo, hi
+        # one segment per subject; events are already in (subject, time) order, so positions carry over
+        seg = make_segments(subject, time, np.zeros(subject.size, np.int64), value, 1)
+        seg_of = np.searchsorted(seg.subject, q_rank)
+        seg_of = np.minimum(seg_of, seg.subject.size - 1)
+        has = (q_rank >= 0) & (seg.subject[seg_of] == q_rank)
+        order = np.lexsort((q_time, seg_of))
+        q = order[has[order]]
+        hi[q] = count_upto(seg, seg_of[q], q_time[q])
+        lo[q] = np.maximum(seg.start[seg_of[q]], hi[q] - self.max_len)
+        return lo, hi

@@ -1,0 +1,205 @@
+"""Sequence risk models (GRU, time-aware Transformer) behind the scikit-learn contract."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .._validation import ConfigError
+from ..features import SequenceFeaturizer
+from ._hazard import (HazardCalibrator, base_hazard_logits, hazard_loss, hazard_targets, parse_label_columns,
+                      risk_curve)
+from ._torch_modules import SequenceRiskNet
+
+__all__ = ["SequenceRiskModel"]
+
+_TENSOR_KEYS = ("code", "value", "has_value", "log_days", "mask", "length", "static")
+
+
+@contextlib.contextmanager
+def _torch_threads(n):
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _tensors(batch):
+    return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _TENSOR_KEYS}
+
+
+class SequenceRiskModel(BaseEstimator):
+    """Multi-outcome risk curves from event sequences, with a discrete-time hazard head.
+
+    One encoder reads the last ``max_len`` events before the prediction time; one head gives
+    hazards for every outcome and horizon bin, so each outcome's risk is monotone in the horizon.
+    Training minimises the censoring-aware hazard loss with early stopping on the tuning rows.
+
+    Parameters
+    ----------
+    kind : {"gru", "transformer"}
+    d_model, n_layers, n_heads, dropout : network size (``n_heads`` for the Transformer only)
+    max_len : int
+        Events per sequence (the most recent).
+    min_code_count : int
+        Rarer codes share the unknown id.
+    batch_size, lr, weight_decay, max_epochs, patience : training
+    calibration : {None, "platt"}
+        Affine recalibration of hazard logits on the tuning rows (keeps curves monotone).
+    n_threads : int or None
+        Torch threads during fit and predict (None leaves torch's setting).
+    random_state : int
+
+    Attributes
+    ----------
+    featurizer_ : SequenceFeaturizer
+    net_ : SequenceRiskNet
+    outcomes_, horizons_ : label structure learnt from the label columns
+    label_columns_ : list of str
+    history_ : list of dict
+        Per epoch: train loss, tuning loss, seconds.
+    best_epoch_ : int
+    """
+
+    def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.0, max_len=256, min_code_count=10,
+                 batch_size=128, lr=2e-3, weight_decay=1e-4, max_epochs=15, patience=3, calibration=None,
+                 n_threads=None, random_state=0):
+        self.kind = kind
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.max_len = max_len
+        self.min_code_count = min_code_count
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.calibration = calibration
+        self.n_threads = n_threads
+        self.random_state = random_state
+
+    def _validate_params(self):
+        if self.kind not in ("gru", "transformer"):
+            raise ConfigError(f"The 'kind' parameter of SequenceRiskModel must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
+        if self.calibration not in (None, "platt"):
+            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None or 'platt'. Got {self.calibration!r} instead.")
+        for name in ("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"The {name!r} parameter of SequenceRiskModel must be a positive int. Got {v!r} instead.")
+
+    def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
+        """Train on ``labels`` rows; early-stop (and calibrate) on ``tuning_labels``."""
+        self._validate_params()
+        say = progress or (lambda msg: None)
+        self.label_columns_ = [c for c in labels.columns if c not in ("subject_id", "prediction_time", "split")]
+        self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
+        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+        train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
+        self.featurizer_ = SequenceFeaturizer(self.max_len, self.min_code_count).fit(train_events)
+        train = self.featurizer_.transform(events, labels)
+        y_train = hazard_targets(labels, self.outcomes_, self.horizons_)
+        tune = y_tune = None
+        if tuning_labels is not None and len(tuning_labels):
+            tune = self.featurizer_.transform(events, tuning_labels)
+            y_tune = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
+        say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+        with _torch_threads(self.n_threads):
+            self.net_ = SequenceRiskNet(
+                n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
+                n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
+                encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout)
+            with torch.no_grad():
+                self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
+            self._train(train, y_train, tune, y_tune, rng, say)
+            self.calibrator_ = None
+            if self.calibration == "platt" and tune is not None:
+                self.calibrator_ = HazardCalibrator().fit(self._logits(tune), y_tune)
+        return self
+
+    def _train(self, train, y_train, tune, y_tune, rng, say):
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state, stale = np.inf, None, 0
+        self.history_ = []
+        for epoch in range(1, self.max_epochs + 1):
+            t0 = time.perf_counter()
+            self.net_.train()
+            total, n = 0.0, 0
+            for rows in self._batches(train.lengths, rng=rng):
+                loss = self.train_step(train.batch(rows), torch.from_numpy(y_train[rows]), opt)
+                total, n = total + loss * rows.size, n + rows.size
+            train_loss = total / max(n, 1)
+            monitor = self._eval_loss(tune, y_tune) if tune is not None else train_loss
+            secs = time.perf_counter() - t0
+            self.history_.append({"epoch": epoch, "train_loss": train_loss, "tuning_loss": monitor, "seconds": secs})
+            say(f"epoch {epoch}: train loss {train_loss:.5f}, tuning loss {monitor:.5f} ({secs:.1f}s)")
+            if monitor < best - 1e-6:
+                best, best_state, stale, self.best_epoch_ = monitor, copy.deepcopy(self.net_.state_dict()), 0, epoch
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    say(f"early stop: no tuning improvement for {self.patience} epochs; best epoch {self.best_epoch_}")
+                    break
+        self.net_.load_state_dict(best_state)
+        self.net_.eval()
+
+    def train_step(self, batch, y, opt) -> float:
+        """One optimisation step (override for custom training)."""
+        opt.zero_grad()
+        loss = hazard_loss(self.net_(**_tensors(batch)), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    def _batches(self, lengths, *, rng=None, batch_size=None):
+        """Rows grouped by similar length (little padding); batch order shuffled when ``rng`` is given."""
+        size = batch_size or self.batch_size
+        jitter = rng.random(lengths.size) if rng is not None else np.zeros(lengths.size)
+        order = np.lexsort((jitter, lengths))
+        batches = [order[i:i + size] for i in range(0, order.size, size)]
+        if rng is not None:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def _logits(self, data, batch_size=1024) -> np.ndarray:
+        out = np.empty((len(data), len(self.outcomes_), len(self.horizons_)), np.float32)
+        self.net_.eval()
+        with torch.inference_mode():
+            for rows in self._batches(data.lengths, batch_size=batch_size):
+                out[rows] = self.net_(**_tensors(data.batch(rows))).numpy()
+        return out
+
+    def _eval_loss(self, data, y) -> float:
+        return float(hazard_loss(torch.from_numpy(self._logits(data)), torch.from_numpy(y)))
+
+    def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:
+        """Risk of each outcome within each horizon, shape (n_rows, n_outcomes, n_horizons); monotone."""
+        check_is_fitted(self, "net_")
+        with _torch_threads(self.n_threads), torch.inference_mode():
+            logits = torch.from_numpy(self._logits(self.featurizer_.transform(events, index)))
+            if self.calibrator_ is not None:
+                logits = self.calibrator_(logits)
+            return risk_curve(logits).numpy()
+
+    def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+        """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
+        curve = self.predict_risk_curve(events, index)
+        out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
+        for i, o in enumerate(self.outcomes_):
+            for j, h in enumerate(self.horizons_):
+                out[f"{o}_{h}d"] = curve[:, i, j]
+        return out[["subject_id", "prediction_time", *self.label_columns_]]

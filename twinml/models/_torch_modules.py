@@ -1,0 +1,93 @@
+"""Torch modules: they compute ``forward`` and nothing else (the estimator owns training)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet"]
+
+
+class EventEmbedding(nn.Module):
+    """code embedding + value projection + time-before-prediction projection -> d_model."""
+
+    def __init__(self, n_codes: int, d_model: int):
+        super().__init__()
+        self.code = nn.Embedding(n_codes, d_model, padding_idx=0)
+        self.value = nn.Linear(2, d_model, bias=False)   # (value, has_value)
+        self.time = nn.Linear(1, d_model)                 # log(1 + days before prediction)
+
+    def forward(self, code, value, has_value, log_days):
+        v = torch.stack([value, has_value], dim=-1)
+        return self.code(code) + self.value(v) + self.time(log_days.unsqueeze(-1))
+
+
+class GRUEncoder(nn.Module):
+    """GRU over right-padded events; the state after the last real event summarises the history."""
+
+    def __init__(self, d_model: int, n_layers: int = 1):
+        super().__init__()
+        self.gru = nn.GRU(d_model, d_model, num_layers=n_layers, batch_first=True)
+
+    def forward(self, x, mask, length):
+        out, _ = self.gru(x)
+        last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.size(-1))
+        return out.gather(1, last).squeeze(1)
+
+
+class TransformerEncoder(nn.Module):
+    """Self-attention with a continuous-time sinusoidal embedding and a padding mask; masked mean pool."""
+
+    def __init__(self, d_model: int, n_layers: int = 2, n_heads: int = 4, dropout: float = 0.0):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout,
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.register_buffer("freq", torch.exp(torch.arange(0, d_model, 2) * (-math.log(1e4) / d_model)) * 50.0)
+        self.norm = nn.LayerNorm(d_model)
+
+    def time_embedding(self, log_days):
+        angles = log_days.unsqueeze(-1) * self.freq
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+    def forward(self, x, mask, length, log_days):
+        h = self.encoder(x + self.time_embedding(log_days), src_key_padding_mask=~mask)
+        m = mask.unsqueeze(-1).to(h.dtype)
+        return self.norm((h * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+
+class HazardHead(nn.Module):
+    """Discrete-time hazards per outcome and horizon bin; risk = 1 - prod(1 - hazard), monotone by construction."""
+
+    def __init__(self, d_in: int, n_outcomes: int, n_bins: int):
+        super().__init__()
+        self.n_outcomes, self.n_bins = n_outcomes, n_bins
+        self.linear = nn.Linear(d_in, n_outcomes * n_bins)
+
+    def forward(self, h):
+        return self.linear(h).view(-1, self.n_outcomes, self.n_bins)  # hazard logits
+
+
+class SequenceRiskNet(nn.Module):
+    """Embedding -> encoder (GRU or Transformer) -> concat static traits -> MLP -> hazard logits."""
+
+    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, encoder="gru", n_layers=1,
+                 n_heads=4, dropout=0.0):
+        super().__init__()
+        self.kind = encoder
+        self.embed = EventEmbedding(n_codes, d_model)
+        self.encoder = GRUEncoder(d_model, n_layers) if encoder == "gru" else \
+            TransformerEncoder(d_model, n_layers, n_heads, dropout)
+        self.static = nn.Linear(n_static, d_model)
+        self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
+        self.head = HazardHead(d_model, n_outcomes, n_bins)
+
+    def forward(self, code, value, has_value, log_days, mask, length, static):
+        x = self.embed(code, value, has_value, log_days)
+        if self.kind == "gru":
+            h = self.encoder(x, mask, length)
+        else:
+            h = self.encoder(x, mask, length, log_days)
+        return self.head(self.mlp(torch.cat([h, self.static(static)], dim=-1)))
