@@ -30,6 +30,7 @@ bench: install
 	$(PY) benchmarks/features.py
 	$(PY) benchmarks/simulate.py
 	$(PY) benchmarks/baseline.py
+	$(PY) benchmarks/sequence.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,103 @@
+"""Sequence models vs gradient boosting vs the oracle, and where the CPU time goes.
+
+On a simulated cohort (default 20,000 subjects) prints, per outcome x horizon, the held-out
+AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle; training
+seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
+against an fp32 matrix-multiply peak measured in the same run.
+Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb]
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from _common import simulated
+
+from twinml.cohort import TaskDefinition, build_labels
+from twinml.data import read_meds, read_subject_splits
+from twinml.evaluation import evaluate_risks
+from twinml.models import SequenceRiskModel, TabularRiskModel
+from twinml.pipeline import load_truth
+
+OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007",
+            "ckd": "SNOMED/433144002"}
+
+
+def matmul_peak_gflops(n=2048, repeat=5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeat))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def gru_inference_flops(model, data) -> float:
+    """FLOPs of the GRU recurrence actually computed (padded slots included): 12 d^2 per step per layer."""
+    d = model.d_model
+    steps = sum(int(data.lengths[rows].max(initial=1)) * rows.size for rows in model._batches(data.lengths, batch_size=1024))
+    return 12.0 * d * d * model.n_layers * steps
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("n_subjects", nargs="?", type=int, default=20_000)
+    p.add_argument("epochs", nargs="?", type=int, default=12)
+    p.add_argument("--kinds", default="gru,transformer,hist_gb")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    root = simulated(args.n_subjects)
+    events, truth = read_meds(root), load_truth(root)
+    task = TaskDefinition(name="bench", outcomes={k: {"codes": [v]} for k, v in OUTCOMES.items()},
+                          horizons_days=[90, 180, 365, 730], prediction_times={"start": "2012-01-01"})
+    labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
+    split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
+    peak = matmul_peak_gflops()
+    print(f"{args.n_subjects:,} subjects; rows train/tuning/held-out {len(split['train']):,}/{len(split['tuning']):,}/"
+          f"{len(split['held_out']):,}; torch threads {args.threads}; fp32 matmul peak {peak:.0f} GFLOP/s")
+    tables = []
+    for kind in args.kinds.split(","):
+        t = time.perf_counter()
+        if kind in ("gru", "transformer"):
+            model = SequenceRiskModel(kind=kind, max_epochs=args.epochs, n_threads=args.threads, calibration="platt",
+                                      n_layers=1 if kind == "gru" else 2,
+                                      ).fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
+            epochs = [h["seconds"] for h in model.history_]
+            print(f"{kind}: {len(epochs)} epochs (best {model.best_epoch_}), {np.median(epochs):.1f} s/epoch median")
+        else:
+            model = TabularRiskModel(kind=kind).fit(events, split["train"])
+        fit_s = time.perf_counter() - t
+        held = split["held_out"]
+        subjects = held.groupby("subject_id").head(1).reset_index(drop=True)  # one prediction time per subject
+        model.predict_risk(events, subjects.head(256))  # warm-up
+        infer_s = min(_timed(lambda: model.predict_risk(events, subjects)) for _ in range(3))
+        line = f"{kind}: fit {fit_s:.0f} s; inference {len(subjects) / infer_s:,.0f} subjects/s end to end ({len(subjects):,} subjects)"
+        if kind == "gru":
+            data = model.featurizer_.transform(events, subjects)
+            with torch.inference_mode():
+                net_s = min(_timed(lambda: model._logits(data)) for _ in range(3))
+            gflops = gru_inference_flops(model, data) / net_s / 1e9
+            line += (f"; network only {len(subjects) / net_s:,.0f} subjects/s, GRU recurrence {gflops:.1f} GFLOP/s "
+                     f"= {100 * gflops / peak:.0f}% of matmul peak")
+        print(line)
+        cols = [c for c in model.label_columns_ if c.endswith(("365d", "730d"))]
+        res = evaluate_risks(held, model.predict_risk(events, held), columns=cols, truth=truth, n_boot=100)
+        res.insert(0, "model", kind)
+        tables.append(res)
+    out = pd.concat(tables)
+    wide = out.pivot(index="label", columns="model", values="auroc")
+    wide["oracle"] = out.groupby("label")["oracle_auroc"].first()
+    ece = out.pivot(index="label", columns="model", values="ece").add_prefix("ece_")
+    pd.set_option("display.width", 200)
+    print(pd.concat([wide, ece], axis=1).round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
