@@ -8,7 +8,7 @@ Run: .venv/bin/python benchmarks/features.py [N_SUBJECTS]
 import subprocess
 import sys
 
-from _common import peak_rss_gb, simulated, timed
+from _common import simulated, timed
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
 CHILD = r"""
@@ -33,8 +33,6 @@ print(f"{time.perf_counter() - t:.2f} {peak_rss_gb():.2f} {base:.2f} {X.shape[0]
 
 def main():
     root = simulated(N)
-    import pandas as pd
-
     from twinml.cohort import TaskDefinition, build_labels
     from twinml.data import read_meds, read_subject_splits
     from twinml.features import TabularFeaturizer

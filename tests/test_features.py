@@ -106,3 +106,17 @@ def test_chunking_over_subjects_does_not_change_features(events, index, fitted, 
     whole = fitted.transform(events, index)
     monkeypatch.setattr(tab, "_CHUNK", 97)
     assert (fitted.transform(events, index) != whole).nnz == 0
+
+
+@pytest.mark.parametrize("make", [lambda: TabularFeaturizer(min_code_count=5), lambda: __import__(
+    "twinml.features", fromlist=["SequenceFeaturizer"]).SequenceFeaturizer(min_code_count=5)])
+def test_prediction_index_errors_name_the_column(events, index, make):
+    from twinml._validation import TwinmlInputError
+
+    f = make().fit(events)
+    bad = index.copy()
+    bad.loc[3, "prediction_time"] = pd.NaT
+    with pytest.raises(TwinmlInputError, match=r"prediction index: column 'prediction_time' must not be null \(example: row 3, subject_id="):
+        f.transform(events, bad)
+    with pytest.raises(TwinmlInputError, match="prediction index: column 'subject_id' is required"):
+        f.transform(events, index.drop(columns="subject_id"))

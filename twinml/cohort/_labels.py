@@ -74,7 +74,7 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
     """
     ev = EventArrays(events)
     n_subj = ev.subjects.size
-    dynamic = (ev.time != NAT) & (ev.vocab[ev.code] != "MEDS_BIRTH")
+    dynamic = (ev.time != NAT) & ~ev.codes_matching(codes=["MEDS_BIRTH"])
     first = per_subject_reduce(ev.subject, ev.time, dynamic, n_subj, "min")
     last = per_subject_reduce(ev.subject, ev.time, dynamic, n_subj, "max")
     birth = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_BIRTH"]), n_subj, "min")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .._arrays import NAT, EventArrays
+from .._validation import input_error
 
 YEAR_US = 365.25 * 86_400 * 1_000_000
 
@@ -47,6 +48,20 @@ def fit_code_stats(ev: EventArrays, *, min_code_count: int) -> CodeStats:
         value_std=np.sqrt(np.maximum(squares[idx] / k - mean**2, 1e-12)),
         static_vocabulary=ev.vocab[s_idx].astype(str), static_numeric=s_with_value[s_idx] >= 0.5 * s_counts[s_idx],
     )
+
+
+def prediction_queries(ev: EventArrays, index: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a prediction index; return each row's subject rank (-1: no events) and time in µs."""
+    for col in ("subject_id", "prediction_time"):
+        if col not in index:
+            raise input_error(table="prediction index", column=col, rule="is required")
+    q_rank = pd.Index(ev.subjects).get_indexer(index["subject_id"].to_numpy(np.int64))
+    q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+    if (q_time == NAT).any():
+        row = int(np.flatnonzero(q_time == NAT)[0])
+        raise input_error(table="prediction index", column="prediction_time", rule="must not be null",
+                          example=f"row {row}, subject_id={index['subject_id'].iloc[row]}")
+    return q_rank, q_time
 
 
 def static_entries(ev: EventArrays, q_rank, q_time, *, static_vocabulary, static_numeric):

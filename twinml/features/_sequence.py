@@ -17,8 +17,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import NAT, EventArrays
-from .._validation import ConfigError, input_error
-from ._common import fit_code_stats, static_entries
+from .._validation import ConfigError
+from ._common import fit_code_stats, prediction_queries, static_entries
 from ._windows import count_upto, make_segments
 
 __all__ = ["SequenceFeaturizer", "SequenceData"]
@@ -98,12 +98,8 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
 
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> SequenceData:
         check_is_fitted(self, "vocabulary_")
-        for col in ("subject_id", "prediction_time"):
-            if col not in index:
-                raise input_error(table="prediction index", column=col, rule="is required")
         ev = EventArrays(events)
-        q_rank = pd.Index(ev.subjects).get_indexer(index["subject_id"].to_numpy(np.int64))
-        q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
+        q_rank, q_time = prediction_queries(ev, index)
         rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
                                           static_numeric=self.static_numeric_)
         static = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),

@@ -9,8 +9,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import NAT, EventArrays
-from .._validation import ConfigError, input_error
-from ._common import fit_code_stats, static_entries
+from .._validation import ConfigError
+from ._common import fit_code_stats, prediction_queries, static_entries
 from ._windows import RangeMinMax, count_upto, make_segments, pairs_for_queries
 
 __all__ = ["TabularFeaturizer"]
@@ -99,14 +99,8 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> sp.csr_matrix:
         """Features for each row of ``index`` (``subject_id``, ``prediction_time``), as CSR float32."""
         check_is_fitted(self, "vocabulary_")
-        for col in ("subject_id", "prediction_time"):
-            if col not in index:
-                raise input_error(table="prediction index", column=col, rule="is required")
         ev = EventArrays(events)
-        q_rank = pd.Index(ev.subjects).get_indexer(index["subject_id"].to_numpy(np.int64))
-        q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
-        if (q_time == NAT).any():
-            raise input_error(table="prediction index", column="prediction_time", rule="must not be null")
+        q_rank, q_time = prediction_queries(ev, index)
         rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
                                           static_numeric=self.static_numeric_)
         lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))

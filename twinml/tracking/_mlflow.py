@@ -22,7 +22,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from .._version import __version__
-from ._pyfunc import RiskModelPyfunc, prediction_index, synthetic_input_example
+from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 __all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
            "log_frame", "log_metrics_table", "pip_requirements"]

@@ -29,12 +29,13 @@ def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame
 
 
 class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
-    """Wraps a fitted :class:`~twinml.models.TabularRiskModel`.
+    """Wraps a fitted :class:`~twinml.models.TabularRiskModel` or :class:`~twinml.models.SequenceRiskModel`.
 
-    ``predict(events, params={"prediction_time": "2019-01-01"})`` takes MEDS events (``subject_id``,
-    ``time``, ``code`` as strings — see :func:`as_pyfunc_input` — ``numeric_value``) and returns one row per subject with the risk of every
-    label column; events after the prediction time are ignored (the leakage rule). Without a
-    prediction time each subject is scored at its last event.
+    ``predict(events, params={"prediction_time": "2019-01-01"})`` takes MEDS events
+    (``subject_id``, ``time``, ``code`` as strings — see :func:`as_pyfunc_input` — and
+    ``numeric_value``) and returns one row per subject with the risk of every label column;
+    events after the prediction time are ignored (the leakage rule). Without a prediction
+    time each subject is scored at its last event.
     """
 
     def __init__(self, model):
