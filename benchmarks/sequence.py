@@ -4,10 +4,11 @@ On a simulated cohort (default 20,000 subjects) prints, per outcome x horizon, t
 AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle; training
 seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
 against an fp32 matrix-multiply peak measured in the same run.
-Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb]
+Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb] [--params JSON]
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -51,6 +52,7 @@ def main():
     p.add_argument("epochs", nargs="?", type=int, default=12)
     p.add_argument("--kinds", default="gru,transformer,hist_gb")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--params", default="{}", help='extra SequenceRiskModel arguments as JSON, e.g. {"lr": 1e-3}')
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     root = simulated(args.n_subjects)
@@ -66,21 +68,24 @@ def main():
     for kind in args.kinds.split(","):
         t = time.perf_counter()
         if kind in ("gru", "transformer"):
+            params = {"n_layers": 1 if kind == "gru" else 2, **json.loads(args.params)}
             model = SequenceRiskModel(kind=kind, max_epochs=args.epochs, n_threads=args.threads, calibration="platt",
-                                      n_layers=1 if kind == "gru" else 2,
-                                      ).fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
+                                      **params).fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
+            print(f"{kind} params: {model.get_params()}")
             epochs = [h["seconds"] for h in model.history_]
             print(f"{kind}: {len(epochs)} epochs (best {model.best_epoch_}), {np.median(epochs):.1f} s/epoch median")
         else:
             model = TabularRiskModel(kind=kind).fit(events, split["train"])
         fit_s = time.perf_counter() - t
         held = split["held_out"]
-        subjects = held.groupby("subject_id").head(1).reset_index(drop=True)  # one prediction time per subject
+        # every subject once, at its last prediction time (longest history), as in a panel scoring run
+        subjects = labels.groupby("subject_id", sort=False).tail(1)[["subject_id", "prediction_time"]].reset_index(drop=True)
         model.predict_risk(events, subjects.head(256))  # warm-up
         infer_s = min(_timed(lambda: model.predict_risk(events, subjects)) for _ in range(3))
         line = f"{kind}: fit {fit_s:.0f} s; inference {len(subjects) / infer_s:,.0f} subjects/s end to end ({len(subjects):,} subjects)"
         if kind == "gru":
             data = model.featurizer_.transform(events, subjects)
+            line += f"; mean sequence length {data.lengths.mean():.0f} (cap {model.max_len})"
             with torch.inference_mode():
                 net_s = min(_timed(lambda: model._logits(data)) for _ in range(3))
             gflops = gru_inference_flops(model, data) / net_s / 1e9
