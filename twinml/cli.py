@@ -61,6 +61,37 @@ def simulate(
 
 
 @app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="The export: a directory or file."),
+    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz) or meds."),
+    out: Optional[Path] = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),
+    reference_time: Optional[str] = typer.Option(None, help="Events after it are future-dated (default: now)."),
+    seed: int = typer.Option(0, help="Seed of the subject-level splits."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Bring records in as MEDS through the data-quality gate; print what was kept and quarantined."""
+    def body():
+        from rich.table import Table
+
+        from .ingest import ingest as run
+        from .pipeline import Progress
+
+        report = run(source, path, out, reference_time=reference_time, seed=seed, overwrite=overwrite,
+                     progress=Progress(_console().print))
+        t = Table(title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
+                        f"{report.rows_quarantined:,} quarantined")
+        for col in ("table", "reason", "rows"):
+            t.add_column(col, justify="right" if col == "rows" else "left")
+        for r in report.summary.to_dict("records"):
+            t.add_row(r["table"], r["reason"], f"{r['rows']:,}")
+        _console().print(t)
+        if report.out is not None:
+            _console().print(f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
+                             f"summary: {report.out / 'quality' / 'summary.json'}")
+    _run(body)
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),

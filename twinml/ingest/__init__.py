@@ -1,6 +1,7 @@
-"""Bringing records in: the data-quality gate (source readers for FHIR, Synthea CSV and OMOP are
-being built on it, see issue 3)."""
+"""Bringing records in: FHIR R4 (bundles and bulk NDJSON) and MEDS, through a data-quality gate
+that quarantines bad rows with a reason and never loses one. Synthea CSV and OMOP are next (issue 3)."""
 
 from ._gate import PLAUSIBLE_RANGES, REASONS, GateResult, QualityGate
+from ._ingest import SOURCES, IngestReport, ingest
 
-__all__ = ["QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]
+__all__ = ["ingest", "IngestReport", "SOURCES", "QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]

@@ -96,11 +96,14 @@ class QualityGate:
             reason[mask] = why
 
         sid_raw = raw["subject_id"]
-        flag(sid_raw.isna() | (sid_raw.astype("string").str.strip() == ""), REASONS[0])
-        sid = pd.to_numeric(sid_raw.astype("string").str.strip(), errors="coerce").astype("Float64")
-        integral = sid.notna() & (sid == sid.round()) & (sid.abs() < 2**62)
-        flag(~integral.fillna(False).to_numpy(bool), REASONS[1])
-        sid = sid.where(integral)
+        sid_text = sid_raw.astype("string").str.strip()
+        flag(sid_raw.isna() | (sid_text == ""), REASONS[0])
+        # exact integers only (never through float64, which rounds large ids): up to 18 digits, "12" or "12.0"
+        digits = sid_text.str.extract(r"^([+-]?\d{1,18})(?:\.0+)?$", expand=False)
+        flag(digits.isna().to_numpy(bool), REASONS[1])
+        sid = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+        if digits.notna().any():
+            sid[digits.notna()] = pd.to_numeric(digits[digits.notna()]).astype("int64")
         code = raw["code"].astype("string")
         flag(code.isna() | (code.str.strip() == ""), REASONS[2])
         time_raw = raw["time"] if "time" in raw else pd.Series([None] * n, index=raw.index)

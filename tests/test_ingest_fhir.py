@@ -1,0 +1,88 @@
+import glob
+import gzip
+import json
+from pathlib import Path
+
+import meds
+import orjson
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from twinml._validation import ConfigError
+from twinml.data import read_meds
+from twinml.ingest import ingest
+from twinml.ingest._fhir import iter_resources
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "fhir"
+WHEN = "2025-01-02"
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fhir") / "meds"
+    return ingest("fhir", SAMPLE, out, reference_time=WHEN), out
+
+
+def test_sample_becomes_a_valid_meds_dataset(ingested):
+    report, out = ingested
+    for f in glob.glob(str(out / "data" / "*" / "*.parquet")):
+        meds.DataSchema.validate(pq.read_table(f))
+    events = read_meds(out)
+    codes = set(events["code"].astype(str))
+    assert {c.split("/")[0] for c in codes} >= {"LOINC", "SNOMED", "RxNorm", "CVX", "MEDS_BIRTH", "GENDER"}
+    assert events["subject_id"].nunique() == 3
+
+
+def test_rows_read_equal_rows_kept_plus_quarantined(ingested):
+    report, out = ingested
+    assert report.rows_read == report.rows_kept + report.rows_quarantined
+    assert len(read_meds(out)) == report.rows_kept
+    assert len(pq.read_table(out / "quality" / "quarantine.parquet")) == report.rows_quarantined
+    summary = json.loads((out / "quality" / "summary.json").read_text())
+    assert summary["rows_read"] == report.rows_read
+    # Synthea writes vitals twice: exact duplicates are counted, not kept twice
+    dup = report.summary[(report.summary["table"] == "Observation") & (report.summary["reason"] == "exact duplicate")]
+    assert int(dup["rows"].sum()) > 0
+
+
+def test_blood_pressure_components_and_coded_values(ingested):
+    events = pq.read_table(sorted(glob.glob(str(ingested[1] / "data" / "*" / "*.parquet")))[0]).to_pandas()
+    sbp, dbp = events[events["code"] == "LOINC/8480-6"], events[events["code"] == "LOINC/8462-4"]
+    assert len(sbp) and set(sbp["time"]) == set(dbp["time"])  # one panel -> two events at one time
+    coded = events[events["code"] == "LOINC/72166-2"]  # tobacco smoking status: a coded value
+    assert coded["text_value"].str.startswith("SNOMED/").all()
+
+
+def test_bulk_ndjson_gives_the_same_events_as_bundles(ingested, tmp_path):
+    nd = tmp_path / "export"
+    nd.mkdir()
+    with gzip.open(nd / "all.ndjson.gz", "wb") as fh:
+        for _, resource in iter_resources(SAMPLE):
+            fh.write(orjson.dumps(resource) + b"\n")
+    ingest("fhir", nd, tmp_path / "meds", reference_time=WHEN)
+    pd.testing.assert_frame_equal(read_meds(tmp_path / "meds"), read_meds(ingested[1]))
+
+
+def test_unknown_subjects_are_quarantined(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    obs = {"resourceType": "Observation", "subject": {"reference": "Patient/nobody"},
+           "effectiveDateTime": "2020-01-01T00:00:00Z", "valueQuantity": {"value": 6.0},
+           "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}}
+    pat = {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01", "gender": "female"}
+    (src / "x.ndjson").write_bytes(orjson.dumps(pat) + b"\n" + orjson.dumps(obs) + b"\n")
+    report = ingest("fhir", src, tmp_path / "out", reference_time=WHEN)
+    q = pq.read_table(tmp_path / "out" / "quality" / "quarantine.parquet").to_pandas()
+    assert q["reason"].tolist() == ["unknown subject"] and q["subject_ref"].tolist() == ["nobody"]
+    assert report.rows_kept == 2  # birth and sex of p1
+
+
+def test_ingestion_is_deterministic(ingested, tmp_path):
+    ingest("fhir", SAMPLE, tmp_path / "again", reference_time=WHEN)
+    pd.testing.assert_frame_equal(read_meds(tmp_path / "again"), read_meds(ingested[1]))
+
+
+def test_unknown_source_is_named():
+    with pytest.raises(ConfigError, match=r"ingest: 'source' must be one of \['fhir', 'meds'\] .*Got 'omop' instead."):
+        ingest("omop", SAMPLE, "x")

@@ -1,0 +1,128 @@
+"""``ingest(source, path, out)``: records in, a MEDS dataset out, every row accounted for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .._validation import ConfigError
+from ._fhir import RowCollector, iter_resources, subject_key
+from ._gate import QualityGate
+
+__all__ = ["ingest", "IngestReport", "SOURCES"]
+
+SOURCES = ("fhir", "meds")
+QUARANTINE_FILE = "quality/quarantine.parquet"
+SUMMARY_FILE = "quality/summary.json"
+
+
+@dataclass
+class IngestReport:
+    """Counts of what was read, kept and quarantined, per table and reason."""
+
+    out: Path | None
+    summary: pd.DataFrame          # table, reason, rows (reasons plus "read" and "kept")
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    skipped_resources: dict
+
+    def to_dict(self) -> dict:
+        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept, "rows_quarantined": self.rows_quarantined,
+                "skipped_resources": self.skipped_resources, "by_table": self.summary.to_dict("records")}
+
+
+def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
+           overwrite: bool = False, progress=None) -> IngestReport:
+    """Turn a source export into a MEDS dataset through the data-quality gate.
+
+    Parameters
+    ----------
+    source : {"fhir", "meds"}
+        ``meds`` validates an existing MEDS directory and writes nothing.
+    path : directory or file of the export.
+    out : MEDS directory to write (with ``quality/quarantine.parquet`` and ``quality/summary.json``).
+    reference_time : events after it are future-dated (default: now).
+    seed, split_fractions : subject-level random splits written to ``metadata/subject_splits.parquet``.
+    """
+    say = progress or (lambda msg: None)
+    if source not in SOURCES:
+        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)} (Synthea CSV and OMOP are not built yet). "
+                          f"Got {source!r} instead.")
+    if source == "meds":
+        from ..data import read_meds
+
+        events = read_meds(path)
+        summary = pd.DataFrame({"table": "events", "reason": ["read", "kept"], "rows": [len(events)] * 2})
+        say(f"{path}: valid MEDS, {len(events):,} events")
+        return IngestReport(None, summary, len(events), len(events), 0, {})
+    if out is None:
+        raise ConfigError("ingest: 'out' (the MEDS directory to write) is required for source 'fhir'.")
+    collector = RowCollector()
+    for i, (_, resource) in enumerate(iter_resources(path), start=1):
+        collector.add(resource)
+        if i % 200_000 == 0:
+            say(f"read {i:,} FHIR resources")
+    subjects = _subjects(collector)
+    gate = QualityGate(reference_time=reference_time)
+    kept, quarantined, summaries = [], [], []
+    for table, cols in collector.tables.items():
+        raw = pd.DataFrame(cols)
+        refs = raw.pop("subject_ref")
+        raw.insert(0, "subject_id", refs.map(lambda r: None if r is None else subject_key(r)).astype("object"))
+        res = gate.apply(raw, table=table, subjects=subjects)
+        kept.append(res.kept)
+        quarantined.append(res.quarantined.assign(subject_ref=refs[res.quarantined["row"]].to_numpy()))
+        summaries.append(res.summary)
+    summary = pd.concat(summaries, ignore_index=True)
+    read = int(summary.loc[summary["reason"] == "read", "rows"].sum())
+    events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
+                                                            kind="stable")
+    quarantine = pd.concat(quarantined, ignore_index=True)
+    if len(events) + len(quarantine) != read:
+        raise RuntimeError(f"ingest: {read} rows read but {len(events)} kept + {len(quarantine)} quarantined")
+    report = IngestReport(Path(out), summary, read, len(events), len(quarantine), dict(collector.skipped))
+    _write(out, events, quarantine, report, collector.displays, seed, split_fractions, overwrite)
+    say(f"{read:,} rows read: {len(events):,} kept, {len(quarantine):,} quarantined -> {out}")
+    return report
+
+
+def _subjects(collector: RowCollector) -> pd.DataFrame:
+    ids = list(collector.patients)
+    info = pd.DataFrame(collector.patients.values())
+    parse = lambda s: pd.to_datetime(s, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)  # noqa: E731
+    return pd.DataFrame({"subject_id": [subject_key(i) for i in ids],
+                         "birth": parse(info.get("birth", pd.Series(dtype=object))),
+                         "death": parse(info.get("death", pd.Series(dtype=object)))})
+
+
+def _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite):
+    from .._version import __version__
+    from ..data import write_meds
+
+    ids = np.sort(events["subject_id"].unique())
+    rng = np.random.default_rng(seed)
+    names = np.array(["train", "tuning", "held_out"])
+    splits = pd.DataFrame({"subject_id": ids, "split": names[np.searchsorted(np.cumsum(split_fractions)[:-1],
+                                                                            rng.random(ids.size), side="right")]})
+    codes = sorted(events["code"].unique())
+    code_table = pd.DataFrame({"code": codes, "description": [displays.get(c) for c in codes],
+                               "parent_codes": [[] for _ in codes]})
+    table = pa.table({
+        "subject_id": pa.array(events["subject_id"].to_numpy(np.int64)),
+        "time": pa.array(events["time"].to_numpy("datetime64[us]"), pa.timestamp("us")),
+        "code": pa.array(events["code"].astype(str).to_numpy(object), pa.string()),
+        "numeric_value": pa.array(events["numeric_value"].to_numpy(np.float32), pa.float32(),
+                                  mask=events["numeric_value"].isna().to_numpy()),
+        "text_value": pa.array(events["text_value"].astype(object).where(events["text_value"].notna(), None),
+                               pa.large_string()),
+    })
+    extra = {QUARANTINE_FILE: lambda p: quarantine.astype("string").to_parquet(p, index=False),
+             SUMMARY_FILE: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=int))}
+    write_meds(out, events=table, subject_splits=splits, codes=code_table, dataset_name=Path(out).name,
+               etl_name="twinml.ingest.fhir", etl_version=__version__, overwrite=overwrite, extra=extra)
