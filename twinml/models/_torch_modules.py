@@ -81,8 +81,10 @@ class SequenceRiskNet(nn.Module):
         super().__init__()
         self.kind = encoder
         self.embed = EventEmbedding(n_codes, d_model)
+        # No dropout inside attention: any non-zero attention dropout sends torch to its slow math
+        # path on CPU (MEASURED.md); ``dropout`` regularises the head instead.
         self.encoder = GRUEncoder(d_model, n_layers) if encoder == "gru" else \
-            TransformerEncoder(d_model, n_layers, n_heads, dropout)
+            TransformerEncoder(d_model, n_layers, n_heads, dropout=0.0)
         self.static = nn.Linear(n_static, d_model)
         self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
         self.head = HazardHead(d_model, n_outcomes, n_bins)
