@@ -67,6 +67,9 @@ def ingest(
     out: Optional[Path] = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),
     reference_time: Optional[str] = typer.Option(None, help="Events after it are future-dated (default: now)."),
     seed: int = typer.Option(0, help="Seed of the subject-level splits."),
+    pseudonymise: bool = typer.Option(False, help="Replace subject ids by a keyed hash (key from "
+                                      "$TWINML_PSEUDONYM_KEY or --key-file; never written anywhere)."),
+    key_file: Optional[Path] = typer.Option(None, help="File holding the pseudonymisation key."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Bring records in as MEDS through the data-quality gate; print what was kept and quarantined."""
@@ -74,10 +77,12 @@ def ingest(
         from rich.table import Table
 
         from .ingest import ingest as run
+        from .ingest import load_pseudonym_key
         from .pipeline import Progress
 
-        report = run(source, path, out, reference_time=reference_time, seed=seed, overwrite=overwrite,
-                     progress=Progress(_console().print))
+        key = load_pseudonym_key(key_file=key_file) if (pseudonymise or key_file) else None
+        report = run(source, path, out, reference_time=reference_time, seed=seed, pseudonym_key=key,
+                     overwrite=overwrite, progress=Progress(_console().print))
         t = Table(title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
                         f"{report.rows_quarantined:,} quarantined")
         for col in ("table", "reason", "rows"):

@@ -2,6 +2,6 @@
 that quarantines bad rows with a reason and never loses one. Synthea CSV and OMOP are next (issue 3)."""
 
 from ._gate import PLAUSIBLE_RANGES, REASONS, GateResult, QualityGate
-from ._ingest import SOURCES, IngestReport, ingest
+from ._ingest import SOURCES, IngestReport, ingest, load_pseudonym_key
 
-__all__ = ["ingest", "IngestReport", "SOURCES", "QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]
+__all__ = ["ingest", "IngestReport", "SOURCES", "load_pseudonym_key", "QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]

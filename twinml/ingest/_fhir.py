@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,9 +33,12 @@ INGESTED = ("Patient", "Encounter", "Condition", "Observation", "MedicationReque
             "MedicationAdministration", "Procedure", "Immunization")
 
 
-def subject_key(fhir_id: str) -> int:
-    """A stable int64 subject_id for a FHIR Patient id (59 bits of its SHA-256: at most 18 digits)."""
-    return int.from_bytes(hashlib.sha256(fhir_id.encode()).digest()[:8], "big") >> 5
+def subject_key(source_id: str, key: bytes | None = None) -> int:
+    """A stable int64 subject_id for a source id: 59 bits (at most 18 digits) of its SHA-256, or of
+    HMAC-SHA256 under ``key`` when pseudonymising (same key, same id; no key, no way back)."""
+    data = str(source_id).encode()
+    digest = hmac.new(key, data, hashlib.sha256).digest() if key else hashlib.sha256(data).digest()
+    return int.from_bytes(digest[:8], "big") >> 5
 
 
 def _open(path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .._validation import ConfigError
 from ._fhir import RowCollector, iter_resources, subject_key
 from ._gate import QualityGate
 
-__all__ = ["ingest", "IngestReport", "SOURCES"]
+__all__ = ["ingest", "IngestReport", "SOURCES", "load_pseudonym_key"]
 
 SOURCES = ("fhir", "meds")
 QUARANTINE_FILE = "quality/quarantine.parquet"
@@ -37,8 +38,21 @@ class IngestReport:
                 "skipped_resources": self.skipped_resources, "by_table": self.summary.to_dict("records")}
 
 
+def load_pseudonym_key(*, env_var: str = "TWINML_PSEUDONYM_KEY", key_file=None) -> bytes:
+    """The pseudonymisation key from a file or an environment variable (never logged or written)."""
+    if key_file is not None:
+        key = Path(key_file).read_bytes().strip()
+        where = f"key file {key_file}"
+    else:
+        key = os.environ.get(env_var, "").encode()
+        where = f"environment variable {env_var}"
+    if len(key) < 16:
+        raise ConfigError(f"pseudonymisation: the key from {where} must be at least 16 bytes; got {len(key)}.")
+    return key
+
+
 def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
-           overwrite: bool = False, progress=None) -> IngestReport:
+           pseudonym_key: bytes | None = None, overwrite: bool = False, progress=None) -> IngestReport:
     """Turn a source export into a MEDS dataset through the data-quality gate.
 
     Parameters
@@ -49,6 +63,9 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     out : MEDS directory to write (with ``quality/quarantine.parquet`` and ``quality/summary.json``).
     reference_time : events after it are future-dated (default: now).
     seed, split_fractions : subject-level random splits written to ``metadata/subject_splits.parquet``.
+    pseudonym_key : bytes, optional
+        Subject ids become an HMAC of the source ids under this key (see :func:`load_pseudonym_key`);
+        source ids then appear nowhere in the output, quarantine included.
     """
     say = progress or (lambda msg: None)
     if source not in SOURCES:
@@ -68,16 +85,18 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         collector.add(resource)
         if i % 200_000 == 0:
             say(f"read {i:,} FHIR resources")
-    subjects = _subjects(collector)
+    subjects = _subjects(collector, pseudonym_key)
     gate = QualityGate(reference_time=reference_time)
     kept, quarantined, summaries = [], [], []
     for table, cols in collector.tables.items():
         raw = pd.DataFrame(cols)
         refs = raw.pop("subject_ref")
-        raw.insert(0, "subject_id", refs.map(lambda r: None if r is None else subject_key(r)).astype("object"))
+        ids = {r: subject_key(r, pseudonym_key) for r in refs.dropna().unique()}
+        raw.insert(0, "subject_id", refs.map(ids).astype("object"))
         res = gate.apply(raw, table=table, subjects=subjects)
         kept.append(res.kept)
-        quarantined.append(res.quarantined.assign(subject_ref=refs[res.quarantined["row"]].to_numpy()))
+        q = res.quarantined
+        quarantined.append(q if pseudonym_key else q.assign(subject_ref=refs[q["row"]].to_numpy()))
         summaries.append(res.summary)
     summary = pd.concat(summaries, ignore_index=True)
     read = int(summary.loc[summary["reason"] == "read", "rows"].sum())
@@ -92,11 +111,11 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     return report
 
 
-def _subjects(collector: RowCollector) -> pd.DataFrame:
+def _subjects(collector: RowCollector, key) -> pd.DataFrame:
     ids = list(collector.patients)
     info = pd.DataFrame(collector.patients.values())
     parse = lambda s: pd.to_datetime(s, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)  # noqa: E731
-    return pd.DataFrame({"subject_id": [subject_key(i) for i in ids],
+    return pd.DataFrame({"subject_id": [subject_key(i, key) for i in ids],
                          "birth": parse(info.get("birth", pd.Series(dtype=object))),
                          "death": parse(info.get("death", pd.Series(dtype=object)))})
 
