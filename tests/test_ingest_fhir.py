@@ -84,8 +84,8 @@ def test_ingestion_is_deterministic(ingested, tmp_path):
 
 
 def test_unknown_source_is_named():
-    with pytest.raises(ConfigError, match=r"ingest: 'source' must be one of \['fhir', 'meds'\] .*Got 'omop' instead."):
-        ingest("omop", SAMPLE, "x")
+    with pytest.raises(ConfigError, match=r"ingest: 'source' must be one of \['fhir', 'omop', 'meds'\] .*Got 'synthea-csv' instead."):
+        ingest("synthea-csv", SAMPLE, "x")
 
 
 def test_pseudonymisation_is_stable_keyed_and_leaves_no_trace(ingested, tmp_path, monkeypatch):

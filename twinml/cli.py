@@ -63,7 +63,10 @@ def simulate(
 @app.command()
 def ingest(
     path: Path = typer.Argument(..., help="The export: a directory or file."),
-    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz) or meds."),
+    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz), omop "
+                               "(CDM v5.4 tables as CSV/Parquet) or meds (validate only)."),
+    source_namespace: list[str] = typer.Option([], "--source-namespace", help="OMOP: TABLE=VOCAB codes that "
+                                               "table's source values as VOCAB/value, e.g. condition_occurrence=ICD10CM."),
     out: Optional[Path] = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),
     reference_time: Optional[str] = typer.Option(None, help="Events after it are future-dated (default: now)."),
     seed: int = typer.Option(0, help="Seed of the subject-level splits."),
@@ -76,13 +79,18 @@ def ingest(
     def body():
         from rich.table import Table
 
+        from ._validation import ConfigError
         from .ingest import ingest as run
         from .ingest import load_pseudonym_key
         from .pipeline import Progress
 
         key = load_pseudonym_key(key_file=key_file) if (pseudonymise or key_file) else None
+        bad = [p for p in source_namespace if p.count("=") != 1]
+        if bad:
+            raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
+        namespaces = dict(p.split("=") for p in source_namespace)
         report = run(source, path, out, reference_time=reference_time, seed=seed, pseudonym_key=key,
-                     overwrite=overwrite, progress=Progress(_console().print))
+                     source_namespaces=namespaces, overwrite=overwrite, progress=Progress(_console().print))
         t = Table(title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
                         f"{report.rows_quarantined:,} quarantined")
         for col in ("table", "reason", "rows"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]
+__all__ = ["QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS", "exact_int"]
 
 # Physiologically possible ranges (not normal ranges) for common labs and vitals, by code.
 PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
@@ -63,6 +63,16 @@ class GateResult:
     summary: pd.DataFrame
 
 
+def exact_int(values: pd.Series) -> pd.Series:
+    """Integers parsed exactly (never through float64, which rounds large ids): up to 18 digits,
+    written ``12`` or ``12.0``; anything else becomes NA."""
+    digits = values.astype("string").str.strip().str.extract(r"^([+-]?\d{1,18})(?:\.0+)?$", expand=False)
+    out = pd.Series(pd.NA, index=values.index, dtype="Int64")
+    if digits.notna().any():
+        out[digits.notna()] = pd.to_numeric(digits[digits.notna()]).astype("int64")
+    return out
+
+
 class QualityGate:
     """Row-level rules applied to raw events of one source table.
 
@@ -96,14 +106,9 @@ class QualityGate:
             reason[mask] = why
 
         sid_raw = raw["subject_id"]
-        sid_text = sid_raw.astype("string").str.strip()
-        flag(sid_raw.isna() | (sid_text == ""), REASONS[0])
-        # exact integers only (never through float64, which rounds large ids): up to 18 digits, "12" or "12.0"
-        digits = sid_text.str.extract(r"^([+-]?\d{1,18})(?:\.0+)?$", expand=False)
-        flag(digits.isna().to_numpy(bool), REASONS[1])
-        sid = pd.Series(pd.NA, index=raw.index, dtype="Int64")
-        if digits.notna().any():
-            sid[digits.notna()] = pd.to_numeric(digits[digits.notna()]).astype("int64")
+        flag(sid_raw.isna() | (sid_raw.astype("string").str.strip() == ""), REASONS[0])
+        sid = exact_int(sid_raw)
+        flag(sid.isna().to_numpy(bool), REASONS[1])
         code = raw["code"].astype("string")
         flag(code.isna() | (code.str.strip() == ""), REASONS[2])
         time_raw = raw["time"] if "time" in raw else pd.Series([None] * n, index=raw.index)

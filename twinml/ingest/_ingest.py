@@ -13,11 +13,12 @@ import pyarrow as pa
 
 from .._validation import ConfigError
 from ._fhir import RowCollector, iter_resources, subject_key
-from ._gate import QualityGate
+from ._gate import QualityGate, exact_int
+from ._omop import read_omop
 
 __all__ = ["ingest", "IngestReport", "SOURCES", "load_pseudonym_key"]
 
-SOURCES = ("fhir", "meds")
+SOURCES = ("fhir", "omop", "meds")
 QUARANTINE_FILE = "quality/quarantine.parquet"
 SUMMARY_FILE = "quality/summary.json"
 
@@ -52,12 +53,13 @@ def load_pseudonym_key(*, env_var: str = "TWINML_PSEUDONYM_KEY", key_file=None) 
 
 
 def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
-           pseudonym_key: bytes | None = None, overwrite: bool = False, progress=None) -> IngestReport:
+           pseudonym_key: bytes | None = None, source_namespaces: dict | None = None, overwrite: bool = False,
+           progress=None) -> IngestReport:
     """Turn a source export into a MEDS dataset through the data-quality gate.
 
     Parameters
     ----------
-    source : {"fhir", "meds"}
+    source : {"fhir", "omop", "meds"}
         ``meds`` validates an existing MEDS directory and writes nothing.
     path : directory or file of the export.
     out : MEDS directory to write (with ``quality/quarantine.parquet`` and ``quality/summary.json``).
@@ -66,10 +68,12 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     pseudonym_key : bytes, optional
         Subject ids become an HMAC of the source ids under this key (see :func:`load_pseudonym_key`);
         source ids then appear nowhere in the output, quarantine included.
+    source_namespaces : dict, optional
+        OMOP only: ``{table: vocabulary}`` to code that table's source values as ``vocabulary/value``.
     """
     say = progress or (lambda msg: None)
     if source not in SOURCES:
-        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)} (Synthea CSV and OMOP are not built yet). "
+        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)} (Synthea CSV is not built yet). "
                           f"Got {source!r} instead.")
     if source == "meds":
         from ..data import read_meds
@@ -79,24 +83,26 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         say(f"{path}: valid MEDS, {len(events):,} events")
         return IngestReport(None, summary, len(events), len(events), 0, {})
     if out is None:
-        raise ConfigError("ingest: 'out' (the MEDS directory to write) is required for source 'fhir'.")
-    collector = RowCollector()
-    for i, (_, resource) in enumerate(iter_resources(path), start=1):
-        collector.add(resource)
-        if i % 200_000 == 0:
-            say(f"read {i:,} FHIR resources")
-    subjects = _subjects(collector, pseudonym_key)
+        raise ConfigError(f"ingest: 'out' (the MEDS directory to write) is required for source {source!r}.")
+    if source == "fhir":
+        tables, subjects, skipped, displays = _from_fhir(path, pseudonym_key, say)
+    else:
+        tables, subjects = read_omop(path, source_namespaces=source_namespaces)
+        skipped, displays = {}, {}
+        if pseudonym_key:
+            tables = {t: df.assign(subject_id=df["subject_id"].map(
+                lambda r: None if pd.isna(r) else subject_key(r, pseudonym_key))) for t, df in tables.items()}
+            subjects = subjects.assign(subject_id=subjects["subject_id"].map(lambda r: subject_key(r, pseudonym_key)))
+        else:
+            subjects = subjects.assign(subject_id=exact_int(subjects["subject_id"]))
     gate = QualityGate(reference_time=reference_time)
     kept, quarantined, summaries = [], [], []
-    for table, cols in collector.tables.items():
-        raw = pd.DataFrame(cols)
-        refs = raw.pop("subject_ref")
-        ids = {r: subject_key(r, pseudonym_key) for r in refs.dropna().unique()}
-        raw.insert(0, "subject_id", refs.map(ids).astype("object"))
-        res = gate.apply(raw, table=table, subjects=subjects)
+    for table, raw in tables.items():
+        refs = raw.pop("subject_ref") if "subject_ref" in raw else None
+        res = gate.apply(raw, table=table, subjects=subjects.dropna(subset=["subject_id"]))
         kept.append(res.kept)
         q = res.quarantined
-        quarantined.append(q if pseudonym_key else q.assign(subject_ref=refs[q["row"]].to_numpy()))
+        quarantined.append(q.assign(subject_ref=refs[q["row"]].to_numpy()) if refs is not None else q)
         summaries.append(res.summary)
     summary = pd.concat(summaries, ignore_index=True)
     read = int(summary.loc[summary["reason"] == "read", "rows"].sum())
@@ -105,10 +111,26 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     quarantine = pd.concat(quarantined, ignore_index=True)
     if len(events) + len(quarantine) != read:
         raise RuntimeError(f"ingest: {read} rows read but {len(events)} kept + {len(quarantine)} quarantined")
-    report = IngestReport(Path(out), summary, read, len(events), len(quarantine), dict(collector.skipped))
-    _write(out, events, quarantine, report, collector.displays, seed, split_fractions, overwrite)
+    report = IngestReport(Path(out), summary, read, len(events), len(quarantine), skipped)
+    _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
     say(f"{read:,} rows read: {len(events):,} kept, {len(quarantine):,} quarantined -> {out}")
     return report
+
+
+def _from_fhir(path, key, say):
+    collector = RowCollector()
+    for i, (_, resource) in enumerate(iter_resources(path), start=1):
+        collector.add(resource)
+        if i % 200_000 == 0:
+            say(f"read {i:,} FHIR resources")
+    tables = {}
+    for table, cols in collector.tables.items():
+        raw = pd.DataFrame(cols)
+        ids = {r: subject_key(r, key) for r in raw["subject_ref"].dropna().unique()}
+        # the source id stays beside the row only without pseudonymisation (for the quarantine file)
+        raw.insert(0, "subject_id", raw["subject_ref"].map(ids).astype("object"))
+        tables[table] = raw if not key else raw.drop(columns="subject_ref")
+    return tables, _subjects(collector, key), dict(collector.skipped), collector.displays
 
 
 def _subjects(collector: RowCollector, key) -> pd.DataFrame:
@@ -120,7 +142,7 @@ def _subjects(collector: RowCollector, key) -> pd.DataFrame:
                          "death": parse(info.get("death", pd.Series(dtype=object)))})
 
 
-def _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite):
+def _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl):
     from .._version import __version__
     from ..data import write_meds
 
@@ -144,4 +166,4 @@ def _write(out, events, quarantine, report, displays, seed, split_fractions, ove
     extra = {QUARANTINE_FILE: lambda p: quarantine.astype("string").to_parquet(p, index=False),
              SUMMARY_FILE: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=int))}
     write_meds(out, events=table, subject_splits=splits, codes=code_table, dataset_name=Path(out).name,
-               etl_name="twinml.ingest.fhir", etl_version=__version__, overwrite=overwrite, extra=extra)
+               etl_name=etl, etl_version=__version__, overwrite=overwrite, extra=extra)

@@ -1,0 +1,126 @@
+"""OMOP CDM v5.4 tables to raw event rows (before the quality gate).
+
+Reads ``<table>.csv`` or ``<table>.parquet`` from a directory. Concept ids become
+``OMOP/<concept_id>``; where the user names the vocabulary of a table's source values
+(``source_namespaces={"condition_occurrence": "ICD10CM"}``), a non-empty source value becomes
+``ICD10CM/<value>`` instead. ``observation_period`` becomes ``OBSERVATION_PERIOD//START``/``END``
+records, which labels use as the end of follow-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .._validation import ConfigError
+
+__all__ = ["read_omop", "OMOP_TABLES"]
+
+# table -> (concept column, time columns in order of preference, value columns, source-value column)
+OMOP_TABLES = {
+    "visit_occurrence": ("visit_concept_id", ("visit_start_datetime", "visit_start_date"), {}, "visit_source_value"),
+    "condition_occurrence": ("condition_concept_id", ("condition_start_datetime", "condition_start_date"), {},
+                             "condition_source_value"),
+    "drug_exposure": ("drug_concept_id", ("drug_exposure_start_datetime", "drug_exposure_start_date"), {},
+                      "drug_source_value"),
+    "measurement": ("measurement_concept_id", ("measurement_datetime", "measurement_date"),
+                    {"numeric": "value_as_number", "concept": "value_as_concept_id"}, "measurement_source_value"),
+    "observation": ("observation_concept_id", ("observation_datetime", "observation_date"),
+                    {"numeric": "value_as_number", "text": "value_as_string", "concept": "value_as_concept_id"},
+                    "observation_source_value"),
+    "procedure_occurrence": ("procedure_concept_id", ("procedure_datetime", "procedure_date"), {},
+                             "procedure_source_value"),
+}
+_GENDER = {"8532": "F", "8507": "M"}
+
+
+def _find(root: Path, table: str) -> Path | None:
+    for f in root.iterdir():
+        if f.is_file() and f.name.lower() in (f"{table}.csv", f"{table}.parquet", f"{table}.csv.gz"):
+            return f
+    return None
+
+
+def _read(path: Path) -> pd.DataFrame:
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.columns = [c.lower() for c in df.columns]
+    return df.astype("string").replace({"": pd.NA})
+
+
+def _first(df, cols):
+    out = pd.Series(pd.NA, index=df.index, dtype="string")
+    for c in cols:
+        if c in df:
+            out = out.fillna(df[c])
+    return out
+
+
+def _concept(series):
+    return ("OMOP/" + series.str.replace(r"\.0$", "", regex=True)).where(series.notna())
+
+
+def _frame(subject, time, code, value=None, text=None):
+    n = len(subject)
+    na = pd.Series(pd.NA, index=subject.index, dtype="string")
+    return pd.DataFrame({"subject_id": subject, "time": time if time is not None else na, "code": code,
+                         "numeric_value": value if value is not None else na, "text_value": text if text is not None else na},
+                        index=range(n) if n == 0 else subject.index)
+
+
+def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Raw rows per OMOP table, and the subjects table (``subject_id``, ``birth``, ``death``)."""
+    root = Path(path)
+    person_file = _find(root, "person") if root.is_dir() else None
+    if person_file is None:
+        raise ConfigError(f"{root}: an OMOP export needs a person table (person.csv or person.parquet).")
+    ns = source_namespaces or {}
+    unknown = set(ns) - set(OMOP_TABLES)
+    if unknown:
+        raise ConfigError(f"omop: 'source_namespaces' names unknown tables {sorted(unknown)}; known: {sorted(OMOP_TABLES)}")
+    person = _read(person_file)
+    sid = person["person_id"]
+    birth = _first(person, ["birth_datetime"])
+
+    def part(col, default):  # "3", "3.0" (a float column written as CSV) or missing
+        v = person[col] if col in person else pd.Series(pd.NA, index=person.index, dtype="string")
+        return v.str.replace(r"\.0+$", "", regex=True).fillna(default).str.zfill(2)
+
+    birth = birth.fillna(part("year_of_birth", pd.NA) + "-" + part("month_of_birth", "1") + "-" + part("day_of_birth", "1"))
+    tables = {"person": pd.concat([
+        _frame(sid, birth, pd.Series("MEDS_BIRTH", index=sid.index, dtype="string")),
+        _frame(sid, None, "GENDER//" + person["gender_concept_id"].map(lambda c: _GENDER.get(str(c), f"OMOP/{c}")).astype("string")),
+        _frame(sid, None, ("RACE//OMOP/" + person["race_concept_id"]).astype("string")),
+        _frame(sid, None, ("ETHNICITY//OMOP/" + person["ethnicity_concept_id"]).astype("string")),
+    ], ignore_index=True)}
+    death = pd.DataFrame({"person_id": pd.Series(dtype="string"), "death": pd.Series(dtype="string")})
+    if (f := _find(root, "death")) is not None:
+        d = _read(f)
+        death = pd.DataFrame({"person_id": d["person_id"], "death": _first(d, ["death_datetime", "death_date"])})
+        tables["death"] = _frame(d["person_id"], death["death"], pd.Series("MEDS_DEATH", index=d.index, dtype="string"))
+    if (f := _find(root, "observation_period")) is not None:
+        o = _read(f)
+        tables["observation_period"] = pd.concat([
+            _frame(o["person_id"], o["observation_period_start_date"],
+                   pd.Series("OBSERVATION_PERIOD//START", index=o.index, dtype="string")),
+            _frame(o["person_id"], o["observation_period_end_date"],
+                   pd.Series("OBSERVATION_PERIOD//END", index=o.index, dtype="string")),
+        ], ignore_index=True)
+    for table, (concept, times, values, source) in OMOP_TABLES.items():
+        if (f := _find(root, table)) is None:
+            continue
+        t = _read(f)
+        code = _concept(t[concept]) if concept in t else pd.Series(pd.NA, index=t.index, dtype="string")
+        if table in ns and source in t:
+            code = (ns[table] + "/" + t[source]).where(t[source].notna(), code)
+        text = t[values["text"]] if "text" in values and values["text"] in t else None
+        if "concept" in values and values["concept"] in t:
+            coded = _concept(t[values["concept"]])
+            text = coded if text is None else text.fillna(coded)
+        value = t[values["numeric"]] if "numeric" in values and values["numeric"] in t else None
+        tables[table] = _frame(t["person_id"], _first(t, times), code, value, text)
+    parse = lambda s: pd.to_datetime(s, errors="coerce", format="mixed")  # noqa: E731
+    subjects = pd.DataFrame({"subject_id": sid, "birth": parse(birth)})
+    subjects = subjects.merge(death.assign(death=parse(death["death"])).rename(columns={"person_id": "subject_id"}),
+                              on="subject_id", how="left")
+    return tables, subjects
