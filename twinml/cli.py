@@ -63,8 +63,8 @@ def simulate(
 @app.command()
 def ingest(
     path: Path = typer.Argument(..., help="The export: a directory or file."),
-    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz), omop "
-                               "(CDM v5.4 tables as CSV/Parquet) or meds (validate only)."),
+    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz), "
+                               "synthea-csv, omop (CDM v5.4 tables as CSV/Parquet) or meds (validate only)."),
     source_namespace: list[str] = typer.Option([], "--source-namespace", help="OMOP: TABLE=VOCAB codes that "
                                                "table's source values as VOCAB/value, e.g. condition_occurrence=ICD10CM."),
     out: Optional[Path] = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),

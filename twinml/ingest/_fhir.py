@@ -29,6 +29,12 @@ NAMESPACES = {
     "http://terminology.hl7.org/CodeSystem/v3-ActCode": "ActCode",
 }
 _US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+# OMB categories by CDC code -> one canonical name (producers differ in displays: "white" vs "White")
+OMB_CATEGORIES = {
+    "2106-3": "White", "2054-5": "Black or African American", "2028-9": "Asian",
+    "1002-5": "American Indian or Alaska Native", "2076-8": "Native Hawaiian or Other Pacific Islander",
+    "2131-1": "Other", "2135-2": "Hispanic or Latino", "2186-5": "Not Hispanic or Latino",
+}
 INGESTED = ("Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "MedicationStatement",
             "MedicationAdministration", "Procedure", "Immunization")
 
@@ -135,9 +141,10 @@ class RowCollector:
         for ext in r.get("extension", []):
             kind = {_US_CORE + "us-core-race": "RACE", _US_CORE + "us-core-ethnicity": "ETHNICITY"}.get(ext.get("url"))
             for sub in ext.get("extension", []) if kind else []:
-                display = (sub.get("valueCoding") or {}).get("display")
-                if sub.get("url") == "ombCategory" and display:
-                    self._add("Patient", pid, None, f"{kind}//{display}")
+                coding = sub.get("valueCoding") or {}
+                name = OMB_CATEGORIES.get(coding.get("code")) or coding.get("display")
+                if sub.get("url") == "ombCategory" and name:
+                    self._add("Patient", pid, None, f"{kind}//{name}")
         if r.get("deceasedDateTime"):
             self._add("Patient", pid, r["deceasedDateTime"], "MEDS_DEATH")
 
@@ -162,8 +169,10 @@ class RowCollector:
             value, text = None, None
             if "valueQuantity" in part:
                 value = part["valueQuantity"].get("value")
-            elif "valueCodeableConcept" in part:
-                text = _code(part["valueCodeableConcept"]) or part["valueCodeableConcept"].get("text")
+            elif "valueCodeableConcept" in part:  # its words, as Synthea's CSV export writes them
+                concept = part["valueCodeableConcept"]
+                codings = concept.get("coding") or [{}]
+                text = concept.get("text") or codings[0].get("display") or _code(concept)
             elif "valueString" in part:
                 text = part["valueString"]
             self._add("Observation", subject, time, _code(part.get("code")), value, text)

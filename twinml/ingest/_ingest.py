@@ -15,10 +15,11 @@ from .._validation import ConfigError
 from ._fhir import RowCollector, iter_resources, subject_key
 from ._gate import QualityGate, exact_int
 from ._omop import read_omop
+from ._synthea_csv import read_synthea_csv
 
 __all__ = ["ingest", "IngestReport", "SOURCES", "load_pseudonym_key"]
 
-SOURCES = ("fhir", "omop", "meds")
+SOURCES = ("fhir", "synthea-csv", "omop", "meds")
 QUARANTINE_FILE = "quality/quarantine.parquet"
 SUMMARY_FILE = "quality/summary.json"
 
@@ -59,7 +60,7 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
 
     Parameters
     ----------
-    source : {"fhir", "omop", "meds"}
+    source : {"fhir", "synthea-csv", "omop", "meds"}
         ``meds`` validates an existing MEDS directory and writes nothing.
     path : directory or file of the export.
     out : MEDS directory to write (with ``quality/quarantine.parquet`` and ``quality/summary.json``).
@@ -73,7 +74,7 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     """
     say = progress or (lambda msg: None)
     if source not in SOURCES:
-        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)} (Synthea CSV is not built yet). "
+        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)}. "
                           f"Got {source!r} instead.")
     if source == "meds":
         from ..data import read_meds
@@ -86,6 +87,11 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         raise ConfigError(f"ingest: 'out' (the MEDS directory to write) is required for source {source!r}.")
     if source == "fhir":
         tables, subjects, skipped, displays = _from_fhir(path, pseudonym_key, say)
+    elif source == "synthea-csv":
+        tables, patients = read_synthea_csv(path)
+        tables = _with_subject_ids(tables, pseudonym_key)
+        subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], pseudonym_key)
+        skipped, displays = {}, {}
     else:
         tables, subjects = read_omop(path, source_namespaces=source_namespaces)
         skipped, displays = {}, {}
@@ -123,23 +129,28 @@ def _from_fhir(path, key, say):
         collector.add(resource)
         if i % 200_000 == 0:
             say(f"read {i:,} FHIR resources")
-    tables = {}
-    for table, cols in collector.tables.items():
-        raw = pd.DataFrame(cols)
-        ids = {r: subject_key(r, key) for r in raw["subject_ref"].dropna().unique()}
-        # the source id stays beside the row only without pseudonymisation (for the quarantine file)
-        raw.insert(0, "subject_id", raw["subject_ref"].map(ids).astype("object"))
-        tables[table] = raw if not key else raw.drop(columns="subject_ref")
-    return tables, _subjects(collector, key), dict(collector.skipped), collector.displays
-
-
-def _subjects(collector: RowCollector, key) -> pd.DataFrame:
-    ids = list(collector.patients)
+    tables = _with_subject_ids({t: pd.DataFrame(cols) for t, cols in collector.tables.items()}, key)
     info = pd.DataFrame(collector.patients.values())
-    parse = lambda s: pd.to_datetime(s, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)  # noqa: E731
-    return pd.DataFrame({"subject_id": [subject_key(i, key) for i in ids],
-                         "birth": parse(info.get("birth", pd.Series(dtype=object))),
-                         "death": parse(info.get("death", pd.Series(dtype=object)))})
+    subjects = _subject_frame(pd.Series(list(collector.patients), dtype=object), info.get("birth"), info.get("death"), key)
+    return tables, subjects, dict(collector.skipped), collector.displays
+
+
+def _with_subject_ids(tables, key):
+    """``subject_ref`` (a source id) -> ``subject_id``; the source id stays beside the row only without
+    pseudonymisation (for the quarantine file)."""
+    out = {}
+    for table, raw in tables.items():
+        ids = {r: subject_key(r, key) for r in raw["subject_ref"].dropna().unique()}
+        raw = raw.copy()
+        raw.insert(0, "subject_id", raw["subject_ref"].map(ids).astype("object"))
+        out[table] = raw if not key else raw.drop(columns="subject_ref")
+    return out
+
+
+def _subject_frame(refs, birth, death, key) -> pd.DataFrame:
+    parse = lambda s: pd.to_datetime(pd.Series(s, dtype=object) if s is not None else pd.Series([None] * len(refs)),  # noqa: E731
+                                     errors="coerce", utc=True, format="mixed").dt.tz_localize(None).to_numpy()
+    return pd.DataFrame({"subject_id": [subject_key(r, key) for r in refs], "birth": parse(birth), "death": parse(death)})
 
 
 def _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl):
