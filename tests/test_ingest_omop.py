@@ -59,3 +59,21 @@ def test_labels_use_the_observation_period(omop, tmp_path):
     lab = build_labels(read_meds(tmp_path / "meds"), task=task).labels.set_index(["subject_id", "prediction_time"])
     assert bool(lab.loc[(1, pd.Timestamp("2014-07-01")), "t2d_365d"]) is True
     assert pd.isna(lab.loc[(1, pd.Timestamp("2015-07-01")), "t2d_365d"])  # prior diagnosis: excluded
+
+
+def test_omop_from_a_duckdb_database_matches_the_files(omop, tmp_path):
+    import duckdb
+
+    db = tmp_path / "cdm.duckdb"
+    con = duckdb.connect(str(db))
+    for f in omop.iterdir():
+        reader = "read_parquet" if f.suffix == ".parquet" else "read_csv_auto"
+        con.execute(f"CREATE TABLE {f.stem} AS SELECT * FROM {reader}('{f}')")
+    con.close()
+    ns = {"condition_occurrence": "ICD10CM", "measurement": "LOINC"}
+    a = ingest("omop", db, tmp_path / "from_db", reference_time=WHEN, source_namespaces=ns)
+    b = ingest("omop", omop, tmp_path / "from_files", reference_time=WHEN, source_namespaces=ns)
+    assert a.rows_read == b.rows_read and a.rows_quarantined == b.rows_quarantined
+    x, y = read_meds(tmp_path / "from_db"), read_meds(tmp_path / "from_files")
+    x["code"], y["code"] = x["code"].astype(str), y["code"].astype(str)
+    pd.testing.assert_frame_equal(x, y)

@@ -1,6 +1,7 @@
 """OMOP CDM v5.4 tables to raw event rows (before the quality gate).
 
-Reads ``<table>.csv`` or ``<table>.parquet`` from a directory. Concept ids become
+Reads ``<table>.csv`` or ``<table>.parquet`` from a directory, or the tables of a DuckDB
+database file (``.duckdb``; other databases can be copied into one with DuckDB's scanners). Concept ids become
 ``OMOP/<concept_id>``; where the user names the vocabulary of a table's source values
 (``source_namespaces={"condition_occurrence": "ICD10CM"}``), a non-empty source value becomes
 ``ICD10CM/<value>`` instead. ``observation_period`` becomes ``OBSERVATION_PERIOD//START``/``END``
@@ -35,17 +36,45 @@ OMOP_TABLES = {
 _GENDER = {"8532": "F", "8507": "M"}
 
 
-def _find(root: Path, table: str) -> Path | None:
-    for f in root.iterdir():
-        if f.is_file() and f.name.lower() in (f"{table}.csv", f"{table}.parquet", f"{table}.csv.gz"):
-            return f
-    return None
+class _Files:
+    """OMOP tables as ``<table>.csv`` / ``.csv.gz`` / ``.parquet`` in a directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.names = {f.name.lower(): f for f in root.iterdir() if f.is_file()} if root.is_dir() else {}
+
+    def get(self, table: str) -> pd.DataFrame | None:
+        for suffix in (".csv", ".csv.gz", ".parquet"):
+            f = self.names.get(table + suffix)
+            if f is not None:
+                df = pd.read_parquet(f) if suffix == ".parquet" else pd.read_csv(f, dtype=str, keep_default_na=False)
+                return _strings(df)
+        return None
 
 
-def _read(path: Path) -> pd.DataFrame:
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+class _DuckDB:
+    """OMOP tables in a DuckDB database file (opened read-only)."""
+
+    def __init__(self, path: Path):
+        import duckdb
+
+        self.con = duckdb.connect(str(path), read_only=True)
+        self.tables = {r[0].lower(): r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
+
+    def get(self, table: str) -> pd.DataFrame | None:
+        name = self.tables.get(table)
+        return None if name is None else _strings(self.con.execute(f'SELECT * FROM "{name}"').df())
+
+
+def _strings(df: pd.DataFrame) -> pd.DataFrame:
     df.columns = [c.lower() for c in df.columns]
     return df.astype("string").replace({"": pd.NA})
+
+
+def _source(path: Path):
+    if path.is_file() and path.suffix.lower() in (".duckdb", ".db"):
+        return _DuckDB(path)
+    return _Files(path)
 
 
 def _first(df, cols):
@@ -71,14 +100,15 @@ def _frame(subject, time, code, value=None, text=None):
 def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Raw rows per OMOP table, and the subjects table (``subject_id``, ``birth``, ``death``)."""
     root = Path(path)
-    person_file = _find(root, "person") if root.is_dir() else None
-    if person_file is None:
-        raise ConfigError(f"{root}: an OMOP export needs a person table (person.csv or person.parquet).")
+    src = _source(root)
+    person = src.get("person")
+    if person is None:
+        raise ConfigError(f"{root}: an OMOP export needs a person table (person.csv, person.parquet, "
+                          "or a 'person' table in a .duckdb database).")
     ns = source_namespaces or {}
     unknown = set(ns) - set(OMOP_TABLES)
     if unknown:
         raise ConfigError(f"omop: 'source_namespaces' names unknown tables {sorted(unknown)}; known: {sorted(OMOP_TABLES)}")
-    person = _read(person_file)
     sid = person["person_id"]
     birth = _first(person, ["birth_datetime"])
 
@@ -94,12 +124,10 @@ def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str,
         _frame(sid, None, ("ETHNICITY//OMOP/" + person["ethnicity_concept_id"]).astype("string")),
     ], ignore_index=True)}
     death = pd.DataFrame({"person_id": pd.Series(dtype="string"), "death": pd.Series(dtype="string")})
-    if (f := _find(root, "death")) is not None:
-        d = _read(f)
+    if (d := src.get("death")) is not None:
         death = pd.DataFrame({"person_id": d["person_id"], "death": _first(d, ["death_datetime", "death_date"])})
         tables["death"] = _frame(d["person_id"], death["death"], pd.Series("MEDS_DEATH", index=d.index, dtype="string"))
-    if (f := _find(root, "observation_period")) is not None:
-        o = _read(f)
+    if (o := src.get("observation_period")) is not None:
         tables["observation_period"] = pd.concat([
             _frame(o["person_id"], o["observation_period_start_date"],
                    pd.Series("OBSERVATION_PERIOD//START", index=o.index, dtype="string")),
@@ -107,9 +135,8 @@ def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str,
                    pd.Series("OBSERVATION_PERIOD//END", index=o.index, dtype="string")),
         ], ignore_index=True)
     for table, (concept, times, values, source) in OMOP_TABLES.items():
-        if (f := _find(root, table)) is None:
+        if (t := src.get(table)) is None:
             continue
-        t = _read(f)
         code = _concept(t[concept]) if concept in t else pd.Series(pd.NA, index=t.index, dtype="string")
         if table in ns and source in t:
             code = (ns[table] + "/" + t[source]).where(t[source].notna(), code)
