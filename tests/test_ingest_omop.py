@@ -77,3 +77,12 @@ def test_omop_from_a_duckdb_database_matches_the_files(omop, tmp_path):
     x, y = read_meds(tmp_path / "from_db"), read_meds(tmp_path / "from_files")
     x["code"], y["code"] = x["code"].astype(str), y["code"].astype(str)
     pd.testing.assert_frame_equal(x, y)
+
+
+def test_a_parquet_table_with_a_pandas_index_is_read_as_data(omop, tmp_path):
+    person = pd.read_csv(omop / "person.csv").set_index("person_id")
+    (omop / "person.csv").unlink()
+    person.to_parquet(omop / "person.parquet")  # person_id stored as the pandas index
+    report = ingest("omop", omop, tmp_path / "meds", reference_time=WHEN)
+    assert report.rows_read == report.rows_kept + report.rows_quarantined
+    assert set(read_meds(tmp_path / "meds")["subject_id"]) == {1, 2}

@@ -67,6 +67,10 @@ class _DuckDB:
 
 
 def _strings(df: pd.DataFrame) -> pd.DataFrame:
+    named = any(n is not None for n in df.index.names)
+    if named or not isinstance(df.index, pd.RangeIndex):  # a pandas-written parquet may keep its index: it is data
+        df = df.reset_index()
+    df = df.reset_index(drop=True)
     df.columns = [c.lower() for c in df.columns]
     return df.astype("string").replace({"": pd.NA})
 
