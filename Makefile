@@ -31,6 +31,7 @@ bench: install
 	$(PY) benchmarks/simulate.py
 	$(PY) benchmarks/baseline.py
 	$(PY) benchmarks/sequence.py
+	$(PY) benchmarks/ingest.py --omop-subjects 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
