@@ -85,42 +85,47 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         return IngestReport(None, summary, len(events), len(events), 0, {})
     if out is None:
         raise ConfigError(f"ingest: 'out' (the MEDS directory to write) is required for source {source!r}.")
-    if source == "fhir":
-        tables, subjects, skipped, displays = _from_fhir(path, pseudonym_key, say)
-    elif source == "synthea-csv":
-        tables, patients = read_synthea_csv(path)
-        tables = _with_subject_ids(tables, pseudonym_key)
-        subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], pseudonym_key)
-        skipped, displays = {}, {}
-    else:
-        tables, subjects = read_omop(path, source_namespaces=source_namespaces)
-        skipped, displays = {}, {}
-        if pseudonym_key:
-            tables = {t: df.assign(subject_id=df["subject_id"].map(
-                lambda r: None if pd.isna(r) else subject_key(r, pseudonym_key))) for t, df in tables.items()}
-            subjects = subjects.assign(subject_id=subjects["subject_id"].map(lambda r: subject_key(r, pseudonym_key)))
-        else:
-            subjects = subjects.assign(subject_id=exact_int(subjects["subject_id"]))
-    gate = QualityGate(reference_time=reference_time)
-    kept, quarantined, summaries = [], [], []
-    for table, raw in tables.items():
-        refs = raw.pop("subject_ref") if "subject_ref" in raw else None
-        res = gate.apply(raw, table=table, subjects=subjects.dropna(subset=["subject_id"]))
-        kept.append(res.kept)
-        q = res.quarantined
-        quarantined.append(q.assign(subject_ref=refs[q["row"]].to_numpy()) if refs is not None else q)
-        summaries.append(res.summary)
-    summary = pd.concat(summaries, ignore_index=True)
+    tables, subjects, skipped, displays = _read_source(source, path, pseudonym_key, source_namespaces, say)
+    events, quarantine, summary = _gate_all(tables, subjects, QualityGate(reference_time=reference_time))
     read = int(summary.loc[summary["reason"] == "read", "rows"].sum())
-    events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
-                                                            kind="stable")
-    quarantine = pd.concat(quarantined, ignore_index=True)
     if len(events) + len(quarantine) != read:
         raise RuntimeError(f"ingest: {read} rows read but {len(events)} kept + {len(quarantine)} quarantined")
     report = IngestReport(Path(out), summary, read, len(events), len(quarantine), skipped)
     _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
     say(f"{read:,} rows read: {len(events):,} kept, {len(quarantine):,} quarantined -> {out}")
     return report
+
+
+def _read_source(source, path, key, source_namespaces, say):
+    """Raw rows per table (``subject_id`` set, ``subject_ref`` kept only without a key) and the subjects."""
+    if source == "fhir":
+        return _from_fhir(path, key, say)
+    if source == "synthea-csv":
+        tables, patients = read_synthea_csv(path)
+        subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], key)
+        return _with_subject_ids(tables, key), subjects, {}, {}
+    tables, subjects = read_omop(path, source_namespaces=source_namespaces)
+    if not key:
+        return tables, subjects.assign(subject_id=exact_int(subjects["subject_id"])), {}, {}
+    hashed = lambda r: None if pd.isna(r) else subject_key(r, key)  # noqa: E731
+    tables = {t: df.assign(subject_id=df["subject_id"].map(hashed)) for t, df in tables.items()}
+    return tables, subjects.assign(subject_id=subjects["subject_id"].map(hashed)), {}, {}
+
+
+def _gate_all(tables, subjects, gate):
+    """Every table through the gate: kept events (sorted), the quarantine, and the counts."""
+    kept, quarantined, summaries = [], [], []
+    known = subjects.dropna(subset=["subject_id"])
+    for table, raw in tables.items():
+        refs = raw.pop("subject_ref") if "subject_ref" in raw else None
+        res = gate.apply(raw, table=table, subjects=known)
+        kept.append(res.kept)
+        q = res.quarantined
+        quarantined.append(q.assign(subject_ref=refs[q["row"]].to_numpy()) if refs is not None else q)
+        summaries.append(res.summary)
+    events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
+                                                            kind="stable")
+    return events, pd.concat(quarantined, ignore_index=True), pd.concat(summaries, ignore_index=True)
 
 
 def _from_fhir(path, key, say):
