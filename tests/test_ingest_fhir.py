@@ -127,3 +127,15 @@ def test_the_same_patients_through_fhir_and_synthea_csv_give_the_same_events(ing
     a, b = read_meds(tmp_path / "meds"), read_meds(ingested[1])
     a["code"], b["code"] = a["code"].astype(str), b["code"].astype(str)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_quality_summary_is_logged_inside_a_tracked_run(tmp_path):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run() as run:
+        report = ingest("fhir", SAMPLE, tmp_path / "meds", reference_time=WHEN)
+    client = mlflow.MlflowClient()
+    assert client.get_run(run.info.run_id).data.metrics["ingest/rows_quarantined"] == report.rows_quarantined
+    logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/quality/summary.json")
+    assert logged["rows_read"] == report.rows_read

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     report = IngestReport(Path(out), summary, read, len(events), len(quarantine), skipped)
     _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
     say(f"{read:,} rows read: {len(events):,} kept, {len(quarantine):,} quarantined -> {out}")
+    mlflow = sys.modules.get("mlflow")  # only when the caller tracks: plain ingestion never imports mlflow
+    if mlflow is not None and mlflow.active_run() is not None:
+        from ..tracking import log_ingest_report
+
+        log_ingest_report(report)
     return report
 
 

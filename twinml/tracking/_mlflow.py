@@ -25,7 +25,7 @@ from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 __all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
-           "log_frame", "log_metrics_table", "pip_requirements"]
+           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report"]
 
 _PARAM_MAX = 500
 _RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "mlflow", "pydantic", "pyyaml")
@@ -125,3 +125,10 @@ def log_metrics_table(metrics: pd.DataFrame, *, split: str) -> None:
     mlflow.log_metrics(values)
 
 
+
+
+def log_ingest_report(report) -> None:
+    """The data-quality summary of an ingestion (counts only) as metrics and an artifact of the active run."""
+    mlflow.log_dict(report.to_dict(), "quality/summary.json")
+    mlflow.log_metrics({"ingest/rows_read": report.rows_read, "ingest/rows_kept": report.rows_kept,
+                        "ingest/rows_quarantined": report.rows_quarantined})
