@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -68,22 +70,6 @@ def _check_layout(subjects, subject, time):
                                   f"(example: subject_id={subjects[subject[back[0]]]}). Sort by subject_id, then time.")
 
 
-def dense_keys(seg_a, t_a, seg_b, t_b):
-    """Monotone int64 keys for (segment, time) pairs of two arrays, exact to the microsecond.
-
-    Times are replaced by their dense rank among all times of both arrays, so the key
-    ``segment * n_times + rank`` orders pairs exactly like (segment, time) does.
-    """
-    uniq, inv = np.unique(np.concatenate([t_a, t_b]), return_inverse=True)
-    n = np.int64(uniq.size)
-    top = max(int(seg_a.max(initial=0)), int(seg_b.max(initial=0))) + 1
-    if top * int(n) >= 2**62:
-        raise OverflowError(f"too many segments x distinct times ({top} x {int(n)}) for int64 keys")
-    ka = seg_a.astype(np.int64) * n + inv[: t_a.size]
-    kb = seg_b.astype(np.int64) * n + inv[t_a.size:]
-    return ka, kb
-
-
 def segment_bounds(seg_sorted: np.ndarray, n_segments: int) -> tuple[np.ndarray, np.ndarray]:
     """Start and end offsets of each segment id 0..n_segments-1 in a sorted id array."""
     ids = np.arange(n_segments)
@@ -108,3 +94,81 @@ def per_subject_reduce(subject, values, mask, n_subjects, how):
         red = pd.Series(v).groupby(s).agg(how)
         out[red.index.to_numpy()] = red.to_numpy()
     return out
+
+
+_US = 1_000_000
+
+
+@dataclass
+class Segments:
+    """Events in (subject, code, time) order with their segment boundaries."""
+
+    time: np.ndarray       # int64 microseconds
+    value: np.ndarray      # float32, NaN where absent
+    start: np.ndarray      # first event of each segment
+    end: np.ndarray        # one past the last event
+    subject: np.ndarray    # subject rank of each segment
+    code: np.ndarray       # vocabulary index of each segment
+    key: np.ndarray        # monotone int64 key: segment * span + seconds
+    t0: int                # seconds origin of the key
+    span: int
+    whole_seconds: bool    # every event time is a whole second
+    order: np.ndarray      # positions of the input events in segment order
+
+
+def make_segments(subject, time, code, value, n_codes) -> Segments:
+    """Group events already sorted by (subject, time) into (subject, code) segments."""
+    order = np.argsort(subject * np.int64(n_codes) + code, kind="stable")
+    subject, time, code, value = subject[order], time[order], code[order], value[order]
+    segkey = subject * np.int64(n_codes) + code
+    new = np.r_[True, segkey[1:] != segkey[:-1]] if segkey.size else np.zeros(0, bool)
+    start = np.flatnonzero(new)
+    end = np.r_[start[1:], segkey.size].astype(np.int64)
+    seg = np.cumsum(new) - 1
+    secs = time // _US
+    t0 = int(secs.min()) - 1 if secs.size else 0
+    span = (int(secs.max()) - t0 + 2) if secs.size else 2
+    if (start.size + 1) * span >= 2**62:
+        raise OverflowError(f"{start.size} segments x {span} seconds do not fit int64 keys")
+    key = seg * np.int64(span) + (secs - t0)
+    return Segments(time, value, start, end.astype(np.int64), subject[start], code[start], key, t0, span,
+                    not (time % _US).any(), order)
+
+
+def count_upto(seg: Segments, pair_seg, t_query):
+    """For each (segment, time) pair, the index one past the last event with ``time <= t_query``.
+
+    ``pair_seg`` must be non-decreasing and times non-decreasing within a segment (fast search).
+    Exact to the microsecond: keys are in whole seconds, then events later in the same second
+    are stepped back over.
+    """
+    rel = np.clip(t_query // _US - seg.t0, 0, seg.span - 1)
+    pos = np.searchsorted(seg.key, pair_seg * np.int64(seg.span) + rel, side="right")
+    if seg.whole_seconds and not (t_query % _US).any():
+        return pos  # keys are exact when every time is a whole second
+    lo = seg.start[pair_seg]
+    while True:
+        back = (pos > lo) & (seg.time[np.maximum(pos - 1, 0)] > t_query)
+        if not back.any():
+            return pos
+        pos = pos - back
+
+
+def events_upto(subject, time, q_rank, q_time):
+    """Per query (subject rank, time), over events sorted by (subject, time) with no null time:
+    the subject's first event, one past its last event with ``time <= q_time``, and one past
+    its last event (all 0 for a subject without events). Exact to the microsecond.
+    """
+    start = np.zeros(q_rank.size, np.int64)
+    pos, end = start.copy(), start.copy()
+    if subject.size == 0:
+        return start, pos, end
+    # one segment per subject; events are already in (subject, time) order, so positions carry over
+    seg = make_segments(subject, time, np.zeros(subject.size, np.int64), np.zeros(subject.size, np.float32), 1)
+    seg_of = np.minimum(np.searchsorted(seg.subject, q_rank), seg.subject.size - 1)
+    has = (q_rank >= 0) & (seg.subject[seg_of] == q_rank)
+    order = np.lexsort((q_time, seg_of))
+    q = order[has[order]]  # sorted needles keep the search fast
+    pos[q] = count_upto(seg, seg_of[q], q_time[q])
+    start[q], end[q] = seg.start[seg_of[q]], seg.end[seg_of[q]]
+    return start, pos, end

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._arrays import NAT, EventArrays, dense_keys, per_subject_reduce
+from .._arrays import NAT, EventArrays, events_upto, per_subject_reduce
 from .._validation import ConfigError
 from ._task import TaskDefinition
 
@@ -140,16 +140,15 @@ def _candidate_times(ev, task, first, last, dynamic):
 
 
 def _prior_and_next(o_subj, o_time, subj, pt):
-    """Whether each (subject, pt) has an outcome event at/before pt, and the first one after."""
-    if o_subj.size == 0:
-        return np.zeros(subj.size, bool), np.full(subj.size, NAT, np.int64)
-    ko, kq = dense_keys(o_subj, o_time, subj, pt)
-    pos = np.searchsorted(ko, kq, side="right")           # outcome events up to (subject, pt)
-    start = np.searchsorted(o_subj, subj, side="left")    # first outcome event of the subject
-    end = np.searchsorted(o_subj, subj, side="right")
-    prior = pos > start
-    has_next = pos < end
-    nxt = np.where(has_next, o_time[np.minimum(pos, o_time.size - 1)], NAT)
+    """Whether each (subject, pt) has an outcome event at/before pt, and the first one after.
+
+    An outcome code on a static row (no time) counts as prior at every prediction time.
+    """
+    timed = o_time != NAT
+    start, pos, end = events_upto(o_subj[timed], o_time[timed], subj, pt)
+    prior = (pos > start) | np.isin(subj, o_subj[~timed])
+    t = o_time[timed]
+    nxt = np.where(pos < end, t[np.minimum(pos, max(t.size - 1, 0))] if t.size else NAT, NAT)
     return prior, nxt
 
 

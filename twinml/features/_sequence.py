@@ -16,10 +16,9 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._arrays import NAT, EventArrays
+from .._arrays import NAT, EventArrays, events_upto
 from .._validation import ConfigError
 from ._common import fit_code_stats, prediction_queries, static_entries
-from ._windows import count_upto, make_segments
 
 __all__ = ["SequenceFeaturizer", "SequenceData"]
 
@@ -114,22 +113,10 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         safe = np.maximum(vc, 0)
         z = (raw - self.value_mean_[safe]) / self.value_std_[safe]
         value = np.where(has, np.clip(z, -self.value_clip, self.value_clip), 0.0).astype(np.float32)
-        lo, hi = self._bounds(ev.subject[dyn], ev.time[dyn], value, q_rank, q_time)
+        lo, hi = self._bounds(ev.subject[dyn], ev.time[dyn], q_rank, q_time)
         return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static)
 
-    def _bounds(self, subject, time, value, q_rank, q_time):
+    def _bounds(self, subject, time, q_rank, q_time):
         """Offsets of the last ``max_len`` events with time <= prediction time, per row."""
-        lo = np.zeros(q_rank.size, np.int64)
-        hi = np.zeros(q_rank.size, np.int64)
-        if subject.size == 0:
-            return lo, hi
-        # one segment per subject; events are already in (subject, time) order, so positions carry over
-        seg = make_segments(subject, time, np.zeros(subject.size, np.int64), value, 1)
-        seg_of = np.searchsorted(seg.subject, q_rank)
-        seg_of = np.minimum(seg_of, seg.subject.size - 1)
-        has = (q_rank >= 0) & (seg.subject[seg_of] == q_rank)
-        order = np.lexsort((q_time, seg_of))
-        q = order[has[order]]
-        hi[q] = count_upto(seg, seg_of[q], q_time[q])
-        lo[q] = np.maximum(seg.start[seg_of[q]], hi[q] - self.max_len)
-        return lo, hi
+        start, hi, _ = events_upto(subject, time, q_rank, q_time)
+        return np.maximum(start, hi - self.max_len), hi

@@ -8,10 +8,10 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._arrays import NAT, EventArrays
+from .._arrays import NAT, EventArrays, count_upto, make_segments
 from .._validation import ConfigError
 from ._common import fit_code_stats, prediction_queries, static_entries
-from ._windows import RangeMinMax, count_upto, make_segments, pairs_for_queries
+from ._windows import RangeMinMax, pairs_for_queries
 
 __all__ = ["TabularFeaturizer"]
 

@@ -9,69 +9,11 @@ maxima from a sparse table, the last value from ``hi - 1``. Nothing loops over s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from .._arrays import ragged_arange, segment_bounds
+from .._arrays import Segments, ragged_arange, segment_bounds
 
-_US = 1_000_000
-
-
-@dataclass
-class Segments:
-    """Events in (subject, code, time) order with their segment boundaries."""
-
-    time: np.ndarray       # int64 microseconds
-    value: np.ndarray      # float32, NaN where absent
-    start: np.ndarray      # first event of each segment
-    end: np.ndarray        # one past the last event
-    subject: np.ndarray    # subject rank of each segment
-    code: np.ndarray       # vocabulary index of each segment
-    key: np.ndarray        # monotone int64 key: segment * span + seconds
-    t0: int                # seconds origin of the key
-    span: int
-    whole_seconds: bool    # every event time is a whole second
-    order: np.ndarray      # positions of the input events in segment order
-
-
-def make_segments(subject, time, code, value, n_codes) -> Segments:
-    """Group events already sorted by (subject, time) into (subject, code) segments."""
-    order = np.argsort(subject * np.int64(n_codes) + code, kind="stable")
-    subject, time, code, value = subject[order], time[order], code[order], value[order]
-    segkey = subject * np.int64(n_codes) + code
-    new = np.r_[True, segkey[1:] != segkey[:-1]] if segkey.size else np.zeros(0, bool)
-    start = np.flatnonzero(new)
-    end = np.r_[start[1:], segkey.size].astype(np.int64)
-    seg = np.cumsum(new) - 1
-    secs = time // _US
-    t0 = int(secs.min()) - 1 if secs.size else 0
-    span = (int(secs.max()) - t0 + 2) if secs.size else 2
-    if (start.size + 1) * span >= 2**62:
-        raise OverflowError(f"{start.size} segments x {span} seconds do not fit int64 keys")
-    key = seg * np.int64(span) + (secs - t0)
-    return Segments(time, value, start, end.astype(np.int64), subject[start], code[start], key, t0, span,
-                    not (time % _US).any(), order)
-
-
-def count_upto(seg: Segments, pair_seg, t_query):
-    """For each (segment, time) pair, the index one past the last event with ``time <= t_query``.
-
-    ``pair_seg`` must be non-decreasing and times non-decreasing within a segment (fast search).
-    Exact to the microsecond: keys are in whole seconds, then events later in the same second
-    are stepped back over.
-    """
-    rel = np.clip(t_query // _US - seg.t0, 0, seg.span - 1)
-    pos = np.searchsorted(seg.key, pair_seg * np.int64(seg.span) + rel, side="right")
-    if seg.whole_seconds and not (t_query % _US).any():
-        return pos  # keys are exact when every time is a whole second
-    lo = seg.start[pair_seg]
-    while True:
-        back = (pos > lo) & (seg.time[np.maximum(pos - 1, 0)] > t_query)
-        if not back.any():
-            return pos
-        pos = pos - back
-
+__all__ = ["RangeMinMax", "pairs_for_queries"]
 
 class RangeMinMax:
     """Sparse tables answering min and max of ``values[lo:hi]`` in O(1), ignoring NaN.
