@@ -53,13 +53,14 @@ class SequenceData:
         width = max(int(length.max(initial=0)), 1)
         pos = np.arange(width)
         valid = pos[None, :] < length[:, None]
-        idx = np.where(valid, self.lo[rows, None] + pos[None, :], 0)
-        if self.code.size == 0:
-            idx = np.zeros_like(idx)
-        code = np.where(valid, self.code[idx] if self.code.size else 0, PAD).astype(np.int64)
-        value = np.where(valid, self.value[idx] if self.code.size else 0, 0).astype(np.float32)
-        has = np.where(valid, self.has_value[idx] if self.code.size else 0, 0).astype(np.float32)
-        t = self.time[idx] if self.code.size else np.zeros_like(idx)
+        if self.code.size:
+            idx = np.where(valid, self.lo[rows, None] + pos[None, :], 0)
+            code, value, has, t = self.code[idx], self.value[idx], self.has_value[idx], self.time[idx]
+        else:  # no events at all: every slot is padding
+            code = value = has = t = np.zeros(valid.shape, np.int64)
+        code = np.where(valid, code, PAD).astype(np.int64)
+        value = np.where(valid, value, 0).astype(np.float32)
+        has = np.where(valid, has, 0).astype(np.float32)
         days = np.where(valid, (self.prediction_time[rows, None] - t) / _DAY_US, 0.0)
         return {"code": code, "value": value, "has_value": has,
                 "log_days": np.log1p(np.maximum(days, 0.0)).astype(np.float32),

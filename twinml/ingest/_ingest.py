@@ -113,9 +113,10 @@ def _read_source(source, path, key, source_namespaces, say):
     tables, subjects = read_omop(path, source_namespaces=source_namespaces)
     if not key:
         return tables, subjects.assign(subject_id=exact_int(subjects["subject_id"])), {}, {}
-    hashed = lambda r: None if pd.isna(r) else subject_key(r, key)  # noqa: E731
-    tables = {t: df.assign(subject_id=df["subject_id"].map(hashed)) for t, df in tables.items()}
-    return tables, subjects.assign(subject_id=subjects["subject_id"].map(hashed)), {}, {}
+    # person_id is the source id: hash each distinct one once, as for FHIR and Synthea
+    tables = _with_subject_ids({t: df.rename(columns={"subject_id": "subject_ref"}) for t, df in tables.items()}, key)
+    ids = [None if pd.isna(r) else subject_key(r, key) for r in subjects["subject_id"]]  # one per person
+    return tables, subjects.assign(subject_id=ids), {}, {}
 
 
 def _gate_all(tables, subjects, gate):

@@ -55,8 +55,9 @@ def _rows(subject, time, code, value=None, text=None):
 
 
 def _codes(df, default_ns):
-    ns = df["SYSTEM"].map(lambda s: _SYSTEMS.get(s, s) if isinstance(s, str) else None).fillna(default_ns) \
-        if "SYSTEM" in df else pd.Series(default_ns, index=df.index, dtype="string")
+    ns = pd.Series(default_ns, index=df.index, dtype="string")
+    if "SYSTEM" in df:  # a known system's namespace, else the system as written, else the table's default
+        ns = df["SYSTEM"].map(_SYSTEMS).astype("string").fillna(df["SYSTEM"]).fillna(default_ns)
     return (ns.astype("string") + "/" + df["CODE"]).where(df["CODE"].notna())
 
 

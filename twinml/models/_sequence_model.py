@@ -16,6 +16,7 @@ from .._validation import ConfigError
 from ..features import SequenceFeaturizer
 from ._hazard import (HazardCalibrator, base_hazard_logits, hazard_loss, hazard_targets, parse_label_columns,
                       risk_curve)
+from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
 
 __all__ = ["SequenceRiskModel"]
@@ -106,7 +107,7 @@ class SequenceRiskModel(BaseEstimator):
         """Train on ``labels`` rows; early-stop (and calibrate) on ``tuning_labels``."""
         self._validate_params()
         say = progress or (lambda msg: None)
-        self.label_columns_ = [c for c in labels.columns if c not in ("subject_id", "prediction_time", "split")]
+        self.label_columns_ = label_columns_of(labels)
         self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
