@@ -21,6 +21,8 @@ def _gate(rows):
     ({"code": " "}, "missing required field 'code'"),
     ({"time": "31/02/2018 25:61"}, "unparseable timestamp"),
     ({"numeric_value": "high"}, "non-numeric text in numeric_value"),
+    ({"numeric_value": "inf"}, "numeric_value is not a finite float32"),
+    ({"numeric_value": "3.4028235677973366e+38"}, "numeric_value is not a finite float32"),
     ({"code": "LOINC/8480-6", "numeric_value": "900"}, "physiologically implausible value"),
     ({"code": "LOINC/4548-4", "numeric_value": "-1"}, "physiologically implausible value"),
     ({"subject_id": "3"}, "unknown subject"),
@@ -50,7 +52,7 @@ def test_every_reason_is_exercised_by_a_test():
     tested = {"missing required field 'subject_id'", "subject_id is not a 64-bit integer",
               "missing required field 'code'", "unparseable timestamp", "non-numeric text in numeric_value",
               "physiologically implausible value", "unknown subject", "event before birth",
-              "event after death", "future-dated event", "exact duplicate"}
+              "event after death", "future-dated event", "exact duplicate", "numeric_value is not a finite float32"}
     assert tested == set(REASONS)
 
 

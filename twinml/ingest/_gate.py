@@ -40,7 +40,9 @@ REASONS = (
     "event after death",
     "future-dated event",
     "exact duplicate",
+    "numeric_value is not a finite float32",
 )
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -118,6 +120,8 @@ class QualityGate:
         value = pd.to_numeric(value_raw, errors="coerce")
         given = value_raw.notna() & (value_raw.astype("string").str.strip() != "")
         flag(given & value.isna(), REASONS[4])
+        v = value.to_numpy(np.float64, na_value=np.nan)
+        flag(value.notna().to_numpy() & ~(np.abs(v) <= _FLOAT32_MAX), REASONS[11])  # inf, or overflows MEDS' float32
         flag(self._implausible(code, value), REASONS[5])
         if subjects is not None:
             known = sid.isin(subjects["subject_id"])
