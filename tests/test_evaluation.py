@@ -38,6 +38,14 @@ def test_subject_bootstrap_is_wider_than_row_bootstrap_on_repeated_rows(calibrat
     assert (hi_s - lo_s) > 1.8 * (hi_r - lo_r)
 
 
+def test_no_bootstrap_gives_nan_bounds_and_the_point_estimate(calibrated):
+    y, p = calibrated
+    assert np.isnan(bootstrap_ci(roc_auc_score, y, p, n_boot=0)).all()
+    res = evaluate_risks(pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": y}),
+                         pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": p}), columns=["x_365d"], n_boot=0)
+    assert res["auroc"].iloc[0] == pytest.approx(roc_auc_score(y, p)) and np.isnan(res["auroc_lo"].iloc[0])
+
+
 def test_oracle_comes_from_the_ground_truth_rows(small_cohort, events, task, splits):
     from twinml.cohort import build_labels
 

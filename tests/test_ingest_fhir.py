@@ -83,6 +83,25 @@ def test_ingestion_is_deterministic(ingested, tmp_path):
     pd.testing.assert_frame_equal(read_meds(tmp_path / "again"), read_meds(ingested[1]))
 
 
+def test_chunked_bucketed_ingestion_gives_what_one_pass_gives(ingested, tmp_path):
+    """40-row chunks and ~40 subject buckets (a source far larger than memory, in miniature)."""
+    from ._fhir_to_synthea_csv import write_synthea_csv
+    from ._ingest_compare import assert_same_ingestion
+
+    small = ingest("fhir", SAMPLE, tmp_path / "small", reference_time=WHEN, chunk_rows=40, bucket_rows=40)
+    assert small.rows_read == ingested[0].rows_read and len(list((tmp_path / "small" / "data").rglob("*.parquet"))) == 3  # one bucket per patient
+    assert_same_ingestion(tmp_path / "small", ingested[1])
+    write_synthea_csv(SAMPLE, tmp_path / "csv")
+    ingest("synthea-csv", tmp_path / "csv", tmp_path / "csv_one", reference_time=WHEN)
+    ingest("synthea-csv", tmp_path / "csv", tmp_path / "csv_small", reference_time=WHEN, chunk_rows=7, bucket_rows=10)
+    assert_same_ingestion(tmp_path / "csv_small", tmp_path / "csv_one", with_rows=False)
+
+
+def test_chunk_and_bucket_sizes_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"The 'chunk_rows' parameter of ingest must be a positive int. Got 0 instead."):
+        ingest("fhir", SAMPLE, tmp_path / "x", chunk_rows=0)
+
+
 def test_unknown_source_is_named():
     with pytest.raises(ConfigError, match=r"ingest: 'source' must be one of \['fhir', 'synthea-csv', 'omop', 'meds'\]. Got 'hl7v2' instead."):
         ingest("hl7v2", SAMPLE, "x")

@@ -79,6 +79,26 @@ def test_omop_from_a_duckdb_database_matches_the_files(omop, tmp_path):
     pd.testing.assert_frame_equal(x, y)
 
 
+@pytest.mark.parametrize("form", ["files", "duckdb"])
+def test_chunked_omop_ingestion_gives_what_one_pass_gives(omop, tmp_path, form):
+    from ._ingest_compare import assert_same_ingestion
+
+    src = omop
+    if form == "duckdb":
+        import duckdb
+
+        src = tmp_path / "cdm.duckdb"
+        con = duckdb.connect(str(src))
+        for f in omop.iterdir():
+            con.execute(f"CREATE TABLE {f.stem} AS SELECT * FROM {'read_parquet' if f.suffix == '.parquet' else 'read_csv_auto'}('{f}')")
+        con.close()
+    ns = {"condition_occurrence": "ICD10CM", "measurement": "LOINC"}
+    ingest("omop", src, tmp_path / "one", reference_time=WHEN, source_namespaces=ns)
+    ingest("omop", src, tmp_path / "chunked", reference_time=WHEN, source_namespaces=ns, chunk_rows=1, bucket_rows=1)
+    assert len(list((tmp_path / "chunked" / "data").rglob("*.parquet"))) == 2  # two persons, two buckets
+    assert_same_ingestion(tmp_path / "chunked", tmp_path / "one", with_rows=False)
+
+
 def test_a_parquet_table_with_a_pandas_index_is_read_as_data(omop, tmp_path):
     person = pd.read_csv(omop / "person.csv").set_index("person_id")
     (omop / "person.csv").unlink()

@@ -73,6 +73,8 @@ def ingest(
     pseudonymise: bool = typer.Option(False, help="Replace subject ids by a keyed hash (key from "
                                       "$TWINML_PSEUDONYM_KEY or --key-file; never written anywhere)."),
     key_file: Optional[Path] = typer.Option(None, help="File holding the pseudonymisation key."),
+    chunk_rows: int = typer.Option(500_000, help="Source rows read at a time (bounds memory)."),
+    bucket_rows: int = typer.Option(1_000_000, help="Rough rows per subject bucket gated at once (bounds memory)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Bring records in as MEDS through the data-quality gate; print what was kept and quarantined."""
@@ -90,7 +92,8 @@ def ingest(
             raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
         namespaces = dict(p.split("=") for p in source_namespace)
         report = run(source, path, out, reference_time=reference_time, seed=seed, pseudonym_key=key,
-                     source_namespaces=namespaces, overwrite=overwrite, progress=Progress(_console().print))
+                     source_namespaces=namespaces, overwrite=overwrite, chunk_rows=chunk_rows,
+                     bucket_rows=bucket_rows, progress=Progress(_console().print))
         t = Table(title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
                         f"{report.rows_quarantined:,} quarantined")
         for col in ("table", "reason", "rows"):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import meds
@@ -27,7 +28,7 @@ __all__ = ["write_meds", "read_meds", "read_subject_splits", "read_code_metadata
 
 
 def write_meds(
-    out_dir, *, events: pa.Table, subject_splits: pd.DataFrame, codes: pd.DataFrame,
+    out_dir, *, events: pa.Table | Iterable[pa.Table], subject_splits: pd.DataFrame, codes: pd.DataFrame,
     dataset_name: str, etl_name: str, etl_version: str, shard_size: int = 50_000,
     overwrite: bool = False, extra: dict | None = None,
 ) -> Path:
@@ -35,8 +36,10 @@ def write_meds(
 
     Parameters
     ----------
-    events : pyarrow.Table
-        Events sorted by ``subject_id`` then ``time`` (static rows first).
+    events : pyarrow.Table or iterable of pyarrow.Table
+        Events sorted by ``subject_id`` then ``time`` (static rows first). An iterable gives the
+        events in pieces (written one at a time, so they need not fit in memory together); each
+        piece holds all the events of its subjects.
     subject_splits : DataFrame
         ``subject_id`` and ``split`` for every subject in ``events``.
     codes : DataFrame
@@ -48,12 +51,13 @@ def write_meds(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    events = validate_events_table(events, name="events")
+    pieces = [("", events)] if isinstance(events, pa.Table) else ((f"{i}-", e) for i, e in enumerate(events))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     done = False
     try:
-        _write_shards(tmp, events, subject_splits, shard_size)
+        for prefix, piece in pieces:
+            _write_shards(tmp, validate_events_table(piece, name="events"), subject_splits, shard_size, prefix)
         (tmp / "metadata").mkdir(exist_ok=True)
         code_tbl = pa.Table.from_pandas(codes[["code", "description", "parent_codes"]], preserve_index=False)
         pq.write_table(meds.CodeMetadataSchema.align(code_tbl), tmp / meds.code_metadata_filepath)
@@ -76,7 +80,7 @@ def write_meds(
     return out
 
 
-def _write_shards(root: Path, events: pa.Table, subject_splits: pd.DataFrame, shard_size: int) -> None:
+def _write_shards(root: Path, events: pa.Table, subject_splits: pd.DataFrame, shard_size: int, prefix: str = "") -> None:
     sid = events.column("subject_id").to_numpy()
     split_of = pd.Series(subject_splits["split"].to_numpy(), index=subject_splits["subject_id"].to_numpy())
     names = sorted(split_of.unique())
@@ -98,7 +102,7 @@ def _write_shards(root: Path, events: pa.Table, subject_splits: pd.DataFrame, sh
         bounds = np.searchsorted(shard, np.arange(shard[-1] + 2))
         for i in range(shard[-1] + 1):
             piece = events.slice(lo + bounds[i], bounds[i + 1] - bounds[i])
-            pq.write_table(meds.DataSchema.align(piece), root / meds.data_subdirectory / split / f"{i}.parquet")
+            pq.write_table(meds.DataSchema.align(piece), root / meds.data_subdirectory / split / f"{prefix}{i}.parquet")
 
 
 def read_subject_splits(root) -> pd.DataFrame:

@@ -43,7 +43,10 @@ def bootstrap_ci(metric, y_true, y_prob, *, groups=None, n_boot=200, alpha=0.05,
     """Percentile interval of ``metric(y, p)`` resampling groups (subjects) with replacement.
 
     Rows of one subject move together, so repeated prediction times do not narrow the interval.
+    ``n_boot=0`` skips the bootstrap (NaN bounds).
     """
+    if n_boot == 0:
+        return float("nan"), float("nan")
     y, p = np.asarray(y_true), np.asarray(y_prob)
     g = np.arange(y.size) if groups is None else np.asarray(groups)
     order = np.argsort(g, kind="stable")
@@ -58,7 +61,7 @@ def bootstrap_ci(metric, y_true, y_prob, *, groups=None, n_boot=200, alpha=0.05,
         if np.unique(y[rows]).size < 2:
             continue
         stats.append(metric(y[rows], p[rows]))
-    if len(stats) < n_boot // 2:
+    if not stats or len(stats) < n_boot // 2:
         return float("nan"), float("nan")
     lo, hi = np.quantile(stats, [alpha / 2, 1 - alpha / 2])
     return float(lo), float(hi)

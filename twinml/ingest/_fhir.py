@@ -101,15 +101,26 @@ def _start(resource, *keys):
 
 
 class RowCollector:
-    """Accumulates raw rows per resource type (``subject_ref``, ``time``, ``code``, values)."""
+    """Accumulates raw rows per resource type (``subject_ref``, ``time``, ``code``, values).
+
+    ``take()`` hands over the rows gathered so far and starts afresh, so a caller bounds memory by
+    taking every ``n_rows`` rows; patients, skipped-resource counts and code displays stay (small).
+    """
 
     def __init__(self):
         self.tables: dict[str, dict[str, list]] = {}
+        self.n_rows = 0
         self.patients: dict[str, dict] = {}
         self.skipped: dict[str, int] = {}
         self.displays: dict[str, str] = {}
 
+    def take(self) -> dict[str, dict[str, list]]:
+        """The rows collected since the last ``take`` (columns as lists, per resource type)."""
+        tables, self.tables, self.n_rows = self.tables, {}, 0
+        return tables
+
     def _add(self, table, subject, time, code, value=None, text=None):
+        self.n_rows += 1
         t = self.tables.setdefault(table, {"subject_ref": [], "time": [], "code": [], "numeric_value": [],
                                            "text_value": []})
         t["subject_ref"].append(subject)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .._validation import ConfigError
+from .._validation import ConfigError, check_positive_int
 from ._fhir import RowCollector, iter_resources, subject_key
 from ._gate import QualityGate, exact_int
 from ._omop import read_omop
@@ -56,8 +59,12 @@ def load_pseudonym_key(*, env_var: str = "TWINML_PSEUDONYM_KEY", key_file=None) 
 
 def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
            pseudonym_key: bytes | None = None, source_namespaces: dict | None = None, overwrite: bool = False,
-           progress=None) -> IngestReport:
+           chunk_rows: int = 500_000, bucket_rows: int = 1_000_000, progress=None) -> IngestReport:
     """Turn a source export into a MEDS dataset through the data-quality gate.
+
+    The source streams through in chunks: raw rows are staged on disk in buckets of subjects, then
+    each bucket is gated, de-duplicated and sorted alone, so memory is bounded by the chunk and
+    bucket sizes, not by the input.
 
     Parameters
     ----------
@@ -72,11 +79,17 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         source ids then appear nowhere in the output, quarantine included.
     source_namespaces : dict, optional
         OMOP only: ``{table: vocabulary}`` to code that table's source values as ``vocabulary/value``.
+    chunk_rows : int
+        Source rows read at a time (CSV/Parquet/database rows; FHIR: event rows).
+    bucket_rows : int
+        Rough number of rows per subject bucket; the bucket count comes from the input's size.
     """
     say = progress or (lambda msg: None)
     if source not in SOURCES:
         raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)}. "
                           f"Got {source!r} instead.")
+    check_positive_int(chunk_rows, name="chunk_rows", owner="ingest")
+    check_positive_int(bucket_rows, name="bucket_rows", owner="ingest")
     if source == "meds":
         from ..data import read_meds
 
@@ -86,14 +99,24 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         return IngestReport(None, summary, len(events), len(events), 0, {})
     if out is None:
         raise ConfigError(f"ingest: 'out' (the MEDS directory to write) is required for source {source!r}.")
-    tables, subjects, skipped, displays = _read_source(source, path, pseudonym_key, source_namespaces, say)
-    events, quarantine, summary = _gate_all(tables, subjects, QualityGate(reference_time=reference_time))
-    read = int(summary.loc[summary["reason"] == "read", "rows"].sum())
-    if len(events) + len(quarantine) != read:
-        raise RuntimeError(f"ingest: {read} rows read but {len(events)} kept + {len(quarantine)} quarantined")
-    report = IngestReport(Path(out), summary, read, len(events), len(quarantine), skipped)
-    _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
-    say(f"{read:,} rows read: {len(events):,} kept, {len(quarantine):,} quarantined -> {out}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n_buckets = _bucket_count(Path(path), bucket_rows)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.staging.", dir=out.parent) as tmp:
+        spool = _Spool(Path(tmp), n_buckets)
+        source_rows = _read_source(source, Path(path), pseudonym_key, source_namespaces, chunk_rows)
+        for table, raw in source_rows.chunks:
+            spool.add(table, raw)
+            say(f"read {spool.n_rows:,} rows into {n_buckets} subject bucket(s)")
+        staged = _gate_buckets(spool, source_rows.subjects(), QualityGate(reference_time=reference_time), say)
+        read = int(staged.summary.loc[staged.summary["reason"] == "read", "rows"].sum())
+        if staged.n_kept + staged.n_quarantined != read or read != spool.n_rows:
+            raise RuntimeError(f"ingest: {read} rows read but {staged.n_kept} kept + {staged.n_quarantined} quarantined")
+        report = IngestReport(out, staged.summary, read, staged.n_kept, staged.n_quarantined, source_rows.skipped)
+        _write(out, staged, report, source_rows.displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
+    say(f"{read:,} rows read: {staged.n_kept:,} kept, {staged.n_quarantined:,} quarantined -> {out}")
     mlflow = sys.modules.get("mlflow")  # only when the caller tracks: plain ingestion never imports mlflow
     if mlflow is not None and mlflow.active_run() is not None:
         from ..tracking import log_ingest_report
@@ -102,82 +125,205 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     return report
 
 
-def _read_source(source, path, key, source_namespaces, say):
+# Rough rows per input byte, to size the subject buckets before reading (over-estimates are cheap).
+_ROWS_PER_BYTE = {".json": 1 / 1500, ".ndjson": 1 / 1500, ".csv": 1 / 50, ".parquet": 1 / 10, ".duckdb": 1 / 10,
+                  ".db": 1 / 10}
+
+
+def _bucket_count(path: Path, bucket_rows: int) -> int:
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else []
+    rows = 0.0
+    for f in files:
+        suffixes = [s.lower() for s in f.suffixes]
+        zipped = suffixes[-1:] == [".gz"]
+        kind = suffixes[-2] if zipped and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+        rows += f.stat().st_size * _ROWS_PER_BYTE.get(kind, 1 / 50) * (8 if zipped else 1)
+    return int(min(1024, max(1, np.ceil(rows / bucket_rows))))
+
+
+@dataclass
+class _SourceRows:
+    """A source's raw rows as lazy ``(table, frame)`` chunks; ``subjects()`` is complete once they are read."""
+
+    chunks: Iterator[tuple[str, pd.DataFrame]]
+    subjects: Callable[[], pd.DataFrame]
+    skipped: dict
+    displays: dict
+
+
+def _read_source(source, path, key, source_namespaces, chunk_rows) -> _SourceRows:
     """Raw rows per table (``subject_id`` set, ``subject_ref`` kept only without a key) and the subjects."""
+    ids = _SubjectIds(key)
     if source == "fhir":
-        return _from_fhir(path, key, say)
+        return _from_fhir(path, ids, chunk_rows)
     if source == "synthea-csv":
-        tables, patients = read_synthea_csv(path)
-        subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], key)
-        return _with_subject_ids(tables, key), subjects, {}, {}
-    tables, subjects = read_omop(path, source_namespaces=source_namespaces)
+        chunks, patients = read_synthea_csv(path, chunk_rows=chunk_rows)
+        subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], ids)
+        return _SourceRows(((t, ids.assign(raw)) for t, raw in chunks), lambda: subjects, {}, {})
+    chunks, subjects = read_omop(path, source_namespaces=source_namespaces, chunk_rows=chunk_rows)
     if not key:
-        return tables, subjects.assign(subject_id=exact_int(subjects["subject_id"])), {}, {}
+        subjects = subjects.assign(subject_id=exact_int(subjects["subject_id"]))
+        return _SourceRows(chunks, lambda: subjects, {}, {})
     # person_id is the source id: hash each distinct one once, as for FHIR and Synthea
-    tables = _with_subject_ids({t: df.rename(columns={"subject_id": "subject_ref"}) for t, df in tables.items()}, key)
-    ids = [None if pd.isna(r) else subject_key(r, key) for r in subjects["subject_id"]]  # one per person
-    return tables, subjects.assign(subject_id=ids), {}, {}
+    chunks = ((t, ids.assign(raw.rename(columns={"subject_id": "subject_ref"}))) for t, raw in chunks)
+    subjects = subjects.assign(subject_id=[None if pd.isna(r) else ids.of(r) for r in subjects["subject_id"]])
+    return _SourceRows(chunks, lambda: subjects, {}, {})
 
 
-def _gate_all(tables, subjects, gate):
-    """Every table through the gate: kept events (sorted), the quarantine, and the counts."""
-    kept, quarantined, summaries = [], [], []
-    known = subjects.dropna(subset=["subject_id"])
-    for table, raw in tables.items():
-        refs = raw.pop("subject_ref") if "subject_ref" in raw else None
-        res = gate.apply(raw, table=table, subjects=known)
-        kept.append(res.kept)
-        q = res.quarantined
-        quarantined.append(q.assign(subject_ref=refs[q["row"]].to_numpy()) if refs is not None else q)
-        summaries.append(res.summary)
-    events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
-                                                            kind="stable")
-    return events, pd.concat(quarantined, ignore_index=True), pd.concat(summaries, ignore_index=True)
-
-
-def _from_fhir(path, key, say):
+def _from_fhir(path, ids, chunk_rows) -> _SourceRows:
     collector = RowCollector()
-    for i, (_, resource) in enumerate(iter_resources(path), start=1):
-        collector.add(resource)
-        if i % 200_000 == 0:
-            say(f"read {i:,} FHIR resources")
-    tables = _with_subject_ids({t: pd.DataFrame(cols) for t, cols in collector.tables.items()}, key)
-    info = pd.DataFrame(collector.patients.values())
-    subjects = _subject_frame(pd.Series(list(collector.patients), dtype=object), info.get("birth"), info.get("death"), key)
-    return tables, subjects, dict(collector.skipped), collector.displays
+
+    def chunks():
+        for _, resource in iter_resources(path):
+            collector.add(resource)
+            if collector.n_rows >= chunk_rows:
+                yield from _fhir_frames(collector.take(), ids)
+        yield from _fhir_frames(collector.take(), ids)
+
+    def subjects():
+        info = pd.DataFrame(collector.patients.values())
+        return _subject_frame(pd.Series(list(collector.patients), dtype=object), info.get("birth"), info.get("death"), ids)
+
+    return _SourceRows(chunks(), subjects, collector.skipped, collector.displays)
 
 
-def _with_subject_ids(tables, key):
-    """``subject_ref`` (a source id) -> ``subject_id``; the source id stays beside the row only without
-    pseudonymisation (for the quarantine file)."""
-    out = {}
-    for table, raw in tables.items():
-        ids = {r: subject_key(r, key) for r in raw["subject_ref"].dropna().unique()}
+def _fhir_frames(tables, ids):
+    for table, cols in tables.items():
+        yield table, ids.assign(pd.DataFrame(cols))
+
+
+class _SubjectIds:
+    """Source ids -> subject ids (hashed, keyed when pseudonymising), each distinct id hashed once."""
+
+    def __init__(self, key):
+        self.key, self.cache = key, {}
+
+    def of(self, ref) -> int:
+        sid = self.cache.get(ref)
+        if sid is None:
+            sid = self.cache[ref] = subject_key(ref, self.key)
+        return sid
+
+    def assign(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """``subject_ref`` (a source id) -> ``subject_id``; the source id stays beside the row only without
+        pseudonymisation (for the quarantine file)."""
+        refs = raw["subject_ref"]
+        mapping = {r: self.of(r) for r in refs.dropna().unique()}
         raw = raw.copy()
-        raw.insert(0, "subject_id", raw["subject_ref"].map(ids).astype("object"))
-        out[table] = raw if not key else raw.drop(columns="subject_ref")
-    return out
+        raw.insert(0, "subject_id", refs.map(mapping).astype("object"))
+        return raw if not self.key else raw.drop(columns="subject_ref")
 
 
-def _subject_frame(refs, birth, death, key) -> pd.DataFrame:
+class _Spool:
+    """Raw rows staged on disk as strings, in buckets of subjects (``subject_id mod n_buckets``).
+
+    Every rule of the gate looks at one row, at the subjects table, or (exact duplicates) at the
+    rows of one subject in one table, so gating bucket by bucket gives what gating everything at
+    once would. ``_row`` keeps each row's position in its source table for the quarantine.
+    """
+
+    def __init__(self, root: Path, n_buckets: int):
+        self.root, self.n_buckets = root, n_buckets
+        self.parts: list[list[tuple[str, Path]]] = [[] for _ in range(n_buckets)]
+        self.rows_per_table: dict[str, int] = {}
+        self.n_rows = 0
+        self._seq = 0
+
+    def add(self, table: str, raw: pd.DataFrame) -> None:
+        start = self.rows_per_table.setdefault(table, 0)
+        n = len(raw)
+        if not n:
+            return
+        self.rows_per_table[table] = start + n
+        self.n_rows += n
+        raw = raw.reset_index(drop=True)
+        sid = raw["subject_id"]
+        sid = sid if pd.api.types.is_integer_dtype(sid) else exact_int(sid)
+        bucket = sid.fillna(0).to_numpy(np.int64) % self.n_buckets  # unparseable ids: bucket 0, quarantined there
+        order = np.argsort(bucket, kind="stable")
+        bounds = np.searchsorted(bucket[order], np.arange(self.n_buckets + 1))
+        staged = pa.Table.from_pandas(raw.astype("string").iloc[order], preserve_index=False).replace_schema_metadata(None)
+        staged = staged.append_column("_row", pa.array(np.arange(start, start + n)[order]))
+        self._seq += 1
+        for b in np.flatnonzero(np.diff(bounds)):
+            f = self.root / f"b{b}" / f"{self._seq}.parquet"
+            f.parent.mkdir(exist_ok=True)
+            pq.write_table(staged.slice(bounds[b], bounds[b + 1] - bounds[b]), f)
+            self.parts[b].append((table, f))
+
+
+@dataclass
+class _Gated:
+    kept_files: list        # per bucket: sorted, typed MEDS events (Parquet)
+    quarantine_files: list  # per bucket: quarantined rows as strings (Parquet)
+    subject_ids: np.ndarray
+    codes: list
+    summary: pd.DataFrame
+    n_kept: int
+    n_quarantined: int
+
+
+_QUARANTINE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value", "table", "row", "reason",
+                       "subject_ref")
+
+
+def _gate_buckets(spool: _Spool, subjects: pd.DataFrame, gate: QualityGate, say) -> _Gated:
+    """Each bucket through the gate: kept events sorted by (subject, time, code), the quarantine, the counts."""
+    known = subjects.dropna(subset=["subject_id"])
+    kept_files, q_files, ids, codes, summaries = [], [], [], set(), []
+    n_kept = n_q = 0
+    for b, parts in enumerate(spool.parts):
+        kept, quarantined = [], []
+        for table in dict.fromkeys(t for t, _ in parts):
+            raw = pa.concat_tables([pq.read_table(f) for t, f in parts if t == table]).to_pandas(
+                types_mapper={pa.string(): pd.StringDtype()}.get)
+            rows = raw.pop("_row").to_numpy()
+            refs = raw.pop("subject_ref") if "subject_ref" in raw else None
+            res = gate.apply(raw, table=table, subjects=known)
+            kept.append(res.kept)
+            q = res.quarantined.assign(row=rows[res.quarantined["row"].to_numpy(np.int64)])
+            quarantined.append(q.assign(subject_ref=refs[res.quarantined["row"]].to_numpy()) if refs is not None else q)
+            summaries.append(res.summary)
+        if not parts:
+            continue
+        events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
+                                                                kind="stable")
+        n_kept += len(events)
+        ids.append(events["subject_id"].unique())
+        codes.update(events["code"].unique())
+        kept_files.append(_write_part(spool.root / f"kept-{b}.parquet", _events_table(events)))
+        q = pd.concat(quarantined, ignore_index=True)
+        n_q += len(q)
+        if len(q):
+            q = q.reindex(columns=[c for c in _QUARANTINE_COLUMNS if c in q]).astype("string")
+            q_files.append(_write_part(spool.root / f"quarantine-{b}.parquet", pa.Table.from_pandas(q, preserve_index=False)))
+        say(f"gated subject bucket {b + 1}/{spool.n_buckets}")
+    empty = [pd.DataFrame({"table": t, "reason": ["read", "kept"], "rows": [0, 0]})
+             for t, n in spool.rows_per_table.items() if n == 0]
+    summary = pd.concat(summaries + empty, ignore_index=True) if summaries or empty else \
+        pd.DataFrame({"table": pd.Series(dtype=str), "reason": pd.Series(dtype=str), "rows": pd.Series(dtype=int)})
+    tables = list(spool.rows_per_table)
+    summary = (summary.groupby(["table", "reason"], sort=False, as_index=False)["rows"].sum()
+               .assign(_t=lambda d: d["table"].map({t: i for i, t in enumerate(tables)}),
+                       _r=lambda d: d["reason"].map({"read": 0, "kept": 1}).fillna(2))
+               .sort_values(["_t", "_r", "reason"], kind="stable").drop(columns=["_t", "_r"]).reset_index(drop=True))
+    all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
+    return _Gated(kept_files, q_files, all_ids, sorted(codes), summary, n_kept, n_q)
+
+
+def _write_part(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def _subject_frame(refs, birth, death, ids: _SubjectIds) -> pd.DataFrame:
     parse = lambda s: pd.to_datetime(pd.Series(s, dtype=object) if s is not None else pd.Series([None] * len(refs)),  # noqa: E731
                                      errors="coerce", utc=True, format="mixed").dt.tz_localize(None).to_numpy()
-    return pd.DataFrame({"subject_id": [subject_key(r, key) for r in refs], "birth": parse(birth), "death": parse(death)})
+    return pd.DataFrame({"subject_id": [ids.of(r) for r in refs], "birth": parse(birth), "death": parse(death)})
 
 
-def _write(out, events, quarantine, report, displays, seed, split_fractions, overwrite, etl):
-    from .._version import __version__
-    from ..data import write_meds
-
-    ids = np.sort(events["subject_id"].unique())
-    rng = np.random.default_rng(seed)
-    names = np.array(["train", "tuning", "held_out"])
-    splits = pd.DataFrame({"subject_id": ids, "split": names[np.searchsorted(np.cumsum(split_fractions)[:-1],
-                                                                            rng.random(ids.size), side="right")]})
-    codes = sorted(events["code"].unique())
-    code_table = pd.DataFrame({"code": codes, "description": [displays.get(c) for c in codes],
-                               "parent_codes": [[] for _ in codes]})
-    table = pa.table({
+def _events_table(events: pd.DataFrame) -> pa.Table:
+    return pa.table({
         "subject_id": pa.array(events["subject_id"].to_numpy(np.int64)),
         "time": pa.array(events["time"].to_numpy("datetime64[us]"), pa.timestamp("us")),
         "code": pa.array(events["code"].astype(str).to_numpy(object), pa.string()),
@@ -186,7 +332,29 @@ def _write(out, events, quarantine, report, displays, seed, split_fractions, ove
         "text_value": pa.array(events["text_value"].astype(object).where(events["text_value"].notna(), None),
                                pa.large_string()),
     })
-    extra = {QUARANTINE_FILE: lambda p: quarantine.astype("string").to_parquet(p, index=False),
+
+
+def _write(out, gated: _Gated, report, displays, seed, split_fractions, overwrite, etl):
+    from .._version import __version__
+    from ..data import write_meds
+
+    ids = np.sort(gated.subject_ids)
+    rng = np.random.default_rng(seed)
+    names = np.array(["train", "tuning", "held_out"])
+    splits = pd.DataFrame({"subject_id": ids, "split": names[np.searchsorted(np.cumsum(split_fractions)[:-1],
+                                                                            rng.random(ids.size), side="right")]})
+    code_table = pd.DataFrame({"code": gated.codes, "description": [displays.get(c) for c in gated.codes],
+                               "parent_codes": [[] for _ in gated.codes]})
+
+    def quarantine(path):  # the bucket parts streamed into one file (a source has subject_ref in all or none)
+        files = gated.quarantine_files
+        empty = pd.DataFrame({c: pd.Series(dtype="string") for c in _QUARANTINE_COLUMNS[:-1]})
+        schema = pq.read_schema(files[0]) if files else pa.Schema.from_pandas(empty, preserve_index=False)
+        with pq.ParquetWriter(path, schema) as w:
+            for f in files:
+                w.write_table(pq.read_table(f).replace_schema_metadata(schema.metadata))
+
+    extra = {QUARANTINE_FILE: quarantine,
              SUMMARY_FILE: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=int))}
-    write_meds(out, events=table, subject_splits=splits, codes=code_table, dataset_name=Path(out).name,
-               etl_name=etl, etl_version=__version__, overwrite=overwrite, extra=extra)
+    write_meds(out, events=(pq.read_table(f) for f in gated.kept_files), subject_splits=splits, codes=code_table,
+               dataset_name=Path(out).name, etl_name=etl, etl_version=__version__, overwrite=overwrite, extra=extra)

@@ -10,9 +10,11 @@ records, which labels use as the end of follow-up.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from .._validation import ConfigError
 
@@ -43,12 +45,20 @@ class _Files:
         self.root = root
         self.names = {f.name.lower(): f for f in root.iterdir() if f.is_file()} if root.is_dir() else {}
 
-    def get(self, table: str) -> pd.DataFrame | None:
+    def chunks(self, table: str, chunk_rows: int | None) -> Iterator[pd.DataFrame] | None:
+        """The table as string frames of at most ``chunk_rows`` rows (one frame if None), or None if absent."""
         for suffix in (".csv", ".csv.gz", ".parquet"):
             f = self.names.get(table + suffix)
-            if f is not None:
-                df = pd.read_parquet(f) if suffix == ".parquet" else pd.read_csv(f, dtype=str, keep_default_na=False)
-                return _strings(df)
+            if f is None:
+                continue
+            if suffix == ".parquet":
+                pf = pq.ParquetFile(f)
+                if chunk_rows is None or not pf.metadata.num_rows:
+                    return iter([_strings(pf.read().to_pandas())])
+                return (_strings(b.to_pandas()) for b in pf.iter_batches(batch_size=chunk_rows))
+            if chunk_rows is None:
+                return iter([_strings(pd.read_csv(f, dtype=str, keep_default_na=False))])
+            return (_strings(df) for df in pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows))
         return None
 
 
@@ -61,9 +71,19 @@ class _DuckDB:
         self.con = duckdb.connect(str(path), read_only=True)
         self.tables = {r[0].lower(): r[0] for r in self.con.execute("SHOW TABLES").fetchall()}
 
-    def get(self, table: str) -> pd.DataFrame | None:
+    def chunks(self, table: str, chunk_rows: int | None) -> Iterator[pd.DataFrame] | None:
         name = self.tables.get(table)
-        return None if name is None else _strings(self.con.execute(f'SELECT * FROM "{name}"').df())
+        if name is None:
+            return None
+        if chunk_rows is None:
+            return iter([_strings(self.con.execute(f'SELECT * FROM "{name}"').df())])
+        reader = self.con.sql(f'SELECT * FROM "{name}"').to_arrow_reader(chunk_rows)
+        return (_strings(b.to_pandas()) for b in reader)
+
+
+def _whole(src, table):
+    parts = src.chunks(table, None)
+    return None if parts is None else next(parts)
 
 
 def _strings(df: pd.DataFrame) -> pd.DataFrame:
@@ -101,11 +121,13 @@ def _frame(subject, time, code, value=None, text=None):
                         index=range(n) if n == 0 else subject.index)
 
 
-def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Raw rows per OMOP table, and the subjects table (``subject_id``, ``birth``, ``death``)."""
+def read_omop(path, *, source_namespaces: dict | None = None, chunk_rows: int = 500_000
+              ) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
+    """Raw rows as ``(table, frame)`` chunks read lazily (at most ``chunk_rows`` source rows at a
+    time; person and death are read whole), and the subjects (``subject_id``, ``birth``, ``death``)."""
     root = Path(path)
     src = _source(root)
-    person = src.get("person")
+    person = _whole(src, "person")
     if person is None:
         raise ConfigError(f"{root}: an OMOP export needs a person table (person.csv, person.parquet, "
                           "or a 'person' table in a .duckdb database).")
@@ -121,37 +143,43 @@ def read_omop(path, *, source_namespaces: dict | None = None) -> tuple[dict[str,
         return v.str.replace(r"\.0+$", "", regex=True).fillna(default).str.zfill(2)
 
     birth = birth.fillna(part("year_of_birth", pd.NA) + "-" + part("month_of_birth", "1") + "-" + part("day_of_birth", "1"))
-    tables = {"person": pd.concat([
+    person_rows = pd.concat([
         _frame(sid, birth, pd.Series("MEDS_BIRTH", index=sid.index, dtype="string")),
         _frame(sid, None, "GENDER//" + person["gender_concept_id"].map(lambda c: _GENDER.get(str(c), f"OMOP/{c}")).astype("string")),
         _frame(sid, None, ("RACE//OMOP/" + person["race_concept_id"]).astype("string")),
         _frame(sid, None, ("ETHNICITY//OMOP/" + person["ethnicity_concept_id"]).astype("string")),
-    ], ignore_index=True)}
+    ], ignore_index=True)
     death = pd.DataFrame({"person_id": pd.Series(dtype="string"), "death": pd.Series(dtype="string")})
-    if (d := src.get("death")) is not None:
+    d = _whole(src, "death")
+    if d is not None:
         death = pd.DataFrame({"person_id": d["person_id"], "death": _first(d, ["death_datetime", "death_date"])})
-        tables["death"] = _frame(d["person_id"], death["death"], pd.Series("MEDS_DEATH", index=d.index, dtype="string"))
-    if (o := src.get("observation_period")) is not None:
-        tables["observation_period"] = pd.concat([
+    parse = lambda s: pd.to_datetime(s, errors="coerce", format="mixed")  # noqa: E731
+    subjects = pd.DataFrame({"subject_id": sid, "birth": parse(birth)})
+    subjects = subjects.merge(death.assign(death=parse(death["death"])).rename(columns={"person_id": "subject_id"}),
+                              on="subject_id", how="left")
+    return _chunks(src, person_rows, death if d is not None else None, ns, chunk_rows), subjects
+
+
+def _chunks(src, person_rows, death, ns, chunk_rows):
+    yield "person", person_rows
+    if death is not None:
+        yield "death", _frame(death["person_id"], death["death"],
+                              pd.Series("MEDS_DEATH", index=death.index, dtype="string"))
+    for o in src.chunks("observation_period", chunk_rows) or ():
+        yield "observation_period", pd.concat([
             _frame(o["person_id"], o["observation_period_start_date"],
                    pd.Series("OBSERVATION_PERIOD//START", index=o.index, dtype="string")),
             _frame(o["person_id"], o["observation_period_end_date"],
                    pd.Series("OBSERVATION_PERIOD//END", index=o.index, dtype="string")),
         ], ignore_index=True)
     for table, (concept, times, values, source) in OMOP_TABLES.items():
-        if (t := src.get(table)) is None:
-            continue
-        code = _concept(t[concept]) if concept in t else pd.Series(pd.NA, index=t.index, dtype="string")
-        if table in ns and source in t:
-            code = (ns[table] + "/" + t[source]).where(t[source].notna(), code)
-        text = t[values["text"]] if "text" in values and values["text"] in t else None
-        if "concept" in values and values["concept"] in t:
-            coded = _concept(t[values["concept"]])
-            text = coded if text is None else text.fillna(coded)
-        value = t[values["numeric"]] if "numeric" in values and values["numeric"] in t else None
-        tables[table] = _frame(t["person_id"], _first(t, times), code, value, text)
-    parse = lambda s: pd.to_datetime(s, errors="coerce", format="mixed")  # noqa: E731
-    subjects = pd.DataFrame({"subject_id": sid, "birth": parse(birth)})
-    subjects = subjects.merge(death.assign(death=parse(death["death"])).rename(columns={"person_id": "subject_id"}),
-                              on="subject_id", how="left")
-    return tables, subjects
+        for t in src.chunks(table, chunk_rows) or ():
+            code = _concept(t[concept]) if concept in t else pd.Series(pd.NA, index=t.index, dtype="string")
+            if table in ns and source in t:
+                code = (ns[table] + "/" + t[source]).where(t[source].notna(), code)
+            text = t[values["text"]] if "text" in values and values["text"] in t else None
+            if "concept" in values and values["concept"] in t:
+                coded = _concept(t[values["concept"]])
+                text = coded if text is None else text.fillna(coded)
+            value = t[values["numeric"]] if "numeric" in values and values["numeric"] in t else None
+            yield table, _frame(t["person_id"], _first(t, times), code, value, text)

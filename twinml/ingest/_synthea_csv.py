@@ -10,6 +10,7 @@ immunizations CVX) unless a ``SYSTEM`` column (newer Synthea) names another.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -39,13 +40,20 @@ TABLES = {
 }
 
 
-def _read(root: Path, name: str) -> pd.DataFrame | None:
+def _read(root: Path, name: str, chunk_rows: int | None = None):
+    """``name``.csv(.gz) as string frames of at most ``chunk_rows`` rows (one frame if None); None if absent."""
     for f in (root / f"{name}.csv", root / f"{name}.csv.gz"):
         if f.exists():
-            df = pd.read_csv(f, dtype=str, keep_default_na=False).astype("string").replace({"": pd.NA})
-            df.columns = [c.upper() for c in df.columns]
-            return df
+            return _clean(pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows)) if chunk_rows \
+                else next(_clean([pd.read_csv(f, dtype=str, keep_default_na=False)]))
     return None
+
+
+def _clean(frames):
+    for df in frames:
+        df = df.astype("string").replace({"": pd.NA}).reset_index(drop=True)
+        df.columns = [c.upper() for c in df.columns]
+        yield df
 
 
 def _rows(subject, time, code, value=None, text=None):
@@ -61,12 +69,19 @@ def _codes(df, default_ns):
     return (ns.astype("string") + "/" + df["CODE"]).where(df["CODE"].notna())
 
 
-def read_synthea_csv(path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Raw rows per table (with ``subject_ref``) and the patients (``subject_ref``, ``birth``, ``death``)."""
+def read_synthea_csv(path, *, chunk_rows: int = 500_000) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
+    """Raw rows as ``(table, frame)`` chunks (each with ``subject_ref``) read lazily, at most ``chunk_rows``
+    source rows at a time, and the patients (``subject_ref``, ``birth``, ``death``)."""
     root = Path(path)
     patients = _read(root, "patients") if root.is_dir() else None
     if patients is None:
         raise ConfigError(f"{root}: a Synthea CSV export needs patients.csv.")
+    subjects = pd.DataFrame({"subject_ref": patients["ID"], "birth": patients["BIRTHDATE"],
+                             "death": patients["DEATHDATE"] if "DEATHDATE" in patients else pd.NA})
+    return _chunks(root, patients, chunk_rows), subjects
+
+
+def _chunks(root, patients, chunk_rows):
     pid = patients["ID"]
     const = lambda v: pd.Series(v, index=patients.index, dtype="string")  # noqa: E731
     parts = [_rows(pid, patients["BIRTHDATE"], const("MEDS_BIRTH")),
@@ -76,22 +91,15 @@ def read_synthea_csv(path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     if "DEATHDATE" in patients:
         dead = patients["DEATHDATE"].notna()
         parts.append(_rows(pid[dead], patients.loc[dead, "DEATHDATE"], const("MEDS_DEATH")[dead]))
-    tables = {"Patient": pd.concat(parts, ignore_index=True)}  # unknown race words reach the gate, not the floor
+    yield "Patient", pd.concat(parts, ignore_index=True)  # unknown race words reach the gate, not the floor
     for name, (table, ns, start, abated) in TABLES.items():
-        df = _read(root, name)
-        if df is None:
-            continue
-        code = _codes(df, ns)
-        rows = [_rows(df["PATIENT"], df[start], code)]
-        if abated and "STOP" in df:
-            stop = df["STOP"].notna()
-            rows.append(_rows(df.loc[stop, "PATIENT"], df.loc[stop, "STOP"], (code[stop] + "//ABATED").astype("string")))
-        tables[table] = pd.concat(rows, ignore_index=True)
-    obs = _read(root, "observations")
-    if obs is not None:
+        for df in _read(root, name, chunk_rows) or ():
+            code = _codes(df, ns)
+            yield table, _rows(df["PATIENT"], df[start], code)
+            if abated and "STOP" in df:
+                stop = df["STOP"].notna()
+                yield table, _rows(df.loc[stop, "PATIENT"], df.loc[stop, "STOP"], (code[stop] + "//ABATED").astype("string"))
+    for obs in _read(root, "observations", chunk_rows) or ():
         numeric = obs.get("TYPE", pd.Series("numeric", index=obs.index)).fillna("numeric") == "numeric"
-        tables["Observation"] = _rows(obs["PATIENT"], obs["DATE"], _codes(obs, "LOINC"),
-                                      obs["VALUE"].where(numeric), obs["VALUE"].where(~numeric))
-    subjects = pd.DataFrame({"subject_ref": pid, "birth": patients["BIRTHDATE"],
-                             "death": patients["DEATHDATE"] if "DEATHDATE" in patients else pd.NA})
-    return tables, subjects
+        yield "Observation", _rows(obs["PATIENT"], obs["DATE"], _codes(obs, "LOINC"),
+                                   obs["VALUE"].where(numeric), obs["VALUE"].where(~numeric))
