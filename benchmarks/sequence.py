@@ -5,6 +5,8 @@ AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle
 seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
 against an fp32 matrix-multiply peak measured in the same run.
 Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb] [--params JSON]
+On an ingested dataset instead (e.g. Synthea FHIR through `twinml ingest`; no oracle there):
+     .venv/bin/python benchmarks/sequence.py --meds DIR [--outcomes t2d=SNOMED/44054006,...] [--start 2015-01-01]
 """
 
 import argparse
@@ -53,16 +55,25 @@ def main():
     p.add_argument("--kinds", default="gru,transformer,hist_gb")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--params", default="{}", help='extra SequenceRiskModel arguments as JSON, e.g. {"lr": 1e-3}')
+    p.add_argument("--meds", help="an ingested MEDS directory instead of the simulator (no oracle)")
+    p.add_argument("--outcomes", default=None, help="name=CODE,... (default: the simulator's four outcomes)")
+    p.add_argument("--start", default=None, help="first yearly prediction time (default 2012-01-01; --meds: 2015-01-01)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    root = simulated(args.n_subjects)
-    events, truth = read_meds(root), load_truth(root)
-    task = TaskDefinition(name="bench", outcomes={k: {"codes": [v]} for k, v in OUTCOMES.items()},
-                          horizons_days=[90, 180, 365, 730], prediction_times={"start": "2012-01-01"})
+    root = args.meds or simulated(args.n_subjects)
+    events = read_meds(root)
+    truth = load_truth(root) if not args.meds else None
+    outcomes = dict(o.split("=", 1) for o in args.outcomes.split(",")) if args.outcomes else OUTCOMES
+    task = TaskDefinition(name="bench", outcomes={k: {"codes": [v]} for k, v in outcomes.items()},
+                          horizons_days=[90, 180, 365, 730],
+                          prediction_times={"start": args.start or ("2015-01-01" if args.meds else "2012-01-01")})
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
     split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
     peak = matmul_peak_gflops()
-    print(f"{args.n_subjects:,} subjects; rows train/tuning/held-out {len(split['train']):,}/{len(split['tuning']):,}/"
+    print(f"{events['subject_id'].nunique():,} subjects ({root}); positives per label in train/held-out: "
+          + ", ".join(f"{c} {int(split['train'][c].sum())}/{int(split['held_out'][c].sum())}"
+                      for c in labels.columns if c.endswith("_365d")))
+    print(f"rows train/tuning/held-out {len(split['train']):,}/{len(split['tuning']):,}/"
           f"{len(split['held_out']):,}; torch threads {args.threads}; fp32 matmul peak {peak:.0f} GFLOP/s")
     tables = []
     for kind in args.kinds.split(","):
@@ -98,7 +109,8 @@ def main():
         tables.append(res)
     out = pd.concat(tables)
     wide = out.pivot(index="label", columns="model", values="auroc")
-    wide["oracle"] = out.groupby("label")["oracle_auroc"].first()
+    if "oracle_auroc" in out:
+        wide["oracle"] = out.groupby("label")["oracle_auroc"].first()
     ece = out.pivot(index="label", columns="model", values="ece").add_prefix("ece_")
     pd.set_option("display.width", 200)
     print(pd.concat([wide, ece], axis=1).round(3).to_string())

@@ -45,6 +45,20 @@ def test_sequence_features_ignore_events_after_prediction_time(events, index):
         np.testing.assert_array_equal(before[key], after[key], err_msg=key)
 
 
+def test_storage_order_of_simultaneous_events_does_not_matter(events, index):
+    """A Spark shuffle or another ETL may store same-time events in any order; the model sees one."""
+    f = SequenceFeaturizer(max_len=32, min_code_count=5).fit(events)
+    before = _batch(events, index, f)
+    rng = np.random.default_rng(0)
+    shuffled = events.assign(_r=rng.random(len(events))).sort_values(["subject_id", "time", "_r"], na_position="first")
+    shuffled = shuffled.drop(columns="_r").reset_index(drop=True)
+    tied = (shuffled["subject_id"].diff() == 0) & (shuffled["time"].diff() == pd.Timedelta(0))
+    assert tied.sum() > 100 and not shuffled["code"].astype(str).equals(events["code"].astype(str))
+    after = _batch(shuffled, index, f)
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+
+
 def test_window_holds_the_most_recent_events(events, index):
     f = SequenceFeaturizer(max_len=8, min_code_count=5).fit(events)
     data = f.transform(events, index)

@@ -49,6 +49,19 @@ class EventArrays:
     def __len__(self):
         return self.subject_id.size
 
+    def order_ties(self) -> EventArrays:
+        """Put events that share a subject and a time in (code text, value) order, in place.
+
+        Storage order of simultaneous events is arbitrary (a Spark shuffle or another ETL may
+        change it); a sequence model must see one order, so every path canonicalises here.
+        Costs one O(n) check when the events are already in this order (as twinml writes them).
+        """
+        perm = tie_order(self.subject, self.time, self.code, self.vocab, self.value)
+        if perm is not None:
+            for name in ("subject_id", "subject", "time", "code", "value"):
+                setattr(self, name, getattr(self, name)[perm])
+        return self
+
     def codes_matching(self, *, codes=(), prefixes=()) -> np.ndarray:
         """Boolean mask over rows whose code is in ``codes`` or starts with one of ``prefixes``."""
         vocab = self.vocab.astype(str)
@@ -56,6 +69,24 @@ class EventArrays:
         for p in prefixes:
             hit |= np.char.startswith(vocab, p)
         return hit[self.code]
+
+
+def tie_order(subject, time, code, vocab, value) -> np.ndarray | None:
+    """Permutation sorting rows by (subject, time, code text, value; NaN last); None if already sorted.
+
+    ``subject`` and ``time`` must already be in order (contiguous subjects, non-decreasing time).
+    """
+    if subject.size < 2:
+        return None
+    rank = np.empty(len(vocab), np.int64)
+    rank[np.argsort(np.asarray(vocab, dtype=object).astype(str), kind="stable")] = np.arange(len(vocab))
+    r = rank[code] if len(vocab) else np.zeros(subject.size, np.int64)
+    v = np.where(np.isnan(value), np.inf, value)  # NaN after every number, as np.lexsort puts it
+    same = (subject[1:] == subject[:-1]) & (time[1:] == time[:-1])
+    bad = same & ((r[1:] < r[:-1]) | ((r[1:] == r[:-1]) & (v[1:] < v[:-1])))
+    if not bad.any():
+        return None
+    return np.lexsort((v, r, time, subject))
 
 
 def _check_layout(subjects, subject, time):

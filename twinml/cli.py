@@ -33,6 +33,13 @@ def _run(fn):
     except (TwinmlInputError, FileExistsError, FileNotFoundError) as err:
         _console().print(f"[red]error:[/red] {err}", soft_wrap=True)
         raise typer.Exit(code=2) from None
+    except Exception as err:
+        mlflow_errors = sys.modules.get("mlflow.exceptions")
+        if mlflow_errors is not None and isinstance(err, mlflow_errors.MlflowException):
+            # e.g. an unknown registered model or alias: say it in one line, no traceback
+            _console().print(f"[red]error:[/red] MLflow: {err.message}", soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        raise
 
 
 @app.command()
@@ -144,6 +151,50 @@ def evaluate(
         table = run(model, meds_dir=events, task=load_task(task), split=split, tracking_uri=tracking_uri,
                     n_boot=n_bootstrap, progress=Progress(_console().print))
         _print_metrics(table, title=f"{model} on {events} ({split})")
+    _run(body)
+
+
+@app.command()
+def score(
+    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a path."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory of the panel to score."),
+    as_of: str = typer.Option(..., "--as-of", help="Score at this date/time; later events are ignored."),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
+    engine: str = typer.Option("local", help="local, or spark (needs Java and pyspark)."),
+    spark_master: Optional[str] = typer.Option(None, help="Spark master URL (default local[*])."),
+    subjects_per_slice: int = typer.Option(20_000, help="Local engine: whole subjects scored at once (bounds memory)."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Score every subject of a MEDS panel at an as-of time with a registered model."""
+    def body():
+        from .pipeline import Progress
+        from .scoring import score as run
+
+        report = run(model, events, as_of, out, engine=engine, spark_master=spark_master, tracking_uri=tracking_uri,
+                     subjects_per_slice=subjects_per_slice, overwrite=overwrite, progress=Progress(_console().print))
+        _console().print(f"model {report.model_name or report.model_uri}"
+                         + (f" version {report.model_version}" if report.model_version else "")
+                         + f"; input {report.input_fingerprint}; {report.events_read:,} events read")
+    _run(body)
+
+
+@app.command()
+def promote(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Option(..., "--version", help="Model version to promote."),
+    alias: str = typer.Option("champion", "--alias", help="Alias to point at the version."),
+    override: Optional[str] = typer.Option(None, "--override", help="Promote without a passed audit; the reason is "
+                                           "recorded on the version."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+):
+    """Point an alias at a model version, only if its audit gates passed (or with a recorded override)."""
+    def body():
+        from .tracking import promote as run
+
+        res = run(name, version, alias, override_reason=override, tracking_uri=tracking_uri)
+        how = "OVERRIDE recorded on the version" if res["override"] else "audit passed"
+        _console().print(f"{name}@{alias} -> version {res['version']} ({how})")
     _run(body)
 
 

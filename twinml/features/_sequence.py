@@ -98,7 +98,7 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
 
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> SequenceData:
         check_is_fitted(self, "vocabulary_")
-        ev = EventArrays(events)
+        ev = EventArrays(events).order_ties()  # simultaneous events in one order, whatever the storage
         q_rank, q_time = prediction_queries(ev, index)
         rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
                                           static_numeric=self.static_numeric_)

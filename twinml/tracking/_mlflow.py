@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,11 +22,13 @@ import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
 
+from .._validation import ConfigError
 from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 __all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
-           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report"]
+           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report", "AUDIT_PASSED_TAG",
+           "LoadedModel", "resolve_model_version", "load_registered_model", "promote"]
 
 _PARAM_MAX = 500
 _RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "mlflow", "pydantic", "pyyaml")
@@ -132,3 +135,76 @@ def log_ingest_report(report) -> None:
     mlflow.log_dict(report.to_dict(), "quality/summary.json")
     mlflow.log_metrics({"ingest/rows_read": report.rows_read, "ingest/rows_kept": report.rows_kept,
                         "ingest/rows_quarantined": report.rows_quarantined})
+
+
+# ---- the model registry: which version is scored, and who let it be -------------------------------
+
+AUDIT_PASSED_TAG = "twinml.audit.passed"  # "true" / "false", set on a model version by the audit (issue 6)
+
+
+@dataclass
+class LoadedModel:
+    """A pyfunc model loaded for scoring, with the registry version it came from (if any)."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    pyfunc: object
+    model: object  # the fitted TabularRiskModel / SequenceRiskModel inside
+
+
+def resolve_model_version(model_uri: str):
+    """``models:/name@alias`` or ``models:/name/version`` -> the registry's ModelVersion; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    client = mlflow.MlflowClient()
+    ref = model_uri[len("models:/"):].rstrip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    name, _, version = ref.rpartition("/")
+    if not name or not version.isdigit():
+        raise ConfigError(f"model URI {model_uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>.")
+    return client.get_model_version(name, version)
+
+
+def load_registered_model(model_uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
+    """Load a logged or registered twinml pyfunc model and say which registry version it is."""
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    mv = resolve_model_version(model_uri)
+    # load the exact version an alias points to now, so the version recorded is the version scored
+    uri = f"models:/{mv.name}/{mv.version}" if mv is not None else model_uri
+    with _quiet_logger("mlflow.pyfunc"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+        pyfunc = mlflow.pyfunc.load_model(uri)
+    inner = pyfunc.unwrap_python_model()
+    if not isinstance(inner, RiskModelPyfunc):
+        raise ConfigError(f"model URI {model_uri!r}: not a twinml risk model (pyfunc wraps {type(inner).__name__}).")
+    return LoadedModel(model_uri, mv.name if mv else None, str(mv.version) if mv else None, pyfunc, inner.model)
+
+
+def promote(name: str, version: str | int, alias: str, *, override_reason: str | None = None,
+            tracking_uri: str | None = None) -> dict:
+    """Point ``alias`` (e.g. ``champion``) at a model version, only if its audit gates passed.
+
+    Without a passed audit (tag ``twinml.audit.passed = true`` on the version) promotion is
+    refused unless ``override_reason`` is given; an override is recorded on the version (reason,
+    user, alias) before the alias moves.
+    """
+    import getpass
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(name, str(version))
+    audit = mv.tags.get(AUDIT_PASSED_TAG)
+    if audit != "true":
+        why = "its audit failed" if audit == "false" else "it has no audit result"
+        if not override_reason:
+            raise ConfigError(f"promote: {name} version {version} cannot become @{alias}: {why} "
+                              f"(tag {AUDIT_PASSED_TAG}={audit!r}). Run the audit, or pass an override reason "
+                              "(CLI: --override 'REASON'), which is recorded on the version.")
+        client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_reason", override_reason)
+        client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_by", getpass.getuser())
+    client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}", "override" if audit != "true" else "audit passed")
+    client.set_registered_model_alias(name, alias, str(version))
+    return {"name": name, "version": str(version), "alias": alias, "audit": audit, "override": audit != "true"}

@@ -1,0 +1,210 @@
+"""Batch scoring of a patient panel: a registered model over every subject of a MEDS dataset.
+
+Both engines run the same function, :func:`score_events`, over groups of whole subjects: the
+local engine streams over the dataset's shard files (one subject-aligned slice at a time, so
+memory is bounded by the slice, not the panel), the Spark engine hands subject-partitioned
+groups to it through ``applyInPandas``. The scores (one small row per subject) are gathered,
+sorted by subject and written once, atomically: a crash leaves no output file, a rerun writes
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .._validation import ConfigError, MEDSValidationError, check_positive_int
+
+__all__ = ["score", "score_events", "ScoreReport", "ENGINES", "NO_EVENTS", "SCORED", "read_score_metadata"]
+
+ENGINES = ("local", "spark")
+SCORED = "scored"
+NO_EVENTS = "no events before as-of"
+_META_KEY = b"twinml.scoring"
+_EVENT_COLUMNS = ["subject_id", "time", "code", "numeric_value"]
+BIRTH_CODE = "MEDS_BIRTH"
+
+
+@dataclass
+class ScoreReport:
+    """What a scoring run read and wrote (also stored in the output file's metadata)."""
+
+    out: Path
+    model_uri: str
+    model_name: str | None
+    model_version: str | None
+    as_of: str
+    input_fingerprint: str
+    subjects: int
+    scored: int
+    no_events_before_as_of: int
+    events_read: int
+    seconds: float
+    engine: str
+
+    def to_dict(self) -> dict:
+        """The facts stored in the file: no wall time or path, so a rerun writes the same bytes anywhere."""
+        d = dict(self.__dict__)
+        d.pop("seconds")
+        d.pop("out")
+        return d
+
+
+def score_events(model, events: pd.DataFrame, as_of) -> pd.DataFrame:
+    """Risks of every subject in ``events`` at ``as_of``, one row per subject in order of appearance.
+
+    ``events`` holds whole subjects sorted by subject then time. Events after ``as_of`` are
+    never seen by the model (its featurizer cuts at the prediction time). A subject with no
+    recorded event at or before ``as_of`` (birth does not count: it is not a record of care)
+    gets ``status`` = ``"no events before as-of"`` and no risks, instead of silently vanishing.
+    """
+    as_of = pd.Timestamp(as_of).as_unit("us").to_datetime64()
+    sid = events["subject_id"].to_numpy(np.int64)
+    new = np.r_[True, sid[1:] != sid[:-1]] if sid.size else np.zeros(0, bool)
+    subjects = sid[new]
+    t = events["time"].to_numpy("datetime64[us]")
+    past = ~np.isnat(t) & (t <= as_of) & (events["code"] != BIRTH_CODE).to_numpy()
+    rank = np.cumsum(new) - 1
+    has_past = np.zeros(subjects.size, bool)
+    has_past[rank[past]] = True
+    out = pd.DataFrame({"subject_id": subjects, "status": np.where(has_past, SCORED, NO_EVENTS)})
+    for c in model.label_columns_:
+        out[c] = np.nan
+    if has_past.any():
+        index = pd.DataFrame({"subject_id": subjects[has_past], "prediction_time": np.full(has_past.sum(), as_of)})
+        risks = model.predict_risk(events, index)
+        out.loc[has_past, model.label_columns_] = risks[model.label_columns_].to_numpy(np.float64)
+    return out
+
+
+def _subject_slices(table: pa.Table, subjects_per_slice: int):
+    """Consecutive slices of a subject-sorted table, each holding at most ``subjects_per_slice`` whole subjects."""
+    sid = table.column("subject_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]]) if sid.size else np.zeros(0, np.int64)
+    cuts = np.r_[starts[::subjects_per_slice], sid.size]
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        yield table.slice(lo, hi - lo)
+
+
+def _as_frame(table: pa.Table) -> pd.DataFrame:
+    df = table.to_pandas()
+    df["code"] = df["code"].astype("category")
+    df["time"] = df["time"].astype("datetime64[us]")
+    return df
+
+
+def data_files(events_dir) -> list[Path]:
+    root = Path(events_dir)
+    files = sorted((root / "data").rglob("*.parquet"))
+    if not files:
+        raise MEDSValidationError(f"{root}: not a MEDS dataset with events (no data/**/*.parquet files).")
+    return files
+
+
+def _score_local(model, files, as_of, subjects_per_slice, say):
+    parts, n_events, n_subjects, t0 = [], 0, 0, time.perf_counter()
+    for i, f in enumerate(files, start=1):
+        table = pq.read_table(f, columns=_EVENT_COLUMNS)
+        for piece in _subject_slices(table, subjects_per_slice):
+            part = score_events(model, _as_frame(piece), as_of)
+            parts.append(part)
+            n_events += piece.num_rows
+            n_subjects += len(part)
+            rate = n_subjects / max(time.perf_counter() - t0, 1e-9)
+            say(f"file {i}/{len(files)}: {n_subjects:,} subjects scored ({rate:,.0f}/s)")
+        del table
+    return parts, n_events
+
+
+def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", tracking_uri: str | None = None,
+          subjects_per_slice: int = 20_000, spark_master: str | None = None, spark_partitions: int | None = None,
+          overwrite: bool = False, progress=None) -> ScoreReport:
+    """Score every subject of a MEDS dataset at ``as_of`` with a logged or registered model.
+
+    Parameters
+    ----------
+    model_uri : str
+        ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/...`` or a local path.
+    events_dir : MEDS dataset directory.
+    as_of : date or timestamp; events after it are ignored.
+    out : Parquet file to write: ``subject_id``, ``status``, one risk column per outcome and
+        horizon, ``model_version``; run facts (model, as-of, input fingerprint, counts) in its metadata.
+    engine : {"local", "spark"}
+    subjects_per_slice : whole subjects scored at once by the local engine (bounds memory).
+    spark_master, spark_partitions : Spark only (default ``local[*]``; partitions from the input size).
+    """
+    from ..tracking import data_fingerprint, load_registered_model
+
+    say = progress or (lambda msg: None)
+    if engine not in ENGINES:
+        raise ConfigError(f"score: 'engine' must be one of {list(ENGINES)}. Got {engine!r} instead.")
+    check_positive_int(subjects_per_slice, name="subjects_per_slice", owner="score")
+    try:
+        as_of_ts = pd.Timestamp(as_of)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"score: 'as_of' must be a date or timestamp, e.g. 2024-01-01. Got {as_of!r} ({e}).") from None
+    if as_of_ts.tzinfo is not None:
+        as_of_ts = as_of_ts.tz_convert("UTC").tz_localize(None)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    files = data_files(events_dir)
+    t0 = time.perf_counter()
+    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
+    say(f"model {model_uri}" + (f" = {loaded.name} version {loaded.version}" if loaded.version else ""))
+    if engine == "local":
+        parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say)
+        scores = pd.concat(parts, ignore_index=True) if parts else score_events(loaded.model, _as_frame(
+            pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts)
+    else:
+        from ._spark import score_spark
+
+        scores, n_events = score_spark(loaded, events_dir, as_of_ts, master=spark_master,
+                                       partitions=spark_partitions, say=say)
+    scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
+    if scores["subject_id"].duplicated().any():
+        raise MEDSValidationError(f"{events_dir}: subject_id {scores['subject_id'][scores['subject_id'].duplicated()].iloc[0]} "
+                                  "appears in more than one data file; each subject must be in one file only.")
+    scores["model_version"] = loaded.version or ""
+    n_scored = int((scores["status"] == SCORED).sum())
+    report = ScoreReport(out, model_uri, loaded.name, loaded.version, as_of_ts.isoformat(), data_fingerprint(events_dir),
+                         len(scores), n_scored, len(scores) - n_scored, int(n_events), time.perf_counter() - t0, engine)
+    if report.scored + report.no_events_before_as_of != report.subjects:
+        raise RuntimeError("score: subjects read != scored + reported without events")
+    _write_atomic(scores, out, report)
+    report.seconds = time.perf_counter() - t0
+    say(f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "
+        f"before {as_of_ts.date()} -> {out} ({report.subjects / max(report.seconds, 1e-9):,.0f} subjects/s)")
+    return report
+
+
+def _write_atomic(scores: pd.DataFrame, out: Path, report: ScoreReport) -> None:
+    """Write to a hidden temporary file beside ``out`` and rename it into place: all or nothing."""
+    table = pa.Table.from_pandas(scores, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = json.dumps(report.to_dict(), sort_keys=True).encode()
+    table = table.replace_schema_metadata(meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_score_metadata(path) -> dict:
+    """The run facts stored in a scores file (model, version, as-of, input fingerprint, counts)."""
+    meta = pq.read_schema(path).metadata or {}
+    if _META_KEY not in meta:
+        raise ConfigError(f"{path}: not a twinml scores file (no {_META_KEY.decode()} metadata).")
+    return json.loads(meta[_META_KEY])
