@@ -8,7 +8,17 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
+    """Peak resident memory of this process image so far, in GB.
+
+    Reads VmHWM from /proc: ``getrusage().ru_maxrss`` survives fork + exec, so a child started
+    from a large benchmark process would report the parent's size (measured: it did).
+    """
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024**2
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 

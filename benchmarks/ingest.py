@@ -21,18 +21,22 @@ import numpy as np
 import pandas as pd
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+sys.path.insert(0, '/BENCH/')
+from _common import peak_rss_gb
 from twinml.ingest import ingest
 t = time.perf_counter()
 r = ingest(sys.argv[1], sys.argv[2], sys.argv[3], reference_time="2030-01-01",
            source_namespaces=json.loads(sys.argv[4]) or None)
 secs = time.perf_counter() - t
 print(json.dumps({"rows_read": r.rows_read, "rows_kept": r.rows_kept, "rows_quarantined": r.rows_quarantined,
-                  "seconds": secs, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
+                  "seconds": secs, "peak_gb": peak_rss_gb()}))
 """
 
 REFERENCE = r"""
-import gzip, json, resource, sys, time
+import gzip, json, sys, time
+sys.path.insert(0, '/BENCH/')
+from _common import peak_rss_gb
 from pathlib import Path
 import orjson, pandas as pd
 t, rows = time.perf_counter(), 0
@@ -44,9 +48,13 @@ for f in sorted(p for p in Path(sys.argv[1]).rglob("*") if p.is_file()):
     elif ".json" in f.name:
         data = (gzip.open if f.suffix == ".gz" else open)(f, "rb").read()
         rows += len(orjson.loads(data).get("entry", [])) if ".ndjson" not in f.name else sum(1 for _ in map(orjson.loads, data.splitlines()))
-print(json.dumps({"seconds": time.perf_counter() - t, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
+print(json.dumps({"seconds": time.perf_counter() - t, "peak_gb": peak_rss_gb()}))
 """
 
+
+# children import the peak-memory helper from this folder
+CHILD = CHILD.replace("/BENCH/", str(Path(__file__).resolve().parent))
+REFERENCE = REFERENCE.replace("/BENCH/", str(Path(__file__).resolve().parent))
 
 def _child(code, *args):
     res = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)

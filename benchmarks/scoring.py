@@ -25,7 +25,9 @@ from _common import CACHE, simulated
 AS_OF = "2018-12-31"
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
+sys.path.insert(0, '/BENCH/')
+from _common import peak_rss_gb
 import torch
 from twinml.scoring import score
 
@@ -52,16 +54,14 @@ t = time.perf_counter()
 r = score(model_uri, events, "%s", out, engine=engine, tracking_uri=tracking,
           spark_master="local[2]" if engine == "spark" else None)
 secs = time.perf_counter() - t
-if engine == "spark":  # stop the JVM and its Python workers so their peak memory is counted below
-    from pyspark.sql import SparkSession
-    SparkSession.getActiveSession().stop()
-    time.sleep(2)
 print(json.dumps({"subjects": r.subjects, "scored": r.scored, "events": r.events_read, "seconds": secs,
                   "forward_seconds": forward["seconds"], "forward_calls": forward["calls"],
-                  "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-                  "child_peak_gb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2}))
+                  "peak_gb": peak_rss_gb()}))
 """ % AS_OF
 
+
+# children import the peak-memory helper from this folder
+CHILD = CHILD.replace("/BENCH/", str(Path(__file__).resolve().parent))
 
 def million_panel() -> Path:
     """Ten copies of the cached 100,000-subject panel, subject ids shifted by 10^7 per copy."""
@@ -121,7 +121,7 @@ def main():
                 r = json.loads(res.stdout.strip().splitlines()[-1])
                 line = (f"{n:,} subjects, {engine}: {r['seconds']:.1f} s end to end = {r['subjects'] / r['seconds']:,.0f} "
                         f"subjects/s ({r['scored']:,} scored, {r['events']:,} events read); peak RSS {r['peak_gb']:.2f} GB"
-                        + (f" (largest child process, the JVM or a Python worker: {r['child_peak_gb']:.2f} GB)"
+                        + (" (the driver process only: the JVM and Spark's Python workers are not counted)"
                            if engine == "spark" else ""))
                 if r["forward_calls"]:
                     line += (f"; model forward {r['forward_seconds']:.1f} s in {r['forward_calls']} batches -> "

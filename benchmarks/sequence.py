@@ -5,6 +5,7 @@ AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle
 seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
 against an fp32 matrix-multiply peak measured in the same run.
 Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb] [--params JSON]
+     [--seeds 0,1,2,3,4]   (sequence models: one per seed, and their averaged risks as "gru x5")
 On an ingested dataset instead (e.g. Synthea FHIR through `twinml ingest`; no oracle there):
      .venv/bin/python benchmarks/sequence.py --meds DIR [--outcomes t2d=SNOMED/44054006,...] [--start 2015-01-01]
 """
@@ -55,6 +56,7 @@ def main():
     p.add_argument("--kinds", default="gru,transformer,hist_gb")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--params", default="{}", help='extra SequenceRiskModel arguments as JSON, e.g. {"lr": 1e-3}')
+    p.add_argument("--seeds", default="0", help="sequence models: train one per seed and also report their average")
     p.add_argument("--meds", help="an ingested MEDS directory instead of the simulator (no oracle)")
     p.add_argument("--outcomes", default=None, help="name=CODE,... (default: the simulator's four outcomes)")
     p.add_argument("--start", default=None, help="first yearly prediction time (default 2012-01-01; --meds: 2015-01-01)")
@@ -76,10 +78,11 @@ def main():
     print(f"rows train/tuning/held-out {len(split['train']):,}/{len(split['tuning']):,}/"
           f"{len(split['held_out']):,}; torch threads {args.threads}; fp32 matmul peak {peak:.0f} GFLOP/s")
     tables = []
+    seeds = [int(x) for x in args.seeds.split(",")]
     for kind in args.kinds.split(","):
         t = time.perf_counter()
         if kind in ("gru", "transformer"):
-            params = {"n_layers": 1 if kind == "gru" else 2, **json.loads(args.params)}
+            params = {"n_layers": 1 if kind == "gru" else 2, "random_state": seeds[0], **json.loads(args.params)}
             model = SequenceRiskModel(kind=kind, max_epochs=args.epochs, n_threads=args.threads, calibration="platt",
                                       **params).fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
             print(f"{kind} params: {model.get_params()}")
@@ -104,9 +107,23 @@ def main():
                      f"= {100 * gflops / peak:.0f}% of matmul peak")
         print(line)
         cols = [c for c in model.label_columns_ if c.endswith(("365d", "730d"))]
-        res = evaluate_risks(held, model.predict_risk(events, held), columns=cols, truth=truth, n_boot=100)
+        risk = model.predict_risk(events, held)
+        res = evaluate_risks(held, risk, columns=cols, truth=truth, n_boot=100)
         res.insert(0, "model", kind)
         tables.append(res)
+        if kind in ("gru", "transformer") and len(seeds) > 1:  # the same model from other seeds, averaged
+            risks = [risk[cols].to_numpy()]
+            for seed in seeds[1:]:
+                other = SequenceRiskModel(kind=kind, max_epochs=args.epochs, n_threads=args.threads, calibration="platt",
+                                          **{**params, "random_state": seed}).fit(events, split["train"],
+                                                                                  tuning_labels=split["tuning"])
+                risks.append(other.predict_risk(events, held)[cols].to_numpy())
+                one = evaluate_risks(held, risk.assign(**dict(zip(cols, risks[-1].T))), columns=cols, truth=truth, n_boot=0)
+                print(f"{kind} seed {seed}: " + ", ".join(f"{r['label']} {r['auroc']:.3f}" for r in one.to_dict("records")))
+            ens = evaluate_risks(held, risk.assign(**dict(zip(cols, np.mean(risks, axis=0).T))), columns=cols,
+                                 truth=truth, n_boot=100)
+            ens.insert(0, "model", f"{kind}x{len(seeds)}")
+            tables.append(ens)
     out = pd.concat(tables)
     wide = out.pivot(index="label", columns="model", values="auroc")
     if "oracle_auroc" in out:

@@ -42,10 +42,15 @@ def _session(master):
     if master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
         # local workers run this interpreter (the one with twinml); on a cluster, set PYSPARK_PYTHON
         os.environ["PYSPARK_PYTHON"] = sys.executable
-    return (SparkSession.builder.master(master).appName("twinml-score")
+    builder = SparkSession.builder
+    if master.startswith("local"):
+        # in local mode the driver JVM does the shuffle and the per-group sort: give it room (default 1g spills)
+        builder = builder.config("spark.driver.memory", os.environ.get("TWINML_SPARK_DRIVER_MEMORY", "4g"))
+    return (builder.master(master).appName("twinml-score")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
             .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
             .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
             .getOrCreate())
@@ -57,7 +62,13 @@ def _worker_model(uri, tracking_uri):
     if key not in _WORKER_MODELS:
         from ..tracking import load_registered_model
 
-        _WORKER_MODELS[key] = load_registered_model(uri, tracking_uri=tracking_uri).model
+        model = load_registered_model(uri, tracking_uri=tracking_uri).model
+        if hasattr(model, "n_threads"):
+            # one torch thread per task (Spark sets OMP_NUM_THREADS to the task's cores): a model trained
+            # with n_threads=2 would oversubscribe the cores with its sibling workers, and OpenMP's spinning
+            # threads then made the GRU 15-50x slower (measured)
+            model.n_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        _WORKER_MODELS[key] = model
     return _WORKER_MODELS[key]
 
 
@@ -86,6 +97,7 @@ def score_spark(loaded, events_dir, as_of, *, master=None, partitions=None, say=
         return score_events(_worker_model(uri, tracking_uri), pdf, as_of)
 
     spark = _session(master)
+    spark.conf.set("spark.sql.shuffle.partitions", str(groups))  # one shuffle partition per subject group
     say(f"spark {spark.sparkContext.master}: {n_events:,} events in {groups} subject groups")
     events = spark.read.parquet(*[str(f) for f in files]).select(*_EVENT_COLUMNS)
     grouped = events.withColumn("_group", F.pmod(F.xxhash64("subject_id"), F.lit(groups)))
