@@ -226,3 +226,19 @@ def test_train_register_promote_and_score_through_a_real_tracking_server(mlflow_
     df = pq.read_table(tmp_path / "scores.parquet").to_pandas()
     assert len(df) == report.subjects and (df["model_version"] == "1").all()
     assert read_score_metadata(tmp_path / "scores.parquet")["model_uri"] == "models:/served-risk@champion"
+
+
+def test_a_tabular_model_scores_through_the_same_function(events, task, splits):
+    from twinml.cohort import build_labels
+    from twinml.models import TabularRiskModel
+    from twinml.scoring import score_events
+
+    labels = build_labels(events, task=task, subject_splits=splits).labels
+    model = TabularRiskModel(kind="logistic").fit(events, labels[labels["split"] == "train"])
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:40])].reset_index(drop=True)
+    out = score_events(model, some, "2016-01-01")
+    assert len(out) == 40 and (out["status"] == SCORED).all()
+    index = pd.DataFrame({"subject_id": out["subject_id"], "prediction_time": pd.Timestamp("2016-01-01")})
+    index["prediction_time"] = index["prediction_time"].astype("datetime64[us]")
+    direct = model.predict_risk(some, index)
+    np.testing.assert_allclose(out[model.label_columns_].to_numpy(), direct[model.label_columns_].to_numpy())
