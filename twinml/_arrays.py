@@ -71,6 +71,14 @@ class EventArrays:
         return hit[self.code]
 
 
+def tie_keys(code, vocab, value) -> tuple[np.ndarray, np.ndarray]:
+    """Sort keys of the canonical order among simultaneous events: (value with NaN last, code text rank)."""
+    rank = np.empty(len(vocab), np.int64)
+    rank[np.argsort(np.asarray(vocab, dtype=object).astype(str), kind="stable")] = np.arange(len(vocab))
+    r = rank[code] if len(vocab) else np.zeros(np.shape(code), np.int64)
+    return np.where(np.isnan(value), np.inf, value), r  # NaN after every number, as np.lexsort puts it
+
+
 def tie_order(subject, time, code, vocab, value) -> np.ndarray | None:
     """Permutation sorting rows by (subject, time, code text, value; NaN last); None if already sorted.
 
@@ -78,10 +86,7 @@ def tie_order(subject, time, code, vocab, value) -> np.ndarray | None:
     """
     if subject.size < 2:
         return None
-    rank = np.empty(len(vocab), np.int64)
-    rank[np.argsort(np.asarray(vocab, dtype=object).astype(str), kind="stable")] = np.arange(len(vocab))
-    r = rank[code] if len(vocab) else np.zeros(subject.size, np.int64)
-    v = np.where(np.isnan(value), np.inf, value)  # NaN after every number, as np.lexsort puts it
+    v, r = tie_keys(code, vocab, value)
     same = (subject[1:] == subject[:-1]) & (time[1:] == time[:-1])
     bad = same & ((r[1:] < r[:-1]) | ((r[1:] == r[:-1]) & (v[1:] < v[:-1])))
     if not bad.any():

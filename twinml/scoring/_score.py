@@ -94,11 +94,16 @@ def _subject_slices(table: pa.Table, subjects_per_slice: int):
         yield table.slice(lo, hi - lo)
 
 
-def _as_frame(table: pa.Table) -> pd.DataFrame:
-    df = table.to_pandas()
+def typed_events(df: pd.DataFrame) -> pd.DataFrame:
+    """Event columns as the models read them: code categorical, time in µs, value float32."""
     df["code"] = df["code"].astype("category")
     df["time"] = df["time"].astype("datetime64[us]")
+    df["numeric_value"] = df["numeric_value"].astype("float32")
     return df
+
+
+def _as_frame(table: pa.Table) -> pd.DataFrame:
+    return typed_events(table.to_pandas())
 
 
 def data_files(events_dir) -> list[Path]:

@@ -16,7 +16,7 @@ import warnings
 import pyarrow.parquet as pq
 
 from .._validation import ConfigError
-from ._score import _EVENT_COLUMNS, data_files, score_events
+from ._score import _EVENT_COLUMNS, data_files, score_events, typed_events
 
 __all__ = ["score_spark", "spark_available"]
 
@@ -89,9 +89,7 @@ def score_spark(loaded, events_dir, as_of, *, master=None, partitions=None, say=
     schema = ", ".join(["subject_id long", "status string"] + [f"`{c}` double" for c in labels])
 
     def score_group(pdf):
-        pdf["code"] = pdf["code"].astype("category")
-        pdf["time"] = pdf["time"].astype("datetime64[us]")
-        pdf["numeric_value"] = pdf["numeric_value"].astype("float32")
+        pdf = typed_events(pdf)
         # the shuffle scatters a subject's events: back to subject then time (ties: the featurizer orders them)
         pdf = pdf.sort_values(["subject_id", "time"], na_position="first", kind="stable").reset_index(drop=True)
         return score_events(_worker_model(uri, tracking_uri), pdf, as_of)

@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .._arrays import tie_keys
 from .._validation import ConfigError, check_positive_int
 from ._codes import OUTCOMES, PLANS, RACE_GROUPS, STATIC_CODES, code_descriptions
 
@@ -184,10 +185,8 @@ def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
     all_value = np.concatenate([s_value, value])
     rel = np.where(all_null, 0, all_time - _EPOCH_1900_S + 1)
     key = position[all_sid] * (1 << 35) + rel
-    text_rank = np.empty(len(all_codes), np.int64)
-    text_rank[np.argsort(np.asarray(all_codes, dtype=object).astype(str), kind="stable")] = np.arange(len(all_codes))
     # simultaneous events in (code text, value) order: the order every sequence model canonicalises to
-    o = np.lexsort((np.where(np.isnan(all_value), np.inf, all_value), text_rank[all_code], key))
+    o = np.lexsort((*tie_keys(all_code, all_codes, all_value), key))
     used = np.unique(all_code)
     remap = np.full(len(all_codes), -1, np.int32)
     remap[used] = np.arange(used.size)
