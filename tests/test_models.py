@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -59,8 +60,13 @@ def test_calibrator_is_fitted_on_tuning_rows_and_travels_inside(events, labels):
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
     m = TabularRiskModel(kind="logistic", calibration="sigmoid").fit(events, train, tuning_labels=tune)
-    kinds = {type(e).__name__ for e in m.classifier_.estimators_ if e is not None}
-    assert kinds == {"CalibratedClassifierCV"}
+    kinds = {type(c).__name__ for c in m.calibrators_.values()}
+    assert kinds == {"CalibratedClassifierCV"} and len(m.calibrators_) == len(m.label_columns_)
+    held = labels[labels["split"] == "held_out"].reset_index(drop=True)
+    before, after = m.predict_risk(events, held, calibrated=False), m.predict_risk(events, held)
+    plain = TabularRiskModel(kind="logistic").fit(events, train).predict_risk(events, held)
+    pd.testing.assert_frame_equal(before, plain)  # the calibrators leave the classifiers untouched
+    assert not np.allclose(before[m.label_columns_], after[m.label_columns_])
 
 
 def test_unknown_model_kind_is_named():

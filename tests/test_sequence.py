@@ -101,13 +101,18 @@ def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
     pd.testing.assert_frame_equal(a.predict_risk(events, held), b.predict_risk(events, held))
 
 
-@pytest.mark.parametrize("kind", ["gru", "transformer"])
-def test_calibrated_curves_stay_monotone(events, labels, kind):
-    m = SequenceRiskModel(kind=kind, calibration="platt", **SMALL).fit(
+@pytest.mark.parametrize("kind,calibration", [("gru", "platt"), ("transformer", "platt"), ("gru", "temperature")])
+def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
+    m = SequenceRiskModel(kind=kind, calibration=calibration, **SMALL).fit(
         events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
-    curve = m.predict_risk_curve(events, _split(labels, "held_out"))
+    held = _split(labels, "held_out")
+    curve = m.predict_risk_curve(events, held)
     assert curve.shape[1:] == (len(m.outcomes_), len(m.horizons_))
     assert (np.diff(curve, axis=-1) >= 0).all()
+    raw = m.predict_risk_curve(events, held, calibrated=False)
+    assert (np.diff(raw, axis=-1) >= 0).all() and not np.allclose(raw, curve)
+    if calibration == "temperature":  # a scale only: the shift stays at zero
+        assert (m.calibrator_.shift == 0).all() and not (m.calibrator_.scale == 1).all()
 
 
 def test_gru_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
@@ -142,5 +147,5 @@ def test_calibration_must_fit_the_model_kind():
 
     from .conftest import TASK
 
-    with pytest.raises(ConfigError, match="calibration 'isotonic' does not apply to kind 'gru'; use 'platt' or null"):
+    with pytest.raises(ConfigError, match="calibration 'isotonic' does not apply to kind 'gru'; use 'platt' or 'temperature' or null"):
         load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "isotonic"}})

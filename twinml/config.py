@@ -69,17 +69,17 @@ class ModelConfig(_Strict):
     """``logistic`` / ``hist_gb``: tabular baselines (``params`` go to the classifier; calibration
     ``sigmoid`` or ``isotonic``). ``gru`` / ``transformer``: sequence models (``params`` are
     :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
-    calibration ``platt``)."""
+    calibration ``platt`` or ``temperature``)."""
 
     kind: Literal["logistic", "hist_gb", "gru", "transformer"] = "hist_gb"
     params: dict = Field(default_factory=dict)
-    calibration: Literal["sigmoid", "isotonic", "platt"] | None = None
+    calibration: Literal["sigmoid", "isotonic", "platt", "temperature"] | None = None
 
     @model_validator(mode="after")
     def _calibration_fits_kind(self):
         sequence = self.kind in ("gru", "transformer")
-        if self.calibration is not None and (self.calibration == "platt") != sequence:
-            allowed = "'platt'" if sequence else "'sigmoid' or 'isotonic'"
+        if self.calibration is not None and (self.calibration in ("platt", "temperature")) != sequence:
+            allowed = "'platt' or 'temperature'" if sequence else "'sigmoid' or 'isotonic'"
             raise ValueError(f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null")
         return self
 

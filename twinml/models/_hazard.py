@@ -71,16 +71,21 @@ def risk_curve(logits: torch.Tensor) -> torch.Tensor:
 
 
 class HazardCalibrator:
-    """Affine recalibration of hazard logits per (outcome, bin), fitted on tuning rows.
+    """Recalibration of hazard logits per (outcome, bin), fitted on tuning rows.
 
+    ``shift=True``: affine (Platt); ``shift=False``: scale only (temperature scaling).
     Hazards stay in (0, 1), so calibrated risk curves stay monotone in the horizon.
     """
+
+    def __init__(self, *, shift: bool = True):
+        self.fit_shift = shift
 
     def fit(self, logits: np.ndarray, y: np.ndarray) -> HazardCalibrator:
         z, t = torch.from_numpy(logits).double(), torch.from_numpy(y).double()
         self.scale = torch.ones(z.shape[1:], dtype=torch.float64, requires_grad=True)
-        self.shift = torch.zeros(z.shape[1:], dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([self.scale, self.shift], max_iter=100, line_search_fn="strong_wolfe")
+        self.shift = torch.zeros(z.shape[1:], dtype=torch.float64, requires_grad=self.fit_shift)
+        params = [self.scale, self.shift] if self.fit_shift else [self.scale]
+        opt = torch.optim.LBFGS(params, max_iter=100, line_search_fn="strong_wolfe")
 
         def closure():
             opt.zero_grad()

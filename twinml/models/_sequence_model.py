@@ -59,8 +59,9 @@ class SequenceRiskModel(BaseEstimator):
     event_dropout : float
         Training only: each event's code is replaced by the unknown id (and its value dropped) with
         this probability, an augmentation against memorising individual histories.
-    calibration : {None, "platt"}
-        Affine recalibration of hazard logits on the tuning rows (keeps curves monotone).
+    calibration : {None, "platt", "temperature"}
+        Recalibration of hazard logits on the tuning rows, per outcome and bin: ``platt`` fits a
+        scale and a shift, ``temperature`` a scale only. Both keep curves monotone.
     n_threads : int or None
         Torch threads during fit and predict (None leaves torch's setting).
     random_state : int
@@ -101,8 +102,9 @@ class SequenceRiskModel(BaseEstimator):
     def _validate_params(self):
         if self.kind not in ("gru", "transformer"):
             raise ConfigError(f"The 'kind' parameter of SequenceRiskModel must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
-        if self.calibration not in (None, "platt"):
-            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None or 'platt'. Got {self.calibration!r} instead.")
+        if self.calibration not in (None, "platt", "temperature"):
+            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None, 'platt' or "
+                              f"'temperature'. Got {self.calibration!r} instead.")
         if isinstance(self.event_dropout, bool) or not isinstance(self.event_dropout, (int, float)) \
                 or not 0.0 <= self.event_dropout < 1.0:
             raise ConfigError(f"The 'event_dropout' parameter of SequenceRiskModel must be a float in [0, 1). "
@@ -138,8 +140,8 @@ class SequenceRiskModel(BaseEstimator):
                 self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
             self._train(train, y_train, tune, y_tune, rng, say)
             self.calibrator_ = None
-            if self.calibration == "platt" and tune is not None:
-                self.calibrator_ = HazardCalibrator().fit(self._logits(tune), y_tune)
+            if self.calibration is not None and tune is not None:
+                self.calibrator_ = HazardCalibrator(shift=self.calibration == "platt").fit(self._logits(tune), y_tune)
         return self
 
     def _train(self, train, y_train, tune, y_tune, rng, say):
@@ -202,18 +204,21 @@ class SequenceRiskModel(BaseEstimator):
     def _eval_loss(self, data, y) -> float:
         return float(hazard_loss(torch.from_numpy(self._logits(data)), torch.from_numpy(y)))
 
-    def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame) -> np.ndarray:
-        """Risk of each outcome within each horizon, shape (n_rows, n_outcomes, n_horizons); monotone."""
+    def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> np.ndarray:
+        """Risk of each outcome within each horizon, shape (n_rows, n_outcomes, n_horizons); monotone.
+
+        ``calibrated=False`` gives the network's risks before the tuning-split calibrator.
+        """
         check_is_fitted(self, "net_")
         with _torch_threads(self.n_threads), torch.inference_mode():
             logits = torch.from_numpy(self._logits(self.featurizer_.transform(events, index)))
-            if self.calibrator_ is not None:
+            if calibrated and self.calibrator_ is not None:
                 logits = self.calibrator_(logits)
             return risk_curve(logits).numpy()
 
-    def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
-        curve = self.predict_risk_curve(events, index)
+        curve = self.predict_risk_curve(events, index, calibrated=calibrated)
         out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
         for i, o in enumerate(self.outcomes_):
             for j, h in enumerate(self.horizons_):

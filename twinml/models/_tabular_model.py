@@ -47,6 +47,8 @@ class TabularRiskModel(BaseEstimator):
     featurizer_ : TabularFeaturizer
         Vocabulary and value statistics from the training subjects' events only.
     classifier_ : MaskedMultiLabelClassifier
+    calibrators_ : dict
+        Label index -> calibrator fitted on the tuning rows (empty without calibration).
     label_columns_ : list of str
     """
 
@@ -75,6 +77,7 @@ class TabularRiskModel(BaseEstimator):
         base = make_baseline(self.kind, random_state=self.random_state, **(self.model_params or {}))
         self.classifier_ = MaskedMultiLabelClassifier(base).fit(X, label_matrix(labels, self.label_columns_))
         say(f"fitted {self.kind} for {len(self.label_columns_)} labels")
+        self.calibrators_ = {}
         if self.calibration is not None and tuning_labels is not None and len(tuning_labels):
             self._calibrate(events, tuning_labels)
         return self
@@ -87,7 +90,7 @@ class TabularRiskModel(BaseEstimator):
             if est is None or np.unique(Y[known, j]).size < 2:
                 continue
             cal = CalibratedClassifierCV(FrozenEstimator(est), method=self.calibration)
-            self.classifier_.estimators_[j] = cal.fit(X[known], Y[known, j].astype(int))
+            self.calibrators_[j] = cal.fit(X[known], Y[known, j].astype(int))
 
     @property
     def feature_names_(self):
@@ -97,10 +100,17 @@ class TabularRiskModel(BaseEstimator):
         check_is_fitted(self, "classifier_")
         return self.featurizer_.transform(events, index)
 
-    def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
-        """Risk of each label for each row of ``index`` (``subject_id``, ``prediction_time``)."""
+    def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
+        """Risk of each label for each row of ``index`` (``subject_id``, ``prediction_time``).
+
+        ``calibrated=False`` gives the classifiers' risks before the tuning-split calibrators.
+        """
         check_is_fitted(self, "classifier_")
-        risk = self.classifier_.predict_risk(self.featurizer_.transform(events, index))
+        X = self.featurizer_.transform(events, index)
+        risk = self.classifier_.predict_risk(X)
+        if calibrated:
+            for j, cal in getattr(self, "calibrators_", {}).items():
+                risk[:, j] = cal.predict_proba(X)[:, 1]
         out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
         for j, c in enumerate(self.label_columns_):
             out[c] = risk[:, j]
