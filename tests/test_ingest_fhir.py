@@ -152,6 +152,7 @@ def test_quality_summary_is_logged_inside_a_tracked_run(tmp_path):
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("ingest-test")  # not the process's last active experiment, which may live in another store
     with mlflow.start_run() as run:
         report = ingest("fhir", SAMPLE, tmp_path / "meds", reference_time=WHEN)
     client = mlflow.MlflowClient()

@@ -199,14 +199,57 @@ def promote(
 
 
 @app.command()
+def audit(
+    model: str = typer.Option(..., "--model", help="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory with the subjects to audit on."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Audit policy YAML (default: built-in defaults, "
+                                          "see configs/audit_policy.yaml)."),
+    out: Path = typer.Option(..., "--out", help="Directory for report.html, audit.json, model_card.md."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment YAML giving the task (default: the "
+                                          "config logged with the model's training run)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+):
+    """Audit a model: calibration, subgroup fairness, explanations, policy gates; exit 1 if a gate fails."""
+    def body():
+        from .audit import load_policy, run_audit
+        from .config import load_config
+        from .pipeline import Progress
+
+        say = Progress(_console().print)
+        res = run_audit(model, events, policy=load_policy(policy), out=out, overwrite=overwrite,
+                        config=load_config(config) if config else None, tracking_uri=tracking_uri, progress=say)
+        _print_gates(res.report)
+        _console().print(f"report: {res.out_dir / 'report.html'}")
+        return res
+    res = _run(body)
+    if not res.passed:
+        raise typer.Exit(code=1)
+
+
+def _print_gates(report):
+    from rich.table import Table
+
+    t = Table(title=f"audit gates: {'PASSED' if report['passed'] else 'FAILED'}")
+    for col in ("gate", "label", "value", "rule", "result", "groups / note"):
+        t.add_column(col)
+    for g in report["gates"]:
+        res = {True: "[green]pass[/green]", False: "[red]FAIL[/red]"}.get(g["passed"], "n/a")
+        t.add_row(g["gate"], g["label"], _fmt(g["value"]), g["rule"], res, ", ".join(g["groups"]) or (g["note"] or ""))
+    _console().print(t)
+
+
+@app.command()
 def quickstart(
     config: Path = typer.Option(Path("configs/quickstart.yaml"), help="Base experiment YAML."),
     workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data goes."),
     n_subjects: int = typer.Option(6_000, help="Cohort size."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    policy: Path = typer.Option(Path("configs/audit_policy.yaml"), help="Audit policy for the hist_gb model's audit."),
 ):
-    """Simulate a cohort, train both baselines, evaluate, and print model vs oracle."""
+    """Simulate a cohort, train both baselines, evaluate, print model vs oracle, and audit the hist_gb model."""
     def body():
+        from .audit import load_policy, run_audit
         from .config import load_config
         from .pipeline import Progress, train as run
 
@@ -217,6 +260,11 @@ def quickstart(
             res = run(cfg, tracking_uri=tracking_uri, progress=say)
             tables[kind] = (res.metrics["held_out"], res.run_id)
         _print_quickstart(tables, tracking_uri=res.tracking_uri)
+        audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy), out=workdir / "audit",
+                          overwrite=True, tracking_uri=tracking_uri, progress=say)
+        _print_gates(audit.report)
+        _console().print(f"audit report of the hist_gb model ({'passed' if audit.passed else 'FAILED'} its gates): "
+                         f"{(workdir / 'audit' / 'report.html').resolve()}")
     _run(body)
 
 
@@ -236,6 +284,8 @@ def _quickstart_config(config: Path, workdir: Path, n_subjects: int, kind: str) 
 def _fmt(x, digits=3):
     import math
 
+    if isinstance(x, str):  # e.g. "suppressed"
+        return x
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 

@@ -154,11 +154,14 @@ class LoadedModel:
 
 
 def resolve_model_version(model_uri: str):
-    """``models:/name@alias`` or ``models:/name/version`` -> the registry's ModelVersion; None for other URIs."""
+    """``models:/name@alias`` or ``models:/name/version`` -> the registry's ModelVersion; None for other URIs
+    (``runs:/...``, a path, or an MLflow 3 logged-model URI ``models:/m-...``)."""
     if not model_uri.startswith("models:/"):
         return None
     client = mlflow.MlflowClient()
     ref = model_uri[len("models:/"):].rstrip("/")
+    if "@" not in ref and "/" not in ref:  # MLflow 3 logged-model id (models:/m-...), not a registry version
+        return None
     if "@" in ref:
         name, alias = ref.split("@", 1)
         return client.get_model_version_by_alias(name, alias)

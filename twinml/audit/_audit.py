@@ -1,0 +1,304 @@
+"""The audit computation: every number of the report, as one JSON-able dict (no subject-level data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pandas as pd
+
+from .._validation import ConfigError
+from ..evaluation import evaluate_risks
+from ..evaluation._calibration import calibration_summary, reliability_table
+from ..evaluation._explain import code_importance, explain_model, faithfulness, window_importance
+from ..evaluation._fairness import SUPPRESSED, subject_attributes, subgroup_metrics
+from ._policy import AuditPolicy
+
+__all__ = ["AuditInputs", "compute_audit", "suppress_small_counts"]
+
+_PACKAGES = ("twinml", "numpy", "pandas", "scikit-learn", "torch", "mlflow", "fairlearn", "shap")
+
+
+@dataclass
+class AuditInputs:
+    """What the audit is run on: the fitted model, events, the task and where they came from."""
+
+    model: object
+    events: pd.DataFrame
+    cohort: object            # twinml.cohort.Cohort
+    task: object              # TaskDefinition
+    truth: pd.DataFrame | None
+    lineage: dict = field(default_factory=dict)
+
+
+def suppress_small_counts(df: pd.DataFrame, columns, min_cell: int) -> pd.DataFrame:
+    """Counts from 1 to ``min_cell - 1`` become ``"suppressed"`` (0 is shown: it discloses no one)."""
+    out = df.copy()
+    for c in columns:
+        v = out[c]
+        small = (v > 0) & (v < min_cell)
+        out[c] = v.astype(object).where(~small, SUPPRESSED)
+    return out
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def _clean(v):
+    if isinstance(v, (np.floating, float)):
+        return None if math.isnan(v) else float(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, progress=print):
+    """Run every check of ``policy`` on ``inputs``; returns ``(report dict, figures dict name -> Figure)``."""
+    model, labels = inputs.model, inputs.cohort.labels
+    audited = policy.labels or list(model.label_columns_)
+    unknown = [c for c in audited + (policy.gate_labels or []) if c not in model.label_columns_]
+    if unknown:
+        raise ConfigError(f"policy.labels: the model does not predict {unknown[0]!r}; it predicts {model.label_columns_}.")
+    rows = labels[labels["split"] == policy.split].reset_index(drop=True)
+    if rows.empty:
+        raise ConfigError(f"policy.split: no prediction times of this task fall in split {policy.split!r}.")
+    progress(f"audit: scoring {len(rows):,} {policy.split} rows")
+    risks = model.predict_risk(inputs.events, rows)
+    raw = model.predict_risk(inputs.events, rows, calibrated=False)
+    report = {"model": {"class": type(model).__name__, "params": _params(model)},
+              "policy": policy.model_dump(mode="json"), "lineage": inputs.lineage | {"packages": _versions()},
+              "task": inputs.task.model_dump(mode="json"), "split": policy.split, "labels": audited}
+    report["cohort"] = _cohort_section(inputs.cohort, rows, audited, policy.min_cell)
+    report["data"] = _data_section(inputs.events)
+    progress("audit: discrimination and calibration")
+    perf = evaluate_risks(rows, risks, columns=audited, truth=inputs.truth, n_boot=policy.n_bootstrap, seed=seed)
+    report["performance"] = _records(suppress_small_counts(perf, ["n", "positives"], policy.min_cell))
+    report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
+    progress("audit: subgroup fairness")
+    report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
+    progress("audit: explanations")
+    report["explanations"] = _explanation_section(inputs, rows, audited, policy, seed, progress)
+    report["gates"] = _gates(report, unsuppressed, policy, audited)
+    report["passed"] = all(g["passed"] is not False for g in report["gates"])
+    return report, figures
+
+
+def _params(model):
+    return {k: _clean(v) if not isinstance(v, (list, tuple, dict)) else json.loads(json.dumps(v, default=str))
+            for k, v in model.get_params().items()}
+
+
+def _versions():
+    out = {}
+    for p in _PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def _data_section(events):
+    t = events["time"].dropna()
+    return {"events": int(len(events)), "subjects": int(events["subject_id"].nunique()),
+            "first_event": str(t.min()) if len(t) else None, "last_event": str(t.max()) if len(t) else None,
+            "distinct_codes": int(events["code"].nunique())}
+
+
+def _cohort_section(cohort, rows, audited, min_cell):
+    counts = cohort.label_counts[cohort.label_counts["label"].isin(audited)]
+    cols = ["n", "positives", "excluded_prior", "censored"]
+    audited_counts = pd.DataFrame([{"label": c, "n": int(rows[c].notna().sum()),
+                                    "positives": int(rows[c].fillna(False).astype(bool).sum())} for c in audited])
+    return {"attrition": _records(suppress_small_counts(cohort.attrition, ["rows", "subjects"], min_cell)),
+            "label_counts_all_splits": _records(suppress_small_counts(counts, cols, min_cell)),
+            "audited_rows": int(len(rows)), "audited_subjects": int(rows["subject_id"].nunique()),
+            "label_counts_audited": _records(suppress_small_counts(audited_counts, ["n", "positives"], min_cell))}
+
+
+def _known(rows, risks, c, raw=None):
+    k = rows[c].notna().to_numpy()
+    y = rows[c][k].astype(bool).to_numpy().astype(int)
+    out = (y, risks[c].to_numpy()[k])
+    return out + ((raw[c].to_numpy()[k],) if raw is not None else ()) + (k,)
+
+
+def _calibration_section(rows, risks, raw, audited, min_cell):
+    from ._figures import reliability_bands_figure
+
+    out, figures = [], {}
+    for c in audited:
+        y, p, p_raw, _ = _known(rows, risks, c, raw)
+        entry = {"label": c, "after": calibration_summary(y, p), "before": calibration_summary(y, p_raw)}
+        rel = reliability_table(y, p)
+        entry["reliability"] = _records(suppress_small_counts(rel, ["n", "events"], min_cell))
+        entry["reliability_before"] = _records(suppress_small_counts(reliability_table(y, p_raw), ["n", "events"], min_cell))
+        for side in ("after", "before"):
+            s = entry[side]
+            if 0 < s["events"] < min_cell:
+                s["events"] = SUPPRESSED
+        out.append(entry)
+        figures[f"reliability_{c}"] = reliability_bands_figure(entry, title=c)
+    return out, figures
+
+
+def _fairness_section(inputs, rows, risks, audited, policy, seed):
+    attrs = subject_attributes(inputs.events, rows, attributes=policy.attributes, age_bands=policy.age_bands)
+    intersections = [p for p in policy.intersections if all(a in attrs.columns for a in p)]
+    truth = _truth_for(rows, inputs.truth, audited)
+    out, unsuppressed = [], {}
+    for c in audited:
+        y, p, k = _known(rows, risks, c)
+        threshold = float(np.quantile(p, 1 - policy.operating_top_fraction)) if p.size else float("nan")
+        res = subgroup_metrics(y, p, attrs[k].reset_index(drop=True), subject_id=rows["subject_id"].to_numpy()[k],
+                               label=c, threshold=threshold,
+                               true_risk=None if truth is None else truth[c].to_numpy()[k],
+                               intersections=intersections, min_cell=policy.min_cell,
+                               n_boot=policy.n_bootstrap, seed=seed)
+        out.append({"label": c, "threshold": threshold, "by_group": _records(res.by_group),
+                    "disparities": _records(res.disparities)})
+        unsuppressed[c] = res.unsuppressed
+    return {"attributes": list(attrs.columns), "intersections": [list(p) for p in intersections],
+            "ground_truth": truth is not None, "min_cell": policy.min_cell, "labels": out}, unsuppressed
+
+
+def _truth_for(rows, truth, audited):
+    if truth is None:
+        return None
+    observed = truth[truth["plan"] == "observed"] if "plan" in truth else truth
+    cols = [c for c in audited if c in observed.columns]
+    if not cols:
+        return None
+    m = rows[["subject_id", "prediction_time"]].merge(observed[["subject_id", "prediction_time", *cols]],
+                                                      on=["subject_id", "prediction_time"], how="left")
+    return m.reindex(columns=["subject_id", "prediction_time", *audited])
+
+
+def _explanation_section(inputs, rows, audited, policy, seed, progress):
+    ep = policy.explain
+    label = ep.label or audited[0]
+    if label not in inputs.model.label_columns_:
+        raise ConfigError(f"policy.explain.label: the model does not predict {label!r}; it predicts "
+                          f"{inputs.model.label_columns_}.")
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(rows), size=min(ep.n_rows, len(rows)), replace=False))
+    sample = rows.iloc[pick].reset_index(drop=True)[["subject_id", "prediction_time"]]
+    attr = explain_model(inputs.model, inputs.events, sample, label=label, n_samples=ep.n_samples, seed=seed,
+                         progress=progress)
+    out = {"label": label, "method": attr.method, "rows_explained": attr.n_rows, "seconds": attr.seconds,
+           "codes": _records(_suppress_code_rows(code_importance(attr), policy.min_cell)),
+           "windows": _records(window_importance(attr))}
+    if hasattr(inputs.model, "net_"):
+        out["faithfulness"] = faithfulness(inputs.model, inputs.events, sample, attr, k=ep.top_k, seed=seed)
+    else:
+        out["faithfulness"] = None
+    return out
+
+
+def _suppress_code_rows(table, min_cell):
+    """A code attributed in fewer than ``min_cell`` explained rows is shown without its numbers."""
+    small = table["rows"] < min_cell
+    out = table.astype({c: object for c in ("mean_abs", "mean", "rows")})
+    out.loc[small, ["mean_abs", "mean", "rows"]] = SUPPRESSED
+    return out
+
+
+def _num(v):
+    return v if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)) else None
+
+
+def _gates(report, unsuppressed, policy, audited):
+    """Gate results. Subgroup gates judge every group with at least ``min_cell`` subjects, on the
+    unsuppressed numbers (a group can be under-diagnosed into having few recorded events); a value
+    about a suppressed group is reported as ``"suppressed"``, only its failing name is shown."""
+    g, out = policy.gates, []
+    gated = policy.gate_labels or audited
+    perf = {r["label"]: r for r in report["performance"]}
+    cal = {r["label"]: r for r in report["calibration"]}
+    for c in gated:
+        if g.min_auroc_lower_bound is not None:
+            v = _num(perf[c].get("auroc_lo"))
+            out.append(_gate("AUROC lower 95% bound", c, v, f">= {g.min_auroc_lower_bound}",
+                             v is not None and v >= g.min_auroc_lower_bound,
+                             note="could not be computed (one class, or no bootstrap)" if v is None else None))
+        if g.max_ece is not None:
+            v = _num(cal[c]["after"]["ece"])
+            out.append(_gate("ECE", c, v, f"<= {g.max_ece}", v is not None and v <= g.max_ece,
+                             note="could not be computed" if v is None else None))
+        table = _records(unsuppressed[c])
+        overall = table[0]
+        groups = [r for r in table[1:] if r["n_subjects"] >= policy.min_cell]
+        n_before = len(out)
+        if g.max_subgroup_auroc_gap is not None and _num(overall["auroc"]) is not None:
+            floor = overall["auroc"] - g.max_subgroup_auroc_gap
+            worse = [r for r in groups if _num(r["auroc_hi"]) is not None and r["auroc_hi"] < floor]
+            checked = [r for r in groups if _num(r["auroc_hi"]) is not None]
+            worst = min(worse or checked, key=lambda r: r["auroc_hi"], default=None)
+            out.append(_gate("subgroup AUROC gap", c, None if worst is None else worst["auroc_hi"],
+                             f"no group's AUROC upper bound < overall {overall['auroc']:.3f} - {g.max_subgroup_auroc_gap}",
+                             None if not checked else not worse, groups=[f"{r['attribute']}={r['group']}" for r in worse],
+                             note=None if checked else "no group with an AUROC interval", worst=worst))
+        if g.min_observed_expected_ratio is not None:
+            out.append(_observed_expected_gate(c, overall, groups, g.min_observed_expected_ratio))
+        if g.min_true_risk_ratio is not None:
+            out.append(_true_risk_gate(c, overall, groups, g.min_true_risk_ratio))
+        for gate in out[n_before:]:
+            if gate.pop("_worst_suppressed", False):
+                gate["value"] = SUPPRESSED
+    fa = report["explanations"].get("faithfulness")
+    if g.min_faithfulness_ratio is not None:
+        v = None if not fa else _num(fa["ratio"])
+        out.append(_gate("explanation faithfulness (top-k / random-k change)", report["explanations"]["label"], v,
+                         f">= {g.min_faithfulness_ratio}", None if v is None else v >= g.min_faithfulness_ratio,
+                         note=None if fa else "not computed for tabular models"))
+    return out
+
+
+def _observed_expected_gate(label, overall, groups, r):
+    """Fail a group whose O/E, relative to the population's, is credibly outside [r, 1/r]."""
+    base = _num(overall["observed_expected"])
+    checked = [g for g in groups if _num(g["observed_expected"]) is not None] if base else []
+    bad = [g for g in checked if g["observed_expected_hi"] / base < r or g["observed_expected_lo"] / base > 1 / r]
+    worst = max(bad or checked, key=lambda g: abs(math.log(max(g["observed_expected"] / base, 1e-9))), default=None)
+    return _gate("subgroup observed / expected events", label,
+                 None if worst is None else worst["observed_expected"] / base,
+                 f"no group's O/E interval entirely outside [{r:.2f}, {1 / r:.2f}] x the population's",
+                 None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
+                 note=None if checked else "no group to compare", worst=worst)
+
+
+def _true_risk_gate(label, overall, groups, r):
+    """Each group's (mean predicted / mean true risk) relative to the whole population's, within [r, 1/r].
+
+    Relative, so a shared offset (e.g. diagnoses recorded some time after true onset, which the
+    ECE gate judges) does not count as a disparity between groups.
+    """
+    base = _num(overall["true_risk_ratio"])
+    checked = [g for g in groups if _num(g["true_risk_ratio"]) is not None] if base else []
+    rel = {id(g): g["true_risk_ratio"] / base for g in checked}
+    bad = [g for g in checked if not r <= rel[id(g)] <= 1 / r]
+    worst = max(bad or checked, key=lambda g: abs(math.log(max(rel[id(g)], 1e-9))), default=None)
+    return _gate("subgroup calibration against true risk", label, None if worst is None else rel[id(worst)],
+                 f"each group's predicted/true risk within [{r:.2f}, {1 / r:.2f}] x the population's",
+                 None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
+                 note=None if checked else "no ground truth (only simulated data carry true risks)", worst=worst)
+
+
+def _gate(name, label, value, rule, passed, groups=None, note=None, worst=None):
+    """One gate result; ``worst`` (the group the value is about) being suppressed hides the value."""
+    out = {"gate": name, "label": label, "value": value, "rule": rule, "passed": passed,
+           "groups": groups or [], "note": note}
+    if worst is not None and worst["suppressed"]:
+        out["_worst_suppressed"] = True
+    return out
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

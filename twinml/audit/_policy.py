@@ -1,0 +1,113 @@
+"""The audit policy: what to audit, how, and the gates that decide pass or fail (YAML -> typed config)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .._validation import ConfigError
+from ..cohort._task import format_validation_error
+from ..evaluation._fairness import DEFAULT_ATTRIBUTES
+
+__all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "load_policy"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Gates(_Strict):
+    """Each gate applies to every gated label; ``null`` switches a gate off.
+
+    - ``min_auroc_lower_bound``: the lower end of the AUROC's 95% bootstrap interval must reach it.
+    - ``max_ece``: expected calibration error (equal-mass bins, after the calibrator) at most this.
+    - ``max_subgroup_auroc_gap``: no unsuppressed group may be *credibly* worse than the whole
+      population by more than this: a group fails when the upper end of its AUROC interval is
+      below overall AUROC minus the gap.
+    - ``min_observed_expected_ratio``: each unsuppressed group's observed / expected events (O/E,
+      from recorded labels) relative to the population's must not be *credibly* outside [r, 1/r]:
+      a group fails when the whole 95% Poisson interval of its O/E lies outside. A group whose
+      diagnoses go unrecorded has far fewer observed events than predicted.
+    - ``min_true_risk_ratio``: on simulated data (ground truth beside the events), every
+      unsuppressed group's ratio of mean predicted to mean true risk must lie within [r, 1/r] times
+      the whole population's ratio (an under-diagnosed group's risk is under-predicted); skipped,
+      and said so, where there is no ground truth.
+    - ``min_faithfulness_ratio``: removing the top-k attributed events must move the risk at least
+      this many times more than removing k random events (sequence models).
+    """
+
+    min_auroc_lower_bound: float | None = 0.6
+    max_ece: float | None = 0.02
+    max_subgroup_auroc_gap: float | None = 0.10
+    min_observed_expected_ratio: float | None = 0.7
+    min_true_risk_ratio: float | None = 0.7
+    min_faithfulness_ratio: float | None = 1.5
+
+
+class ExplainPolicy(_Strict):
+    label: str | None = None          # default: the first audited label
+    n_rows: int = 1000                # explained rows, sampled from the audited split
+    n_samples: int = 16               # expected-gradient samples per row (sequence models)
+    top_k: int = 5                    # events removed in the faithfulness check
+
+    @field_validator("n_rows", "n_samples", "top_k")
+    @classmethod
+    def _positive(cls, v):
+        if v <= 0:
+            raise ValueError(f"must be a positive int. Got {v} instead")
+        return v
+
+
+class AuditPolicy(_Strict):
+    """What the audit measures and the gates it applies (``configs/audit_policy.yaml``)."""
+
+    split: Literal["train", "tuning", "held_out"] = "held_out"
+    labels: list[str] | None = None            # audited labels; default all the model predicts
+    gate_labels: list[str] | None = None       # labels the gates apply to; default the audited ones
+    attributes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+    age_bands: list[int] = Field(default_factory=lambda: [18, 45, 65])
+    intersections: list[tuple[str, str]] = Field(default_factory=lambda: [("sex", "race")])
+    min_cell: int = 11
+    operating_top_fraction: float = 0.1        # threshold = risk of the top 10% of audited rows
+    n_bootstrap: int = 200
+    explain: ExplainPolicy = Field(default_factory=ExplainPolicy)
+    gates: Gates = Field(default_factory=Gates)
+    intended_use: str = ("Decision support: ranks adult patients by their risk of the audited outcomes "
+                         "for preventive outreach. Not for diagnosis, and not a substitute for clinical judgement.")
+    limitations: list[str] = Field(default_factory=list)
+
+    @field_validator("min_cell")
+    @classmethod
+    def _min_cell(cls, v):
+        if v < 1:
+            raise ValueError(f"must be a positive int. Got {v} instead")
+        return v
+
+    @field_validator("operating_top_fraction")
+    @classmethod
+    def _fraction(cls, v):
+        if not 0 < v < 1:
+            raise ValueError(f"must be between 0 and 1 (exclusive). Got {v} instead")
+        return v
+
+
+def load_policy(path_or_dict=None) -> AuditPolicy:
+    """Read and validate an audit policy; ``None`` gives the defaults."""
+    if path_or_dict is None:
+        return AuditPolicy()
+    if isinstance(path_or_dict, dict):
+        raw, source = path_or_dict, "policy"
+    else:
+        source = str(path_or_dict)
+        if not Path(path_or_dict).exists():
+            raise ConfigError(f"{source}: audit policy file not found.")
+        raw = yaml.safe_load(Path(path_or_dict).read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: an audit policy must be a mapping of keys; got {type(raw).__name__}")
+    try:
+        return AuditPolicy.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source=source, model=AuditPolicy)) from None

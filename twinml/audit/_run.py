@@ -1,0 +1,153 @@
+"""``twinml audit``: load a model and its task, compute the audit, write the report, record it in MLflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .._validation import ConfigError
+from ._audit import AuditInputs, compute_audit, config_hash
+from ._figures import importance_figure, png_bytes
+from ._policy import AuditPolicy
+from ._render import render_html, render_model_card
+
+__all__ = ["run_audit", "AuditResult", "AUDIT_FILES"]
+
+AUDIT_FILES = ("report.html", "audit.json", "model_card.md")
+
+
+@dataclass
+class AuditResult:
+    passed: bool
+    out_dir: Path
+    report: dict
+    mlflow_run_id: str | None
+
+
+def _run_config(run_id):
+    """The experiment config logged with the model's training run (config.yaml or config.json)."""
+    import mlflow
+
+    from ..config import load_config
+
+    for name in ("config.yaml", "config.json"):
+        try:
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{name}")
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            continue
+        import yaml
+
+        return load_config(yaml.safe_load(text))
+    raise ConfigError(f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
+                      "pass the experiment config with --config.")
+
+
+def _run_id_of(model_uri, mv):
+    if mv is not None:
+        return mv.run_id
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/"):].split("/", 1)[0]
+    if model_uri.startswith("models:/"):  # MLflow 3 logged model: models:/m-<id>
+        import mlflow
+
+        return mlflow.get_logged_model(model_uri[len("models:/"):].strip("/")).source_run_id
+    return None
+
+
+def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None, tracking_uri=None,
+              overwrite: bool = False, progress=print) -> AuditResult:
+    """Audit a logged or registered twinml model on a MEDS dataset; write ``out`` and log it to MLflow.
+
+    The task comes from the model's training run (its logged config) unless ``config`` (an
+    :class:`~twinml.config.ExperimentConfig`) is given. ``out`` receives ``report.html``,
+    ``audit.json`` and ``model_card.md``, all at once (written to a temporary directory, then
+    renamed). With a registered model the version gets tags ``twinml.audit.passed`` (``true`` /
+    ``false``) and ``twinml.audit.run_id``; the report is logged as artifacts of a new run.
+    """
+    import mlflow
+
+    from .. import tracking
+    from ..cohort import build_labels
+    from ..data import read_meds, read_subject_splits
+    from ..pipeline import load_truth
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite.")
+    loaded = tracking.load_registered_model(model_uri, tracking_uri=tracking_uri)
+    mv = tracking.resolve_model_version(model_uri) if loaded.version else None
+    run_id = _run_id_of(model_uri, mv)
+    if config is None:
+        if run_id is None:
+            raise ConfigError(f"audit: cannot find the training run of {model_uri!r}; pass --config.")
+        config = _run_config(run_id)
+    progress(f"audit of {model_uri} (version {loaded.version}) on {meds_dir}")
+    events = read_meds(meds_dir)
+    cohort = build_labels(events, task=config.task, subject_splits=read_subject_splits(meds_dir))
+    cfg_json = config.model_dump(mode="json")
+    lineage = {"model_uri": model_uri, "model_name": loaded.name, "model_version": loaded.version, "run_id": run_id,
+               "data_fingerprint": tracking.data_fingerprint(meds_dir), "config_hash": config_hash(cfg_json),
+               "code_version": tracking.code_version(), "seed": config.seed, "policy_hash": config_hash(policy.model_dump(mode="json"))}
+    inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage)
+    report, figs = compute_audit(inputs, policy, seed=config.seed, progress=progress)
+    figures = {name: png_bytes(f) for name, f in figs.items()}
+    figures["importance"] = png_bytes(importance_figure(report["explanations"]["codes"],
+                                                        title=f"drivers of {report['explanations']['label']}"))
+    _write(out, report, figures, overwrite=overwrite)
+    progress(f"audit {'PASSED' if report['passed'] else 'FAILED'}; report: {out / 'report.html'}")
+    audit_run = _log(report, out, config, loaded, tracking_uri)
+    return AuditResult(report["passed"], out, report, audit_run)
+
+
+def _write(out: Path, report, figures, *, overwrite):
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "report.html").write_text(render_html(report, figures), encoding="utf-8")
+        (tmp / "audit.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+        (tmp / "model_card.md").write_text(render_model_card(report), encoding="utf-8")
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _log(report, out, config, loaded, tracking_uri):
+    """A run holding the report (artifacts), the overall metrics and gate count, and the verdict.
+
+    Uses the client API only, so auditing leaves no active run or experiment behind in the process.
+    """
+    import mlflow
+
+    from .. import tracking
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri))
+    experiment = client.get_experiment_by_name(config.tracking.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
+    name = f"audit {loaded.name} v{loaded.version}" if loaded.version else f"audit {report['lineage']['model_uri']}"
+    run = client.create_run(experiment_id, run_name=name, tags={
+        "twinml.audit.model_uri": report["lineage"]["model_uri"], "twinml.audit.passed": str(report["passed"]).lower(),
+        "twinml.data_fingerprint": report["lineage"]["data_fingerprint"]})
+    run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        metrics = {f"audit/{p['label']}/auroc": p["auroc"] for p in report["performance"] if isinstance(p.get("auroc"), float)}
+        metrics |= {f"audit/{e['label']}/ece": e["after"]["ece"] for e in report["calibration"]
+                    if isinstance(e["after"].get("ece"), float)}
+        metrics["audit/gates_failed"] = float(sum(g["passed"] is False for g in report["gates"]))
+        for key, value in metrics.items():  # overall figures only: no group-level number reaches MLflow
+            client.log_metric(run_id, key, value)
+        client.log_artifacts(run_id, str(out), artifact_path="audit")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status=status)
+    if loaded.version:
+        client.set_model_version_tag(loaded.name, loaded.version, tracking.AUDIT_PASSED_TAG, str(report["passed"]).lower())
+        client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
+    return run_id

@@ -1,0 +1,308 @@
+"""Explanations with shap: which codes and which time windows drive a model's risk.
+
+Sequence models are explained with shap's ``GradientExplainer`` (expected gradients) on the
+event embeddings: the attribution of an event is the sum of its embedding's SHAP values, the
+baseline of each event is the same event with its content removed (unknown code, no value, same
+time). Tabular models use ``TreeExplainer`` (gradient boosting) or ``LinearExplainer``
+(logistic regression) on their features, each attributed to the code and window it summarises.
+
+Attributions explain the model's log-odds of the label before the calibrator.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .._validation import ConfigError
+
+__all__ = ["Attributions", "explain_model", "code_importance", "window_importance", "patient_drivers",
+           "faithfulness", "WINDOWS_DAYS"]
+
+WINDOWS_DAYS = (90, 365, 1095)  # edges of the time windows before the prediction time
+
+
+def _shap():
+    """Import shap lazily (3 s), without the deprecation warnings its plotting module raises on import."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import shap
+    return shap
+
+
+@dataclass
+class Attributions:
+    """One row per (explained row, attributed unit): ``row``, ``code``, ``window``, ``attribution``.
+
+    For sequence models a unit is an event (with its ``position`` in the row's sequence and
+    ``days_before`` the prediction time; ``window`` is one of the bins of :data:`WINDOWS_DAYS`); for
+    tabular models a feature (``window`` is the feature's own window, e.g. ``last 365d``).
+    ``seconds`` is the wall time of the explainer; ``method`` says which explainer and settings.
+    """
+
+    label: str
+    table: pd.DataFrame
+    n_rows: int
+    seconds: float
+    method: str
+
+
+def _window_names():
+    e = WINDOWS_DAYS
+    return [f"0-{e[0]}d before"] + [f"{a}-{b}d before" for a, b in zip(e, e[1:])] + [f">{e[-1]}d before", ""]
+
+
+def _window_of(days):
+    names = np.array(_window_names()[:-1], object)
+    return names[np.searchsorted(WINDOWS_DAYS, days, side="right")]
+
+
+def code_importance(attr: Attributions, *, top: int = 20) -> pd.DataFrame:
+    """Global importance: per code, mean over explained rows of |sum of its attributions| and the mean signed sum.
+
+    ``rows`` counts the explained rows where the code has a non-zero attribution (for a sequence
+    model, the rows whose history holds the code).
+    """
+    per_row = attr.table.groupby(["row", "code"], observed=True)["attribution"].sum().reset_index()
+    per_row = per_row[per_row["attribution"] != 0]
+    g = per_row.groupby("code", observed=True)["attribution"]
+    out = pd.DataFrame({"mean_abs": g.apply(lambda s: s.abs().sum()) / attr.n_rows, "mean": g.sum() / attr.n_rows,
+                        "rows": g.size()})
+    return out.sort_values("mean_abs", ascending=False).head(top).reset_index()
+
+
+def window_importance(attr: Attributions) -> pd.DataFrame:
+    """Share of total |attribution| per time window before the prediction time."""
+    s = attr.table.groupby("window", sort=False)["attribution"].apply(lambda v: v.abs().sum())
+    if "position" in attr.table:  # sequence model: every window bin, in time order
+        s = s.reindex(_window_names()[:-1]).fillna(0.0)
+    return pd.DataFrame({"window": s.index, "share_of_abs_attribution": (s / max(s.sum(), 1e-12)).to_numpy()})
+
+
+def patient_drivers(attr: Attributions, *, top: int = 5) -> pd.DataFrame:
+    """Per explained row, the ``top`` codes by |attribution| with direction (``raises`` / ``lowers`` risk)."""
+    per = attr.table.groupby(["row", "code"], observed=True)["attribution"].sum().reset_index()
+    per["abs"] = per["attribution"].abs()
+    per = per.sort_values(["row", "abs"], ascending=[True, False], kind="stable")
+    per = per.groupby("row").head(top).drop(columns="abs")
+    per["direction"] = np.where(per["attribution"] >= 0, "raises", "lowers")
+    return per.reset_index(drop=True)
+
+
+def _label_position(model, label):
+    if label not in model.label_columns_:
+        raise ConfigError(f"explain: the model has no label {label!r}; it predicts {model.label_columns_}.")
+    if hasattr(model, "net_"):
+        outcome, _, h = label.rpartition("_")
+        return model.outcomes_.index(outcome), model.horizons_.index(int(h[:-1]))
+    return model.label_columns_.index(label)
+
+
+def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: str, n_samples: int = 16,
+                  trim_padding: bool = True, seed: int = 0, progress=None) -> Attributions:
+    """SHAP attributions of ``label`` for each row of ``index``, for a sequence or tabular twinml model.
+
+    Parameters
+    ----------
+    n_samples : int
+        Sequence models: expected-gradient samples per row (shap's ``nsamples``; its default is 200).
+    trim_padding : bool
+        Sequence models: explain each row over its own events only (``False``: over the model's
+        padded ``max_len`` window, as a plain call would).
+    """
+    pos = _label_position(model, label)
+    if hasattr(model, "net_"):
+        return _explain_sequence(model, events, index, label, pos, n_samples=n_samples, trim=trim_padding,
+                                 seed=seed, progress=progress or (lambda m: None))
+    return _explain_tabular(model, events, index, label, pos)
+
+
+class _EmbeddedRisk(nn.Module):
+    """Log-odds of one outcome within one horizon, from already embedded events (one row's length)."""
+
+    def __init__(self, net, outcome, horizon_index, static, log_days, length):
+        super().__init__()
+        self.net, self.o, self.j = net, outcome, horizon_index
+        self.static, self.log_days, self.length = static, log_days, length
+
+    def forward(self, x):
+        b, width = x.shape[0], x.shape[1]
+        mask = torch.arange(width).unsqueeze(0) < self.length
+        length = torch.full((b,), self.length)
+        if self.net.kind == "gru":
+            h = self.net.encoder(x, mask.expand(b, -1), length)
+        else:
+            h = self.net.encoder(x, mask.expand(b, -1), length, self.log_days.expand(b, -1))
+        logits = self.net.head(self.net.mlp(torch.cat([h, self.net.static(self.static.expand(b, -1))], -1)))
+        return _cumulative_logit(logits[:, self.o, : self.j + 1]).unsqueeze(-1)
+
+
+def _cumulative_logit(hazard_logits):
+    """logit(1 - prod(1 - sigmoid(z))) computed stably: log(expm1(sum softplus(z)))."""
+    s = torch.nn.functional.softplus(hazard_logits).sum(-1)
+    return torch.log(torch.expm1(s).clamp_min(1e-12))
+
+
+def _explain_sequence(model, events, index, label, pos, *, n_samples, trim, seed, progress):
+    shap = _shap()
+    data = model.featurizer_.transform(events, index)
+    vocab = np.concatenate([["<pad>", "<rare code>"], model.featurizer_.vocabulary_.astype(object)])
+    net = model.net_.eval()
+    rng_state = np.random.get_state()
+    np.random.seed(seed)  # shap draws its interpolation points from numpy's global generator
+    parts, t0 = [], time.perf_counter()
+    try:
+        for i in range(len(data)):
+            b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in data.batch([i]).items()}
+            n = int(data.lengths[i])
+            if n == 0:
+                continue
+            width = n if trim else model.max_len
+            b = _pad_to(b, width)
+            with torch.no_grad():
+                x = net.embed(b["code"], b["value"], b["has_value"], b["log_days"])
+                base = net.embed(torch.where(b["mask"], 1, 0), torch.zeros_like(b["value"]),
+                                 torch.zeros_like(b["has_value"]), b["log_days"])
+            f = _EmbeddedRisk(net, pos[0], pos[1], b["static"], b["log_days"], n)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                explainer = shap.GradientExplainer(f, base, batch_size=min(n_samples, 64))
+                sv = explainer.shap_values(x, nsamples=n_samples)
+            a = np.asarray(sv).reshape(width, -1).sum(-1)[:n]
+            days = np.expm1(b["log_days"][0, :n].numpy().astype(float))
+            parts.append(pd.DataFrame({"row": i, "position": np.arange(n), "code": vocab[b["code"][0, :n].numpy()],
+                                       "days_before": days, "window": _window_of(days), "attribution": a}))
+            if (i + 1) % 200 == 0:
+                progress(f"explained {i + 1:,} / {len(data):,} rows ({time.perf_counter() - t0:.1f}s)")
+    finally:
+        np.random.set_state(rng_state)
+    secs = time.perf_counter() - t0
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["row", "position", "code", "days_before", "window", "attribution"])
+    method = (f"shap.GradientExplainer on event embeddings, nsamples={n_samples}, "
+              f"{'own length' if trim else f'padded to {model.max_len}'}, baseline = events without content")
+    return Attributions(label, table, len(data), secs, method)
+
+
+def _pad_to(b, width):
+    n = b["code"].shape[1]
+    if n >= width:
+        return b
+    pad = width - n
+    out = dict(b)
+    for k in ("code", "value", "has_value", "log_days", "mask"):
+        out[k] = torch.nn.functional.pad(b[k], (0, pad))
+    return out
+
+
+def _explain_tabular(model, events, index, label, j):
+    shap = _shap()
+    t0 = time.perf_counter()
+    est = model.classifier_.estimators_[j]
+    if est is None:
+        raise ConfigError(f"explain: label {label!r} had one class in training; there is nothing to explain.")
+    X = model.transform_features(events, index)
+    prep, clf = est[:-1], est[-1]
+    Xt = prep.transform(X)
+    if type(clf).__name__ == "LogisticRegression":
+        background = prep.transform(X[: min(X.shape[0], 1000)])
+        sv = shap.LinearExplainer(clf, background).shap_values(Xt)
+    else:
+        sv = shap.TreeExplainer(clf).shap_values(Xt)
+    sv = np.asarray(sv.toarray() if hasattr(sv, "toarray") else sv)
+    if sv.ndim == 3:  # (rows, features, classes)
+        sv = sv[..., -1]
+    names = model.feature_names_
+    code, window = _feature_units(names)
+    rows, cols = np.nonzero(sv)
+    table = pd.DataFrame({"row": rows, "code": code[cols], "window": window[cols], "attribution": sv[rows, cols]})
+    method = f"shap.{'LinearExplainer' if type(clf).__name__ == 'LogisticRegression' else 'TreeExplainer'} on tabular features"
+    return Attributions(label, table, X.shape[0], time.perf_counter() - t0, method)
+
+
+def _feature_units(names):
+    """Feature name -> (code, window): ``LOINC/4548-4/365d/last`` -> (``LOINC/4548-4``, ``last 365d``)."""
+    code, window = [], []
+    for n in names:
+        if n.startswith("static//") or n.startswith("age"):
+            code.append("static traits and age"), window.append("static traits and age")
+            continue
+        c, w, _ = n.rsplit("/", 2)
+        code.append(c), window.append("all history" if w == "all" else f"last {w}")
+    return np.array(code, object), np.array(window, object)
+
+
+def faithfulness(model, events: pd.DataFrame, index: pd.DataFrame, attr: Attributions, *, k: int = 5,
+                 n_random: int = 5, seed: int = 0) -> dict:
+    """Does removing the ``k`` most attributed events move the risk more than removing ``k`` random ones?
+
+    For each explained row with more than ``k`` events, the label's log-odds is recomputed with the
+    top-``k`` events by |attribution| deleted from the sequence, and with ``k`` random events deleted
+    (``n_random`` draws). Returns the mean |change| of each, their ratio and the share of rows where
+    the top-k change is larger than the mean random change. Sequence models only.
+    """
+    if not hasattr(model, "net_"):
+        raise ConfigError("faithfulness: implemented for sequence models (event deletion); got a tabular model.")
+    o, j = _label_position(model, attr.label)
+    data = model.featurizer_.transform(events, index)
+    rng = np.random.default_rng(seed)
+    lengths = data.lengths
+    rows = np.flatnonzero(lengths > k)
+    t = attr.table
+    t = t[t["row"].isin(rows)].assign(abs_a=lambda d: d["attribution"].abs())
+    top = t.sort_values(["row", "abs_a"], ascending=[True, False], kind="stable").groupby("row").head(k)
+    rows = np.unique(top["row"].to_numpy())
+    if rows.size == 0:
+        return {"rows": 0, "k": k, "top_k_change": float("nan"), "random_k_change": float("nan"),
+                "ratio": float("nan"), "share_rows_top_k_larger": float("nan")}
+    base = _log_odds(model, data, rows, None, o, j)
+    drop_top = np.zeros((rows.size, int(lengths[rows].max())), bool)
+    r_idx = np.searchsorted(rows, top["row"].to_numpy())
+    drop_top[r_idx, top["position"].to_numpy()] = True
+    d_top = np.abs(_log_odds(model, data, rows, drop_top, o, j) - base)
+    d_rand = np.zeros(rows.size)
+    for _ in range(n_random):
+        score = rng.random(drop_top.shape) + (np.arange(drop_top.shape[1])[None, :] >= lengths[rows, None])
+        picks = np.argsort(score, axis=1)[:, :k]
+        drop = np.zeros_like(drop_top)
+        np.put_along_axis(drop, picks, True, axis=1)
+        d_rand += np.abs(_log_odds(model, data, rows, drop, o, j) - base) / n_random
+    return {"rows": int(rows.size), "k": k, "top_k_change": float(d_top.mean()),
+            "random_k_change": float(d_rand.mean()), "ratio": float(d_top.mean() / max(d_rand.mean(), 1e-12)),
+            "share_rows_top_k_larger": float((d_top > d_rand).mean())}
+
+
+def _log_odds(model, data, rows, drop, o, j, batch_size=512):
+    """Label log-odds of ``rows``, with the events flagged in ``drop`` (rows x positions) deleted."""
+    out = np.empty(rows.size)
+    net = model.net_.eval()
+    with torch.inference_mode():
+        for s in range(0, rows.size, batch_size):
+            b = data.batch(rows[s:s + batch_size])
+            if drop is not None:
+                b = _delete(b, drop[s:s + batch_size])
+            tb = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+            logits = net(**tb)
+            out[s:s + batch_size] = _cumulative_logit(logits[:, o, : j + 1]).numpy()
+    return out
+
+
+def _delete(b, drop):
+    """Remove flagged events and close the gaps (still right-padded)."""
+    width = b["code"].shape[1]
+    drop = drop[:, :width] & b["mask"]
+    keep = b["mask"] & ~drop
+    order = np.argsort(~keep, axis=1, kind="stable")
+    out = {k: np.take_along_axis(b[k], order, axis=1) for k in ("code", "value", "has_value", "log_days")}
+    n = keep.sum(1)
+    valid = np.arange(width)[None, :] < n[:, None]
+    for k in out:
+        out[k] = np.where(valid, out[k], 0).astype(b[k].dtype)
+    return out | {"mask": valid, "length": np.maximum(n, 1), "static": b["static"]}
