@@ -29,7 +29,7 @@ TASK = {"name": "audit-task",
 # The policy an auditor of the under-diagnosis question would write: race groups, both gates on
 # subgroup calibration, 730-day labels (more events per group).
 POLICY = {"labels": ["t2d_730d", "ckd_730d"], "attributes": {"race": "RACE//"}, "age_bands": [], "intersections": [],
-          "n_bootstrap": 20, "explain": {"n_rows": 100},
+          "n_bootstrap": 20, "explain": {"n_rows": 100}, "mitigation": {"attribute": "race"},
           "gates": {"min_auroc_lower_bound": 0.6, "max_ece": 0.02, "max_subgroup_auroc_gap": 0.1,
                     "min_observed_expected_ratio": 0.7, "min_true_risk_ratio": 0.6, "min_faithfulness_ratio": None}}
 
@@ -109,6 +109,22 @@ def test_report_covers_tripod_items_and_lineage(fair_audit):
         assert lineage[key] not in (None, ""), key
     card = (fair_audit.out_dir / "model_card.md").read_text()
     assert "# Model card: fair" in card and "Audit: **passed**" in card
+
+
+def test_mitigation_is_a_tradeoff_table_never_applied(fair_audit, registry):
+    m = fair_audit.report["mitigation"]
+    assert m["attribute"] == "race" and m["fit_split"] == "tuning"
+    for lab in m["labels"]:
+        policies = [r["policy"] for r in lab["table"]]
+        assert policies[0].startswith("single threshold") and len(policies) == 3
+        overall = next(r for r in next(x for x in fair_audit.report["fairness"]["labels"]
+                                       if x["label"] == lab["label"])["by_group"] if r["attribute"] == "overall")
+        assert lab["table"][0]["tpr"] == pytest.approx(overall["tpr"])  # the row "in use" is the audited model as is
+        eo = lab["table"][2]
+        assert eo["policy"] == "ThresholdOptimizer(equalized_odds)" and 0 <= eo["tpr"] <= 1
+    # the registered model is untouched: its predictions are those of the model the run logged
+    mlflow.set_tracking_uri(registry["uri"])
+    assert mlflow.MlflowClient().get_model_version("fair", "1").tags.get("twinml.promotion.champion") is None
 
 
 def test_calibration_shows_before_and_after(fair_audit):

@@ -227,13 +227,17 @@ def audit(
         raise typer.Exit(code=1)
 
 
-def _print_gates(report):
+def _print_gates(report, *, failed_only=False):
     from rich.table import Table
 
-    t = Table(title=f"audit gates: {'PASSED' if report['passed'] else 'FAILED'}")
+    n_failed = sum(g["passed"] is False for g in report["gates"])
+    t = Table(title=f"audit gates: {'PASSED' if report['passed'] else 'FAILED'} "
+                    f"({n_failed} of {len(report['gates'])} failed{'; failing ones shown' if failed_only else ''})")
     for col in ("gate", "label", "value", "rule", "result", "groups / note"):
         t.add_column(col)
     for g in report["gates"]:
+        if failed_only and g["passed"] is not False:
+            continue
         res = {True: "[green]pass[/green]", False: "[red]FAIL[/red]"}.get(g["passed"], "n/a")
         t.add_row(g["gate"], g["label"], _fmt(g["value"]), g["rule"], res, ", ".join(g["groups"]) or (g["note"] or ""))
     _console().print(t)
@@ -262,7 +266,7 @@ def quickstart(
         _print_quickstart(tables, tracking_uri=res.tracking_uri)
         audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy), out=workdir / "audit",
                           overwrite=True, tracking_uri=tracking_uri, progress=say)
-        _print_gates(audit.report)
+        _print_gates(audit.report, failed_only=True)
         _console().print(f"audit report of the hist_gb model ({'passed' if audit.passed else 'FAILED'} its gates): "
                          f"{(workdir / 'audit' / 'report.html').resolve()}")
     _run(body)

@@ -16,6 +16,7 @@ from ..evaluation import evaluate_risks
 from ..evaluation._calibration import calibration_summary, reliability_table
 from ..evaluation._explain import code_importance, explain_model, faithfulness, window_importance
 from ..evaluation._fairness import SUPPRESSED, subject_attributes, subgroup_metrics
+from ..evaluation._mitigation import threshold_tradeoff
 from ._policy import AuditPolicy
 
 __all__ = ["AuditInputs", "compute_audit", "suppress_small_counts"]
@@ -83,6 +84,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
     progress("audit: subgroup fairness")
     report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
+    report["mitigation"] = _mitigation_section(inputs, labels, rows, risks, audited, report["fairness"], policy, seed)
     progress("audit: explanations")
     report["explanations"] = _explanation_section(inputs, rows, audited, policy, seed, progress)
     report["gates"] = _gates(report, unsuppressed, policy, audited)
@@ -167,6 +169,44 @@ def _fairness_section(inputs, rows, risks, audited, policy, seed):
         unsuppressed[c] = res.unsuppressed
     return {"attributes": list(attrs.columns), "intersections": [list(p) for p in intersections],
             "ground_truth": truth is not None, "min_cell": policy.min_cell, "labels": out}, unsuppressed
+
+
+def _mitigation_section(inputs, labels, rows, risks, audited, fairness, policy, seed):
+    """Per audited label, the ThresholdOptimizer trade-off for one attribute (groups too small to be
+    shown are pooled as one group, so no small group gets its own threshold or its own number)."""
+    mp = policy.mitigation
+    if mp.attribute is None:
+        return None
+    if mp.attribute not in fairness["attributes"]:
+        raise ConfigError(f"policy.mitigation.attribute: the data have no attribute {mp.attribute!r} "
+                          f"(attributes: {fairness['attributes']}).")
+    fit_rows = labels[labels["split"] == mp.fit_split].reset_index(drop=True)
+    if fit_rows.empty:
+        raise ConfigError(f"policy.mitigation.fit_split: no prediction times in split {mp.fit_split!r}.")
+    fit_risks = inputs.model.predict_risk(inputs.events, fit_rows)
+    kw = {"attributes": {mp.attribute: policy.attributes[mp.attribute]}} if mp.attribute != "age_band" else \
+        {"attributes": {}, "age_bands": policy.age_bands}
+    g_fit = subject_attributes(inputs.events, fit_rows, **kw)[mp.attribute].to_numpy(object)
+    g_eval = subject_attributes(inputs.events, rows, **kw)[mp.attribute].to_numpy(object)
+    out = []
+    for lab in fairness["labels"]:
+        c = lab["label"]
+        shown = [r["group"] for r in lab["by_group"] if r["attribute"] == mp.attribute and not r["suppressed"]]
+        pooled = "other groups (pooled)"
+        y_f, p_f, k_f = _known(fit_rows, fit_risks, c)
+        y_e, p_e, k_e = _known(rows, risks, c)
+        # a group needs both outcomes among the fitting rows to get a threshold of its own
+        both = [g for g in shown if np.unique(y_f[g_fit[k_f] == g]).size == 2]
+        gf = np.where(np.isin(g_fit[k_f], both), g_fit[k_f], pooled)
+        ge = np.where(np.isin(g_eval[k_e], both), g_eval[k_e], pooled)
+        if len(both) < 2 or np.unique(y_f[gf == pooled]).size == 1:
+            out.append({"label": c, "table": [], "note": "fewer than two shown groups with events and non-events "
+                        f"in the {mp.fit_split} split"})
+            continue
+        table = threshold_tradeoff(y_f, p_f, gf, y_e, p_e, ge, threshold=lab["threshold"], shown_groups=both,
+                                   constraints=mp.constraints, seed=seed)
+        out.append({"label": c, "table": _records(table), "note": None})
+    return {"attribute": mp.attribute, "fit_split": mp.fit_split, "labels": out}
 
 
 def _truth_for(rows, truth, audited):

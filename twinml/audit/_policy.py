@@ -12,7 +12,7 @@ from .._validation import ConfigError
 from ..cohort._task import format_validation_error
 from ..evaluation._fairness import DEFAULT_ATTRIBUTES
 
-__all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "load_policy"]
+__all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
 
 
 class _Strict(BaseModel):
@@ -61,6 +61,16 @@ class ExplainPolicy(_Strict):
         return v
 
 
+class MitigationPolicy(_Strict):
+    """Report what fairlearn's ThresholdOptimizer would change (never applied to the model)."""
+
+    attribute: str | None = None      # e.g. race; null: no trade-off table
+    constraints: list[Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity",
+                              "false_positive_rate_parity"]] = Field(
+        default_factory=lambda: ["true_positive_rate_parity", "equalized_odds"])
+    fit_split: Literal["train", "tuning", "held_out"] = "tuning"
+
+
 class AuditPolicy(_Strict):
     """What the audit measures and the gates it applies (``configs/audit_policy.yaml``)."""
 
@@ -74,6 +84,7 @@ class AuditPolicy(_Strict):
     operating_top_fraction: float = 0.1        # threshold = risk of the top 10% of audited rows
     n_bootstrap: int = 200
     explain: ExplainPolicy = Field(default_factory=ExplainPolicy)
+    mitigation: MitigationPolicy = Field(default_factory=MitigationPolicy)
     gates: Gates = Field(default_factory=Gates)
     intended_use: str = ("Decision support: ranks adult patients by their risk of the audited outcomes "
                          "for preventive outreach. Not for diagnosis, and not a substitute for clinical judgement.")

@@ -71,7 +71,7 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
              f"{sum(g['passed'] is False for g in r['gates'])} of {len(r['gates'])} gates failed.</div>",
              "<h2>1. Policy gates</h2>", _gates_html(r)]
     parts += _data_html(r) + _performance_html(r) + _calibration_html(r, figures) + _fairness_html(r)
-    parts += _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
+    parts += _mitigation_html(r) + _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -163,6 +163,24 @@ def _fairness_html(r):
                                                     "difference", "ratio"]))
         else:
             out.append("<p class='small'>No disparity summary: fewer than two groups of any attribute are shown.</p>")
+    return out
+
+
+def _mitigation_html(r):
+    m = r.get("mitigation")
+    if not m:
+        return []
+    out = [f"<h3>Mitigation trade-off by {html.escape(m['attribute'])} (not applied)</h3>",
+           f"<p>fairlearn's ThresholdOptimizer (objective: balanced accuracy) fitted on the {html.escape(m['fit_split'])} "
+           "split and judged on the audited rows, next to the single threshold in use. Groups too small to be shown are "
+           "pooled. The model is unchanged: this shows what group-specific thresholds would cost and buy.</p>"]
+    for lab in m["labels"]:
+        out.append(f"<p class='small'>{html.escape(lab['label'])}</p>")
+        if lab["table"]:
+            out.append(_table(lab["table"], ["policy", "tpr", "fpr", "ppv", "selection_rate", "balanced_accuracy",
+                                             "tpr_difference", "fpr_difference"]))
+        else:
+            out.append(f"<p class='small'>{html.escape(lab['note'])}</p>")
     return out
 
 
