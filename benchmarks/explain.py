@@ -48,6 +48,7 @@ def main():
     held = split["held_out"].sample(frac=1.0, random_state=0)[["subject_id", "prediction_time"]]
     print(f"{'path':<44} {'rows':>5} {'s/row':>7} {'total':>8} {'faith ratio':>11} {'top-k wins':>10}  top codes")
     for name, rows, kw in (("plain shap (nsamples=200, padded to 256)", a.plain_rows, dict(n_samples=200, trim_padding=False)),
+                           (f"twinml (nsamples={a.samples}, own length)", a.plain_rows, dict(n_samples=a.samples)),
                            (f"twinml (nsamples={a.samples}, own length)", a.rows, dict(n_samples=a.samples))):
         index = held.head(rows).reset_index(drop=True)
         attr = explain_model(model, events, index, label="t2d_365d", **kw)

@@ -56,10 +56,11 @@ def test_seeded_training_is_reproducible(events, labels):
     assert list(ra.columns) == ["subject_id", "prediction_time", *a.label_columns_]
 
 
-def test_calibrator_is_fitted_on_tuning_rows_and_travels_inside(events, labels):
+@pytest.mark.parametrize("calibration", ["sigmoid", "isotonic", "temperature"])
+def test_calibrator_is_fitted_on_tuning_rows_and_travels_inside(events, labels, calibration):
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
-    m = TabularRiskModel(kind="logistic", calibration="sigmoid").fit(events, train, tuning_labels=tune)
+    m = TabularRiskModel(kind="logistic", calibration=calibration).fit(events, train, tuning_labels=tune)
     kinds = {type(c).__name__ for c in m.calibrators_.values()}
     assert kinds == {"CalibratedClassifierCV"} and len(m.calibrators_) == len(m.label_columns_)
     held = labels[labels["split"] == "held_out"].reset_index(drop=True)

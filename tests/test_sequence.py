@@ -101,7 +101,8 @@ def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
     pd.testing.assert_frame_equal(a.predict_risk(events, held), b.predict_risk(events, held))
 
 
-@pytest.mark.parametrize("kind,calibration", [("gru", "platt"), ("transformer", "platt"), ("gru", "temperature")])
+@pytest.mark.parametrize("kind,calibration", [("gru", "platt"), ("transformer", "platt"), ("gru", "temperature"),
+                                              ("gru", "isotonic")])
 def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
     m = SequenceRiskModel(kind=kind, calibration=calibration, **SMALL).fit(
         events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
@@ -147,5 +148,7 @@ def test_calibration_must_fit_the_model_kind():
 
     from .conftest import TASK
 
-    with pytest.raises(ConfigError, match="calibration 'isotonic' does not apply to kind 'gru'; use 'platt' or 'temperature' or null"):
-        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "isotonic"}})
+    with pytest.raises(ConfigError, match="calibration 'sigmoid' does not apply to kind 'gru'; use 'platt' or 'temperature' or 'isotonic' or null"):
+        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "sigmoid"}})
+    with pytest.raises(ConfigError, match="calibration 'platt' does not apply to kind 'logistic'; use 'sigmoid' or 'isotonic' or 'temperature' or null"):
+        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "logistic", "calibration": "platt"}})

@@ -67,9 +67,9 @@ class FeaturesConfig(_Strict):
 
 class ModelConfig(_Strict):
     """``logistic`` / ``hist_gb``: tabular baselines (``params`` go to the classifier; calibration
-    ``sigmoid`` or ``isotonic``). ``gru`` / ``transformer``: sequence models (``params`` are
-    :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
-    calibration ``platt`` or ``temperature``)."""
+    ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models (``params``
+    are :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
+    calibration ``platt``, ``temperature`` or ``isotonic``)."""
 
     kind: Literal["logistic", "hist_gb", "gru", "transformer"] = "hist_gb"
     params: dict = Field(default_factory=dict)
@@ -78,8 +78,9 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _calibration_fits_kind(self):
         sequence = self.kind in ("gru", "transformer")
-        if self.calibration is not None and (self.calibration in ("platt", "temperature")) != sequence:
-            allowed = "'platt' or 'temperature'" if sequence else "'sigmoid' or 'isotonic'"
+        allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
+        if self.calibration is not None and self.calibration not in allowed:
+            allowed = " or ".join(repr(a) for a in allowed)
             raise ValueError(f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null")
         return self
 

@@ -108,9 +108,11 @@ def _versions():
 
 
 def _data_section(events):
-    t = events["time"].dropna()
+    """Size and period of the data; the period in months and without births (no one's exact date)."""
+    t = events.loc[events["code"].astype(str) != "MEDS_BIRTH", "time"].dropna()
+    month = (lambda x: pd.Timestamp(x).strftime("%Y-%m")) if len(t) else (lambda x: None)
     return {"events": int(len(events)), "subjects": int(events["subject_id"].nunique()),
-            "first_event": str(t.min()) if len(t) else None, "last_event": str(t.max()) if len(t) else None,
+            "first_event": month(t.min()) if len(t) else None, "last_event": month(t.max()) if len(t) else None,
             "distinct_codes": int(events["code"].nunique())}
 
 

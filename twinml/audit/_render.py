@@ -88,7 +88,8 @@ def _data_html(r):
     return [
         "<h2>2. Data source and dates</h2>",
         f"<p>MEDS events: {d['events']:,} events of {d['subjects']:,} subjects, {d['distinct_codes']:,} distinct codes, "
-        f"recorded {html.escape(str(d['first_event']))} to {html.escape(str(d['last_event']))}. Data fingerprint "
+        f"recorded from {html.escape(str(d['first_event']))} to {html.escape(str(d['last_event']))} (months; births "
+        "not counted). Data fingerprint "
         f"<code>{html.escape(str(r['lineage'].get('data_fingerprint')))}</code>; "
         f"ground truth available: {_fmt(r['fairness']['ground_truth'])}.</p>",
         "<h2>3. Eligibility and cohort attrition</h2>",

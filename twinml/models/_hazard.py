@@ -73,18 +73,24 @@ def risk_curve(logits: torch.Tensor) -> torch.Tensor:
 class HazardCalibrator:
     """Recalibration of hazard logits per (outcome, bin), fitted on tuning rows.
 
-    ``shift=True``: affine (Platt); ``shift=False``: scale only (temperature scaling).
-    Hazards stay in (0, 1), so calibrated risk curves stay monotone in the horizon.
+    ``method``: ``platt`` (a scale and a shift of the logit), ``temperature`` (a scale only) or
+    ``isotonic`` (a non-decreasing map of each bin's hazard, sklearn's IsotonicRegression on the
+    rows observed in that bin). Every method keeps hazards in (0, 1), so calibrated risk curves
+    stay monotone in the horizon.
     """
 
-    def __init__(self, *, shift: bool = True):
-        self.fit_shift = shift
+    METHODS = ("platt", "temperature", "isotonic")
+
+    def __init__(self, method: str = "platt"):
+        self.method = method
 
     def fit(self, logits: np.ndarray, y: np.ndarray) -> HazardCalibrator:
+        if self.method == "isotonic":
+            return self._fit_isotonic(logits, y)
         z, t = torch.from_numpy(logits).double(), torch.from_numpy(y).double()
         self.scale = torch.ones(z.shape[1:], dtype=torch.float64, requires_grad=True)
-        self.shift = torch.zeros(z.shape[1:], dtype=torch.float64, requires_grad=self.fit_shift)
-        params = [self.scale, self.shift] if self.fit_shift else [self.scale]
+        self.shift = torch.zeros(z.shape[1:], dtype=torch.float64, requires_grad=self.method == "platt")
+        params = [self.scale, self.shift] if self.method == "platt" else [self.scale]
         opt = torch.optim.LBFGS(params, max_iter=100, line_search_fn="strong_wolfe")
 
         def closure():
@@ -97,5 +103,24 @@ class HazardCalibrator:
         self.scale, self.shift = self.scale.detach().float(), self.shift.detach().float()
         return self
 
+    def _fit_isotonic(self, logits, y):
+        from sklearn.isotonic import IsotonicRegression
+
+        mask, target = (a.numpy() for a in _mask_and_target(torch.from_numpy(y)))
+        hazard = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        self.isotonic = np.empty(logits.shape[1:], dtype=object)
+        for o, b in np.ndindex(*logits.shape[1:]):
+            seen = mask[:, o, b] > 0
+            iso = IsotonicRegression(y_min=1e-6, y_max=1 - 1e-6, out_of_bounds="clip")
+            self.isotonic[o, b] = iso.fit(hazard[seen, o, b], target[seen, o, b]) if seen.any() else None
+        return self
+
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits * self.scale + self.shift
+        if self.method != "isotonic":
+            return logits * self.scale + self.shift
+        hazard = torch.sigmoid(logits).double().numpy()
+        out = hazard.copy()
+        for o, b in np.ndindex(*self.isotonic.shape):
+            if self.isotonic[o, b] is not None:
+                out[:, o, b] = self.isotonic[o, b].predict(hazard[:, o, b])
+        return torch.logit(torch.from_numpy(np.clip(out, 1e-6, 1 - 1e-6))).to(logits.dtype)

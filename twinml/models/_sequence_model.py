@@ -59,9 +59,10 @@ class SequenceRiskModel(BaseEstimator):
     event_dropout : float
         Training only: each event's code is replaced by the unknown id (and its value dropped) with
         this probability, an augmentation against memorising individual histories.
-    calibration : {None, "platt", "temperature"}
-        Recalibration of hazard logits on the tuning rows, per outcome and bin: ``platt`` fits a
-        scale and a shift, ``temperature`` a scale only. Both keep curves monotone.
+    calibration : {None, "platt", "temperature", "isotonic"}
+        Recalibration of hazards on the tuning rows, per outcome and bin (see
+        :class:`~twinml.models._hazard.HazardCalibrator`): ``platt`` fits a scale and a shift of the
+        logit, ``temperature`` a scale only, ``isotonic`` a non-decreasing map. All keep curves monotone.
     n_threads : int or None
         Torch threads during fit and predict (None leaves torch's setting).
     random_state : int
@@ -102,9 +103,9 @@ class SequenceRiskModel(BaseEstimator):
     def _validate_params(self):
         if self.kind not in ("gru", "transformer"):
             raise ConfigError(f"The 'kind' parameter of SequenceRiskModel must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
-        if self.calibration not in (None, "platt", "temperature"):
-            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None, 'platt' or "
-                              f"'temperature'. Got {self.calibration!r} instead.")
+        if self.calibration not in (None, *HazardCalibrator.METHODS):
+            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None or one of "
+                              f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead.")
         if isinstance(self.event_dropout, bool) or not isinstance(self.event_dropout, (int, float)) \
                 or not 0.0 <= self.event_dropout < 1.0:
             raise ConfigError(f"The 'event_dropout' parameter of SequenceRiskModel must be a float in [0, 1). "
@@ -141,7 +142,7 @@ class SequenceRiskModel(BaseEstimator):
             self._train(train, y_train, tune, y_tune, rng, say)
             self.calibrator_ = None
             if self.calibration is not None and tune is not None:
-                self.calibrator_ = HazardCalibrator(shift=self.calibration == "platt").fit(self._logits(tune), y_tune)
+                self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(tune), y_tune)
         return self
 
     def _train(self, train, y_train, tune, y_tune, rng, say):

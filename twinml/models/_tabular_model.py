@@ -16,7 +16,7 @@ from ._multilabel import MaskedMultiLabelClassifier, make_baseline
 __all__ = ["TabularRiskModel", "label_columns_of", "label_matrix"]
 
 _KEYS = ("subject_id", "prediction_time", "split")
-CALIBRATIONS = (None, "sigmoid", "isotonic")
+CALIBRATIONS = (None, "sigmoid", "isotonic", "temperature")
 
 
 def label_columns_of(labels: pd.DataFrame) -> list[str]:
@@ -38,8 +38,9 @@ class TabularRiskModel(BaseEstimator):
         Passed to the classifier (e.g. ``{"C": 0.1}`` or ``{"max_iter": 300}``).
     windows_days, aggregates, min_code_count :
         Passed to :class:`~twinml.features.TabularFeaturizer`.
-    calibration : {None, "sigmoid", "isotonic"}
-        A calibrator per label fitted on the tuning rows given to ``fit``.
+    calibration : {None, "sigmoid", "isotonic", "temperature"}
+        A calibrator per label (scikit-learn's ``CalibratedClassifierCV`` on the frozen classifier)
+        fitted on the tuning rows given to ``fit``.
     random_state : int
 
     Attributes
