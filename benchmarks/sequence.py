@@ -57,12 +57,13 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--params", default="{}", help='extra SequenceRiskModel arguments as JSON, e.g. {"lr": 1e-3}')
     p.add_argument("--seeds", default="0", help="sequence models: train one per seed and also report their average")
+    p.add_argument("--sim-seed", type=int, default=0, help="seed of the simulated cohort (another cohort of the same size)")
     p.add_argument("--meds", help="an ingested MEDS directory instead of the simulator (no oracle)")
     p.add_argument("--outcomes", default=None, help="name=CODE,... (default: the simulator's four outcomes)")
     p.add_argument("--start", default=None, help="first yearly prediction time (default 2012-01-01; --meds: 2015-01-01)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    root = args.meds or simulated(args.n_subjects)
+    root = args.meds or simulated(args.n_subjects, args.sim_seed)
     events = read_meds(root)
     truth = load_truth(root) if not args.meds else None
     outcomes = dict(o.split("=", 1) for o in args.outcomes.split(",")) if args.outcomes else OUTCOMES

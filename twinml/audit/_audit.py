@@ -67,6 +67,10 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     unknown = [c for c in audited + (policy.gate_labels or []) if c not in model.label_columns_]
     if unknown:
         raise ConfigError(f"policy.labels: the model does not predict {unknown[0]!r}; it predicts {model.label_columns_}.")
+    outside = [c for c in policy.gate_labels or [] if c not in audited]
+    if outside:
+        raise ConfigError(f"policy.gate_labels: {outside[0]!r} is not audited; gate labels must be among "
+                          f"policy.labels {audited}.")
     rows = labels[labels["split"] == policy.split].reset_index(drop=True)
     if rows.empty:
         raise ConfigError(f"policy.split: no prediction times of this task fall in split {policy.split!r}.")

@@ -27,6 +27,7 @@ class Gates(_Strict):
     - ``max_subgroup_auroc_gap``: no unsuppressed group may be *credibly* worse than the whole
       population by more than this: a group fails when the upper end of its AUROC interval is
       below overall AUROC minus the gap.
+    Subgroup gates judge every group with at least ``min_cell`` subjects.
     - ``min_observed_expected_ratio``: each unsuppressed group's observed / expected events (O/E,
       from recorded labels) relative to the population's must not be *credibly* outside [r, 1/r]:
       a group fails when the whole 95% Poisson interval of its O/E lies outside. A group whose
