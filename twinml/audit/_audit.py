@@ -34,6 +34,7 @@ class AuditInputs:
     task: object              # TaskDefinition
     truth: pd.DataFrame | None
     lineage: dict = field(default_factory=dict)
+    code_descriptions: dict = field(default_factory=dict)  # code -> description (metadata/codes.parquet)
 
 
 def suppress_small_counts(df: pd.DataFrame, columns, min_cell: int) -> pd.DataFrame:
@@ -238,8 +239,10 @@ def _explanation_section(inputs, rows, audited, policy, seed, progress):
     sample = rows.iloc[pick].reset_index(drop=True)[["subject_id", "prediction_time"]]
     attr = explain_model(inputs.model, inputs.events, sample, label=label, n_samples=ep.n_samples, seed=seed,
                          progress=progress)
+    codes = code_importance(attr)
+    codes.insert(1, "description", codes["code"].map(inputs.code_descriptions).fillna(""))
     out = {"label": label, "method": attr.method, "rows_explained": attr.n_rows, "seconds": attr.seconds,
-           "codes": _records(_suppress_code_rows(code_importance(attr), policy.min_cell)),
+           "codes": _records(_suppress_code_rows(codes, policy.min_cell)),
            "windows": _records(window_importance(attr))}
     if hasattr(inputs.model, "net_"):
         out["faithfulness"] = faithfulness(inputs.model, inputs.events, sample, attr, k=ep.top_k, seed=seed)

@@ -193,8 +193,9 @@ def _explanations_html(r, figures):
            "calibrator, aggregated per code and per time window before the prediction time.</p>"]
     if "importance" in figures:
         out.append(f"<div class='figs'><img alt='code importance' src='{png_data_uri(figures['importance'])}'></div>")
-    out.append(_table(e["codes"], ["code", "mean_abs", "mean", "rows"],
-                      headers=["code", "mean |attribution|", "mean attribution", "rows attributed"], digits=4))
+    out.append(_table(e["codes"], ["code", "description", "mean_abs", "mean", "rows"],
+                      headers=["code", "description", "mean |attribution|", "mean attribution", "rows attributed"],
+                      digits=4))
     out.append(_table(e["windows"], ["window", "share_of_abs_attribution"], headers=["time window", "share of |attribution|"]))
     fa = e.get("faithfulness")
     if fa:

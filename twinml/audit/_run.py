@@ -72,7 +72,7 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
 
     from .. import tracking
     from ..cohort import build_labels
-    from ..data import read_meds, read_subject_splits
+    from ..data import read_code_metadata, read_meds, read_subject_splits
     from ..pipeline import load_truth
 
     out = Path(out)
@@ -92,7 +92,9 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
     lineage = {"model_uri": model_uri, "model_name": loaded.name, "model_version": loaded.version, "run_id": run_id,
                "data_fingerprint": tracking.data_fingerprint(meds_dir), "config_hash": config_hash(cfg_json),
                "code_version": tracking.code_version(), "seed": config.seed, "policy_hash": config_hash(policy.model_dump(mode="json"))}
-    inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage)
+    codes = read_code_metadata(meds_dir)
+    descriptions = dict(zip(codes["code"], codes["description"].fillna(""))) if "description" in codes else {}
+    inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage, descriptions)
     report, figs = compute_audit(inputs, policy, seed=config.seed, progress=progress)
     figures = {name: png_bytes(f) for name, f in figs.items()}
     figures["importance"] = png_bytes(importance_figure(report["explanations"]["codes"],
