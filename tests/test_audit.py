@@ -294,3 +294,18 @@ def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
     assert shares.sum() == pytest.approx(1.0)
     drivers = patient_drivers(attr, top=3)
     assert drivers.groupby("row").size().max() <= 3 and set(drivers["direction"]) <= {"raises", "lowers"}
+
+
+def test_subgroup_reference_largest_group_is_not_dragged_by_the_deviant_group():
+    from twinml.audit._audit import _true_risk_gate
+
+    def group(name, n, ratio):
+        return {"attribute": "race", "group": name, "n_subjects": n, "true_risk_ratio": ratio, "suppressed": False}
+
+    overall = {"true_risk_ratio": 0.8}  # pulled down by the under-predicted group B
+    groups = [group("W", 1000, 1.0), group("B", 300, 0.3), group("A", 100, 1.3)]
+    population = _true_risk_gate("x", overall, groups, 0.7, "population")
+    largest = _true_risk_gate("x", overall, groups, 0.7, "largest_group")
+    assert population["groups"] == ["race=B", "race=A"]  # A only looks high next to a dragged average
+    assert largest["groups"] == ["race=B"] and "largest group" in largest["rule"]
+    assert largest["value"] == pytest.approx(0.3)

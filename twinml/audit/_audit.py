@@ -295,9 +295,9 @@ def _gates(report, unsuppressed, policy, audited):
                              None if not checked else not worse, groups=[f"{r['attribute']}={r['group']}" for r in worse],
                              note=None if checked else "no group with an AUROC interval", worst=worst))
         if g.min_observed_expected_ratio is not None:
-            out.append(_observed_expected_gate(c, overall, groups, g.min_observed_expected_ratio))
+            out.append(_observed_expected_gate(c, overall, groups, g.min_observed_expected_ratio, g.subgroup_reference))
         if g.min_true_risk_ratio is not None:
-            out.append(_true_risk_gate(c, overall, groups, g.min_true_risk_ratio))
+            out.append(_true_risk_gate(c, overall, groups, g.min_true_risk_ratio, g.subgroup_reference))
         for gate in out[n_before:]:
             if gate.pop("_worst_suppressed", False):
                 gate["value"] = SUPPRESSED
@@ -310,32 +310,51 @@ def _gates(report, unsuppressed, policy, audited):
     return out
 
 
-def _observed_expected_gate(label, overall, groups, r):
-    """Fail a group whose O/E, relative to the population's, is credibly outside [r, 1/r]."""
-    base = _num(overall["observed_expected"])
-    checked = [g for g in groups if _num(g["observed_expected"]) is not None] if base else []
-    bad = [g for g in checked if g["observed_expected_hi"] / base < r or g["observed_expected_lo"] / base > 1 / r]
-    worst = max(bad or checked, key=lambda g: abs(math.log(max(g["observed_expected"] / base, 1e-9))), default=None)
-    return _gate("subgroup observed / expected events", label,
-                 None if worst is None else worst["observed_expected"] / base,
-                 f"no group's O/E interval entirely outside [{r:.2f}, {1 / r:.2f}] x the population's",
+def _references(overall, groups, key, reference):
+    """The value each group is compared with: the population's, or its attribute's largest group's."""
+    if reference == "population":
+        base = _num(overall[key])
+        return {id(g): base for g in groups if base and _num(g[key]) is not None}
+    largest = {}
+    for g in groups:
+        if g["group"] != "unknown" and _num(g[key]) is not None and g[key] > 0 and \
+                g["n_subjects"] > largest.get(g["attribute"], {"n_subjects": -1})["n_subjects"]:
+            largest[g["attribute"]] = g
+    return {id(g): largest[g["attribute"]][key] for g in groups
+            if g["attribute"] in largest and _num(g[key]) is not None}
+
+
+def _reference_name(reference):
+    return "the population's" if reference == "population" else "its attribute's largest group's"
+
+
+def _observed_expected_gate(label, overall, groups, r, reference):
+    """Fail a group whose O/E, relative to the reference, is credibly outside [r, 1/r]."""
+    base = _references(overall, groups, "observed_expected", reference)
+    checked = [g for g in groups if id(g) in base]
+    rel = {id(g): g["observed_expected"] / base[id(g)] for g in checked}
+    bad = [g for g in checked if g["observed_expected_hi"] / base[id(g)] < r
+           or g["observed_expected_lo"] / base[id(g)] > 1 / r]
+    worst = max(bad or checked, key=lambda g: abs(math.log(max(rel[id(g)], 1e-9))), default=None)
+    return _gate("subgroup observed / expected events", label, None if worst is None else rel[id(worst)],
+                 f"no group's O/E interval entirely outside [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
                  None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
                  note=None if checked else "no group to compare", worst=worst)
 
 
-def _true_risk_gate(label, overall, groups, r):
-    """Each group's (mean predicted / mean true risk) relative to the whole population's, within [r, 1/r].
+def _true_risk_gate(label, overall, groups, r, reference):
+    """Each group's (mean predicted / mean true risk) relative to the reference's, within [r, 1/r].
 
     Relative, so a shared offset (e.g. diagnoses recorded some time after true onset, which the
     ECE gate judges) does not count as a disparity between groups.
     """
-    base = _num(overall["true_risk_ratio"])
-    checked = [g for g in groups if _num(g["true_risk_ratio"]) is not None] if base else []
-    rel = {id(g): g["true_risk_ratio"] / base for g in checked}
+    base = _references(overall, groups, "true_risk_ratio", reference)
+    checked = [g for g in groups if id(g) in base]
+    rel = {id(g): g["true_risk_ratio"] / base[id(g)] for g in checked}
     bad = [g for g in checked if not r <= rel[id(g)] <= 1 / r]
     worst = max(bad or checked, key=lambda g: abs(math.log(max(rel[id(g)], 1e-9))), default=None)
     return _gate("subgroup calibration against true risk", label, None if worst is None else rel[id(worst)],
-                 f"each group's predicted/true risk within [{r:.2f}, {1 / r:.2f}] x the population's",
+                 f"each group's predicted/true risk within [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
                  None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
                  note=None if checked else "no ground truth (only simulated data carry true risks)", worst=worst)
 

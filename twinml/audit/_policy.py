@@ -27,7 +27,9 @@ class Gates(_Strict):
     - ``max_subgroup_auroc_gap``: no unsuppressed group may be *credibly* worse than the whole
       population by more than this: a group fails when the upper end of its AUROC interval is
       below overall AUROC minus the gap.
-    Subgroup gates judge every group with at least ``min_cell`` subjects.
+    Subgroup gates judge every group with at least ``min_cell`` subjects. ``subgroup_reference``
+    is what the O/E and true-risk gates compare a group with: ``population`` (everyone, including
+    the group itself) or ``largest_group`` (the attribute's largest group, e.g. the majority race).
     - ``min_observed_expected_ratio``: each unsuppressed group's observed / expected events (O/E,
       from recorded labels) relative to the population's must not be *credibly* outside [r, 1/r]:
       a group fails when the whole 95% Poisson interval of its O/E lies outside. A group whose
@@ -46,6 +48,7 @@ class Gates(_Strict):
     min_observed_expected_ratio: float | None = 0.7
     min_true_risk_ratio: float | None = 0.7
     min_faithfulness_ratio: float | None = 1.5
+    subgroup_reference: Literal["population", "largest_group"] = "population"
 
 
 class ExplainPolicy(_Strict):
