@@ -309,3 +309,14 @@ def test_subgroup_reference_largest_group_is_not_dragged_by_the_deviant_group():
     assert population["groups"] == ["race=B", "race=A"]  # A only looks high next to a dragged average
     assert largest["groups"] == ["race=B"] and "largest group" in largest["rule"]
     assert largest["value"] == pytest.approx(0.3)
+
+
+def test_report_is_strict_json_with_nan_as_null(fair_audit):
+    from twinml.audit._audit import _clean_tree
+
+    from twinml.evaluation import calibration_summary
+
+    one_class = calibration_summary([0, 0, 0, 0], [0.1, 0.2, 0.1, 0.3])  # slope and intercept undefined: NaN
+    assert _clean_tree({"a": [one_class, np.float32(0.5), {"b": np.int64(3)}]})["a"][0]["calibration_slope"] is None
+    assert _clean_tree({"a": [float("nan"), np.float32(0.5), {"b": np.int64(3)}]}) == {"a": [None, 0.5, {"b": 3}]}
+    json.dumps(fair_audit.report, allow_nan=False)  # the report as written: strict JSON

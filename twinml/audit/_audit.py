@@ -94,7 +94,16 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     report["explanations"] = _explanation_section(inputs, rows, audited, policy, seed, progress)
     report["gates"] = _gates(report, unsuppressed, policy, audited)
     report["passed"] = all(g["passed"] is not False for g in report["gates"])
-    return report, figures
+    return _clean_tree(report), figures
+
+
+def _clean_tree(obj):
+    """JSON-ready: NaN -> None, numpy scalars -> Python, recursively (audit.json allows no NaN)."""
+    if isinstance(obj, dict):
+        return {k: _clean_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean_tree(v) for v in obj]
+    return _clean(obj)
 
 
 def _params(model):

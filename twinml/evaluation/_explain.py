@@ -6,7 +6,8 @@ baseline of each event is the same event with its content removed (unknown code,
 time). Tabular models use ``TreeExplainer`` (gradient boosting) or ``LinearExplainer``
 (logistic regression) on their features, each attributed to the code and window it summarises.
 
-Attributions explain the model's log-odds of the label before the calibrator.
+Attributions explain the model's log-odds of the label before the calibrator. Static traits are
+held at each row's own values, so they receive no attribution from the sequence explainer.
 """
 
 from __future__ import annotations
