@@ -1,7 +1,6 @@
 """The governance audit: planted disparity caught, small cells never shown, explanations faithful, report renders."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys

@@ -68,8 +68,6 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
     renamed). With a registered model the version gets tags ``twinml.audit.passed`` (``true`` /
     ``false``) and ``twinml.audit.run_id``; the report is logged as artifacts of a new run.
     """
-    import mlflow
-
     from .. import tracking
     from ..cohort import build_labels
     from ..data import read_code_metadata, read_meds, read_subject_splits
