@@ -6,15 +6,12 @@ An error names the file, the key, the rule and the value received.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._validation import ConfigError
 from .cohort import TaskDefinition
-from .cohort._task import format_validation_error
+from .cohort._task import load_validated
 
 __all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig",
            "EvaluationConfig", "TrackingConfig", "load_config"]
@@ -112,16 +109,4 @@ class ExperimentConfig(_Strict):
 
 def load_config(path_or_dict) -> ExperimentConfig:
     """Read and validate an experiment config (relative paths are relative to the working directory)."""
-    if isinstance(path_or_dict, dict):
-        raw, source = path_or_dict, "config"
-    else:
-        source = str(path_or_dict)
-        if not Path(path_or_dict).exists():
-            raise ConfigError(f"{source}: config file not found.")
-        raw = yaml.safe_load(Path(path_or_dict).read_text())
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a config must be a mapping of keys; got {type(raw).__name__}")
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source=source, model=ExperimentConfig)) from None
+    return load_validated(ExperimentConfig, path_or_dict, what="config", source="config")

@@ -15,6 +15,7 @@ from .._validation import ConfigError
 from ..evaluation import evaluate_risks
 from ..evaluation._calibration import calibration_summary, reliability_table
 from ..evaluation._explain import code_importance, explain_model, faithfulness, window_importance
+from ..evaluation._metrics import _oracle_frame
 from ..evaluation._fairness import SUPPRESSED, subject_attributes, subgroup_metrics
 from ..evaluation._mitigation import threshold_tradeoff
 from ._policy import AuditPolicy
@@ -226,15 +227,11 @@ def _mitigation_section(inputs, labels, rows, risks, audited, fairness, policy, 
 
 
 def _truth_for(rows, truth, audited):
+    """The simulator's true risk of each audited label for each row (None without ground truth)."""
     if truth is None:
         return None
-    observed = truth[truth["plan"] == "observed"] if "plan" in truth else truth
-    cols = [c for c in audited if c in observed.columns]
-    if not cols:
-        return None
-    m = rows[["subject_id", "prediction_time"]].merge(observed[["subject_id", "prediction_time", *cols]],
-                                                      on=["subject_id", "prediction_time"], how="left")
-    return m.reindex(columns=["subject_id", "prediction_time", *audited])
+    frame = _oracle_frame(rows, truth, audited)
+    return None if frame is None else frame.reindex(columns=audited)
 
 
 def _explanation_section(inputs, rows, audited, policy, seed, progress):

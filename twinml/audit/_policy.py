@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .._validation import ConfigError
-from ..cohort._task import format_validation_error
+from ..cohort._task import load_validated
 from ..evaluation._fairness import DEFAULT_ATTRIBUTES
 
 __all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
@@ -110,19 +107,7 @@ class AuditPolicy(_Strict):
 
 
 def load_policy(path_or_dict=None) -> AuditPolicy:
-    """Read and validate an audit policy; ``None`` gives the defaults."""
+    """Read and validate an audit policy; ``None`` (or an empty file) gives the defaults."""
     if path_or_dict is None:
         return AuditPolicy()
-    if isinstance(path_or_dict, dict):
-        raw, source = path_or_dict, "policy"
-    else:
-        source = str(path_or_dict)
-        if not Path(path_or_dict).exists():
-            raise ConfigError(f"{source}: audit policy file not found.")
-        raw = yaml.safe_load(Path(path_or_dict).read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: an audit policy must be a mapping of keys; got {type(raw).__name__}")
-    try:
-        return AuditPolicy.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source=source, model=AuditPolicy)) from None
+    return load_validated(AuditPolicy, path_or_dict, what="audit policy", source="policy", empty_is_default=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -157,6 +158,29 @@ def _known_keys(model, loc):
             break
         model = candidates[-1]
     return sorted(model.model_fields)
+
+
+def load_validated(model: type[BaseModel], path_or_dict, *, what: str, source: str, empty_is_default=False):
+    """A YAML file (or a dict) validated as ``model``; every error is a ConfigError naming file, key and rule.
+
+    ``what`` names the thing in messages ("config", "audit policy"); ``source`` labels a dict.
+    With ``empty_is_default`` an empty file means every default.
+    """
+    if isinstance(path_or_dict, dict):
+        raw = path_or_dict
+    else:
+        source = str(path_or_dict)
+        if not Path(path_or_dict).exists():
+            raise ConfigError(f"{source}: {what} file not found.")
+        raw = yaml.safe_load(Path(path_or_dict).read_text())
+        raw = {} if raw is None and empty_is_default else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a{'n' if what[0] in 'aeiou' else ''} {what} must be a mapping of keys; "
+                          f"got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source=source, model=model)) from None
 
 
 def load_task(path_or_dict, *, source: str | None = None) -> TaskDefinition:
