@@ -31,6 +31,8 @@ class SimulatorSettings(_Strict):
     underdiagnosis_rate: float = 0.0
     visit_rate_ratio: float = 1.0
     treatment_effect_scale: float = 1.0
+    treatment_rate_scale: float = 1.0
+    treatment_decisions: Literal["visits", "yearly_review"] = "visits"
 
     @field_validator("n_subjects", "years")
     @classmethod
@@ -66,15 +68,19 @@ class ModelConfig(_Strict):
     """``logistic`` / ``hist_gb``: tabular baselines (``params`` go to the classifier; calibration
     ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models (``params``
     are :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
-    calibration ``platt``, ``temperature`` or ``isotonic``)."""
+    calibration ``platt``, ``temperature`` or ``isotonic``). ``whatif``: the treatment-response model
+    (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
-    kind: Literal["logistic", "hist_gb", "gru", "transformer"] = "hist_gb"
+    kind: Literal["logistic", "hist_gb", "gru", "transformer", "whatif"] = "hist_gb"
     params: dict = Field(default_factory=dict)
     calibration: Literal["sigmoid", "isotonic", "platt", "temperature"] | None = None
 
     @model_validator(mode="after")
     def _calibration_fits_kind(self):
-        sequence = self.kind in ("gru", "transformer")
+        if self.kind == "whatif" and self.calibration is not None:
+            raise ValueError("calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
+                             "recalibrated); use null")
+        sequence = self.kind in ("gru", "transformer", "whatif")
         allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
         if self.calibration is not None and self.calibration not in allowed:
             allowed = " or ".join(repr(a) for a in allowed)

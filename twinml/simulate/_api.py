@@ -73,7 +73,8 @@ def simulate(
     *, n_subjects: int, seed: int = 0, years: int = 10, start: str = "2010-01-01",
     horizons_days=DEFAULT_HORIZONS, truth_start_year: int = 2, visit_rate_per_year: float = 1.3,
     follow_up_loss_per_year: float = 0.04, bias_group: str | None = None, underdiagnosis_rate: float = 0.0,
-    visit_rate_ratio: float = 1.0, treatment_effect_scale: float = 1.0,
+    visit_rate_ratio: float = 1.0, treatment_effect_scale: float = 1.0, treatment_rate_scale: float = 1.0,
+    treatment_decisions: str = "visits",
     split_fractions=(0.8, 0.1, 0.1), progress=None,
 ) -> SimulatedCohort:
     """Simulate a cohort of patients whose true risks are known.
@@ -98,6 +99,14 @@ def simulate(
         In ``bias_group``, visits (and so measurements) happen this many times as often.
     treatment_effect_scale : float
         Multiplies every treatment's effect (0 makes treatments inert).
+    treatment_rate_scale : float
+        Multiplies the prescribing policy's start probabilities (capped at 1): more treated patients,
+        the same confounding (who gets treated still depends on what was observed).
+    treatment_decisions : {"visits", "yearly_review"}
+        ``visits``: treatments may start at any outpatient visit (acting from the next month).
+        ``yearly_review``: every followed subject has a review visit at each whole year after ``start``
+        (the ground-truth times); treatments start only there, prescribed one minute after the review's
+        readings and acting at once, so the ground-truth plans are exactly the decisions the records show.
 
     Examples
     --------
@@ -113,6 +122,11 @@ def simulate(
         check_positive_int(h, name="horizons_days", owner="simulate")
     if not 0.0 <= underdiagnosis_rate <= 1.0:
         raise ConfigError(f"The 'underdiagnosis_rate' parameter of simulate must be in [0, 1]. Got {underdiagnosis_rate!r} instead.")
+    if treatment_rate_scale < 0:
+        raise ConfigError(f"The 'treatment_rate_scale' parameter of simulate must be >= 0. Got {treatment_rate_scale!r} instead.")
+    if treatment_decisions not in ("visits", "yearly_review"):
+        raise ConfigError(f"The 'treatment_decisions' parameter of simulate must be 'visits' or 'yearly_review'. "
+                          f"Got {treatment_decisions!r} instead.")
     if visit_rate_ratio <= 0:
         raise ConfigError(f"The 'visit_rate_ratio' parameter of simulate must be > 0. Got {visit_rate_ratio!r} instead.")
     if (underdiagnosis_rate > 0 or visit_rate_ratio != 1.0) and not bias_group:
@@ -123,7 +137,8 @@ def simulate(
                   truth_start_year=truth_start_year, visit_rate_per_year=visit_rate_per_year,
                   follow_up_loss_per_year=follow_up_loss_per_year, bias_group=bias_group,
                   underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
-                  treatment_effect_scale=treatment_effect_scale, split_fractions=list(split_fractions))
+                  treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
+                  treatment_decisions=treatment_decisions, split_fractions=list(split_fractions))
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     t = _time.perf_counter()
@@ -131,7 +146,8 @@ def simulate(
         n_subjects=n_subjects, years=years, extra_steps=steps_needed(horizons_days), rng=rng,
         visit_rate_per_year=visit_rate_per_year, follow_up_loss_per_year=follow_up_loss_per_year,
         bias_group=bias_group, underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
-        treatment_effect_scale=treatment_effect_scale,
+        treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
+        treatment_decisions=treatment_decisions,
     )
     say(f"simulated {n_subjects:,} subjects over {years} years in {_time.perf_counter() - t:.1f}s")
     start_s = int(pd.Timestamp(start).value // 1_000_000_000)

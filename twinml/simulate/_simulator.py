@@ -22,7 +22,8 @@ DYNAMIC_CODES = (
     + [SMOKER_CODE[0], OBSERVATION_PERIOD["start"][0], OBSERVATION_PERIOD["end"][0]]
 )
 CODE_ID = {c: i for i, c in enumerate(DYNAMIC_CODES)}
-WALK_SD_PER_YEAR = 0.25  # latent drift between visits: recent readings matter more than old ones
+WALK_SD_PER_YEAR = 0.25
+RX_DELAY_YEARS = 60.0 / (365.0 * 86400.0)  # a review's prescriptions follow its readings by a minute  # latent drift between visits: recent readings matter more than old ones
 
 
 @dataclass
@@ -38,8 +39,14 @@ class ProcessResult:
 
 
 def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, follow_up_loss_per_year,
-                bias_group, underdiagnosis_rate, visit_rate_ratio, treatment_effect_scale):
-    """Simulate ``years`` of records plus ``extra_steps`` of unrecorded future for ground truth."""
+                bias_group, underdiagnosis_rate, visit_rate_ratio, treatment_effect_scale,
+                treatment_rate_scale=1.0, treatment_decisions="visits"):
+    """Simulate ``years`` of records plus ``extra_steps`` of unrecorded future for ground truth.
+
+    ``treatment_decisions``: ``visits`` (treatments may start at any outpatient visit and act from the
+    next step) or ``yearly_review`` (every followed subject has a review visit at each whole year; only
+    there may treatments start, prescribed a minute after the review's readings and acting at once).
+    """
     n = n_subjects
     st = draw_statics(n, rng, bias_group=bias_group, follow_up_loss_per_year=follow_up_loss_per_year)
     n_steps = years * STEPS_PER_YEAR
@@ -50,6 +57,9 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
     lam_hist = np.empty((n, t_ext, 5), np.float32)
     effects = EFFECTS * np.float32(treatment_effect_scale)
 
+    if treatment_decisions not in ("visits", "yearly_review"):
+        raise ValueError(f"treatment_decisions must be 'visits' or 'yearly_review'; got {treatment_decisions!r}")
+    reviews = treatment_decisions == "yearly_review"
     walk = np.zeros((n, k))
     on = np.zeros((n, len(TREATMENT_NAMES)), bool)
     alive = np.ones(n, bool)
@@ -76,7 +86,13 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
         age = st.age0 + t0
         z_u[:, s] = st.mu + st.slope * (age[:, None] - 50.0) / 10.0 + walk
         walk += WALK_SD_PER_YEAR * np.sqrt(DT) * rng.standard_normal((n, k))
-        on_hist[:, s] = on
+        on_hist[:, s] = on  # before any decision of this step: the ground truth's starting point
+        if reviews and s % STEPS_PER_YEAR == 0 and 0 < s < n_steps:
+            idx = np.flatnonzero(alive & _observed(np.full(n, t0), st, end_years))
+            z = z_u[:, s] + on.astype(np.float32) @ effects
+            start = _visit(idx, np.full(idx.size, t0), z, age, on, coded, recorded, rng, log,
+                           rate_scale=treatment_rate_scale, rx_delay=RX_DELAY_YEARS)
+            on[idx] |= start  # acts from this step on, as the ground truth's plans do
         z = z_u[:, s] + on.astype(np.float32) @ effects
         lam = hazards(z, age, st.male, st.deprivation, st.smoker)
         lam_hist[:, s] = lam
@@ -93,7 +109,8 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
         death_time[dies] = t0 + t_death[dies]
         if s < n_steps:
             _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
-                         onset_time, entry_step, end_years, visit_rate_per_year * visit_mult, rng, log)
+                         onset_time, entry_step, end_years, visit_rate_per_year * visit_mult, rng, log,
+                         treatment_rate_scale, starts_at_visits=not reviews)
         alive &= ~dies
     # Subjects who die before they would have entered never enter the records.
     follow_end = np.minimum(np.minimum(st.censor, death_time), end_years)
@@ -108,7 +125,8 @@ def _observed(years, st, end_years):
 
 
 def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
-                 onset_time, entry_step, end_years, visit_rate, rng, log):
+                 onset_time, entry_step, end_years, visit_rate, rng, log, treatment_rate_scale=1.0,
+                 starts_at_visits=True):
     """Write this step's recorded events and let the treatment policy act at visits."""
     # Prevalent or pre-entry onsets are recorded at entry as history.
     entering = np.flatnonzero(entry_step == s)
@@ -137,9 +155,22 @@ def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, re
     if idx.size == 0:
         return
     vt = vt[idx]
-    log.add(idx, vt, CODE_ID[VISIT_CODES["outpatient"][0]])
     first_visit = at_entry[idx] & st.smoker[idx] & st.smoking_recorded[idx]
-    log.add(idx[first_visit], vt[first_visit], CODE_ID[SMOKER_CODE[0]])
+    start = _visit(idx, vt, z, age, on, coded, recorded, rng, log, first_visit=first_visit,
+                   rate_scale=treatment_rate_scale if starts_at_visits else None)
+    on[idx] |= start  # acts from the next step on
+
+
+def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, rate_scale=1.0, rx_delay=0.0):
+    """An outpatient encounter of subjects ``idx`` at ``vt``: readings, new diagnoses, prescriptions.
+
+    ``rate_scale`` None: no new treatment is started here. Otherwise the confounded policy may start
+    treatments; returns the (len(idx), D) start mask. Prescriptions are written ``rx_delay`` years
+    after the encounter's other events.
+    """
+    log.add(idx, vt, CODE_ID[VISIT_CODES["outpatient"][0]])
+    if first_visit is not None:
+        log.add(idx[first_visit], vt[first_visit], CODE_ID[SMOKER_CODE[0]])
     read = readings(z[idx], age[idx], rng)
     u = rng.random((idx.size, 4))
     measured = {
@@ -164,17 +195,21 @@ def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, re
         log.add(idx[new_dx[:, j]], vt[new_dx[:, j]], CODE_ID[code])
     coded[idx] |= new_dx
 
-    # Confounded policy: what was just observed (and past outcomes) drives treatment starts.
-    p = np.stack([
-        np.where(recorded[idx, T2D], 0.5, np.where(measured["hba1c"] & (read["hba1c"] >= 6.0), 0.2, 0.0)),
-        np.where(measured["ldl"] & (read["ldl"] >= 160.0), 0.35,
-                 np.where(measured["ldl"] & (read["ldl"] >= 130.0) & (age[idx] >= 55.0), 0.15, 0.0))
-        + 0.6 * recorded[idx, MI],
-        np.where(read["sbp"] >= 140.0, 0.35, 0.0) + 0.5 * recorded[idx, STROKE],
-    ], axis=1)
-    start = ~on[idx] & (rng.random(p.shape) < p)
+    start = np.zeros((idx.size, len(TREATMENT_NAMES)), bool)
+    if rate_scale is not None:
+        # Confounded policy: what was just observed (and past outcomes) drives treatment starts.
+        p = np.stack([
+            np.where(recorded[idx, T2D], 0.5, np.where(measured["hba1c"] & (read["hba1c"] >= 6.0), 0.2, 0.0)),
+            np.where(measured["ldl"] & (read["ldl"] >= 160.0), 0.35,
+                     np.where(measured["ldl"] & (read["ldl"] >= 130.0) & (age[idx] >= 55.0), 0.15, 0.0))
+            + 0.6 * recorded[idx, MI],
+            np.where(read["sbp"] >= 140.0, 0.35, 0.0) + 0.5 * recorded[idx, STROKE],
+        ], axis=1)
+        if rate_scale != 1.0:
+            p = np.minimum(p * rate_scale, 1.0)
+        start = ~on[idx] & (rng.random(p.shape) < p)
     for d, name in enumerate(TREATMENT_NAMES):
         # a prescription at every visit while on the drug (start included)
         given = on[idx, d] | start[:, d]
-        log.add(idx[given], vt[given], CODE_ID[TREATMENTS[name][0]])
-    on[idx] |= start  # acts from the next step on
+        log.add(idx[given], vt[given] + rx_delay, CODE_ID[TREATMENTS[name][0]])
+    return start
