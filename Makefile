@@ -32,6 +32,8 @@ bench: install
 	$(PY) benchmarks/baseline.py
 	$(PY) benchmarks/sequence.py
 	$(PY) benchmarks/ingest.py --omop-subjects 100000
+	$(PY) -m pip install -q -e ".[benchmarks]"
+	$(PY) benchmarks/whatif.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -32,11 +32,12 @@ def timed(fn, repeat=3):
     return min(times), times, out
 
 
-def simulated(n_subjects: int, seed: int = 0) -> Path:
-    """A cached simulated MEDS directory (created on first use)."""
+def simulated(n_subjects: int, seed: int = 0, **settings) -> Path:
+    """A cached simulated MEDS directory (created on first use); ``settings`` go to ``simulate``."""
     from twinml.simulate import simulate
 
-    path = CACHE / f"sim-{n_subjects}-{seed}"
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(settings.items()))
+    path = CACHE / f"sim-{n_subjects}-{seed}{suffix}"
     if not (path / "metadata" / "dataset.json").exists():
-        simulate(n_subjects=n_subjects, seed=seed).write(path, overwrite=True)
+        simulate(n_subjects=n_subjects, seed=seed, **settings).write(path, overwrite=True)
     return path

@@ -51,6 +51,10 @@ def simulate(
     bias_group: Optional[str] = typer.Option(None, help="Group for the bias knobs, e.g. RACE//Black."),
     underdiagnosis_rate: float = typer.Option(0.0, help="Share of T2D/CKD diagnoses never recorded in the group."),
     visit_rate_ratio: float = typer.Option(1.0, help="Visit rate of the group relative to others."),
+    treatment_effect_scale: float = typer.Option(1.0, help="Multiplies every treatment's effect (0: inert)."),
+    treatment_rate_scale: float = typer.Option(1.0, help="Multiplies the prescribing policy's start probabilities."),
+    treatment_decisions: str = typer.Option("visits", help="visits, or yearly_review (treatments start only at "
+                                            "yearly reviews, the ground-truth times)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Simulate patients whose true risks are known; write MEDS + ground truth."""
@@ -60,7 +64,9 @@ def simulate(
 
         say = Progress(_console().print)
         cohort = run(n_subjects=n_subjects, seed=seed, years=years, bias_group=bias_group,
-                     underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio, progress=say)
+                     underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
+                     treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
+                     treatment_decisions=treatment_decisions, progress=say)
         cohort.write(out, overwrite=overwrite)
         say(f"wrote {cohort.events.num_rows:,} events for {n_subjects:,} subjects to {out} "
             f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})")
@@ -225,6 +231,97 @@ def audit(
     res = _run(body)
     if not res.passed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def whatif(
+    model: str = typer.Option(..., "--model", help="A model trained with model.kind whatif: models:/NAME/VERSION, "
+                              "models:/NAME@ALIAS or runs:/RUN_ID/model."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory holding the patients."),
+    subjects: str = typer.Option(..., "--subjects", help="Comma-separated subject ids."),
+    plans: Optional[Path] = typer.Option(None, "--plans", help="Plans YAML (default: the plans the model was "
+                                         "trained on); matched to the model's plans by what they start."),
+    at: Optional[str] = typer.Option(None, "--at", help="Prediction time (default: each subject's last event); "
+                                     "later events are ignored."),
+    out: Path = typer.Option(Path("runs/whatif"), "--out", help="Directory for whatif.csv and the risk-curve PNGs."),
+    html_report: bool = typer.Option(False, "--html", help="Also write report.html with the plots and tables."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+):
+    """Risk of each outcome under each treatment plan, with bands and support flags, for chosen patients."""
+    def body():
+        from ._validation import ConfigError
+        from .cohort import load_plans
+        from .data import read_meds
+        from .tracking import load_registered_model
+        from .tracking._pyfunc import prediction_index
+        from .whatif import what_if, write_whatif
+
+        loaded = load_registered_model(model, tracking_uri=tracking_uri)
+        if not hasattr(loaded.model, "predict_plans"):
+            raise ConfigError(f"--model {model}: a {type(loaded.model).__name__}, not a what-if model; "
+                              "train one with model.kind: whatif and task.treatment.")
+        ids = _subject_ids(subjects)
+        ev = read_meds(events)
+        ev = ev[ev["subject_id"].isin(ids)].reset_index(drop=True)
+        missing = sorted(set(ids) - set(ev["subject_id"].unique()))
+        if missing:
+            raise ConfigError(f"--subjects: subject {missing[0]} has no events in {events} "
+                              f"({len(missing)} of {len(ids)} missing).")
+        index = prediction_index(ev, at)
+        result = what_if(loaded.model, ev, index, load_plans(plans) if plans else None)
+        _print_whatif(result)
+        path = write_whatif(result, out, html_report=html_report, overwrite=overwrite)
+        _console().print(f"wrote {path / 'whatif.csv'} and {len(index)} risk-curve plot(s) to {path}"
+                         + (f"; report {path / 'report.html'}" if html_report else ""))
+    _run(body)
+
+
+def _subject_ids(text):
+    from ._validation import ConfigError
+
+    try:
+        ids = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--subjects: expected comma-separated integer subject ids; got {text!r}.") from None
+    if not ids:
+        raise ConfigError("--subjects: give at least one subject id.")
+    return ids
+
+
+def _print_whatif(result):
+    import pandas as pd
+    from rich.table import Table
+
+    p = result.prediction
+    console = _console()
+    for row in range(len(p.index)):
+        t = pd.Timestamp(p.index["prediction_time"].iloc[row])
+        table = Table(title=f"subject {p.index['subject_id'].iloc[row]} at {t:%Y-%m-%d}: risk under each plan "
+                            f"(effect vs {result.descriptions[p.plans[0]]}, {int(p.band * 100)}% band)",
+                      title_justify="left")
+        table.add_column("plan")
+        table.add_column("outcome")
+        for h in p.horizons:
+            table.add_column(f"{h} days", justify="right")
+        for j, plan in enumerate(p.plans):
+            for k, outcome in enumerate(p.outcomes):
+                name = result.descriptions[plan] if k == 0 else ""
+                if not p.in_support[row, j]:
+                    if k == 0:
+                        table.add_row(name, "all", *(["n/e"] * len(p.horizons)))
+                        table.add_row("", f"[dim]{p.reason[row, j]}[/dim]", *([""] * len(p.horizons)))
+                    continue
+                cells = []
+                for i in range(len(p.horizons)):
+                    cell = f"{100 * p.risk[row, j, k, i]:.1f}%"
+                    if j:
+                        cell += (f" ({100 * p.effect[row, j, k, i]:+.1f} [{100 * p.effect_lo[row, j, k, i]:+.1f}, "
+                                 f"{100 * p.effect_hi[row, j, k, i]:+.1f}])")
+                    cells.append(cell)
+                table.add_row(name, outcome, *cells, end_section=k == len(p.outcomes) - 1)
+        console.print(table)
+    console.print("effects in percentage points; n/e: not estimable (outside the support of the training data).")
 
 
 def _print_gates(report, *, failed_only=False):

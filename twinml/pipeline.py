@@ -22,6 +22,8 @@ from .models import TabularRiskModel
 
 __all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth"]
 
+SMALL_CELL = 11  # counts below this are not logged (the audit policy's default min_cell)
+
 TRUTH_FILE = Path("truth") / "ground_truth.parquet"
 
 
@@ -63,7 +65,9 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
     saved = path / "truth" / "simulator.json"
     if path.exists() and not overwrite:
         have = json.loads(saved.read_text()) if saved.exists() else None
-        if have is not None and all(have.get(k) == v for k, v in wanted.items()):
+        # a key missing from an older simulator.json had its default then
+        defaults = {k: f.default for k, f in type(data.simulator).model_fields.items()}
+        if have is not None and all(have.get(k, defaults[k]) == v for k, v in wanted.items()):
             progress(f"reusing simulated cohort at {path}")
             return path
         raise ConfigError(f"data.path: {path} exists but was not simulated with these settings {wanted}; "
@@ -76,6 +80,17 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
 def build_model(config: ExperimentConfig):
     """The estimator a config asks for (tabular baseline or sequence model), unfitted."""
     m, f = config.model, config.features
+    if m.kind == "whatif":
+        from .models import TreatmentResponseModel
+
+        if config.task.treatment is None:
+            raise ConfigError("config: model.kind 'whatif' needs task.treatment (a plans file such as "
+                              "configs/plans.yaml, or the plans inline).")
+        try:
+            return TreatmentResponseModel(plans=config.task.treatment, random_state=config.seed,
+                                          min_code_count=f.min_code_count, **dict(m.params))
+        except TypeError as err:
+            raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
     if m.kind in ("gru", "transformer"):
         from .models import SequenceRiskModel
 
@@ -141,6 +156,10 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
         tracking.log_frame(cohort.attrition, "cohort/attrition.csv")
         tracking.log_frame(cohort.label_counts, "cohort/label_counts.csv")
         mlflow.log_metrics({"cohort/train_rows": float(len(train_rows))})
+        for plan, n in getattr(model, "plan_counts_", {}).items():
+            # rows per factual plan; a count under the audit's minimum cell is not logged
+            if n >= SMALL_CELL:
+                mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
         for rec in getattr(model, "history_", []):
             mlflow.log_metrics({"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"],
                                 "train/epoch_seconds": rec["seconds"]}, step=rec["epoch"])

@@ -77,6 +77,10 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite.")
     loaded = tracking.load_registered_model(model_uri, tracking_uri=tracking_uri)
+    if hasattr(loaded.model, "predict_plans"):
+        raise ConfigError(f"audit: {model_uri!r} is a what-if (treatment-response) model; the audit covers risk "
+                          "models (its explanations read a risk network). Score its plans with `twinml whatif` "
+                          "and benchmarks/whatif.py.")
     mv = tracking.resolve_model_version(model_uri) if loaded.version else None
     run_id = _run_id_of(model_uri, mv)
     if config is None:

@@ -1,7 +1,8 @@
 """Cohorts and tasks: prediction times, eligibility, labels per outcome x horizon, splits."""
 
 from ._labels import Cohort, build_labels, to_meds_labels
+from ._plans import PlanSet, TreatmentPlan, factual_plans, load_plans
 from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task
 
 __all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
-           "Cohort", "build_labels", "to_meds_labels"]
+           "Cohort", "build_labels", "to_meds_labels", "PlanSet", "TreatmentPlan", "factual_plans", "load_plans"]

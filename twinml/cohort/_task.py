@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .._validation import ConfigError
+from ._plans import PlanSet
 
 __all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
            "format_validation_error"]
@@ -94,6 +95,7 @@ class TaskDefinition(_Strict):
     min_history_days: int = 365
     min_age_years: float | None = 18.0
     split: SplitDefinition = Field(default_factory=SplitDefinition)
+    treatment: PlanSet | None = None
 
     @field_validator("horizons_days")
     @classmethod
@@ -122,6 +124,16 @@ class TaskDefinition(_Strict):
         for name in v:
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"names must be letters, digits and '_'. Got {name!r} instead")
+        return v
+
+    @field_validator("treatment", mode="before")
+    @classmethod
+    def _plans_file(cls, v):
+        # a path names a plans YAML file (configs/plans.yaml); a mapping is the plan set itself
+        if isinstance(v, (str, Path)):
+            if not Path(v).exists():
+                raise ValueError(f"plans file {str(v)!r} not found")
+            return yaml.safe_load(Path(v).read_text())
         return v
 
     @property

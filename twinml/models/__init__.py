@@ -7,7 +7,7 @@ from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = ["MaskedMultiLabelClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
-           "label_columns_of", "label_matrix"]
+           "TreatmentResponseModel", "label_columns_of", "label_matrix"]
 
 
 def __getattr__(name):
@@ -15,4 +15,8 @@ def __getattr__(name):
         from ._sequence_model import SequenceRiskModel
 
         return SequenceRiskModel
+    if name == "TreatmentResponseModel":
+        from ._treatment import TreatmentResponseModel
+
+        return TreatmentResponseModel
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -158,7 +158,7 @@ class SequenceRiskModel(BaseEstimator):
                 if self.event_dropout:
                     drop = batch["mask"] & (rng.random(batch["mask"].shape) < self.event_dropout)
                     batch["code"][drop], batch["value"][drop], batch["has_value"][drop] = UNKNOWN, 0, 0
-                loss = self.train_step(batch, torch.from_numpy(y_train[rows]), opt)
+                loss = self.train_step(batch, y_train[rows], opt)
                 total, n = total + loss * rows.size, n + rows.size
             train_loss = total / max(n, 1)
             monitor = self._eval_loss(tune, y_tune) if tune is not None else train_loss
@@ -176,9 +176,9 @@ class SequenceRiskModel(BaseEstimator):
         self.net_.eval()
 
     def train_step(self, batch, y, opt) -> float:
-        """One optimisation step (override for custom training)."""
+        """One optimisation step on ``batch`` with targets ``y`` (the rows of the train targets)."""
         opt.zero_grad()
-        loss = hazard_loss(self.net_(**_tensors(batch)), y)
+        loss = hazard_loss(self.net_(**_tensors(batch)), torch.from_numpy(y))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
         opt.step()

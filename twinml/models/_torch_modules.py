@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet"]
+__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet", "TreatmentResponseNet"]
 
 
 class EventEmbedding(nn.Module):
@@ -89,10 +89,41 @@ class SequenceRiskNet(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
         self.head = HazardHead(d_model, n_outcomes, n_bins)
 
-    def forward(self, code, value, has_value, log_days, mask, length, static):
+    def represent(self, code, value, has_value, log_days, mask, length, static):
+        """The patient's representation (batch, d_model) that the heads read."""
         x = self.embed(code, value, has_value, log_days)
         if self.kind == "gru":
             h = self.encoder(x, mask, length)
         else:
             h = self.encoder(x, mask, length, log_days)
-        return self.head(self.mlp(torch.cat([h, self.static(static)], dim=-1)))
+        return self.mlp(torch.cat([h, self.static(static)], dim=-1))
+
+    def forward(self, code, value, has_value, log_days, mask, length, static):
+        return self.head(self.represent(code, value, has_value, log_days, mask, length, static))
+
+
+class TreatmentResponseNet(nn.Module):
+    """A :class:`SequenceRiskNet` plus a propensity head and plan-conditioned hazard offsets.
+
+    Hazard logits under plan ``p`` (``p = 0`` the reference) for bootstrap head ``k``:
+    ``base(r) + bias[k, p] + r @ weight[k, p]`` (zero offset for the reference), i.e. each plan moves
+    the log-odds of every (outcome, bin) hazard by an amount that may depend on the patient.
+    Returns base logits (batch, outcomes, bins), offsets (batch, heads, plans - 1, outcomes, bins)
+    and propensity logits (batch, plans).
+    """
+
+    def __init__(self, *, n_plans, n_boot, **risk_net):
+        super().__init__()
+        self.risk = SequenceRiskNet(**risk_net)
+        d, o, b = risk_net.get("d_model", 64), risk_net["n_outcomes"], risk_net["n_bins"]
+        self.n_outcomes, self.n_bins = o, b
+        self.propensity = nn.Linear(d, n_plans)
+        self.effect_bias = nn.Parameter(torch.zeros(n_boot, n_plans - 1, o * b))
+        self.effect_weight = nn.Parameter(torch.zeros(n_boot, n_plans - 1, d, o * b))
+
+    def forward(self, code, value, has_value, log_days, mask, length, static):
+        r = self.risk.represent(code, value, has_value, log_days, mask, length, static)
+        base = self.risk.head(r)
+        offset = torch.einsum("nd,kpdc->nkpc", r, self.effect_weight) + self.effect_bias
+        return base, offset.view(r.size(0), *self.effect_bias.shape[:2], self.n_outcomes, self.n_bins), \
+            self.propensity(r)

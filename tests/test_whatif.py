@@ -1,0 +1,184 @@
+"""The what-if twin: factual plans, overlap flags, bands under no effect, the CLI."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from twinml.cli import app
+from twinml.cohort import TaskDefinition, build_labels, factual_plans, load_plans
+from twinml.models import TreatmentResponseModel
+from twinml.simulate import simulate
+from twinml.whatif import NOT_TRAINED, what_if
+
+PLANS = "configs/plans.yaml"
+SMALL = {"d_model": 16, "max_epochs": 3, "batch_size": 256, "n_boot": 10, "n_threads": 2, "random_state": 0}
+TASK = TaskDefinition(name="whatif", outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
+                      horizons_days=[365, 730], prediction_times={"start": "2012-01-01"})
+
+
+def _events(rows):
+    ev = pd.DataFrame(rows, columns=["subject_id", "time", "code"])
+    ev["time"] = pd.to_datetime(ev["time"]).astype("datetime64[us]")
+    ev["code"] = ev["code"].astype("category")
+    ev["numeric_value"] = np.float32(np.nan)
+    return ev.sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
+
+
+def test_factual_plan_reads_starts_inside_the_decision_window_only():
+    statin, metformin = "RxNorm/83367", "RxNorm/6809"
+    ev = _events([
+        (1, "2010-01-01", "V"), (1, "2012-01-31", statin),                          # starts statin on day 30 (window: 30 days)
+        (2, "2010-01-01", "V"), (2, "2012-06-01", statin),                          # day 152: after the window
+        (3, "2010-01-01", "V"), (3, "2012-01-10", statin), (3, "2012-01-20", metformin),  # two starts: no plan
+        (4, "2010-01-01", statin), (4, "2012-01-31", statin),                       # already on statin
+        (5, "2010-01-01", "V"), (5, "2012-01-01", statin),                          # at t: before, not a start
+    ])
+    index = pd.DataFrame({"subject_id": [1, 2, 3, 4, 5],
+                          "prediction_time": pd.Timestamp("2012-01-01").as_unit("us")})
+    fp = factual_plans(ev, index, load_plans(PLANS))
+    assert fp["plan"].fillna("<none>").tolist() == ["start_statin", "no_new_treatment", "<none>", "no_new_treatment",
+                                                    "no_new_treatment"]
+    assert fp["already_on/start_statin"].tolist() == [False, False, False, True, True]
+    assert not fp["already_on/no_new_treatment"].any()
+
+
+def test_yearly_reviews_make_the_records_decisions_the_ground_truth_plans():
+    sim = simulate(n_subjects=1500, seed=4, treatment_decisions="yearly_review")
+    ev = sim.events.to_pandas()
+    ev["code"] = ev["code"].astype("category")
+    # every treatment start is a review's prescription: a whole number of 365-day years after start, plus a minute
+    rx = ev[ev["code"].astype(str).str.startswith("RxNorm/")]
+    first = rx.groupby(["subject_id", "code"], observed=True)["time"].min()
+    offset = (first - pd.Timestamp("2010-01-01")).dt.total_seconds()
+    assert len(first) > 100 and ((offset - 60) % (365 * 86400) == 0).all()
+    # so the risk under the observed policy is the risk under each row's factual plan, to the float
+    labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
+    fp = factual_plans(ev, labels, load_plans(PLANS))
+    rows = labels.assign(plan=fp["plan"]).dropna(subset=["plan"])[["subject_id", "prediction_time", "plan"]]
+    truth = sim.truth.assign(plan=sim.truth["plan"].astype(str))
+    observed = truth[truth["plan"] == "observed"].drop(columns="plan")
+    got = rows.merge(truth, on=["subject_id", "prediction_time", "plan"]).merge(
+        observed, on=["subject_id", "prediction_time"], suffixes=("", "_observed"))
+    assert len(got) == len(rows) and (got["plan"] != "no_new_treatment").sum() > 100
+    for col in ("t2d_365d", "mi_365d", "stroke_365d"):
+        np.testing.assert_allclose(got[col], got[f"{col}_observed"], rtol=1e-6)
+
+
+def test_plans_file_errors_name_the_rule():
+    from twinml._validation import ConfigError
+
+    with pytest.raises(ConfigError, match="reference plan 'none' must start nothing"):
+        load_plans({"reference": "none", "plans": {"none": {"codes": ["X"]}}})
+    with pytest.raises(ConfigError, match="start the same codes at the same time"):
+        load_plans({"plans": {"no_new_treatment": {}, "a": {"codes": ["X"]}, "b": {"codes": ["X"]}}})
+    with pytest.raises(ConfigError, match="reference 'no_new_treatment' is not one of the plans"):
+        load_plans({"plans": {"a": {"codes": ["X"]}}})
+
+
+@pytest.fixture(scope="module")
+def no_effect():
+    """A cohort where treatments do nothing (prescribing still confounded), and a model fitted on it."""
+    sim = simulate(n_subjects=4000, seed=5, treatment_effect_scale=0.0)
+    ev = sim.events.to_pandas()
+    ev["code"] = ev["code"].astype("category")
+    labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
+    part = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
+    plans = load_plans(PLANS).model_dump()
+    plans["plans"]["start_insulin"] = {"codes": ["RxNorm/NOBODY"], "description": "a drug nobody received"}
+    model = TreatmentResponseModel(plans=plans, **SMALL).fit(ev, part["train"], tuning_labels=part["tuning"])
+    return ev, part, model, sim
+
+
+def test_without_a_treatment_effect_bands_contain_zero(no_effect):
+    ev, part, model, sim = no_effect
+    pred = model.predict_plans(ev, part["held_out"])
+    contain, n = 0, 0
+    for j in range(1, len(pred.plans)):
+        ok = pred.in_support[:, j]
+        lo, hi = pred.effect_lo[ok, j], pred.effect_hi[ok, j]
+        contain += int(((lo <= 0) & (hi >= 0)).sum())
+        n += lo.size
+    assert n > 1000
+    assert contain / n >= 0.8, f"only {contain / n:.0%} of in-support bands contain zero"
+    # the truth agrees: every plan's true risk equals the reference's
+    truth = sim.truth.pivot_table(index=["subject_id", "prediction_time"], columns="plan", values="mi_365d",
+                                  observed=True)
+    assert np.allclose(truth["start_statin"], truth["no_new_treatment"], equal_nan=True)
+
+
+def test_a_plan_nobody_received_is_outside_support_for_everyone(no_effect):
+    ev, part, model, _ = no_effect
+    assert model.plan_counts_["start_insulin"] == 0
+    pred = model.predict_plans(ev, part["held_out"])
+    j = pred.plans.index("start_insulin")
+    assert not pred.in_support[:, j].any()
+    assert np.isnan(pred.effect[:, j]).all() and np.isnan(pred.risk[:, j]).all()
+    assert set(pred.reason[:, j]) == {"fewer than 20 training patients received it"}
+    # received plans stay estimable for most patients, never for those already on the drug
+    k = pred.plans.index("start_statin")
+    assert 0.3 < pred.in_support[:, k].mean() < 1.0
+    on = factual_plans(ev, part["held_out"], model.plans_)["already_on/start_statin"].to_numpy()
+    assert not pred.in_support[on, k].any()
+    # a plan the model never saw (asked at prediction time) is outside support too
+    asked = model.plans_.model_dump()
+    asked["plans"]["start_aspirin"] = {"codes": ["RxNorm/1191"]}
+    res = what_if(model, ev, part["held_out"].head(20), load_plans(asked))
+    a = res.prediction.plans.index("start_aspirin")
+    assert not res.prediction.in_support[:, a].any() and set(res.prediction.reason[:, a]) == {NOT_TRAINED}
+
+
+def test_effect_bands_and_curves_are_well_formed(no_effect):
+    ev, part, model, _ = no_effect
+    pred = model.predict_plans(ev, part["held_out"].head(300))
+    ok = np.isfinite(pred.risk)
+    assert (np.diff(pred.risk, axis=-1)[np.isfinite(np.diff(pred.risk, axis=-1))] >= 0).all()  # monotone
+    assert (pred.risk_lo[ok] <= pred.risk[ok]).all() and (pred.risk[ok] <= pred.risk_hi[ok]).all()
+    ref = pred.in_support[:, 0]  # the reference against itself: zero, or not estimable when it is outside support
+    assert (pred.effect[ref, 0] == 0).all() and np.isnan(pred.effect[~ref, 0]).all()
+    obs = model.predict_risk_curve(ev, part["held_out"].head(300))
+    assert (obs > 0).all() and (obs < 1).all()
+
+
+def test_seeded_fit_is_reproducible():
+    sim = simulate(n_subjects=800, seed=2)
+    ev = sim.events.to_pandas()
+    ev["code"] = ev["code"].astype("category")
+    labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
+    train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
+    params = {**SMALL, "max_epochs": 2}
+    a = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
+    b = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
+    np.testing.assert_array_equal(a.effect, b.effect)
+    np.testing.assert_array_equal(a.propensity, b.propensity)
+
+
+def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
+    from twinml.config import load_config
+    from twinml.pipeline import train
+
+    from .conftest import TASK as BASE_TASK
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load_config({"name": "wi", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 1500}},
+                       "task": {**BASE_TASK, "treatment": PLANS},
+                       "model": {"kind": "whatif", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4}},
+                       "evaluation": {"n_bootstrap": 10},
+                       "tracking": {"uri": uri, "experiment": "whatif-tests", "register_as": "twin"}})
+    res = train(cfg)
+    ids = res.cohort.labels.query("split == 'held_out'")["subject_id"].unique()[:2]
+    runner = CliRunner()
+    out = tmp_path / "wi"
+    r = runner.invoke(app, ["whatif", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
+                            "--subjects", ",".join(map(str, ids)), "--at", "2016-01-01", "--out", str(out),
+                            "--html", "--tracking-uri", uri], env={"COLUMNS": "160"})
+    assert r.exit_code == 0, r.output
+    assert "Start atorvastatin now" in r.output and f"subject {ids[0]}" in r.output and "%" in r.output
+    table = pd.read_csv(out / "whatif.csv")
+    assert set(table["plan"]) == set(load_plans(PLANS).names) and set(table["subject_id"]) == set(ids)
+    assert len(list(out.glob("curves_*.png"))) == 2
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    # bad subject ids: one clear line, exit code 2
+    bad = runner.invoke(app, ["whatif", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
+                              "--subjects", "nope", "--tracking-uri", uri])
+    assert bad.exit_code == 2 and "comma-separated integer subject ids" in bad.output

@@ -1,0 +1,171 @@
+"""The what-if twin from the outside: risk per plan for chosen patients, as tables and plots.
+
+``what_if`` loads nothing itself: give it a fitted :class:`~twinml.models.TreatmentResponseModel`
+(``twinml whatif`` loads one from MLflow), MEDS events and the plans to compare. Plans are matched
+to the model's plans by what they start (codes and start day), so a plans file may rename them;
+a plan the model was not trained on is reported for every patient as outside support.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._validation import ConfigError
+from .cohort._plans import PlanSet
+from .models._treatment import PlanPrediction
+
+__all__ = ["what_if", "WhatIfResult", "match_plans", "plan_curves_figure", "write_whatif"]
+
+NOT_TRAINED = "not a plan the model was trained on"
+
+
+@dataclass
+class WhatIfResult:
+    prediction: PlanPrediction      # in the order of the asked plans
+    descriptions: dict[str, str]
+
+    def table(self) -> pd.DataFrame:
+        return self.prediction.table()
+
+
+def match_plans(model_plans: PlanSet, asked: PlanSet) -> dict[str, str | None]:
+    """Asked plan name -> the model's plan that starts the same codes at the same time (None if none)."""
+    def key(p):
+        return frozenset(p.codes), p.start_days if p.codes else 0
+
+    by_key = {key(p): name for name, p in model_plans.plans.items()}
+    out = {name: by_key.get(key(asked.plans[name])) for name in asked.names}
+    return out
+
+
+def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | None = None) -> WhatIfResult:
+    """Risk curves under each plan for the rows of ``index`` (``subject_id``, ``prediction_time``)."""
+    plans = plans or model.plans_
+    mapping = match_plans(model.plans_, plans)
+    if mapping[plans.reference] is None:
+        raise ConfigError("plans: the reference plan must start nothing, like the model's reference "
+                          f"{model.plans_.reference!r}.")
+    pred = model.predict_plans(events, index)
+    pos = {name: pred.plans.index(m) if m is not None else None for name, m in mapping.items()}
+    n, _, o, h = pred.risk.shape
+    names = plans.names
+
+    def take(arr, fill):
+        shape = (n, len(names)) + arr.shape[2:]
+        out = np.full(shape, fill, dtype=arr.dtype)
+        for j, name in enumerate(names):
+            if pos[name] is not None:
+                out[:, j] = arr[:, pos[name]]
+        return out
+
+    reason = take(pred.reason, NOT_TRAINED)
+    prop = take(pred.propensity, np.nan)
+    res = PlanPrediction(pred.index, names, pred.outcomes, pred.horizons,
+                         *(take(getattr(pred, a), np.nan) for a in ("risk", "risk_lo", "risk_hi", "effect",
+                                                                     "effect_lo", "effect_hi")),
+                         prop, reason == "", reason, pred.band)
+    desc = {name: plans.plans[name].description or name for name in names}
+    return WhatIfResult(res, desc)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plan_curves_figure(result: WhatIfResult, row: int):
+    """Risk against horizon under each plan (one panel per outcome), with the band; for one row."""
+    plt = _plt()
+    p = result.prediction
+    n_out = len(p.outcomes)
+    fig, axes = plt.subplots(1, n_out, figsize=(3.2 * n_out, 3.2), squeeze=False)
+    x = np.array([0] + list(p.horizons))
+    for k, outcome in enumerate(p.outcomes):
+        ax = axes[0, k]
+        for j, plan in enumerate(p.plans):
+            if not p.in_support[row, j]:
+                continue
+            y = np.r_[0.0, p.risk[row, j, k]]
+            line, = ax.plot(x, 100 * y, marker="o", ms=3, label=result.descriptions[plan])
+            ax.fill_between(x, 100 * np.r_[0.0, p.risk_lo[row, j, k]], 100 * np.r_[0.0, p.risk_hi[row, j, k]],
+                            color=line.get_color(), alpha=0.15, lw=0)
+        ax.set_title(outcome)
+        ax.set_xlabel("days after the prediction time")
+        ax.set_xticks(x)
+        if k == 0:
+            ax.set_ylabel("risk (%)")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    subject = p.index["subject_id"].iloc[row]
+    t = pd.Timestamp(p.index["prediction_time"].iloc[row]).date()
+    fig.suptitle(f"subject {subject} at {t}: risk under each plan ({int(p.band * 100)}% bands)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, overwrite: bool = False) -> Path:
+    """Write ``whatif.csv``, one ``curves_<subject>.png`` per row (and ``report.html``), all at once."""
+    from .audit._figures import png_bytes, png_data_uri
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        table = result.table()
+        table.to_csv(tmp / "whatif.csv", index=False)
+        pngs = []
+        for row in range(len(result.prediction.index)):
+            sid = result.prediction.index["subject_id"].iloc[row]
+            name = f"curves_{sid}_{pd.Timestamp(result.prediction.index['prediction_time'].iloc[row]):%Y%m%d}.png"
+            data = png_bytes(plan_curves_figure(result, row))
+            (tmp / name).write_bytes(data)
+            pngs.append((row, data))
+        if html_report:
+            (tmp / "report.html").write_text(_render_html(result, table, pngs, png_data_uri), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _fmt_pct(v):
+    return "" if not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _render_html(result, table, pngs, uri):
+    p = result.prediction
+    parts = ["<!doctype html><meta charset='utf-8'><title>twinml what-if</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;text-align:right}</style>",
+             f"<h1>What-if: risk under each plan</h1><p>Effects are against <b>{html.escape(p.plans[0])}</b>; "
+             f"bands are {int(p.band * 100)}% bootstrap bands. A plan outside the data's support is not estimated.</p>"]
+    for row, data in pngs:
+        sid, t = p.index["subject_id"].iloc[row], pd.Timestamp(p.index["prediction_time"].iloc[row]).date()
+        sub = table[(table["subject_id"] == sid) & (table["prediction_time"] == p.index["prediction_time"].iloc[row])]
+        parts.append(f"<h2>Subject {html.escape(str(sid))} at {t}</h2><img src='{uri(data)}' alt='risk curves'>")
+        parts.append("<table><tr><th>plan</th><th>outcome</th><th>days</th><th>risk</th><th>band</th>"
+                     "<th>effect</th><th>band</th><th>support</th></tr>")
+        for r in sub.itertuples():
+            support = "yes" if r.in_support else html.escape(f"no: {r.support_note}")
+            parts.append(f"<tr><td>{html.escape(r.plan)}</td><td>{html.escape(r.outcome)}</td><td>{r.horizon_days}</td>"
+                         f"<td>{_fmt_pct(r.risk)}</td><td>{_fmt_pct(r.risk_lo)}–{_fmt_pct(r.risk_hi)}</td>"
+                         f"<td>{_fmt_pct(r.effect)}</td><td>{_fmt_pct(r.effect_lo)}–{_fmt_pct(r.effect_hi)}</td>"
+                         f"<td>{support}</td></tr>")
+        parts.append("</table>")
+    return "\n".join(parts)
