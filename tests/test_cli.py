@@ -11,7 +11,7 @@ runner = CliRunner()
 def test_help_lists_the_commands_and_stays_light():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("simulate", "ingest", "train", "evaluate", "score", "promote", "quickstart"):
+    for cmd in ("simulate", "ingest", "train", "evaluate", "score", "promote", "audit", "whatif", "quickstart"):
         assert cmd in res.output
     # importing the CLI must not pull the heavy stack
     code = "import sys, twinml.cli; print(any(m in sys.modules for m in ('mlflow', 'sklearn', 'torch', 'shap')))"

@@ -42,8 +42,7 @@ def match_plans(model_plans: PlanSet, asked: PlanSet) -> dict[str, str | None]:
         return frozenset(p.codes), p.start_days if p.codes else 0
 
     by_key = {key(p): name for name, p in model_plans.plans.items()}
-    out = {name: by_key.get(key(asked.plans[name])) for name in asked.names}
-    return out
+    return {name: by_key.get(key(asked.plans[name])) for name in asked.names}
 
 
 def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | None = None) -> WhatIfResult:
@@ -55,7 +54,7 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
                           f"{model.plans_.reference!r}.")
     pred = model.predict_plans(events, index)
     pos = {name: pred.plans.index(m) if m is not None else None for name, m in mapping.items()}
-    n, _, o, h = pred.risk.shape
+    n = len(pred.index)
     names = plans.names
 
     def take(arr, fill):
