@@ -105,13 +105,13 @@ class PlanPrediction:
 
 
 class _Targets:
-    """Row-indexable training targets: hazard labels, plan index, bootstrap and balancing weights."""
+    """Row-indexable training targets: hazard labels, plan index, bootstrap weights per head."""
 
-    def __init__(self, y, plan, boot, ipw):
-        self.y, self.plan, self.boot, self.ipw = y, plan, boot, ipw
+    def __init__(self, y, plan, boot):
+        self.y, self.plan, self.boot = y, plan, boot
 
     def __getitem__(self, rows):
-        return _Targets(self.y[rows], self.plan[rows], self.boot[rows], self.ipw[rows])
+        return _Targets(self.y[rows], self.plan[rows], self.boot[rows])
 
     def __len__(self):
         return self.plan.size
@@ -228,13 +228,13 @@ class TreatmentResponseModel(SequenceRiskModel):
         subj = pd.factorize(labels["subject_id"])[0]
         boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
         self.plan_share_ = np.bincount(plan_train, minlength=len(self.plan_names_)) / max(plan_train.size, 1)
-        targets = _Targets(y_train, plan_train, boot, np.ones(plan_train.size, np.float32))
+        targets = _Targets(y_train, plan_train, boot)
         tune = tune_targets = None
         if tuning_labels is not None and len(tuning_labels):
             tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
             tune = self.featurizer_.transform(events, tuning_labels)
             tune_targets = _Targets(hazard_targets(tuning_labels, self.outcomes_, self.horizons_), plan_tune,
-                                    np.ones((plan_tune.size, self.n_boot), np.float32), np.ones(plan_tune.size, np.float32))
+                                    np.ones((plan_tune.size, self.n_boot), np.float32))
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
         # Cross-fitting: with two folds (by subject), each encoder learns on one fold and its heads are
         # fitted on the other, so no head reads a representation shaped by its own rows' outcomes.
