@@ -140,6 +140,20 @@ def test_effect_bands_and_curves_are_well_formed(no_effect):
     assert (obs > 0).all() and (obs < 1).all()
 
 
+def test_whatif_kind_needs_plans_in_the_task():
+    from twinml._validation import ConfigError
+    from twinml.config import load_config
+    from twinml.pipeline import build_model
+
+    from .conftest import TASK as BASE_TASK
+
+    cfg = load_config({"name": "wi", "data": {"path": "x"}, "task": BASE_TASK, "model": {"kind": "whatif"}})
+    with pytest.raises(ConfigError, match="needs task.treatment"):
+        build_model(cfg)
+    with pytest.raises(ConfigError, match="plans file 'nope.yaml' not found"):
+        load_config({"name": "wi", "data": {"path": "x"}, "task": {**BASE_TASK, "treatment": "nope.yaml"}})
+
+
 def test_seeded_fit_is_reproducible():
     sim = simulate(n_subjects=800, seed=2)
     ev = sim.events.to_pandas()
@@ -178,6 +192,11 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     assert set(table["plan"]) == set(load_plans(PLANS).names) and set(table["subject_id"]) == set(ids)
     assert len(list(out.glob("curves_*.png"))) == 2
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    # the audit covers risk models: a what-if model gets one clear line, exit code 2
+    refused = runner.invoke(app, ["audit", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
+                                  "--out", str(tmp_path / "audit"), "--tracking-uri", uri])
+    assert refused.exit_code == 2 and "what-if (treatment-response) model" in refused.output
+    assert not (tmp_path / "audit").exists()
     # bad subject ids: one clear line, exit code 2
     bad = runner.invoke(app, ["whatif", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
                               "--subjects", "nope", "--tracking-uri", uri])
