@@ -208,3 +208,17 @@ def events_upto(subject, time, q_rank, q_time):
     pos[q] = count_upto(seg, seg_of[q], q_time[q])
     start[q], end[q] = seg.start[seg_of[q]], seg.end[seg_of[q]]
     return start, pos, end
+
+
+def prior_and_next(o_subj, o_time, subj, pt):
+    """Per query (subject rank, time ``pt``), over the rows of one code (or code family) sorted by
+    (subject, time): whether one occurs at or before ``pt``, and the time of the first after (NAT if none).
+
+    A code on a static row (no time) counts as prior at every query time.
+    """
+    timed = o_time != NAT
+    start, pos, end = events_upto(o_subj[timed], o_time[timed], subj, pt)
+    prior = (pos > start) | np.isin(subj, o_subj[~timed])
+    t = o_time[timed]
+    nxt = np.where(pos < end, t[np.minimum(pos, max(t.size - 1, 0))] if t.size else NAT, NAT)
+    return prior, nxt

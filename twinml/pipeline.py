@@ -18,11 +18,10 @@ from .cohort import Cohort, TaskDefinition, build_labels
 from .config import DataConfig, ExperimentConfig
 from .data import read_meds, read_subject_splits
 from .evaluation import evaluate_risks, reliability_figure
+from .evaluation._fairness import MIN_CELL
 from .models import TabularRiskModel
 
 __all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth"]
-
-SMALL_CELL = 11  # counts below this are not logged (the audit policy's default min_cell)
 
 TRUTH_FILE = Path("truth") / "ground_truth.parquet"
 
@@ -158,7 +157,7 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
         mlflow.log_metrics({"cohort/train_rows": float(len(train_rows))})
         for plan, n in getattr(model, "plan_counts_", {}).items():
             # rows per factual plan; a count under the audit's minimum cell is not logged
-            if n >= SMALL_CELL:
+            if n >= MIN_CELL:
                 mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
         for rec in getattr(model, "history_", []):
             mlflow.log_metrics({"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"],

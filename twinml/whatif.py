@@ -9,15 +9,13 @@ a plan the model was not trained on is reported for every patient as outside sup
 from __future__ import annotations
 
 import html
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ._io import atomic_directory
 from ._validation import ConfigError
 from .cohort._plans import PlanSet
 from .models._treatment import PlanPrediction
@@ -75,17 +73,10 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
     return WhatIfResult(res, desc)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plan_curves_figure(result: WhatIfResult, row: int):
     """Risk against horizon under each plan (one panel per outcome), with the band; for one row."""
+    from .audit._figures import _plt
+
     plt = _plt()
     p = result.prediction
     n_out = len(p.outcomes)
@@ -120,9 +111,7 @@ def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         table = result.table()
         table.to_csv(tmp / "whatif.csv", index=False)
         pngs = []
@@ -134,12 +123,6 @@ def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, 
             pngs.append((row, data))
         if html_report:
             (tmp / "report.html").write_text(_render_html(result, table, pngs, png_data_uri), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

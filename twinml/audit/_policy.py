@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..cohort._task import load_validated
-from ..evaluation._fairness import DEFAULT_ATTRIBUTES
+from ..evaluation._fairness import DEFAULT_ATTRIBUTES, MIN_CELL
 
 __all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
 
@@ -81,7 +81,7 @@ class AuditPolicy(_Strict):
     attributes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     age_bands: list[int] = Field(default_factory=lambda: [18, 45, 65])
     intersections: list[tuple[str, str]] = Field(default_factory=lambda: [("sex", "race")])
-    min_cell: int = 11
+    min_cell: int = MIN_CELL
     operating_top_fraction: float = 0.1        # threshold = risk of the top 10% of audited rows
     n_bootstrap: int = 200
     explain: ExplainPolicy = Field(default_factory=ExplainPolicy)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._io import atomic_directory
 from .._validation import ConfigError
 from ._audit import AuditInputs, compute_audit, config_hash
 from ._figures import importance_figure, png_bytes
@@ -108,18 +106,10 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
 
 
 def _write(out: Path, report, figures, *, overwrite):
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         (tmp / "report.html").write_text(render_html(report, figures), encoding="utf-8")
         (tmp / "audit.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(report), encoding="utf-8")
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _log(report, out, config, loaded, tracking_uri):

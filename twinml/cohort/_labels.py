@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .._arrays import NAT, EventArrays, events_upto, per_subject_reduce
+from .._arrays import NAT, EventArrays, per_subject_reduce, prior_and_next
 from .._validation import ConfigError
 from ._task import TaskDefinition
 
@@ -98,7 +98,7 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
     counts = []
     for name, outcome in task.outcomes.items():
         hit = ev.codes_matching(codes=outcome.codes, prefixes=outcome.prefixes)
-        prior, nxt = _prior_and_next(ev.subject[hit], ev.time[hit], subj, pt)
+        prior, nxt = prior_and_next(ev.subject[hit], ev.time[hit], subj, pt)
         for h in task.horizons_days:
             end = pt + h * _DAY_US
             positive = (nxt != NAT) & (nxt <= end)
@@ -137,19 +137,6 @@ def _candidate_times(ev, task, first, last, dynamic):
         pairs = pairs.sort_values(["s", "r"])
         pairs = pairs[pairs.groupby("s").cumcount() < spec.max_per_subject].sort_values(["s", "t"])
     return pairs["s"].to_numpy(np.int64), pairs["t"].to_numpy(np.int64)
-
-
-def _prior_and_next(o_subj, o_time, subj, pt):
-    """Whether each (subject, pt) has an outcome event at/before pt, and the first one after.
-
-    An outcome code on a static row (no time) counts as prior at every prediction time.
-    """
-    timed = o_time != NAT
-    start, pos, end = events_upto(o_subj[timed], o_time[timed], subj, pt)
-    prior = (pos > start) | np.isin(subj, o_subj[~timed])
-    t = o_time[timed]
-    nxt = np.where(pos < end, t[np.minimum(pos, max(t.size - 1, 0))] if t.size else NAT, NAT)
-    return prior, nxt
 
 
 def _splits(subject_ids, subj, task, subject_splits):

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from .._arrays import NAT, EventArrays, events_upto
+from .._arrays import NAT, EventArrays, prior_and_next
 
 __all__ = ["TreatmentPlan", "PlanSet", "load_plans", "factual_plans"]
 
@@ -113,34 +113,22 @@ def factual_plans(events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet) -> 
     # per code: was it given at or before t, and when after t was it first given
     before, first_after = {}, {}
     for code in plans.codes:
-        hit = ev.codes_matching(codes=[code]) & (ev.time != NAT)
-        start, pos, end = events_upto(ev.subject[hit], ev.time[hit], q_rank, q_time)
-        t = ev.time[hit]
-        before[code] = pos > start
-        first_after[code] = np.where(pos < end, t[np.minimum(pos, max(t.size - 1, 0))] if t.size else NAT, NAT)
+        hit = ev.codes_matching(codes=[code])
+        before[code], first_after[code] = prior_and_next(ev.subject[hit], ev.time[hit], q_rank, q_time)
+    period_end = q_time + _window_end(plans) * _DAY_US
+    new_in_period = {c: ~before[c] & (first_after[c] != NAT) & (first_after[c] <= period_end) for c in plans.codes}
 
     n = len(index)
     out = pd.DataFrame(index=index.index)
     matched = np.zeros(n, bool)
     plan = np.full(n, None, dtype=object)
-    ordered = sorted(plans.plans.items(), key=lambda kv: -len(kv[1].codes))
-    started_any = np.zeros(n, bool)
-    for code in plans.codes:
-        started_any |= ~before[code] & (first_after[code] != NAT) & \
-            (first_after[code] <= q_time + _window_end(plans) * _DAY_US)
-    for name, p in ordered:
-        if not p.codes:
-            ok = ~started_any
-        else:
-            lo = q_time + p.start_days * _DAY_US
-            hi = lo + plans.decision_window_days * _DAY_US
-            ok = np.ones(n, bool)
-            for code in p.codes:
-                ok &= ~before[code] & (first_after[code] != NAT) & (first_after[code] > lo) & (first_after[code] <= hi)
-            # exactly this set: no other plan code newly started anywhere in the decision period
-            for code in set(plans.codes) - set(p.codes):
-                ok &= ~(~before[code] & (first_after[code] != NAT) &
-                        (first_after[code] <= q_time + _window_end(plans) * _DAY_US))
+    for name, p in sorted(plans.plans.items(), key=lambda kv: -len(kv[1].codes)):
+        # exactly this set: no other plan code newly started anywhere in the decision period
+        ok = ~np.logical_or.reduce([new_in_period[c] for c in set(plans.codes) - set(p.codes)] + [np.zeros(n, bool)])
+        lo = q_time + p.start_days * _DAY_US
+        hi = lo + plans.decision_window_days * _DAY_US
+        for code in p.codes:
+            ok &= new_in_period[code] & (first_after[code] > lo) & (first_after[code] <= hi)
         take = ok & ~matched
         plan[take] = name
         matched |= take

@@ -9,9 +9,6 @@ a half-written dataset.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .._io import atomic_directory
 from .._validation import MEDSValidationError, input_error
 
 __all__ = ["write_meds", "read_meds", "read_subject_splits", "read_code_metadata", "validate_events_table"]
@@ -52,10 +50,7 @@ def write_meds(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     pieces = [("", events)] if isinstance(events, pa.Table) else ((f"{i}-", e) for i, e in enumerate(events))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    done = False
-    try:
+    with atomic_directory(out) as tmp:  # a crash or Ctrl-C leaves nothing behind
         for prefix, piece in pieces:
             _write_shards(tmp, validate_events_table(piece, name="events"), subject_splits, shard_size, prefix)
         (tmp / "metadata").mkdir(exist_ok=True)
@@ -70,13 +65,6 @@ def write_meds(
         for rel, writer in (extra or {}).items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             writer(tmp / rel)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-        done = True
-    finally:
-        if not done:  # a crash or Ctrl-C leaves nothing behind
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -22,6 +22,8 @@ from sklearn.metrics import precision_score, roc_auc_score
 from .._validation import ConfigError
 from ._metrics import bootstrap_ci, expected_calibration_error
 
+MIN_CELL = 11  # default smallest count shown as a number (subjects, events, non-events)
+
 __all__ = ["SUPPRESSED", "DEFAULT_ATTRIBUTES", "subject_attributes", "subgroup_metrics", "FairnessResult"]
 
 SUPPRESSED = "suppressed"
@@ -107,7 +109,7 @@ class FairnessResult:
 
 
 def subgroup_metrics(y_true, y_prob, attributes: pd.DataFrame, *, subject_id, label: str, threshold: float,
-                     true_risk=None, intersections=(), min_cell: int = 11, n_boot: int = 100,
+                     true_risk=None, intersections=(), min_cell: int = MIN_CELL, n_boot: int = 100,
                      seed: int = 0) -> FairnessResult:
     """AUROC (with bootstrap interval), TPR, FPR, PPV at ``threshold``, calibration per group.
 

@@ -183,17 +183,6 @@ class TreatmentResponseModel(SequenceRiskModel):
         self.support_quantile = support_quantile
         self.min_recipients = min_recipients
 
-    # ``calibration`` is not a parameter here (sklearn reads the parameters from __init__'s signature)
-    @property
-    def calibration(self):
-        return None
-
-    @calibration.setter
-    def calibration(self, value):
-        if value is not None:
-            raise ConfigError("TreatmentResponseModel: 'calibration' is not supported (risks under unobserved "
-                              "plans cannot be recalibrated against outcomes); use null.")
-
     def _validate_params(self):
         super()._validate_params()
         if self.balancing not in ("ipw", None):
@@ -306,10 +295,8 @@ class TreatmentResponseModel(SequenceRiskModel):
         if training:
             w = w * torch.from_numpy(t.boot).view(*t.boot.shape, 1, 1)
             if self.balancing == "ipw":
-                e = torch.softmax(prop_logits.detach(), dim=-1).gather(1, plan.view(-1, 1)).squeeze(1)
-                share = torch.from_numpy(self.plan_share_).float()[plan]
-                ipw = (share / e.clamp(min=1e-6)).clamp(1.0 / self.max_weight, self.max_weight)
-                w = w * ipw.view(-1, 1, 1, 1)
+                ipw = self._ipw(t.plan, torch.softmax(prop_logits.detach(), dim=-1).numpy())
+                w = w * torch.from_numpy(ipw).view(-1, 1, 1, 1)
         outcome = (bce * w).sum() / w.sum().clamp(min=1.0)
         propensity = F.cross_entropy(prop_logits, plan)
         loss = outcome + self.propensity_weight * propensity
