@@ -152,3 +152,69 @@ def test_calibration_must_fit_the_model_kind():
         load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "sigmoid"}})
     with pytest.raises(ConfigError, match="calibration 'platt' does not apply to kind 'logistic'; use 'sigmoid' or 'isotonic' or 'temperature' or null"):
         load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "logistic", "calibration": "platt"}})
+
+
+def test_future_readings_are_the_next_reading_within_the_horizon_of_the_same_subject():
+    """The auxiliary targets: first reading of each code after the prediction time, not after the horizon,
+    never another subject's, never one at or before the prediction time."""
+    day = pd.Timedelta(days=1)
+    t0 = pd.Timestamp("2020-01-01")
+    rows = [  # subject, time, code, value
+        (1, t0, "LAB//A", 1.0), (1, t0, "DX//X", np.nan), (1, t0 + 10 * day, "LAB//A", 3.0),
+        (1, t0 + 20 * day, "LAB//A", 5.0), (1, t0 + 400 * day, "LAB//B", 7.0),
+        (2, t0, "LAB//B", 2.0), (2, t0 + 5 * day, "DX//X", np.nan),
+        (3, t0, "LAB//A", 4.0), (3, t0 + 30 * day, "LAB//B", 6.0),
+    ]
+    ev = pd.DataFrame(rows, columns=["subject_id", "time", "code", "numeric_value"])
+    ev = pd.concat([ev] * 4, ignore_index=True).sort_values(["subject_id", "time"], kind="stable")  # codes pass min count
+    ev["time"] = ev["time"].astype("datetime64[us]")
+    ev["code"] = ev["code"].astype("category")
+    f = SequenceFeaturizer(min_code_count=1).fit(ev)
+    codes = f.forecast_codes()
+    assert [f.vocabulary_[c - 2] for c in codes] == ["LAB//A", "LAB//B"]  # the diagnosis carries no value
+    index = pd.DataFrame({"subject_id": [1, 1, 2, 3], "prediction_time": [t0, t0 + 10 * day, t0, t0]})
+    index["prediction_time"] = index["prediction_time"].astype("datetime64[us]")
+    data = f.transform(ev.reset_index(drop=True), index)
+    values, observed = SequenceFeaturizer.future_readings(data, codes, horizon_days=365.0)
+
+    def z(code, v):
+        j = list(f.vocabulary_).index(code)
+        return np.float32((v - f.value_mean_[j]) / f.value_std_[j])
+
+    np.testing.assert_array_equal(observed, [[1, 0], [1, 0], [0, 0], [0, 1]])  # B of subject 1 is past 365 days
+    assert values[0, 0] == z("LAB//A", 3.0) and values[1, 0] == z("LAB//A", 5.0)
+    assert values[3, 1] == z("LAB//B", 6.0) and values[2].tolist() == [0, 0]
+
+
+def test_auxiliary_forecast_learns_the_next_readings_and_stays_out_of_predictions(events, labels):
+    """With ``forecast_weight`` the encoder also forecasts each lab's next reading: on held-out rows the
+    head must explain a good part of the variance of the next BMI (a precise, slowly moving reading), which
+    it cannot if its targets were misaligned with the rows (as the shuffled control shows). The targets
+    are not kept after fit."""
+    from twinml.models._sequence_model import _tensors
+
+    train, tune, held = (_split(labels, s) for s in ("train", "tuning", "held_out"))
+    m = SequenceRiskModel(forecast_weight=0.5, **{**SMALL, "max_epochs": 3}).fit(events, train, tuning_labels=tune)
+    assert m._forecast is None and m.net_.forecast is not None
+    codes = m.featurizer_.forecast_codes()
+    data = m.featurizer_.transform(events, held)
+    target, seen = SequenceFeaturizer.future_readings(data, codes)
+    with torch.inference_mode():
+        pred = m.net_.forecast(m.net_.represent(**_tensors(data.batch(np.arange(len(data)))))).numpy()
+    j = [m.featurizer_.vocabulary_[c - 2] for c in codes].index("LOINC/39156-5")  # BMI
+    ok = seen[:, j] > 0
+    y, p = target[ok, j], pred[ok, j]
+    r2 = 1 - np.mean((p - y) ** 2) / np.var(y)
+    shuffled = 1 - np.mean((p - np.random.default_rng(0).permutation(y)) ** 2) / np.var(y)
+    assert ok.sum() > 500 and r2 > 0.3 and shuffled < 0.0, (ok.sum(), r2, shuffled)
+    plain = SequenceRiskModel(forecast_weight=0.0, **{**SMALL, "max_epochs": 3}).fit(events, train, tuning_labels=tune)
+    assert plain.net_.forecast is None
+    assert not np.allclose(plain.predict_risk_curve(events, held), m.predict_risk_curve(events, held))
+
+
+@pytest.mark.parametrize("name,value", [("forecast_weight", -0.1), ("forecast_days", 0), ("forecast_weight", True)])
+def test_forecast_parameters_are_checked(events, labels, name, value):
+    from twinml._validation import ConfigError
+
+    with pytest.raises(ConfigError, match=f"The '{name}' parameter of SequenceRiskModel must be"):
+        SequenceRiskModel(**{**SMALL, name: value}).fit(events, _split(labels, "train"))

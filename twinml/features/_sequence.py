@@ -38,6 +38,7 @@ class SequenceData:
     hi: np.ndarray         # one past the last event at or before the prediction time
     prediction_time: np.ndarray  # int64 microseconds
     static: np.ndarray     # float32 (n_rows, n_static)
+    end: np.ndarray | None = None  # one past the subject's last event (future readings: training targets only)
 
     def __len__(self) -> int:
         return self.lo.size
@@ -114,10 +115,36 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         safe = np.maximum(vc, 0)
         z = (raw - self.value_mean_[safe]) / self.value_std_[safe]
         value = np.where(has, np.clip(z, -self.value_clip, self.value_clip), 0.0).astype(np.float32)
-        lo, hi = self._bounds(ev.subject[dyn], ev.time[dyn], q_rank, q_time)
-        return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static)
+        start, hi, end = events_upto(ev.subject[dyn], ev.time[dyn], q_rank, q_time)
+        lo = np.maximum(start, hi - self.max_len)  # the last ``max_len`` events at or before the prediction time
+        return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static, end)
 
-    def _bounds(self, subject, time, q_rank, q_time):
-        """Offsets of the last ``max_len`` events with time <= prediction time, per row."""
-        start, hi, _ = events_upto(subject, time, q_rank, q_time)
-        return np.maximum(start, hi - self.max_len), hi
+    def forecast_codes(self, max_codes: int = 32) -> np.ndarray:
+        """Ids of the numeric codes whose next reading :meth:`future_readings` returns (at most
+        ``max_codes``, in vocabulary order)."""
+        check_is_fitted(self, "vocabulary_")
+        return (np.flatnonzero(self.numeric_)[:max_codes] + 2).astype(np.int32)
+
+    @staticmethod
+    def future_readings(data: SequenceData, codes: np.ndarray, horizon_days: float = 365.0):
+        """Training targets from *after* each prediction time: per row and code, the normalised value
+        of the code's first reading in ``(prediction_time, prediction_time + horizon_days]``.
+
+        Returns ``(values, observed)``, both float32 (n_rows, len(codes)); ``observed`` is 0 where
+        no such reading exists (value 0 there). For an auxiliary loss only; never a model input.
+        """
+        if data.end is None:
+            raise ValueError("future_readings needs SequenceData built by SequenceFeaturizer.transform")
+        n = len(data)
+        values = np.zeros((n, codes.size), np.float32)
+        observed = np.zeros((n, codes.size), np.float32)
+        limit = data.prediction_time + np.int64(horizon_days * _DAY_US)
+        for j, c in enumerate(codes):  # a loop over codes; every step is vectorised over rows
+            pos = np.flatnonzero((data.code == c) & (data.has_value > 0))
+            if pos.size == 0:
+                continue
+            k = np.searchsorted(pos, data.hi)  # the first reading at or after each row's next event
+            nxt = pos[np.minimum(k, pos.size - 1)]
+            ok = (k < pos.size) & (nxt < data.end) & (data.time[nxt] <= limit)
+            values[ok, j], observed[ok, j] = data.value[nxt[ok]], 1.0
+        return values, observed

@@ -36,6 +36,11 @@ def _torch_threads(n):
         torch.set_num_threads(before)
 
 
+def forecast_loss(pred, value, observed):
+    """Mean squared error over the (row, code) pairs that have a next reading."""
+    return (((pred - value) ** 2) * observed).sum() / observed.sum().clamp(min=1.0)
+
+
 def _tensors(batch):
     return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _TENSOR_KEYS}
 
@@ -59,6 +64,14 @@ class SequenceRiskModel(BaseEstimator):
     event_dropout : float
         Training only: each event's code is replaced by the unknown id (and its value dropped) with
         this probability, an augmentation against memorising individual histories.
+    forecast_weight : float
+        Training only: weight of an auxiliary loss, the mean squared error of forecasting each
+        numeric code's next (normalised) reading within ``forecast_days`` after the prediction
+        time from the same representation (0 switches it off). Readings are far more frequent than
+        outcomes, so this teaches the encoder to track the state behind noisy labs; measured on the
+        simulator it raised 1-year AUROC by 0.01-0.015 (see the defaults' comment below).
+    forecast_days : float
+        How far after the prediction time a next reading counts as the forecast target.
     calibration : {None, "platt", "temperature", "isotonic"}
         Recalibration of hazards on the tuning rows, per outcome and bin (see
         :class:`~twinml.models._hazard.HazardCalibrator`): ``platt`` fits a scale and a shift of the
@@ -79,10 +92,12 @@ class SequenceRiskModel(BaseEstimator):
     """
 
     # Defaults measured on the 20,000-subject simulated cohort (benchmarks/sequence.py): lr 1e-3 with
-    # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759).
+    # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759);
+    # the auxiliary forecast (forecast_weight 0.1) raised 1-yr T2D from 0.767 to 0.781 and MI from 0.761 to 0.774
+    # (means over seeds; README "Sequence models") and lowered the tuning loss (0.03206 vs 0.03240, seed 0).
     def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256, min_code_count=10,
                  batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4, event_dropout=0.0,
-                 calibration=None, n_threads=None, random_state=0):
+                 forecast_weight=0.1, forecast_days=365.0, calibration=None, n_threads=None, random_state=0):
         self.kind = kind
         self.d_model = d_model
         self.n_layers = n_layers
@@ -96,6 +111,8 @@ class SequenceRiskModel(BaseEstimator):
         self.max_epochs = max_epochs
         self.patience = patience
         self.event_dropout = event_dropout
+        self.forecast_weight = forecast_weight
+        self.forecast_days = forecast_days
         self.calibration = calibration
         self.n_threads = n_threads
         self.random_state = random_state
@@ -110,6 +127,11 @@ class SequenceRiskModel(BaseEstimator):
                 or not 0.0 <= self.event_dropout < 1.0:
             raise ConfigError(f"The 'event_dropout' parameter of SequenceRiskModel must be a float in [0, 1). "
                               f"Got {self.event_dropout!r} instead.")
+        for name in ("forecast_weight", "forecast_days"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "forecast_days" and v <= 0):
+                raise ConfigError(f"The {name!r} parameter of SequenceRiskModel must be a "
+                                  f"{'non-negative' if name == 'forecast_weight' else 'positive'} number. Got {v!r} instead.")
         for name in ("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -132,11 +154,13 @@ class SequenceRiskModel(BaseEstimator):
             tune = self.featurizer_.transform(events, tuning_labels)
             y_tune = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+        self._forecast, codes = self._forecast_targets(train, say)
         with _torch_threads(self.n_threads):
             self.net_ = SequenceRiskNet(
                 n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
                 n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
-                encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout)
+                encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
+                n_forecast=codes.size)
             with torch.no_grad():
                 self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
             self._train(train, y_train, tune, y_tune, rng, say)
@@ -144,6 +168,16 @@ class SequenceRiskModel(BaseEstimator):
             if self.calibration is not None and tune is not None:
                 self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(tune), y_tune)
         return self
+
+    def _forecast_targets(self, train, say):
+        """The auxiliary task's targets on the training rows (None when off) and the codes forecast."""
+        codes = self.featurizer_.forecast_codes() if self.forecast_weight else np.empty(0, np.int32)
+        if not codes.size:
+            return None, codes
+        targets = SequenceFeaturizer.future_readings(train, codes, self.forecast_days)
+        say(f"auxiliary forecast of {codes.size} numeric codes: a next reading for "
+            f"{targets[1].mean():.0%} of (row, code) pairs")
+        return targets, codes
 
     def _train(self, train, y_train, tune, y_tune, rng, say):
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -158,6 +192,8 @@ class SequenceRiskModel(BaseEstimator):
                 if self.event_dropout:
                     drop = batch["mask"] & (rng.random(batch["mask"].shape) < self.event_dropout)
                     batch["code"][drop], batch["value"][drop], batch["has_value"][drop] = UNKNOWN, 0, 0
+                if getattr(self, "_forecast", None) is not None:
+                    batch["forecast_value"], batch["forecast_observed"] = (a[rows] for a in self._forecast)
                 loss = self.train_step(batch, y_train[rows], opt)
                 total, n = total + loss * rows.size, n + rows.size
             train_loss = total / max(n, 1)
@@ -174,15 +210,23 @@ class SequenceRiskModel(BaseEstimator):
                     break
         self.net_.load_state_dict(best_state)
         self.net_.eval()
+        self._forecast = None  # training targets: not kept with the fitted model
 
     def train_step(self, batch, y, opt) -> float:
-        """One optimisation step on ``batch`` with targets ``y`` (the rows of the train targets)."""
+        """One optimisation step on ``batch`` with targets ``y`` (the rows of the train targets); returns
+        the batch's hazard loss (the auxiliary forecast term is optimised but not reported)."""
         opt.zero_grad()
-        loss = hazard_loss(self.net_(**_tensors(batch)), torch.from_numpy(y))
-        loss.backward()
+        r = self.net_.represent(**_tensors(batch))
+        loss = hazard_loss(self.net_.head(r), torch.from_numpy(y))
+        total = loss
+        if "forecast_value" in batch:
+            total = total + self.forecast_weight * forecast_loss(
+                self.net_.forecast(r), torch.from_numpy(batch["forecast_value"]),
+                torch.from_numpy(batch["forecast_observed"]))
+        total.backward()
         torch.nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
         opt.step()
-        return float(loss.detach())
+        return float(loss.detach())  # the hazard loss alone, comparable with the tuning loss
 
     def _batches(self, lengths, *, rng=None, batch_size=None):
         """Rows grouped by similar length (little padding); batch order shuffled when ``rng`` is given."""

@@ -74,10 +74,14 @@ class HazardHead(nn.Module):
 
 
 class SequenceRiskNet(nn.Module):
-    """Embedding -> encoder (GRU or Transformer) -> concat static traits -> MLP -> hazard logits."""
+    """Embedding -> encoder (GRU or Transformer) -> concat static traits -> MLP -> hazard logits.
+
+    With ``n_forecast`` > 0 a linear ``forecast`` head reads the same representation; the estimator
+    trains it on the next readings of numeric codes (an auxiliary task) and never uses it to predict.
+    """
 
     def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, encoder="gru", n_layers=1,
-                 n_heads=4, dropout=0.0):
+                 n_heads=4, dropout=0.0, n_forecast=0):
         super().__init__()
         self.kind = encoder
         self.embed = EventEmbedding(n_codes, d_model)
@@ -88,6 +92,8 @@ class SequenceRiskNet(nn.Module):
         self.static = nn.Linear(n_static, d_model)
         self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
         self.head = HazardHead(d_model, n_outcomes, n_bins)
+        # Training-only auxiliary head: the next reading of ``n_forecast`` numeric codes.
+        self.forecast = nn.Linear(d_model, n_forecast) if n_forecast else None
 
     def represent(self, code, value, has_value, log_days, mask, length, static):
         """The patient's representation (batch, d_model) that the heads read."""
@@ -122,7 +128,10 @@ class TreatmentResponseNet(nn.Module):
         self.effect_weight = nn.Parameter(torch.zeros(n_boot, n_plans - 1, d, o * b))
 
     def forward(self, code, value, has_value, log_days, mask, length, static):
-        r = self.risk.represent(code, value, has_value, log_days, mask, length, static)
+        return self.heads(self.risk.represent(code, value, has_value, log_days, mask, length, static))
+
+    def heads(self, r):
+        """Base logits, plan offsets and propensity logits from a representation ``r``."""
         base = self.risk.head(r)
         offset = torch.einsum("nd,kpdc->nkpc", r, self.effect_weight) + self.effect_bias
         return base, offset.view(r.size(0), *self.effect_bias.shape[:2], self.n_outcomes, self.n_bins), \
