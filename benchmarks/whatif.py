@@ -66,7 +66,7 @@ def naive_effects(y, plan, n_plans, z):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("n_subjects", nargs="?", type=int, default=20_000)
-    p.add_argument("epochs", nargs="?", type=int, default=8)
+    p.add_argument("epochs", nargs="?", type=int, default=15)
     p.add_argument("--labels", default="t2d_365d,mi_365d,stroke_365d,ckd_365d")
     p.add_argument("--learners", default="t,x,dr")
     p.add_argument("--params", default="{}", help="extra TreatmentResponseModel arguments as JSON")

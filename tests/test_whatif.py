@@ -160,11 +160,46 @@ def test_seeded_fit_is_reproducible():
     ev["code"] = ev["code"].astype("category")
     labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
     train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
-    params = {**SMALL, "max_epochs": 2}
+    params = {**SMALL, "max_epochs": 2, "n_encoders": 1}
     a = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
     b = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
     np.testing.assert_array_equal(a.effect, b.effect)
     np.testing.assert_array_equal(a.propensity, b.propensity)
+
+
+def test_an_ensemble_of_encoders_pools_every_encoders_heads_in_the_band():
+    """n_encoders=2: two encoders from different starts, each with its own bootstrap heads; the band is
+    the spread over all 2 x n_boot heads, so it holds the encoders' disagreement too."""
+    import torch
+
+    from twinml.models._hazard import risk_curve
+
+    sim = simulate(n_subjects=800, seed=2)
+    ev = sim.events.to_pandas()
+    ev["code"] = ev["code"].astype("category")
+    labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
+    train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
+    k = SMALL["n_boot"]
+    m = TreatmentResponseModel(plans=PLANS, n_encoders=2, **{**SMALL, "max_epochs": 1}).fit(ev, train)
+    assert len(m.nets_) == len(m.heads_) == 2
+    data = m.featurizer_.transform(ev, held)
+    pooled, prop = m._plan_risks(data)
+    assert pooled.shape[1] == 2 * k
+    members = []
+    for net, heads in zip(m.nets_, m.heads_):
+        rep, _ = m._outputs(data, net=net)
+        members.append(risk_curve(torch.from_numpy(m._plan_logits(rep, heads))).numpy())
+    np.testing.assert_allclose(pooled[:, :k], members[0], rtol=1e-6)
+    np.testing.assert_allclose(pooled[:, k:], members[1], rtol=1e-6)
+    assert not np.allclose(members[0].mean(1), members[1].mean(1))  # two different encoders
+    pred = m.predict_plans(ev, held)
+    effect = pooled - pooled[:, :, :1]
+    ok = pred.in_support[:, :, None, None] & np.ones_like(pred.effect, bool)
+    np.testing.assert_allclose(pred.effect[ok], effect.mean(1)[ok], rtol=1e-5, atol=1e-9)
+    half = 1.6448536 * effect.std(1, ddof=1)
+    np.testing.assert_allclose((pred.effect_hi - pred.effect)[ok], half[ok], rtol=1e-4, atol=1e-9)
+    with pytest.raises(Exception, match="'n_encoders' parameter of TreatmentResponseModel must be a positive int"):
+        TreatmentResponseModel(plans=PLANS, n_encoders=0).fit(ev, train)
 
 
 def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
@@ -176,7 +211,8 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = load_config({"name": "wi", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 1500}},
                        "task": {**BASE_TASK, "treatment": PLANS},
-                       "model": {"kind": "whatif", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4}},
+                       "model": {"kind": "whatif", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4,
+                                                                     "n_encoders": 1}},
                        "evaluation": {"n_bootstrap": 10},
                        "tracking": {"uri": uri, "experiment": "whatif-tests", "register_as": "twin"}})
     res = train(cfg)

@@ -49,7 +49,7 @@ from .._validation import ConfigError
 from ..cohort._plans import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
 from ._hazard import _mask_and_target, base_hazard_logits, hazard_targets, parse_label_columns, risk_curve
-from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads
+from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads, forecast_loss
 from ._tabular_model import label_columns_of
 from ._torch_modules import TreatmentResponseNet
 
@@ -59,7 +59,7 @@ __all__ = ["TreatmentResponseModel", "PlanPrediction"]
 def _subset(data, rows):
     """The rows ``rows`` of a SequenceData (the event arrays are shared, not copied)."""
     return replace(data, lo=data.lo[rows], hi=data.hi[rows], prediction_time=data.prediction_time[rows],
-                   static=data.static[rows])
+                   static=data.static[rows], end=None if data.end is None else data.end[rows])
 
 _STAGE1_EFFECT_L2 = 1e-2
 
@@ -146,6 +146,10 @@ class TreatmentResponseModel(SequenceRiskModel):
         fitted on its own, and predictions average the two (no head reads a representation that
         saw its rows' outcomes). False (default): one encoder and its heads on every training row;
         measured on the simulator, cross-fitting changed neither PEHE nor band coverage.
+    n_encoders : int
+        A deep ensemble: this many encoders, each from its own random start and with its own
+        bootstrap heads. The band pools every encoder's heads, so it carries the disagreement between
+        representations as well as the sampling spread of the heads. Costs ``n_encoders`` times the fit.
     propensity_weight : float
         Weight of the propensity cross-entropy in the training loss.
     min_propensity, support_quantile, min_recipients : overlap rule (see the module docstring)
@@ -161,13 +165,14 @@ class TreatmentResponseModel(SequenceRiskModel):
 
     def __init__(self, plans=None, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256,
                  min_code_count=10, batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4,
-                 event_dropout=0.0, balancing=None, max_weight=20.0, n_boot=20, band=0.9, effect_l2=1000.0,
-                 base_l2=1.0, head_max_iter=200, cross_fit=False, propensity_weight=1.0, min_propensity=1e-3, support_quantile=0.01, min_recipients=20,
-                 n_threads=None, random_state=0):
+                 event_dropout=0.0, forecast_weight=0.1, forecast_days=365.0, balancing=None, max_weight=20.0, n_boot=20, band=0.9, effect_l2=1000.0,
+                 base_l2=1.0, head_max_iter=200, cross_fit=False, n_encoders=3, propensity_weight=1.0,
+                 min_propensity=1e-3, support_quantile=0.01, min_recipients=20, n_threads=None, random_state=0):
         super().__init__(kind=kind, d_model=d_model, n_layers=n_layers, n_heads=n_heads, dropout=dropout,
                          max_len=max_len, min_code_count=min_code_count, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
-                         event_dropout=event_dropout, calibration=None, n_threads=n_threads,
+                         event_dropout=event_dropout, forecast_weight=forecast_weight, forecast_days=forecast_days,
+                         calibration=None, n_threads=n_threads,
                          random_state=random_state)
         self.plans = plans
         self.balancing = balancing
@@ -178,6 +183,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         self.base_l2 = base_l2
         self.head_max_iter = head_max_iter
         self.cross_fit = cross_fit
+        self.n_encoders = n_encoders
         self.propensity_weight = propensity_weight
         self.min_propensity = min_propensity
         self.support_quantile = support_quantile
@@ -192,6 +198,9 @@ class TreatmentResponseModel(SequenceRiskModel):
             raise ConfigError(f"The 'band' parameter of TreatmentResponseModel must be in (0.5, 1). Got {self.band!r} instead.")
         if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
             raise ConfigError(f"The 'n_boot' parameter of TreatmentResponseModel must be an int >= 2. Got {self.n_boot!r} instead.")
+        if isinstance(self.n_encoders, bool) or not isinstance(self.n_encoders, int) or self.n_encoders < 1:
+            raise ConfigError(f"The 'n_encoders' parameter of TreatmentResponseModel must be a positive int. "
+                              f"Got {self.n_encoders!r} instead.")
         if self.plans is None:
             raise ConfigError("TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); "
                               "in a config: task.treatment.")
@@ -225,31 +234,40 @@ class TreatmentResponseModel(SequenceRiskModel):
             tune_targets = _Targets(hazard_targets(tuning_labels, self.outcomes_, self.horizons_), plan_tune,
                                     np.ones((plan_tune.size, self.n_boot), np.float32))
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+        forecast, codes = self._forecast_targets(train, say)
         # Cross-fitting: with two folds (by subject), each encoder learns on one fold and its heads are
         # fitted on the other, so no head reads a representation shaped by its own rows' outcomes.
         n_folds = 2 if self.cross_fit else 1
         fold = rng.permutation(subj.max(initial=0) + 1)[subj] % n_folds
         prop = np.zeros((len(train), len(self.plan_names_)), np.float32)
-        self.nets_, self.heads_, history = [], [], []
+        self.nets_, self.heads_, history = [], [], []  # member m: encoder m // n_folds, fold m % n_folds
         with _torch_threads(self.n_threads):
-            for f in range(n_folds):
+            for m in range(self.n_encoders * n_folds):
+                f = m % n_folds
                 learn = np.flatnonzero(fold != f) if n_folds > 1 else np.arange(len(train))
                 held = np.flatnonzero(fold == f) if n_folds > 1 else learn
-                if n_folds > 1:
-                    say(f"fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}")
+                if n_folds > 1 or self.n_encoders > 1:
+                    say(f"encoder {m // n_folds + 1}/{self.n_encoders}"
+                        + (f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}"
+                           if n_folds > 1 else ""))
+                if m > 0 and f == 0:  # each encoder of an ensemble has its own bootstrap weights for its heads
+                    boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
+                    targets = _Targets(y_train, plan_train, boot)
                 self.net_ = TreatmentResponseNet(
                     n_plans=len(self.plan_names_), n_boot=self.n_boot, n_codes=self.featurizer_.n_codes_,
                     n_static=self.featurizer_.n_static_, n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_),
                     d_model=self.d_model, encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads,
-                    dropout=self.dropout)
+                    dropout=self.dropout, n_forecast=codes.size)
                 with torch.no_grad():
                     self.net_.risk.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train[learn])).flatten())
                     self.net_.propensity.bias.copy_(torch.log(torch.from_numpy(self.plan_share_ + 1e-4)).float())
+                self._forecast = None if forecast is None else tuple(a[learn] for a in forecast)
                 self._train(_subset(train, learn), targets[learn], tune, tune_targets, rng, say)
                 history += [{**h, "epoch": len(history) + h["epoch"]} for h in self.history_]
-                rep, prop[held] = self._outputs(_subset(train, held))
+                rep, p_held = self._outputs(_subset(train, held))
+                prop[held] += p_held / self.n_encoders
                 self.nets_.append(self.net_)
-                self.heads_.append(self._fit_heads(rep, prop[held], targets[held], say))
+                self.heads_.append(self._fit_heads(rep, p_held, targets[held], say))
             self.history_ = history
             self.calibrator_ = None
         self.support_threshold_ = self._support_thresholds(prop, plan_train)
@@ -286,7 +304,8 @@ class TreatmentResponseModel(SequenceRiskModel):
         return base.unsqueeze(1) + all_plans.gather(2, idx).squeeze(2)
 
     def _loss(self, batch, t: _Targets, *, training: bool):
-        base, offset, prop_logits = self.net_(**_tensors(batch))
+        r = self.net_.risk.represent(**_tensors(batch))
+        base, offset, prop_logits = self.net_.heads(r)
         plan = torch.from_numpy(t.plan)
         logits = self._factual_logits(base, offset, plan)
         mask, target = _mask_and_target(torch.from_numpy(t.y))
@@ -302,6 +321,10 @@ class TreatmentResponseModel(SequenceRiskModel):
         loss = outcome + self.propensity_weight * propensity
         if training:  # a light hold on heterogeneity while the representation forms; the heads are refitted after
             loss = loss + _STAGE1_EFFECT_L2 * self.net_.effect_weight.pow(2).sum(dim=(2,)).mean()
+        if training and "forecast_value" in batch:
+            loss = loss + self.forecast_weight * forecast_loss(
+                self.net_.risk.forecast(r), torch.from_numpy(batch["forecast_value"]),
+                torch.from_numpy(batch["forecast_observed"]))
         return loss
 
     def train_step(self, batch, y, opt) -> float:
@@ -398,15 +421,23 @@ class TreatmentResponseModel(SequenceRiskModel):
                            len(self.horizons_)).numpy()
 
     def _plan_risks(self, data):
-        """Risk curves (rows, heads, plans, outcomes, bins) and propensities, averaged over the folds' encoders."""
-        risk, prop = 0.0, 0.0
-        for net, heads in zip(self.nets_, self.heads_):
-            rep, p = self._outputs(data, net=net)
-            with torch.inference_mode():
-                logits = self._plan_logits(rep, heads)
-                risk = risk + risk_curve(torch.from_numpy(logits)).numpy().astype(np.float64)
-            prop = prop + p
-        return risk / len(self.nets_), prop / len(self.nets_)
+        """Risk curves (rows, heads, plans, outcomes, bins) and propensities.
+
+        Cross-fitted folds of one encoder are averaged; the encoders of an ensemble pool their heads
+        (``n_encoders * n_boot`` along the head axis). Propensities average over every member.
+        """
+        n_folds = len(self.nets_) // getattr(self, "n_encoders", 1)
+        pooled, prop = [], 0.0
+        for e in range(len(self.nets_) // n_folds):
+            risk = 0.0
+            for net, heads in zip(self.nets_[e * n_folds:(e + 1) * n_folds], self.heads_[e * n_folds:(e + 1) * n_folds]):
+                rep, p = self._outputs(data, net=net)
+                with torch.inference_mode():
+                    logits = self._plan_logits(rep, heads)
+                    risk = risk + risk_curve(torch.from_numpy(logits)).numpy().astype(np.float64)
+                prop = prop + p
+            pooled.append(risk / n_folds)
+        return np.concatenate(pooled, axis=1), prop / len(self.nets_)
 
     def predict_plans(self, events: pd.DataFrame, index: pd.DataFrame) -> PlanPrediction:
         """Risk under every plan, effects against the reference with bands, propensities and support."""
