@@ -16,15 +16,20 @@ plan of each row (:func:`twinml.cohort.factual_plans`) in two stages:
    ``cross_fit=True`` trains two encoders on two subject folds and fits each one's heads on the
    other fold (measured: no change in PEHE or coverage, so off by default).
 
+Both stages run ``n_encoders`` times (3 by default) from different random starts: a deep ensemble
+whose members each have their own bootstrap heads.
+
 **Confounding**: the history at the decision (what was measured, past diagnoses) enters the
 outcome model, so effects are adjusted for it (regression adjustment on the representation).
 ``balancing="ipw"`` also weights the head refit by stabilised inverse propensity weights;
 measured on the simulator it widened errors (benchmarks/whatif.py), so it is off by default.
 
 **Uncertainty**: the band of a risk or an effect is the mean +/- z * SD across the bootstrap
-heads (90% by default). It reflects the sampling spread of the heads given the representation,
-not the representation's own, nor how far a patient's true risk may sit from what their history
-shows: measured on the simulator, 90% bands covered about 70% of true individual effects.
+heads of every encoder (90% by default): the sampling spread of the heads plus the disagreement
+between the encoders' representations, not how far a patient's true risk may sit from what their
+history shows. Measured on the simulator (benchmarks/whatif.py), 90% bands covered 69% of true
+individual effects with one encoder and no forecast task, 77% with the forecast task, 82% with
+three encoders and the forecast task (the defaults).
 
 **Overlap**: a plan is *outside support* for a row when the estimated propensity is below the
 ``support_quantile`` of the propensities of the training rows that received it (and below
