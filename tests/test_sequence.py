@@ -172,6 +172,7 @@ def test_future_readings_are_the_next_reading_within_the_horizon_of_the_same_sub
     f = SequenceFeaturizer(min_code_count=1).fit(ev)
     codes = f.forecast_codes()
     assert [f.vocabulary_[c - 2] for c in codes] == ["LAB//A", "LAB//B"]  # the diagnosis carries no value
+    assert [f.vocabulary_[c - 2] for c in f.forecast_codes(max_codes=1)] == ["LAB//A"]  # the more frequent one
     index = pd.DataFrame({"subject_id": [1, 1, 2, 3], "prediction_time": [t0, t0 + 10 * day, t0, t0]})
     index["prediction_time"] = index["prediction_time"].astype("datetime64[us]")
     data = f.transform(ev.reset_index(drop=True), index)

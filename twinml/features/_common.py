@@ -23,6 +23,7 @@ class CodeStats:
     value_std: np.ndarray
     static_vocabulary: np.ndarray
     static_numeric: np.ndarray
+    count: np.ndarray | None = None  # training rows of each kept dynamic code
 
 
 def fit_code_stats(ev: EventArrays, *, min_code_count: int) -> CodeStats:
@@ -47,6 +48,7 @@ def fit_code_stats(ev: EventArrays, *, min_code_count: int) -> CodeStats:
         vocabulary=ev.vocab[idx].astype(str), numeric=with_value[idx] >= 0.5 * counts[idx], value_mean=mean,
         value_std=np.sqrt(np.maximum(squares[idx] / k - mean**2, 1e-12)),
         static_vocabulary=ev.vocab[s_idx].astype(str), static_numeric=s_with_value[s_idx] >= 0.5 * s_counts[s_idx],
+        count=counts[idx],
     )
 
 

@@ -93,6 +93,7 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         self.vocabulary_, self.numeric_ = stats.vocabulary, stats.numeric
         self.value_mean_, self.value_std_ = stats.value_mean, stats.value_std
         self.static_vocabulary_, self.static_numeric_ = stats.static_vocabulary, stats.static_numeric
+        self.code_count_ = stats.count
         self.n_codes_ = self.vocabulary_.size + 2
         self.n_static_ = self.static_vocabulary_.size + 2
         return self
@@ -120,10 +121,12 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static, end)
 
     def forecast_codes(self, max_codes: int = 32) -> np.ndarray:
-        """Ids of the numeric codes whose next reading :meth:`future_readings` returns (at most
-        ``max_codes``, in vocabulary order)."""
+        """Ids of the numeric codes whose next reading :meth:`future_readings` returns: the
+        ``max_codes`` most frequent in training, in vocabulary order."""
         check_is_fitted(self, "vocabulary_")
-        return (np.flatnonzero(self.numeric_)[:max_codes] + 2).astype(np.int32)
+        numeric = np.flatnonzero(self.numeric_)
+        top = numeric[np.argsort(-self.code_count_[numeric], kind="stable")[:max_codes]]
+        return (np.sort(top) + 2).astype(np.int32)
 
     @staticmethod
     def future_readings(data: SequenceData, codes: np.ndarray, horizon_days: float = 365.0):
