@@ -170,15 +170,15 @@ class TreatmentResponseModel(SequenceRiskModel):
 
     def __init__(self, plans=None, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256,
                  min_code_count=10, batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4,
-                 event_dropout=0.0, forecast_weight=0.1, forecast_days=365.0, balancing=None, max_weight=20.0, n_boot=20, band=0.9, effect_l2=1000.0,
-                 base_l2=1.0, head_max_iter=200, cross_fit=False, n_encoders=3, propensity_weight=1.0,
-                 min_propensity=1e-3, support_quantile=0.01, min_recipients=20, n_threads=None, random_state=0):
+                 event_dropout=0.0, forecast_weight=0.1, forecast_days=365.0, balancing=None, max_weight=20.0,
+                 n_boot=20, band=0.9, effect_l2=1000.0, base_l2=1.0, head_max_iter=200, cross_fit=False,
+                 n_encoders=3, propensity_weight=1.0, min_propensity=1e-3, support_quantile=0.01, min_recipients=20,
+                 n_threads=None, random_state=0):
         super().__init__(kind=kind, d_model=d_model, n_layers=n_layers, n_heads=n_heads, dropout=dropout,
                          max_len=max_len, min_code_count=min_code_count, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
                          event_dropout=event_dropout, forecast_weight=forecast_weight, forecast_days=forecast_days,
-                         calibration=None, n_threads=n_threads,
-                         random_state=random_state)
+                         calibration=None, n_threads=n_threads, random_state=random_state)
         self.plans = plans
         self.balancing = balancing
         self.max_weight = max_weight
