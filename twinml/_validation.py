@@ -6,7 +6,9 @@ the bad value, so a user can find the row without reading our code.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 __all__ = [
     "TwinmlInputError",
@@ -14,6 +16,7 @@ __all__ = [
     "ConfigError",
     "input_error",
     "check_positive_int",
+    "PositiveInt",
 ]
 
 
@@ -66,3 +69,13 @@ def check_positive_int(value: Any, *, name: str, owner: str) -> int:
             f"The {name!r} parameter of {owner} must be a positive int. Got {value!r} instead."
         )
     return value
+
+
+def _positive(v: int) -> int:
+    if v <= 0:
+        raise ValueError(f"must be a positive int. Got {v} instead")
+    return v
+
+
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+"""An int config field that must be > 0 (the error reads "must be a positive int. Got -3 instead")."""

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .cohort import TaskDefinition
+from ._validation import PositiveInt
 from .cohort._task import load_validated
 
 __all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig",
@@ -24,22 +25,15 @@ class _Strict(BaseModel):
 class SimulatorSettings(_Strict):
     """Arguments of :func:`twinml.simulate.simulate` used when ``data.source`` is ``simulator``."""
 
-    n_subjects: int = 5_000
+    n_subjects: PositiveInt = 5_000
     seed: int = 0
-    years: int = 10
+    years: PositiveInt = 10
     bias_group: str | None = None
     underdiagnosis_rate: float = 0.0
     visit_rate_ratio: float = 1.0
     treatment_effect_scale: float = 1.0
     treatment_rate_scale: float = 1.0
     treatment_decisions: Literal["visits", "yearly_review"] = "visits"
-
-    @field_validator("n_subjects", "years")
-    @classmethod
-    def _positive(cls, v):
-        if v <= 0:
-            raise ValueError(f"must be a positive int. Got {v} instead")
-        return v
 
 
 class DataConfig(_Strict):

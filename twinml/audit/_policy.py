@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .._validation import PositiveInt
 from ..cohort._task import load_validated
 from ..evaluation._fairness import DEFAULT_ATTRIBUTES, MIN_CELL
 
@@ -50,16 +51,9 @@ class Gates(_Strict):
 
 class ExplainPolicy(_Strict):
     label: str | None = None          # default: the first audited label
-    n_rows: int = 1000                # explained rows, sampled from the audited split
-    n_samples: int = 16               # expected-gradient samples per row (sequence models)
-    top_k: int = 5                    # events removed in the faithfulness check
-
-    @field_validator("n_rows", "n_samples", "top_k")
-    @classmethod
-    def _positive(cls, v):
-        if v <= 0:
-            raise ValueError(f"must be a positive int. Got {v} instead")
-        return v
+    n_rows: PositiveInt = 1000                # explained rows, sampled from the audited split
+    n_samples: PositiveInt = 16               # expected-gradient samples per row (sequence models)
+    top_k: PositiveInt = 5                    # events removed in the faithfulness check
 
 
 class MitigationPolicy(_Strict):
@@ -81,7 +75,7 @@ class AuditPolicy(_Strict):
     attributes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     age_bands: list[int] = Field(default_factory=lambda: [18, 45, 65])
     intersections: list[tuple[str, str]] = Field(default_factory=lambda: [("sex", "race")])
-    min_cell: int = MIN_CELL
+    min_cell: PositiveInt = MIN_CELL
     operating_top_fraction: float = 0.1        # threshold = risk of the top 10% of audited rows
     n_bootstrap: int = 200
     explain: ExplainPolicy = Field(default_factory=ExplainPolicy)
@@ -90,13 +84,6 @@ class AuditPolicy(_Strict):
     intended_use: str = ("Decision support: ranks adult patients by their risk of the audited outcomes "
                          "for preventive outreach. Not for diagnosis, and not a substitute for clinical judgement.")
     limitations: list[str] = Field(default_factory=list)
-
-    @field_validator("min_cell")
-    @classmethod
-    def _min_cell(cls, v):
-        if v < 1:
-            raise ValueError(f"must be a positive int. Got {v} instead")
-        return v
 
     @field_validator("operating_top_fraction")
     @classmethod

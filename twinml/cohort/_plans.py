@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from .._arrays import NAT, EventArrays, prior_and_next
+from .._validation import PositiveInt
 
 __all__ = ["TreatmentPlan", "PlanSet", "load_plans", "factual_plans"]
 
@@ -55,14 +56,7 @@ class PlanSet(_Strict):
 
     plans: dict[str, TreatmentPlan]
     reference: str = "no_new_treatment"
-    decision_window_days: int = 90
-
-    @field_validator("decision_window_days")
-    @classmethod
-    def _window(cls, v):
-        if v <= 0:
-            raise ValueError(f"must be a positive int. Got {v} instead")
-        return v
+    decision_window_days: PositiveInt = 90
 
     @model_validator(mode="after")
     def _consistent(self):

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .._validation import ConfigError
+from .._validation import ConfigError, PositiveInt
 from ._plans import PlanSet
 
 __all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
@@ -50,17 +50,10 @@ class PredictionTimes(_Strict):
 
     strategy: Literal["yearly", "every_visit"] = "yearly"
     start: dt.date | None = None
-    every_days: int = 365
+    every_days: PositiveInt = 365
     visit_prefixes: tuple[str, ...] = ()
     max_per_subject: int | None = None
     seed: int = 0
-
-    @field_validator("every_days")
-    @classmethod
-    def _pos(cls, v):
-        if v <= 0:
-            raise ValueError(f"must be a positive int. Got {v} instead")
-        return v
 
     @field_validator("max_per_subject")
     @classmethod
