@@ -5,7 +5,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from twinml._validation import ConfigError
 from twinml.cohort import build_labels
-from twinml.models import MaskedMultiLabelClassifier, TabularRiskModel, make_baseline
+from twinml.models import LightGBMClassifier, MaskedMultiLabelClassifier, TabularRiskModel, make_baseline
 
 
 _WEIGHTS = ("the wrapped MaxAbsScaler ignores sample weights, so zero-weight rows still shape the scaling; "
@@ -13,9 +13,10 @@ _WEIGHTS = ("the wrapped MaxAbsScaler ignores sample weights, so zero-weight row
 
 
 @parametrize_with_checks(
-    [MaskedMultiLabelClassifier(make_baseline("logistic"))],
-    expected_failed_checks=lambda est: {"check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
-                                        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
+    [MaskedMultiLabelClassifier(make_baseline("logistic")), LightGBMClassifier(params={"n_estimators": 20})],
+    expected_failed_checks=lambda est: {} if isinstance(est, LightGBMClassifier) else {
+        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
+        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
 )
 def test_sklearn_contract(estimator, check):
     check(estimator)
@@ -71,5 +72,59 @@ def test_calibrator_is_fitted_on_tuning_rows_and_travels_inside(events, labels, 
 
 
 def test_unknown_model_kind_is_named():
-    with pytest.raises(ConfigError, match=r"The 'kind' parameter of make_baseline must be one of \['logistic', 'hist_gb'\]. Got 'xgb' instead."):
+    with pytest.raises(ConfigError, match=r"The 'kind' parameter of make_baseline must be one of \['logistic', 'hist_gb', 'lightgbm'\]. Got 'xgb' instead."):
         make_baseline("xgb")
+
+
+def test_lightgbm_early_stops_on_each_labels_known_tuning_rows(events, labels):
+    train = labels[labels["split"] == "train"].reset_index(drop=True)
+    tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
+    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2},
+                         random_state=0).fit(events, train, tuning_labels=tune)
+    fitted = [e for e in m.classifier_.estimators_ if e is not None]
+    assert fitted and all(e.best_iteration_ < 400 for e in fitted)  # stopped early on the tuning rows
+    again = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2},
+                             random_state=0).fit(events, train, tuning_labels=tune)
+    held = labels[labels["split"] == "held_out"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(m.predict_risk(events, held), again.predict_risk(events, held))
+    # without tuning rows there is nothing to stop on: every tree is kept
+    full = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 30}).fit(events, train)
+    assert all(e.best_iteration_ == 30 for e in full.classifier_.estimators_ if e is not None)
+
+
+def test_lightgbm_sweep_keeps_its_best_trial_by_tuning_log_loss():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] * X[:, 2] + rng.normal(size=3000) > 1.0).astype(int)
+    est = LightGBMClassifier(n_trials=4, params={"n_estimators": 200}, random_state=1)
+    est.fit(X[:2000], y[:2000], eval_set=(X[2000:], y[2000:]))
+    losses = [t["eval_log_loss"] for t in est.trials_]
+    assert len(losses) == 4
+    best = est.trials_[int(np.argmin(losses))]
+    assert {k: est.best_params_[k] for k in best["params"]} == best["params"]
+    from sklearn.metrics import log_loss
+    assert log_loss(y[2000:], est.predict_proba(X[2000:])[:, 1]) == pytest.approx(min(losses))
+    again = LightGBMClassifier(n_trials=4, params={"n_estimators": 200}, random_state=1)
+    again.fit(X[:2000], y[:2000], eval_set=(X[2000:], y[2000:]))
+    assert [t["params"] for t in again.trials_] == [t["params"] for t in est.trials_]  # seeded sweep
+
+
+def test_a_sweep_on_a_model_that_cannot_early_stop_is_refused(events, labels):
+    train = labels[labels["split"] == "train"].reset_index(drop=True)
+    with pytest.raises(ConfigError, match="The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only"):
+        TabularRiskModel(kind="logistic", n_trials=3).fit(events, train)
+
+
+def test_lightgbm_explanations_add_up_to_the_boosters_log_odds(events, labels):
+    from twinml.evaluation import explain_model
+
+    train = labels[labels["split"] == "train"].reset_index(drop=True)
+    tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
+    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 60}).fit(events, train, tuning_labels=tune)
+    rows = tune.head(40)
+    a = explain_model(m, events, rows, label="mi_365d")
+    j = m.label_columns_.index("mi_365d")
+    margin = m.classifier_.estimators_[j].estimator_.predict(m.transform_features(events, rows), raw_score=True)
+    total = a.table.groupby("row")["attribution"].sum().reindex(range(len(rows)), fill_value=0.0).to_numpy()
+    base = margin - total  # shap's expected value: the same for every row when attributions add up
+    assert np.ptp(base) < 1e-6

@@ -125,6 +125,9 @@ def train(
     config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
     overwrite_data: bool = typer.Option(False, help="Re-simulate data.path even if it exists."),
+    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Also write the evaluated "
+                                                   "splits' predictions here, as MEDS prediction files."),
+    overwrite: bool = typer.Option(False, help="Replace --predictions-dir if it exists."),
 ):
     """Train the configured model as one MLflow run and print its metrics."""
     def body():
@@ -133,7 +136,8 @@ def train(
 
         cfg = load_config(config)
         res = run(cfg, tracking_uri=tracking_uri, config_text=config.read_text(),
-                  overwrite_data=overwrite_data, progress=Progress(_console().print))
+                  overwrite_data=overwrite_data, predictions_dir=predictions_dir, overwrite=overwrite,
+                  progress=Progress(_console().print))
         for split, table in res.metrics.items():
             _print_metrics(table, title=f"{cfg.name} [{cfg.model.kind}] on {split}")
         _console().print(f"MLflow run {res.run_id} at {res.tracking_uri}\nmodel: {res.model_uri}")
@@ -148,6 +152,9 @@ def evaluate(
     split: str = typer.Option("held_out", help="Which split's labels to score."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
     n_bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals."),
+    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Write the predictions here, "
+                                                   "as MEDS prediction files ({split}/{label}.parquet)."),
+    overwrite: bool = typer.Option(False, help="Replace --predictions-dir if it exists."),
 ):
     """Score a logged model on a MEDS dataset and print discrimination and calibration."""
     def body():
@@ -155,7 +162,8 @@ def evaluate(
         from .pipeline import Progress, evaluate as run
 
         table = run(model, meds_dir=events, task=load_task(task), split=split, tracking_uri=tracking_uri,
-                    n_boot=n_bootstrap, progress=Progress(_console().print))
+                    n_boot=n_bootstrap, predictions_dir=predictions_dir, overwrite=overwrite,
+                    progress=Progress(_console().print))
         _print_metrics(table, title=f"{model} on {events} ({split})")
     _run(body)
 

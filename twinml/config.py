@@ -14,7 +14,7 @@ from .cohort import TaskDefinition
 from ._validation import PositiveInt
 from .cohort._task import load_validated
 
-__all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig",
+__all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig", "SearchConfig",
            "EvaluationConfig", "TrackingConfig", "load_config"]
 
 
@@ -58,19 +58,28 @@ class FeaturesConfig(_Strict):
         return v
 
 
+class SearchConfig(_Strict):
+    """A hyperparameter sweep (``lightgbm`` only): optuna trials per label on the tuning split's log loss."""
+
+    n_trials: PositiveInt = 20
+
+
 class ModelConfig(_Strict):
-    """``logistic`` / ``hist_gb``: tabular baselines (``params`` go to the classifier; calibration
+    """``lightgbm`` / ``logistic`` / ``hist_gb``: tabular models (``params`` go to the classifier; calibration
     ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models (``params``
     are :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
     calibration ``platt``, ``temperature`` or ``isotonic``). ``whatif``: the treatment-response model
     (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
-    kind: Literal["logistic", "hist_gb", "gru", "transformer", "whatif"] = "hist_gb"
+    kind: Literal["lightgbm", "logistic", "hist_gb", "gru", "transformer", "whatif"] = "lightgbm"
     params: dict = Field(default_factory=dict)
     calibration: Literal["sigmoid", "isotonic", "platt", "temperature"] | None = None
+    search: SearchConfig | None = None
 
     @model_validator(mode="after")
     def _calibration_fits_kind(self):
+        if self.search is not None and self.kind != "lightgbm":
+            raise ValueError(f"search applies to kind 'lightgbm' only; got kind {self.kind!r}")
         if self.kind == "whatif" and self.calibration is not None:
             raise ValueError("calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
                              "recalibrated); use null")

@@ -17,7 +17,7 @@ from ._validation import ConfigError
 from .cohort import Cohort, TaskDefinition, build_labels
 from .config import DataConfig, ExperimentConfig
 from .data import read_meds, read_subject_splits
-from .evaluation import evaluate_risks, reliability_figure
+from .evaluation import evaluate_risks, meds_predictions, reliability_figure, write_meds_predictions
 from .evaluation._fairness import MIN_CELL
 from .models import TabularRiskModel
 
@@ -98,7 +98,8 @@ def build_model(config: ExperimentConfig):
                                      min_code_count=f.min_code_count, **dict(m.params))
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
-    return TabularRiskModel(kind=m.kind, model_params=dict(m.params), windows_days=f.windows_days,
+    return TabularRiskModel(kind=m.kind, model_params=dict(m.params), n_trials=m.search.n_trials if m.search else 0,
+                            windows_days=f.windows_days,
                             aggregates=f.aggregates, min_code_count=f.min_code_count, calibration=m.calibration,
                             random_state=config.seed)
 
@@ -113,9 +114,17 @@ def _label_rows(labels, split):
     return labels[labels["split"] == split].reset_index(drop=True)
 
 
+def _predictions(labels, risks, columns) -> dict:
+    return {c: meds_predictions(labels, risks, c) for c in columns}
+
+
 def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_text: str | None = None,
-          overwrite_data: bool = False, progress=_quiet) -> TrainResult:
-    """Run one experiment end to end as one MLflow run."""
+          overwrite_data: bool = False, predictions_dir=None, overwrite: bool = False, progress=_quiet) -> TrainResult:
+    """Run one experiment end to end as one MLflow run.
+
+    Predictions of every evaluated split are logged in the MEDS prediction schema (artifacts
+    ``predictions/{split}/{label}.parquet``) and, with ``predictions_dir``, written there too.
+    """
     import mlflow
 
     from . import tracking
@@ -132,10 +141,11 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
     model = build_model(config)
     model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
     truth = load_truth(root)
-    metrics, risks = {}, {}
+    metrics, risks, predictions = {}, {}, {}
     for split in config.evaluation.splits:
         rows = _label_rows(labels, split)
         risks[split] = model.predict_risk(events, rows)
+        predictions[split] = _predictions(rows, risks[split], model.label_columns_)
         metrics[split] = evaluate_risks(rows, risks[split], columns=model.label_columns_, truth=truth,
                                         n_boot=config.evaluation.n_bootstrap, ece_bins=config.evaluation.ece_bins,
                                         seed=config.seed)
@@ -169,14 +179,24 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
                                      title=f"{config.name}: reliability ({split})")
             mlflow.log_figure(fig, f"evaluation/reliability_{split}.png")
             _close(fig)
+        tracking.log_predictions(predictions)
+        tracking.log_search_trials(getattr(model, "search_trials_", {}))
+        if predictions_dir is not None:
+            write_meds_predictions(predictions_dir, predictions, overwrite=overwrite)
+            progress(f"wrote MEDS predictions to {predictions_dir}")
         info = tracking.log_model(model, registered_model_name=config.tracking.register_as)
         progress(f"logged MLflow run {run.info.run_id} to {uri}")
     return TrainResult(run.info.run_id, info.model_uri, uri, metrics, cohort, model)
 
 
 def evaluate(model_uri: str, *, meds_dir, task: TaskDefinition, split: str = "held_out",
-             tracking_uri: str | None = None, n_boot: int = 200, seed: int = 0, progress=_quiet) -> pd.DataFrame:
-    """Score a logged model on a MEDS dataset's labels for ``task`` and return its metrics."""
+             tracking_uri: str | None = None, n_boot: int = 200, seed: int = 0, predictions_dir=None,
+             overwrite: bool = False, progress=_quiet) -> pd.DataFrame:
+    """Score a logged model on a MEDS dataset's labels for ``task`` and return its metrics.
+
+    With ``predictions_dir`` the predictions are written there in the MEDS prediction schema
+    (``{split}/{label}.parquet``), for meds-evaluation or any MEDS-DEV tool.
+    """
     import mlflow
 
     from . import tracking
@@ -191,6 +211,10 @@ def evaluate(model_uri: str, *, meds_dir, task: TaskDefinition, split: str = "he
         raise ConfigError(f"task: the model predicts {missing}, which this task does not label.")
     progress(f"scoring {len(rows):,} {split} rows")
     risks = model.predict_risk(events, rows[["subject_id", "prediction_time"]])
+    if predictions_dir is not None:
+        write_meds_predictions(predictions_dir, {split: _predictions(rows, risks, model.label_columns_)},
+                               overwrite=overwrite)
+        progress(f"wrote MEDS predictions to {predictions_dir}")
     return evaluate_risks(rows, risks, columns=model.label_columns_, truth=load_truth(meds_dir),
                           n_boot=n_boot, seed=seed)
 

@@ -31,6 +31,7 @@ import pandas as pd
 
 from .._arrays import NAT, EventArrays, per_subject_reduce, prior_and_next
 from .._validation import ConfigError
+from ._meds_labels import read_label_files
 from ._task import TaskDefinition
 
 __all__ = ["Cohort", "build_labels", "to_meds_labels"]
@@ -72,6 +73,8 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
     >>> list(cohort.labels.columns)
     ['subject_id', 'prediction_time', 'split', 'mi_365d']
     """
+    if task.labels is not None:
+        return _cohort_from_files(events, task, subject_splits)
     ev = EventArrays(events)
     n_subj = ev.subjects.size
     dynamic = (ev.time != NAT) & ~ev.codes_matching(codes=["MEDS_BIRTH"])
@@ -113,6 +116,26 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
                            "excluded_prior": int(excluded.sum()), "censored": int((censored & ~excluded).sum())})
     attrition = pd.DataFrame([{"step": s, "rows": int(x.size), "subjects": int(np.unique(x).size)} for s, x in steps])
     return Cohort(labels.reset_index(drop=True), attrition, pd.DataFrame(counts))
+
+
+def _cohort_from_files(events, task, subject_splits) -> Cohort:
+    """The rows of MEDS label files (``task.labels``), with splits from the dataset or ``task.split``."""
+    labels = read_label_files(task.labels, events=events, horizon_days=task.horizons_days[0])
+    subjects = pd.unique(events["subject_id"].to_numpy(np.int64))
+    rank = pd.Index(subjects).get_indexer(labels["subject_id"].to_numpy(np.int64))
+    labels.insert(2, "split", _splits(subjects, rank, task, subject_splits))
+    steps, counts = [], []
+    for name, path in task.labels.items():
+        col = labels[f"{name}_{task.horizons_days[0]}d"]
+        known = col.notna().to_numpy()
+        steps.append({"step": f"label file {path} ({name})", "rows": int(known.sum()),
+                      "subjects": int(labels.loc[known, "subject_id"].nunique())})
+        # the files' producer made its own exclusions and censoring: twinml excludes nothing more
+        counts.append({"label": col.name, "n": int(known.sum()), "positives": int(col.sum()),
+                       "excluded_prior": 0, "censored": 0})
+    steps.append({"step": "prediction rows (files joined)", "rows": len(labels),
+                  "subjects": int(labels["subject_id"].nunique())})
+    return Cohort(labels, pd.DataFrame(steps), pd.DataFrame(counts))
 
 
 def _candidate_times(ev, task, first, last, dynamic):

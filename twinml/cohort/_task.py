@@ -79,10 +79,16 @@ class SplitDefinition(_Strict):
 
 
 class TaskDefinition(_Strict):
-    """A prediction task over MEDS events (see :mod:`twinml.cohort` for the exact rules)."""
+    """A prediction task over MEDS events (see :mod:`twinml.cohort` for the exact rules).
+
+    Either ``outcomes`` (twinml computes the labels) or ``labels``: outcome name -> a MEDS label file
+    or directory (``subject_id``, ``prediction_time``, ``boolean_value``; what ACES writes), taken as
+    they are, with exactly one horizon naming the label columns.
+    """
 
     name: str
-    outcomes: dict[str, OutcomeDefinition]
+    outcomes: dict[str, OutcomeDefinition] = Field(default_factory=dict)
+    labels: dict[str, str] | None = None
     horizons_days: tuple[int, ...]
     prediction_times: PredictionTimes = Field(default_factory=PredictionTimes)
     min_history_days: int = 365
@@ -109,15 +115,25 @@ class TaskDefinition(_Strict):
             raise ValueError(f"must be a non-negative int. Got {v} instead")
         return v
 
-    @field_validator("outcomes")
+    @field_validator("outcomes", "labels")
     @classmethod
     def _outcome_names(cls, v):
-        if not v:
-            raise ValueError("must define at least one outcome")
-        for name in v:
+        for name in v or ():
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"names must be letters, digits and '_'. Got {name!r} instead")
         return v
+
+    @model_validator(mode="after")
+    def _outcomes_or_labels(self):
+        if self.labels is not None and self.outcomes:
+            raise ValueError("give either 'outcomes' (labels computed by twinml) or 'labels' (MEDS label files), "
+                             "not both")
+        if self.labels is None and not self.outcomes:
+            raise ValueError("must define at least one outcome (or 'labels': MEDS label files per outcome)")
+        if self.labels is not None and (not self.labels or len(self.horizons_days) != 1):
+            raise ValueError("'labels' needs at least one file and exactly one horizon in 'horizons_days' "
+                             f"(the window the files were made with). Got {len(self.horizons_days)} horizons")
+        return self
 
     @field_validator("treatment", mode="before")
     @classmethod
@@ -132,7 +148,7 @@ class TaskDefinition(_Strict):
     @property
     def label_columns(self) -> list[str]:
         """``{outcome}_{horizon}d`` for every outcome and horizon, outcome-major."""
-        return [f"{o}_{h}d" for o in self.outcomes for h in self.horizons_days]
+        return [f"{o}_{h}d" for o in (self.labels or self.outcomes) for h in self.horizons_days]
 
 
 def format_validation_error(err: ValidationError, *, source: str, model: type[BaseModel], prefix: str = "") -> str:

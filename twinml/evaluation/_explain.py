@@ -210,13 +210,20 @@ def _explain_tabular(model, events, index, label, j):
     if est is None:
         raise ConfigError(f"explain: label {label!r} had one class in training; there is nothing to explain.")
     X = model.transform_features(events, index)
-    prep, clf = est[:-1], est[-1]
-    Xt = prep.transform(X)
+    if hasattr(est, "steps"):
+        prep, clf = est[:-1], est[-1]
+        Xt = prep.transform(X)
+    else:  # LightGBMClassifier takes the sparse matrix as it is; shap reads its booster
+        prep, clf, Xt = None, est.estimator_, X
     if type(clf).__name__ == "LogisticRegression":
         background = prep.transform(X[: min(X.shape[0], 1000)])
         sv = shap.LinearExplainer(clf, background).shap_values(Xt)
     else:
-        sv = shap.TreeExplainer(clf).shap_values(Xt)
+        with warnings.catch_warnings():  # shap notes that LightGBM's output became a per-class list; handled below
+            warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
+            sv = shap.TreeExplainer(clf).shap_values(Xt)
+    if isinstance(sv, list):  # one array per class: the positive class's
+        sv = sv[-1]
     sv = np.asarray(sv.toarray() if hasattr(sv, "toarray") else sv)
     if sv.ndim == 3:  # (rows, features, classes)
         sv = sv[..., -1]

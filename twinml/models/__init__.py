@@ -3,10 +3,11 @@
 ``SequenceRiskModel`` (torch) is imported lazily so that the tabular baselines do not pay for torch.
 """
 
+from ._boosting import LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
-__all__ = ["MaskedMultiLabelClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
+__all__ = ["MaskedMultiLabelClassifier", "LightGBMClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
            "TreatmentResponseModel", "label_columns_of", "label_matrix"]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
@@ -16,7 +18,7 @@ from .._validation import ConfigError
 
 __all__ = ["MaskedMultiLabelClassifier", "make_baseline", "BASELINES"]
 
-BASELINES = ("logistic", "hist_gb")
+BASELINES = ("logistic", "hist_gb", "lightgbm")
 
 
 def _to_dense(X):
@@ -28,6 +30,8 @@ def make_baseline(kind: str, *, random_state: int = 0, **params):
 
     ``logistic``: max-abs scaling then L2 logistic regression (works on sparse input).
     ``hist_gb``: histogram gradient boosting (dense input; sparse is densified first).
+    ``lightgbm``: :class:`~twinml.models.LightGBMClassifier` on the sparse matrix as it is, early-stopped
+    on an evaluation set when one is given; ``n_trials`` (with the other ``params``) runs an optuna sweep.
     """
     if kind == "logistic":
         defaults = {"C": 0.5, "max_iter": 2000}
@@ -37,6 +41,11 @@ def make_baseline(kind: str, *, random_state: int = 0, **params):
                     "l2_regularization": 1.0, "early_stopping": False}
         return make_pipeline(FunctionTransformer(_to_dense, accept_sparse=True),
                              HistGradientBoostingClassifier(**{**defaults, **params}, random_state=random_state))
+    if kind == "lightgbm":
+        from ._boosting import LightGBMClassifier
+
+        own = {k: params.pop(k) for k in ("n_trials", "early_stopping_rounds", "n_jobs") if k in params}
+        return LightGBMClassifier(params=params or None, random_state=random_state, **own)
     raise ConfigError(f"The 'kind' parameter of make_baseline must be one of {list(BASELINES)}. Got {kind!r} instead.")
 
 
@@ -63,7 +72,9 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, estimator=None):
         self.estimator = estimator
 
-    def fit(self, X, y, *, sample_weight=None):
+    def fit(self, X, y, *, sample_weight=None, eval_set=None):
+        """Fit one clone per column; ``eval_set=(X_eval, Y_eval)`` goes, on each column's known rows, to
+        estimators whose ``fit`` takes an ``eval_set`` (early stopping), and is ignored by the others."""
         if y is None:
             raise ValueError("MaskedMultiLabelClassifier requires y to be passed, but the target y is None.")
         X = validate_data(self, X, accept_sparse="csr", dtype=np.float32, ensure_all_finite=True)
@@ -72,6 +83,7 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[0]} rows but y has {Y.shape[0]}.")
         weights = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         base = self.estimator if self.estimator is not None else make_baseline("logistic")
+        evals = self._eval_sets(base, eval_set, Y.shape[1])
         self.estimators_, self.constant_ = [], np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
@@ -83,6 +95,8 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             kw = {}
             if sample_weight is not None:
                 kw[_weight_key(base)] = weights[known]
+            if evals[j] is not None:
+                kw["eval_set"] = evals[j]
             self.estimators_.append(clone(base).fit(X[known], yj, **kw))
         self.n_outputs_ = Y.shape[1]
         return self
@@ -108,6 +122,19 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"MaskedMultiLabelClassifier: a 2-D y holds 0, 1 or NaN (unknown); got {bad[:3].tolist()}.")
         self.classes_, self._single = np.array([0, 1]), False
         return Y
+
+    def _eval_sets(self, base, eval_set, n_outputs):
+        """Per label column, the known rows of the evaluation set (None where the estimator takes none)."""
+        if eval_set is None or "eval_set" not in inspect.signature(base.fit).parameters:
+            return [None] * n_outputs
+        Xe = validate_data(self, eval_set[0], accept_sparse="csr", dtype=np.float32, reset=False)
+        Ye = np.asarray(eval_set[1])
+        Ye = (Ye == self.classes_[-1]).astype(np.float64)[:, None] if self._single else Ye.astype(np.float64)
+        if Ye.shape != (Xe.shape[0], n_outputs):
+            raise ValueError(f"eval_set: X has {Xe.shape[0]} rows and y shape {Ye.shape}; expected "
+                             f"({Xe.shape[0]}, {n_outputs}).")
+        known = ~np.isnan(Ye)
+        return [(Xe[known[:, j]], Ye[known[:, j], j].astype(int)) for j in range(n_outputs)]
 
     def predict_risk(self, X) -> np.ndarray:
         """Probability of each label being positive, shape (n_samples, n_outputs)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -33,9 +35,14 @@ class TabularRiskModel(BaseEstimator):
 
     Parameters
     ----------
-    kind : {"logistic", "hist_gb"}
+    kind : {"lightgbm", "logistic", "hist_gb"}
+        ``lightgbm`` (the default) boosts on the sparse matrix and early-stops on the tuning rows given
+        to ``fit``; ``hist_gb`` densifies the matrix first (slow on thousands of columns).
     model_params : dict, optional
-        Passed to the classifier (e.g. ``{"C": 0.1}`` or ``{"max_iter": 300}``).
+        Passed to the classifier (e.g. ``{"num_leaves": 31}``, ``{"C": 0.1}`` or ``{"max_iter": 300}``).
+    n_trials : int
+        ``lightgbm`` only: an optuna sweep of this many trials per label on the tuning rows' log loss
+        (0: no sweep). Each trial is kept in ``search_trials_``.
     windows_days, aggregates, min_code_count :
         Passed to :class:`~twinml.features.TabularFeaturizer`.
     calibration : {None, "sigmoid", "isotonic", "temperature"}
@@ -51,13 +58,16 @@ class TabularRiskModel(BaseEstimator):
     calibrators_ : dict
         Label index -> calibrator fitted on the tuning rows (empty without calibration).
     label_columns_ : list of str
+    search_trials_ : dict
+        Label -> the sweep's trials (params, tuning log loss, trees, seconds); empty without a sweep.
     """
 
-    def __init__(self, kind="hist_gb", model_params=None, windows_days=(30, 365, None),
+    def __init__(self, kind="lightgbm", model_params=None, n_trials=0, windows_days=(30, 365, None),
                  aggregates=("count", "last", "mean", "min", "max"), min_code_count=10, calibration=None,
                  random_state=0):
         self.kind = kind
         self.model_params = model_params
+        self.n_trials = n_trials
         self.windows_days = windows_days
         self.aggregates = aggregates
         self.min_code_count = min_code_count
@@ -75,17 +85,29 @@ class TabularRiskModel(BaseEstimator):
         self.featurizer_ = TabularFeaturizer(self.windows_days, self.aggregates, self.min_code_count).fit(train_events)
         X = self.featurizer_.transform(events, labels)
         say(f"features: {X.shape[0]:,} rows x {X.shape[1]:,} columns")
-        base = make_baseline(self.kind, random_state=self.random_state, **(self.model_params or {}))
-        self.classifier_ = MaskedMultiLabelClassifier(base).fit(X, label_matrix(labels, self.label_columns_))
-        say(f"fitted {self.kind} for {len(self.label_columns_)} labels")
+        params = dict(self.model_params or {})
+        if self.n_trials:
+            if self.kind != "lightgbm":
+                raise ConfigError(f"The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only. "
+                                  f"Got {self.n_trials!r} with kind {self.kind!r}.")
+            params["n_trials"] = self.n_trials
+        base = make_baseline(self.kind, random_state=self.random_state, **params)
+        tuning = None
+        if tuning_labels is not None and len(tuning_labels):
+            tuning = (self.featurizer_.transform(events, tuning_labels), label_matrix(tuning_labels, self.label_columns_))
+        t0 = time.perf_counter()
+        self.classifier_ = MaskedMultiLabelClassifier(base).fit(X, label_matrix(labels, self.label_columns_),
+                                                                eval_set=tuning)
+        self.search_trials_ = {c: est.trials_ for c, est in zip(self.label_columns_, self.classifier_.estimators_)
+                               if getattr(est, "trials_", None)}
+        say(f"fitted {self.kind} for {len(self.label_columns_)} labels ({time.perf_counter() - t0:.1f}s"
+            + (f", {self.n_trials} sweep trials each" if self.search_trials_ else "") + ")")
         self.calibrators_ = {}
-        if self.calibration is not None and tuning_labels is not None and len(tuning_labels):
-            self._calibrate(events, tuning_labels)
+        if self.calibration is not None and tuning is not None:
+            self._calibrate(*tuning)
         return self
 
-    def _calibrate(self, events, tuning_labels):
-        X = self.featurizer_.transform(events, tuning_labels)
-        Y = label_matrix(tuning_labels, self.label_columns_)
+    def _calibrate(self, X, Y):
         for j, est in enumerate(self.classifier_.estimators_):
             known = ~np.isnan(Y[:, j])
             if est is None or np.unique(Y[known, j]).size < 2:

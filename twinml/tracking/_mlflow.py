@@ -27,11 +27,12 @@ from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 __all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
-           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report", "AUDIT_PASSED_TAG",
+           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report", "log_predictions",
+           "log_search_trials", "AUDIT_PASSED_TAG",
            "LoadedModel", "resolve_model_version", "load_registered_model", "promote"]
 
 _PARAM_MAX = 500
-_RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "mlflow", "pydantic", "pyyaml")
+_RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "lightgbm", "mlflow", "pydantic", "pyyaml")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -128,6 +129,32 @@ def log_metrics_table(metrics: pd.DataFrame, *, split: str) -> None:
     mlflow.log_metrics(values)
 
 
+
+
+def log_predictions(predictions: dict) -> None:
+    """``{split: {label: frame}}`` in the MEDS prediction schema as artifacts ``predictions/{split}/{label}.parquet``.
+
+    These are subject-level rows (ids, prediction times, risks), the model's own output on the dataset
+    it was trained on: an artifact store holding them needs the dataset's own access rules.
+    """
+    import tempfile
+
+    from ..evaluation import write_meds_predictions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = write_meds_predictions(Path(tmp) / "predictions", predictions)
+        mlflow.log_artifacts(str(out), "predictions")
+
+
+def log_search_trials(trials: dict) -> None:
+    """Each sweep trial (``{label: [trial, ...]}``) as a nested run of the active run: params and tuning loss."""
+    for label, records in trials.items():
+        for rec in records:
+            with mlflow.start_run(run_name=f"{label} trial {rec['number']}", nested=True):
+                mlflow.log_params({"label": label, **{k: f"{v:.6g}" if isinstance(v, float) else v
+                                                      for k, v in rec["params"].items()}})
+                mlflow.log_metrics({"tuning/log_loss": rec["eval_log_loss"], "trees": float(rec["trees"]),
+                                    "seconds": rec["seconds"]})
 
 
 def log_ingest_report(report) -> None:
