@@ -140,8 +140,9 @@ def fit_twinml(kind, events, task, labels, *, n_trials, progress):
     if kind in ("gru", "transformer"):
         model = SequenceRiskModel(kind=kind, calibration="platt")
     else:
-        model = TabularRiskModel(kind=kind, calibration="sigmoid" if kind != "lightgbm" else "isotonic",
-                                 n_trials=n_trials if kind == "lightgbm" else 0)
+        # Platt scaling on the tuning split: monotone, so it leaves AUROC as it is (isotonic would tie
+        # risks and, judged on the split it was fitted on, flatter the tuning figures)
+        model = TabularRiskModel(kind=kind, calibration="sigmoid", n_trials=n_trials if kind == "lightgbm" else 0)
     t0 = time.perf_counter()
     model.fit(events, train, tuning_labels=tune, progress=progress)
     return model, time.perf_counter() - t0

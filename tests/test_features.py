@@ -18,7 +18,7 @@ def index(events, task, splits):
 
 @pytest.fixture(scope="module")
 def fitted(events):
-    return TabularFeaturizer(min_code_count=5).fit(events)
+    return TabularFeaturizer(min_code_count=5, aggregates=("count", "last", "mean", "min", "max", "recency")).fit(events)
 
 
 def _resort(df):
@@ -75,6 +75,9 @@ def test_matches_a_plain_pandas_reference(events, index, fitted):
                     continue
                 k = vocab.index(code)
                 assert X[i, names.index(f"{code}/{wname}/count")] == len(g)
+                if w is None:  # recency: 1 / (1 + years since the code's last record at or before pt)
+                    years = (pt - g["time"].max()) / pd.Timedelta(days=365.25)
+                    assert X[i, names.index(f"{code}/all/recency")] == pytest.approx(1 / (1 + years), rel=1e-5)
                 if fitted.numeric_[k]:
                     v = g["numeric_value"].dropna()
                     for agg, val in [("mean", v.mean()), ("min", v.min()), ("max", v.max()), ("last", v.iloc[-1])]:

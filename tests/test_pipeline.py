@@ -70,3 +70,24 @@ def test_evaluate_reproduces_the_logged_metric(trained):
     table = evaluate(res.model_uri, meds_dir=cfg.data.path, task=cfg.task, tracking_uri=uri, n_boot=20, seed=cfg.seed)
     logged = MlflowClient(tracking_uri=uri).get_run(res.run_id).data.metrics["held_out/mi_365d/auroc"]
     assert table.set_index("label").loc["mi_365d", "auroc"] == pytest.approx(logged)
+
+
+def test_a_lightgbm_sweep_logs_each_trial_as_a_nested_run(tmp_path):
+    cfg = load_config({
+        "name": "sweep", "seed": 0,
+        "data": {"source": "simulator", "path": str(tmp_path / "meds"), "simulator": {"n_subjects": 900, "seed": 4}},
+        "task": {**TASK, "outcomes": {"mi": TASK["outcomes"]["mi"]}, "horizons_days": [365]},
+        "model": {"kind": "lightgbm", "params": {"n_estimators": 50}, "search": {"n_trials": 3}},
+        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+        "tracking": {"experiment": "sweep"},
+    })
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = train(cfg, tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    children = client.search_runs([client.get_experiment_by_name("sweep").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'")
+    trials = res.model.search_trials_["mi_365d"]
+    assert len(children) == len(trials) == 3
+    logged = sorted(r.data.metrics["tuning/log_loss"] for r in children)
+    assert logged == pytest.approx(sorted(t["eval_log_loss"] for t in trials))
+    assert {"learning_rate", "num_leaves", "label"} <= set(children[0].data.params)

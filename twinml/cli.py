@@ -354,9 +354,9 @@ def quickstart(
     workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data goes."),
     n_subjects: int = typer.Option(6_000, help="Cohort size."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
-    policy: Path = typer.Option(Path("configs/audit_policy.yaml"), help="Audit policy for the hist_gb model's audit."),
+    policy: Path = typer.Option(Path("configs/audit_policy.yaml"), help="Audit policy for the lightgbm model's audit."),
 ):
-    """Simulate a cohort, train both baselines, evaluate, print model vs oracle, and audit the hist_gb model."""
+    """Simulate a cohort, train logistic and LightGBM models, evaluate, print model vs oracle, and audit the LightGBM one."""
     def body():
         from .audit import load_policy, run_audit
         from .config import load_config
@@ -364,7 +364,7 @@ def quickstart(
 
         say = Progress(_console().print)
         tables = {}
-        for kind in ("logistic", "hist_gb"):
+        for kind in ("logistic", "lightgbm"):
             cfg = load_config(_quickstart_config(config, workdir, n_subjects, kind))
             res = run(cfg, tracking_uri=tracking_uri, progress=say)
             tables[kind] = (res.metrics["held_out"], res.run_id)
@@ -372,7 +372,7 @@ def quickstart(
         audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy), out=workdir / "audit",
                           overwrite=True, tracking_uri=tracking_uri, progress=say)
         _print_gates(audit.report, failed_only=True)
-        _console().print(f"audit report of the hist_gb model ({'passed' if audit.passed else 'FAILED'} its gates): "
+        _console().print(f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
                          f"{(workdir / 'audit' / 'report.html').resolve()}")
     _run(body)
 

@@ -46,7 +46,8 @@ class DataConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     windows_days: tuple[int | None, ...] = (30, 365, None)
-    aggregates: tuple[Literal["count", "last", "mean", "min", "max"], ...] = ("count", "last", "mean", "min", "max")
+    aggregates: tuple[Literal["count", "last", "mean", "min", "max", "recency"], ...] = (
+        "count", "last", "mean", "min", "max", "recency")
     min_code_count: int = 10
 
     @field_validator("windows_days")

@@ -63,7 +63,7 @@ class TabularRiskModel(BaseEstimator):
     """
 
     def __init__(self, kind="lightgbm", model_params=None, n_trials=0, windows_days=(30, 365, None),
-                 aggregates=("count", "last", "mean", "min", "max"), min_code_count=10, calibration=None,
+                 aggregates=("count", "last", "mean", "min", "max", "recency"), min_code_count=10, calibration=None,
                  random_state=0):
         self.kind = kind
         self.model_params = model_params
