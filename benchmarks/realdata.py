@@ -133,11 +133,13 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
 
 
 def fit_twinml(kind, events, task, labels, *, n_trials, progress):
-    from twinml.models import TabularRiskModel, SequenceRiskModel
+    from twinml.models import RecordRiskModel, SequenceRiskModel, TabularRiskModel
 
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
-    if kind in ("gru", "transformer"):
+    if kind == "record":
+        model = RecordRiskModel(calibration="platt")
+    elif kind in ("gru", "transformer"):
         model = SequenceRiskModel(kind=kind, calibration="platt")
     else:
         # Platt scaling on the tuning split: monotone, so it leaves AUROC as it is (isotonic would tie
@@ -157,7 +159,7 @@ def score(labels, risks, columns, *, n_boot, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="lightgbm,logistic", help="twinml models, comma-separated "
-                   "(lightgbm, logistic, hist_gb, gru, transformer)")
+                   "(lightgbm, logistic, hist_gb, record, gru, transformer; record: the whole-record GRU)")
     p.add_argument("--n-trials", type=int, default=0, help="optuna trials per task for lightgbm (0: defaults)")
     p.add_argument("--medstab", action="store_true", help="also run MEDS-Tab 0.2.0 (creates its virtualenv)")
     p.add_argument("--medstab-trials", type=int, default=20)

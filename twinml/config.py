@@ -67,12 +67,14 @@ class SearchConfig(_Strict):
 
 class ModelConfig(_Strict):
     """``lightgbm`` / ``logistic`` / ``hist_gb``: tabular models (``params`` go to the classifier; calibration
-    ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models (``params``
-    are :class:`~twinml.models.SequenceRiskModel` arguments such as ``d_model``, ``max_epochs``;
-    calibration ``platt``, ``temperature`` or ``isotonic``). ``whatif``: the treatment-response model
+    ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models over the last
+    ``max_len`` events (``params`` are :class:`~twinml.models.SequenceRiskModel` arguments such as
+    ``d_model``, ``max_epochs``; calibration ``platt``, ``temperature`` or ``isotonic``). ``record``: a GRU
+    over each subject's whole record, read out at every prediction time
+    (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``whatif``: the treatment-response model
     (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
-    kind: Literal["lightgbm", "logistic", "hist_gb", "gru", "transformer", "whatif"] = "lightgbm"
+    kind: Literal["lightgbm", "logistic", "hist_gb", "record", "gru", "transformer", "whatif"] = "lightgbm"
     params: dict = Field(default_factory=dict)
     calibration: Literal["sigmoid", "isotonic", "platt", "temperature"] | None = None
     search: SearchConfig | None = None
@@ -84,7 +86,7 @@ class ModelConfig(_Strict):
         if self.kind == "whatif" and self.calibration is not None:
             raise ValueError("calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
                              "recalibrated); use null")
-        sequence = self.kind in ("gru", "transformer", "whatif")
+        sequence = self.kind in ("record", "gru", "transformer", "whatif")
         allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
         if self.calibration is not None and self.calibration not in allowed:
             allowed = " or ".join(repr(a) for a in allowed)

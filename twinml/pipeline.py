@@ -90,10 +90,13 @@ def build_model(config: ExperimentConfig):
                                           min_code_count=f.min_code_count, **dict(m.params))
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
-    if m.kind in ("gru", "transformer"):
-        from .models import SequenceRiskModel
+    if m.kind in ("record", "gru", "transformer"):
+        from .models import RecordRiskModel, SequenceRiskModel
 
         try:
+            if m.kind == "record":
+                return RecordRiskModel(calibration=m.calibration, random_state=config.seed,
+                                       min_code_count=f.min_code_count, **dict(m.params))
             return SequenceRiskModel(kind=m.kind, calibration=m.calibration, random_state=config.seed,
                                      min_code_count=f.min_code_count, **dict(m.params))
         except TypeError as err:

@@ -99,6 +99,13 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> SequenceData:
+        data, _ = self._encode(events, index)
+        data.lo = np.maximum(data.lo, data.hi - self.max_len)  # the last ``max_len`` events at or before t
+        return data
+
+    def _encode(self, events, index) -> tuple[SequenceData, dict]:
+        """Every dynamic event (vocabulary ids, normalised values) with each row's whole-history slice
+        ``[subject start, hi)``, plus what a whole-record encoder also needs (subject ranks, birth times)."""
         check_is_fitted(self, "vocabulary_")
         ev = EventArrays(events).order_ties()  # simultaneous events in one order, whatever the storage
         q_rank, q_time = prediction_queries(ev, index)
@@ -117,8 +124,11 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         z = (raw - self.value_mean_[safe]) / self.value_std_[safe]
         value = np.where(has, np.clip(z, -self.value_clip, self.value_clip), 0.0).astype(np.float32)
         start, hi, end = events_upto(ev.subject[dyn], ev.time[dyn], q_rank, q_time)
-        lo = np.maximum(start, hi - self.max_len)  # the last ``max_len`` events at or before the prediction time
-        return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], lo, hi, q_time, static, end)
+        birth = np.full(ev.subjects.size, NAT, np.int64)
+        is_birth = ev.codes_matching(codes=["MEDS_BIRTH"])
+        birth[ev.subject[is_birth][::-1]] = ev.time[is_birth][::-1]  # the first birth row wins, as for age
+        extra = {"subject": ev.subject[dyn], "n_subjects": ev.subjects.size, "birth": birth, "q_rank": q_rank}
+        return SequenceData(code, value, has.astype(np.float32), ev.time[dyn], start, hi, q_time, static, end), extra
 
     def forecast_codes(self, max_codes: int = 32) -> np.ndarray:
         """Ids of the numeric codes whose next reading :meth:`future_readings` returns: the

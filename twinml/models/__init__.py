@@ -1,6 +1,6 @@
 """Risk models with the scikit-learn contract.
 
-``SequenceRiskModel`` (torch) is imported lazily so that the tabular baselines do not pay for torch.
+``SequenceRiskModel`` and ``RecordRiskModel`` (torch) are imported lazily so that the tabular baselines do not pay for torch.
 """
 
 from ._boosting import LightGBMClassifier
@@ -8,7 +8,7 @@ from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = ["MaskedMultiLabelClassifier", "LightGBMClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
-           "TreatmentResponseModel", "label_columns_of", "label_matrix"]
+           "RecordRiskModel", "TreatmentResponseModel", "label_columns_of", "label_matrix"]
 
 
 def __getattr__(name):
@@ -16,6 +16,10 @@ def __getattr__(name):
         from ._sequence_model import SequenceRiskModel
 
         return SequenceRiskModel
+    if name == "RecordRiskModel":
+        from ._record_model import RecordRiskModel
+
+        return RecordRiskModel
     if name == "TreatmentResponseModel":
         from ._treatment import TreatmentResponseModel
 

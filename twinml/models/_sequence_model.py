@@ -41,8 +41,8 @@ def forecast_loss(pred, value, observed):
     return (((pred - value) ** 2) * observed).sum() / observed.sum().clamp(min=1.0)
 
 
-def _tensors(batch):
-    return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _TENSOR_KEYS}
+def _tensors(batch, keys=_TENSOR_KEYS):
+    return {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in keys}
 
 
 class SequenceRiskModel(BaseEstimator):
@@ -118,24 +118,25 @@ class SequenceRiskModel(BaseEstimator):
         self.random_state = random_state
 
     def _validate_params(self):
+        who = type(self).__name__
         if self.kind not in ("gru", "transformer"):
-            raise ConfigError(f"The 'kind' parameter of SequenceRiskModel must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
+            raise ConfigError(f"The 'kind' parameter of {who} must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
         if self.calibration not in (None, *HazardCalibrator.METHODS):
-            raise ConfigError(f"The 'calibration' parameter of SequenceRiskModel must be None or one of "
+            raise ConfigError(f"The 'calibration' parameter of {who} must be None or one of "
                               f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead.")
         if isinstance(self.event_dropout, bool) or not isinstance(self.event_dropout, (int, float)) \
                 or not 0.0 <= self.event_dropout < 1.0:
-            raise ConfigError(f"The 'event_dropout' parameter of SequenceRiskModel must be a float in [0, 1). "
+            raise ConfigError(f"The 'event_dropout' parameter of {who} must be a float in [0, 1). "
                               f"Got {self.event_dropout!r} instead.")
         for name in ("forecast_weight", "forecast_days"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "forecast_days" and v <= 0):
-                raise ConfigError(f"The {name!r} parameter of SequenceRiskModel must be a "
+                raise ConfigError(f"The {name!r} parameter of {who} must be a "
                                   f"{'non-negative' if name == 'forecast_weight' else 'positive'} number. Got {v!r} instead.")
         for name in ("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"The {name!r} parameter of SequenceRiskModel must be a positive int. Got {v!r} instead.")
+                raise ConfigError(f"The {name!r} parameter of {who} must be a positive int. Got {v!r} instead.")
 
     def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
         """Train on ``labels`` rows; early-stop (and calibrate) on ``tuning_labels``."""
@@ -146,21 +147,17 @@ class SequenceRiskModel(BaseEstimator):
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
         train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
-        self.featurizer_ = SequenceFeaturizer(self.max_len, self.min_code_count).fit(train_events)
+        self.featurizer_ = self._make_featurizer().fit(train_events)
         train = self.featurizer_.transform(events, labels)
         y_train = hazard_targets(labels, self.outcomes_, self.horizons_)
         tune = y_tune = None
         if tuning_labels is not None and len(tuning_labels):
             tune = self.featurizer_.transform(events, tuning_labels)
             y_tune = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
-        say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+        self._describe(train, say)
         self._forecast, codes = self._forecast_targets(train, say)
         with _torch_threads(self.n_threads):
-            self.net_ = SequenceRiskNet(
-                n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
-                n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
-                encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-                n_forecast=codes.size)
+            self.net_ = self._make_net(codes.size)
             with torch.no_grad():
                 self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
             self._train(train, y_train, tune, y_tune, rng, say)
@@ -168,6 +165,32 @@ class SequenceRiskModel(BaseEstimator):
             if self.calibration is not None and tune is not None:
                 self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(tune), y_tune)
         return self
+
+    def _make_featurizer(self):
+        return SequenceFeaturizer(self.max_len, self.min_code_count)
+
+    def _describe(self, train, say):
+        say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+
+    def _make_net(self, n_forecast):
+        return SequenceRiskNet(
+            n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
+            n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
+            encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
+            n_forecast=n_forecast)
+
+    def _net_inputs(self, batch):
+        return _tensors(batch)
+
+    def _row_batches(self, data, *, rng=None, batch_size=None):
+        """Row index arrays, one per batch (shuffled when ``rng`` is given)."""
+        return self._batches(data.lengths, rng=rng, batch_size=batch_size)
+
+    def _drop_events(self, batch, rng):
+        """Training augmentation: replace each event's code by the unknown id (value dropped) with
+        probability ``event_dropout``, in place."""
+        drop = batch["mask"] & (rng.random(batch["mask"].shape) < self.event_dropout)
+        batch["code"][drop], batch["value"][drop], batch["has_value"][drop] = UNKNOWN, 0, 0
 
     def _forecast_targets(self, train, say):
         """The auxiliary task's targets on the training rows (None when off) and the codes forecast."""
@@ -187,11 +210,10 @@ class SequenceRiskModel(BaseEstimator):
             t0 = time.perf_counter()
             self.net_.train()
             total, n = 0.0, 0
-            for rows in self._batches(train.lengths, rng=rng):
+            for rows in self._row_batches(train, rng=rng):
                 batch = train.batch(rows)
                 if self.event_dropout:
-                    drop = batch["mask"] & (rng.random(batch["mask"].shape) < self.event_dropout)
-                    batch["code"][drop], batch["value"][drop], batch["has_value"][drop] = UNKNOWN, 0, 0
+                    self._drop_events(batch, rng)
                 if getattr(self, "_forecast", None) is not None:
                     batch["forecast_value"], batch["forecast_observed"] = (a[rows] for a in self._forecast)
                 loss = self.train_step(batch, y_train[rows], opt)
@@ -216,7 +238,7 @@ class SequenceRiskModel(BaseEstimator):
         """One optimisation step on ``batch`` with targets ``y`` (the rows of the train targets); returns
         the batch's hazard loss (the auxiliary forecast term is optimised but not reported)."""
         opt.zero_grad()
-        r = self.net_.represent(**_tensors(batch))
+        r = self.net_.represent(**self._net_inputs(batch))
         loss = hazard_loss(self.net_.head(r), torch.from_numpy(y))
         total = loss
         if "forecast_value" in batch:
@@ -242,8 +264,8 @@ class SequenceRiskModel(BaseEstimator):
         out = np.empty((len(data), len(self.outcomes_), len(self.horizons_)), np.float32)
         self.net_.eval()
         with torch.inference_mode():
-            for rows in self._batches(data.lengths, batch_size=batch_size):
-                out[rows] = self.net_(**_tensors(data.batch(rows))).numpy()
+            for rows in self._row_batches(data, batch_size=batch_size):
+                out[rows] = self.net_(**self._net_inputs(data.batch(rows))).numpy()
         return out
 
     def _eval_loss(self, data, y) -> float:

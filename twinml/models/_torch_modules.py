@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet", "TreatmentResponseNet"]
+__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet", "TreatmentResponseNet",
+           "VisitEmbedding", "RecordRiskNet"]
 
 
 class EventEmbedding(nn.Module):
@@ -136,3 +137,54 @@ class TreatmentResponseNet(nn.Module):
         offset = torch.einsum("nd,kpdc->nkpc", r, self.effect_weight) + self.effect_bias
         return base, offset.view(r.size(0), *self.effect_bias.shape[:2], self.n_outcomes, self.n_bins), \
             self.propensity(r)
+
+
+class VisitEmbedding(nn.Module):
+    """A visit's events -> d_model: the mean of ``E_code[c] + v * E_value[c]`` over its events, plus
+    a projection of the visit's time features (gap since the previous visit, events, age)."""
+
+    def __init__(self, n_codes: int, d_model: int, n_features: int = 3):
+        super().__init__()
+        self.code = nn.EmbeddingBag(n_codes, d_model, mode="sum")
+        self.value = nn.EmbeddingBag(n_codes, d_model, mode="sum")
+        self.time = nn.Linear(n_features, d_model)
+
+    def forward(self, event_code, event_value, event_offsets, visit_features):
+        n = torch.diff(event_offsets, append=event_offsets.new_tensor([event_code.numel()])).clamp(min=1)
+        bag = self.code(event_code, event_offsets) + self.value(event_code, event_offsets, per_sample_weights=event_value)
+        return bag / n.unsqueeze(-1).to(bag.dtype) + self.time(visit_features)
+
+
+class RecordRiskNet(nn.Module):
+    """Visits -> one causal GRU pass per subject -> the state at each row's readout visit (+ time
+    since it, + static traits) -> MLP -> hazard logits; a linear ``forecast`` head as in
+    :class:`SequenceRiskNet` (training only).
+
+    Inputs are flat: the visits of a batch of ``n_subjects`` subjects sit at ``visit_slot`` of a
+    ``(n_subjects, width)`` grid (right-padded; the GRU is causal, so padding after a subject's last
+    visit changes none of its states); ``readout`` is each row's slot (-1: no visit yet, the initial
+    state).
+    """
+
+    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, n_layers=1, dropout=0.0, n_forecast=0):
+        super().__init__()
+        self.d_model = d_model
+        self.embed = VisitEmbedding(n_codes, d_model)
+        self.gru = nn.GRU(d_model, d_model, num_layers=n_layers, batch_first=True)
+        self.gap = nn.Linear(2, d_model)  # log days since the readout visit, no-visit flag
+        self.static = nn.Linear(n_static, d_model)
+        self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
+        self.head = HazardHead(d_model, n_outcomes, n_bins)
+        self.forecast = nn.Linear(d_model, n_forecast) if n_forecast else None
+
+    def represent(self, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width,
+                  readout, readout_features, static):
+        v = self.embed(event_code, event_value, event_offsets, visit_features)
+        grid = v.new_zeros(n_subjects * width, self.d_model).index_copy(0, visit_slot, v)
+        states, _ = self.gru(grid.view(n_subjects, width, self.d_model))
+        flat = states.reshape(-1, self.d_model)
+        h = torch.where((readout >= 0).unsqueeze(-1), flat[readout.clamp(min=0)], flat.new_zeros(()))
+        return self.mlp(torch.cat([h + self.gap(readout_features), self.static(static)], dim=-1))
+
+    def forward(self, **inputs):
+        return self.head(self.represent(**inputs))

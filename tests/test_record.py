@@ -1,0 +1,123 @@
+"""The whole-record GRU: one causal pass per subject, read out at each prediction time."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twinml.cohort import build_labels
+from twinml.features import RecordFeaturizer
+from twinml.models import RecordRiskModel
+
+SMALL = dict(d_model=16, max_epochs=4, batch_size=16, lr=3e-3, n_threads=1, random_state=7)
+
+
+@pytest.fixture(scope="module")
+def labels(events, task, splits):
+    return build_labels(events, task=task, subject_splits=splits).labels
+
+
+def _split(labels, name):
+    return labels[labels["split"] == name].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def fitted(events, labels):
+    return RecordRiskModel(calibration="platt", **SMALL).fit(events, _split(labels, "train"),
+                                                             tuning_labels=_split(labels, "tuning"))
+
+
+def test_readout_is_the_last_visit_at_or_before_the_prediction_time_and_the_record_is_whole(events, labels):
+    f = RecordFeaturizer(min_code_count=5).fit(events)
+    held = _split(labels, "held_out")
+    data = f.transform(events, held)
+    ok = data.readout >= 0
+    assert ok.mean() > 0.99
+    assert (data.visit_time[data.readout[ok]] <= data.prediction_time[ok]).all()
+    nxt = data.readout[ok] + 1  # the next visit, if the subject has one, is after the prediction time
+    same = (nxt < data.visit_time.size) & (nxt < data.subject_visits[data.row_subject[ok], 1])
+    assert (data.visit_time[nxt[same]] > data.prediction_time[ok][same]).all()
+    dyn = events[events["time"].notna()]
+    for i in range(0, len(held), 97):  # every event at or before t, from the subject's first: no cap
+        s, pt = held.loc[i, "subject_id"], held.loc[i, "prediction_time"]
+        expected = dyn[(dyn["subject_id"] == s) & (dyn["time"] <= pt)]
+        assert data.hi[i] - data.lo[i] == len(expected)
+        first_visit = data.subject_visits[data.row_subject[i], 0]
+        assert data.visit_start[first_visit] == data.lo[i]
+        assert data.visit_start[data.readout[i] + 1] == data.hi[i]
+
+
+def test_one_pass_per_subject_equals_reading_each_row_from_its_own_truncated_record(events, labels, fitted):
+    """The leakage rule for the whole-record model: a row's risk must be what the model says when
+    every event after its prediction time is deleted, for rows early and late in a subject's record
+    (so later rows of the same subject, read in the same pass, cannot leak into earlier ones)."""
+    held = _split(labels, "held_out")
+    subjects = held["subject_id"].drop_duplicates().iloc[:40]
+    rows = held[held["subject_id"].isin(subjects)]
+    picks = pd.concat([rows.groupby("subject_id").head(1), rows.groupby("subject_id").tail(1)]).drop_duplicates()
+    picks = picks.reset_index(drop=True)
+    together = fitted.predict_risk_curve(events, picks)
+    assert np.unique(picks["subject_id"]).size < len(picks)  # some subjects are read at several times at once
+    for i in range(len(picks)):
+        s, pt = picks.loc[i, "subject_id"], picks.loc[i, "prediction_time"]
+        own = events[(events["subject_id"] == s) & (events["time"].isna() | (events["time"] <= pt))]
+        alone = fitted.predict_risk_curve(own.reset_index(drop=True), picks.iloc[[i]].reset_index(drop=True))
+        np.testing.assert_allclose(alone[0], together[i], rtol=0, atol=1e-6, err_msg=f"row {i}")
+
+
+def test_seeded_training_is_reproducible_to_the_last_digit(events, labels, fitted):
+    b = RecordRiskModel(calibration="platt", **SMALL).fit(events, _split(labels, "train"),
+                                                          tuning_labels=_split(labels, "tuning"))
+    assert [h["tuning_loss"] for h in fitted.history_] == [h["tuning_loss"] for h in b.history_]
+    held = _split(labels, "held_out")
+    pd.testing.assert_frame_equal(fitted.predict_risk(events, held), b.predict_risk(events, held))
+
+
+def test_calibrated_curves_stay_monotone_and_learn_something(events, labels, fitted):
+    from twinml.evaluation import evaluate_risks
+
+    held = _split(labels, "held_out")
+    curve = fitted.predict_risk_curve(events, held)
+    assert curve.shape[1:] == (len(fitted.outcomes_), len(fitted.horizons_))
+    assert (np.diff(curve, axis=-1) >= 0).all() and ((curve > 0) & (curve < 1)).all()
+    metrics = evaluate_risks(held, fitted.predict_risk(events, held), columns=fitted.label_columns_, n_boot=0)
+    assert metrics.set_index("label").loc["t2d_730d", "auroc"] > 0.6
+
+
+def test_rows_of_subjects_without_events_get_the_initial_state(events, fitted):
+    ghost = pd.DataFrame({"subject_id": [10**9, 10**9 + 1], "prediction_time": pd.to_datetime(["2015-01-01"] * 2)})
+    curve = fitted.predict_risk_curve(events, ghost.astype({"prediction_time": "datetime64[us]"}))
+    np.testing.assert_allclose(curve[0], curve[1])
+
+
+def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
+    import mlflow
+
+    from twinml.config import load_config
+    from twinml.data import read_meds
+    from twinml.pipeline import train
+    from twinml.tracking import as_pyfunc_input
+
+    from .conftest import TASK
+
+    cfg = load_config({"name": "rec", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 400}},
+                       "task": TASK, "model": {"kind": "record", "calibration": "platt",
+                                               "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}},
+                       "evaluation": {"n_bootstrap": 10}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = train(cfg, tracking_uri=uri)
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "record"
+    events = read_meds(cfg.data.path)
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
+    mlflow.set_tracking_uri(uri)
+    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
+    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
+
+
+def test_parameters_are_checked(events, labels):
+    from twinml._validation import ConfigError
+
+    with pytest.raises(ConfigError, match="The 'batch_size' parameter of RecordRiskModel must be a positive int"):
+        RecordRiskModel(**{**SMALL, "batch_size": 0}).fit(events, _split(labels, "train"))
+    assert "max_len" not in RecordRiskModel().get_params()
