@@ -119,6 +119,9 @@ def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: st
         padded ``max_len`` window, as a plain call would).
     """
     pos = _label_position(model, label)
+    if _is_record(model):
+        return _explain_record(model, events, index, label, pos, n_samples=n_samples, seed=seed,
+                               progress=progress or (lambda m: None))
     if hasattr(model, "net_"):
         return _explain_sequence(model, events, index, label, pos, n_samples=n_samples, trim=trim_padding,
                                  seed=seed, progress=progress or (lambda m: None))
@@ -143,6 +146,87 @@ class _EmbeddedRisk(nn.Module):
             h = self.net.encoder(x, mask.expand(b, -1), length, self.log_days.expand(b, -1))
         logits = self.net.head(self.net.mlp(torch.cat([h, self.net.static(self.static.expand(b, -1))], -1)))
         return _cumulative_logit(logits[:, self.o, : self.j + 1]).unsqueeze(-1)
+
+
+def _is_record(model) -> bool:
+    return type(model.featurizer_).__name__ == "RecordFeaturizer" if hasattr(model, "net_") else False
+
+
+class _RecordEmbeddedRisk(nn.Module):
+    """Log-odds of one outcome within one horizon from one row's embedded events (``E_code + v E_value``
+    per event), through the rest of a :class:`~twinml.models._torch_modules.RecordRiskNet`: the
+    visit means, the GRU, the readout at the row's last visit."""
+
+    def __init__(self, net, outcome, horizon_index, b):
+        super().__init__()
+        self.net, self.o, self.j = net, outcome, horizon_index
+        n_ev = torch.diff(b["event_offsets"], append=torch.tensor([b["event_code"].numel()]))
+        self.visit = torch.repeat_interleave(torch.arange(n_ev.numel()), n_ev)
+        self.count = n_ev.clamp(min=1).unsqueeze(-1).float()
+        self.visit_features, self.readout = b["visit_features"], int(b["readout"][0])
+        self.readout_features, self.static = b["readout_features"], b["static"]
+
+    def forward(self, x):
+        net, n = self.net, x.shape[0]
+        v = x.new_zeros(n, self.count.shape[0], x.shape[-1]).index_add(1, self.visit, x) / self.count
+        states, _ = net.gru(v + net.embed.time(self.visit_features))
+        h = states[:, self.readout] + net.gap(self.readout_features)
+        logits = net.head(net.mlp(torch.cat([h, net.static(self.static.expand(n, -1))], -1)))
+        return _cumulative_logit(logits[:, self.o, : self.j + 1]).unsqueeze(-1)
+
+
+def _record_row(data, i):
+    """Row ``i``'s net inputs with its subject's visits cut at the row's readout (events after it
+    cannot matter); None for a row with no event before its prediction time."""
+    b = data.batch([i])
+    if b["readout"][0] < 0:
+        return None
+    n_vis = int(b["readout"][0]) + 1
+    n_ev = int(b["event_offsets"][n_vis]) if n_vis < b["event_offsets"].size else b["event_code"].size
+    out = dict(b, event_code=b["event_code"][:n_ev], event_value=b["event_value"][:n_ev],
+               event_offsets=b["event_offsets"][:n_vis], visit_slot=b["visit_slot"][:n_vis],
+               visit_features=b["visit_features"][:n_vis], width=np.int64(n_vis))
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else int(v) for k, v in out.items()}
+
+
+def _explain_record(model, events, index, label, pos, *, n_samples, seed, progress):
+    from ..features._sequence import UNKNOWN
+
+    shap = _shap()
+    data = model.featurizer_.transform(events, index)
+    vocab = np.concatenate([["<pad>", "<rare code>"], model.featurizer_.vocabulary_.astype(object)])
+    net = model.net_.eval()
+    rng_state = np.random.get_state()
+    np.random.seed(seed)
+    parts, t0 = [], time.perf_counter()
+    try:
+        for i in range(len(data)):
+            b = _record_row(data, i)
+            if b is None:
+                continue
+            code, value = b["event_code"], b["event_value"]
+            with torch.no_grad():
+                x = (net.embed.code.weight[code] + value.unsqueeze(-1) * net.embed.value.weight[code]).unsqueeze(0)
+                base = net.embed.code.weight[torch.full_like(code, UNKNOWN)].unsqueeze(0)
+            f = _RecordEmbeddedRisk(net, pos[0], pos[1], b)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                explainer = shap.GradientExplainer(f, base, batch_size=min(n_samples, 64))
+                sv = explainer.shap_values(x, nsamples=n_samples)
+            a = np.asarray(sv).reshape(code.numel(), -1).sum(-1)
+            t_ev = data.time[data.lo[i]:data.lo[i] + code.numel()]
+            days = (data.prediction_time[i] - t_ev) / 86_400e6
+            parts.append(pd.DataFrame({"row": i, "position": np.arange(code.numel()), "code": vocab[code.numpy()],
+                                       "days_before": days, "window": _window_of(days), "attribution": a}))
+            if (i + 1) % 200 == 0:
+                progress(f"explained {i + 1:,} / {len(data):,} rows ({time.perf_counter() - t0:.1f}s)")
+    finally:
+        np.random.set_state(rng_state)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["row", "position", "code", "days_before", "window", "attribution"])
+    method = (f"shap.GradientExplainer on event embeddings of the whole record, nsamples={n_samples}, "
+              "baseline = events without content")
+    return Attributions(label, table, len(data), time.perf_counter() - t0, method)
 
 
 def _cumulative_logit(hazard_logits):
@@ -261,7 +345,7 @@ def faithfulness(model, events: pd.DataFrame, index: pd.DataFrame, attr: Attribu
     o, j = _label_position(model, attr.label)
     data = model.featurizer_.transform(events, index)
     rng = np.random.default_rng(seed)
-    lengths = data.lengths
+    lengths = data.lengths if not _is_record(model) else np.where(data.readout >= 0, data.lengths, 0)
     rows = np.flatnonzero(lengths > k)
     t = attr.table
     t = t[t["row"].isin(rows)].assign(abs_a=lambda d: d["attribution"].abs())
@@ -291,6 +375,18 @@ def _log_odds(model, data, rows, drop, o, j, batch_size=512):
     """Label log-odds of ``rows``, with the events flagged in ``drop`` (rows x positions) deleted."""
     out = np.empty(rows.size)
     net = model.net_.eval()
+    if _is_record(model):  # one row at a time: a flagged event loses its content (the explainer's baseline)
+        from ..features._sequence import UNKNOWN
+
+        with torch.inference_mode():
+            for r, row in enumerate(rows):
+                b = _record_row(data, row)
+                if drop is not None:
+                    gone = torch.from_numpy(drop[r, : b["event_code"].numel()])
+                    b["event_code"] = torch.where(gone, UNKNOWN, b["event_code"])
+                    b["event_value"] = torch.where(gone, 0.0, b["event_value"])
+                out[r] = _cumulative_logit(net(**b)[:, o, : j + 1]).item()
+        return out
     with torch.inference_mode():
         for s in range(0, rows.size, batch_size):
             b = data.batch(rows[s:s + batch_size])
