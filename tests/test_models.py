@@ -128,3 +128,28 @@ def test_lightgbm_explanations_add_up_to_the_boosters_log_odds(events, labels):
     total = a.table.groupby("row")["attribution"].sum().reindex(range(len(rows)), fill_value=0.0).to_numpy()
     base = margin - total  # shap's expected value: the same for every row when attributions add up
     assert np.ptp(base) < 1e-6
+
+
+def test_lightgbm_labels_share_one_binning_and_match_a_fit_of_their_own():
+    """The multi-label wrapper bins X once and fits each label on row subsets of that binning: a label
+    known on every row gets exactly the model a standalone fit gives; a label known on some rows is
+    trained on those rows only (its evaluation rows too)."""
+    import scipy.sparse as sp
+
+    from twinml.models import LightGBMClassifier
+
+    rng = np.random.default_rng(0)
+    X = sp.random(600, 40, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    y_all = (X[:, 0].toarray().ravel() + rng.normal(0, 0.1, 600) > 0.05).astype(float)
+    y_some = y_all.copy()
+    y_some[::3] = np.nan
+    Y = np.column_stack([y_all, y_some])
+    Xe, Ye = X[:200], Y[:200]
+    est = LightGBMClassifier(params={"n_estimators": 30, "min_child_samples": 5}, n_jobs=1)
+    multi = MaskedMultiLabelClassifier(est).fit(X, Y, eval_set=(Xe, Ye))
+    alone = LightGBMClassifier(params={"n_estimators": 30, "min_child_samples": 5}, n_jobs=1).fit(
+        X, y_all.astype(int), eval_set=(Xe, Ye[:, 0].astype(int)))
+    np.testing.assert_array_equal(multi.estimators_[0].predict_proba(X), alone.predict_proba(X))
+    assert multi.estimators_[0].best_iteration_ == alone.best_iteration_
+    assert multi.estimators_[1].estimator_.num_trees() >= 1
+    assert not np.allclose(multi.estimators_[1].predict_proba(X), alone.predict_proba(X))

@@ -84,6 +84,7 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         weights = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         base = self.estimator if self.estimator is not None else make_baseline("logistic")
         evals = self._eval_sets(base, eval_set, Y.shape[1])
+        binned = self._binned(base, X, eval_set)
         self.estimators_, self.constant_ = [], np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
@@ -96,7 +97,9 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             if sample_weight is not None:
                 kw[_weight_key(base)] = weights[known]
             if evals[j] is not None:
-                kw["eval_set"] = evals[j]
+                kw["eval_set"] = evals[j][:2]
+            if binned is not None:  # LightGBM: every label trains on rows of one binning of X
+                kw["binned"] = (binned, np.flatnonzero(known), None if evals[j] is None else evals[j][2])
             self.estimators_.append(clone(base).fit(X[known], yj, **kw))
         self.n_outputs_ = Y.shape[1]
         return self
@@ -134,7 +137,19 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"eval_set: X has {Xe.shape[0]} rows and y shape {Ye.shape}; expected "
                              f"({Xe.shape[0]}, {n_outputs}).")
         known = ~np.isnan(Ye)
-        return [(Xe[known[:, j]], Ye[known[:, j], j].astype(int)) for j in range(n_outputs)]
+        return [(Xe[known[:, j]], Ye[known[:, j], j].astype(int), np.flatnonzero(known[:, j])) for j in range(n_outputs)]
+
+    def _binned(self, base, X, eval_set):
+        """One :class:`~twinml.models.BinnedMatrix` of ``X`` (and the evaluation matrix) for estimators
+        whose ``fit`` reuses a binning (LightGBM), so it is binned once rather than once a label."""
+        if "binned" not in inspect.signature(base.fit).parameters:
+            return None
+        from ._boosting import BinnedMatrix
+
+        Xe = None
+        if eval_set is not None:
+            Xe = validate_data(self, eval_set[0], accept_sparse="csr", dtype=np.float32, reset=False)
+        return BinnedMatrix(X, Xe, n_jobs=getattr(base, "n_jobs", None))
 
     def predict_risk(self, X) -> np.ndarray:
         """Probability of each label being positive, shape (n_samples, n_outputs)."""
