@@ -133,12 +133,14 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
 
 
 def fit_twinml(kind, events, task, labels, *, n_trials, progress):
-    from twinml.models import RecordRiskModel, SequenceRiskModel, TabularRiskModel
+    from twinml.models import BlendRiskModel, RecordRiskModel, SequenceRiskModel, TabularRiskModel
 
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
     if kind == "record":
         model = RecordRiskModel(calibration="platt")
+    elif kind == "blend":
+        model = BlendRiskModel(calibration="platt")
     elif kind in ("gru", "transformer"):
         model = SequenceRiskModel(kind=kind, calibration="platt")
     else:
@@ -159,7 +161,8 @@ def score(labels, risks, columns, *, n_boot, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="lightgbm,logistic", help="twinml models, comma-separated "
-                   "(lightgbm, logistic, hist_gb, record, gru, transformer; record: the whole-record GRU)")
+                   "(lightgbm, logistic, hist_gb, record, blend, gru, transformer; record: the whole-record GRU; "
+                   "blend: that GRU and LightGBM as one model)")
     p.add_argument("--n-trials", type=int, default=0, help="optuna trials per task for lightgbm (0: defaults)")
     p.add_argument("--medstab", action="store_true", help="also run MEDS-Tab 0.2.0 (creates its virtualenv)")
     p.add_argument("--medstab-trials", type=int, default=20)

@@ -4,7 +4,7 @@ On a simulated cohort (default 20,000 subjects) prints, per outcome x horizon, t
 AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle; training
 seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
 against an fp32 matrix-multiply peak measured in the same run.
-Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,hist_gb] [--params JSON]
+Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS] [--kinds gru,transformer,record,blend,hist_gb] [--params JSON]
      [--seeds 0,1,2,3,4]   (sequence models: one per seed, and their averaged risks as "gru x5")
 On an ingested dataset instead (e.g. Synthea FHIR through `twinml ingest`; no oracle there):
      .venv/bin/python benchmarks/sequence.py --meds DIR [--outcomes t2d=SNOMED/44054006,...] [--start 2015-01-01]
@@ -22,7 +22,7 @@ from _common import simulated
 from twinml.cohort import TaskDefinition, build_labels
 from twinml.data import read_meds, read_subject_splits
 from twinml.evaluation import evaluate_risks
-from twinml.models import SequenceRiskModel, TabularRiskModel
+from twinml.models import BlendRiskModel, RecordRiskModel, SequenceRiskModel, TabularRiskModel
 from twinml.pipeline import load_truth
 
 OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007",
@@ -89,6 +89,13 @@ def main():
             print(f"{kind} params: {model.get_params()}")
             epochs = [h["seconds"] for h in model.history_]
             print(f"{kind}: {len(epochs)} epochs (best {model.best_epoch_}), {np.median(epochs):.1f} s/epoch median")
+        elif kind in ("record", "blend"):
+            record = {"max_epochs": args.epochs, "n_threads": args.threads, **json.loads(args.params)}
+            if kind == "record":
+                model = RecordRiskModel(calibration="platt", random_state=seeds[0], **record)
+            else:
+                model = BlendRiskModel(record_params=record, random_state=seeds[0])
+            model.fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
         else:
             model = TabularRiskModel(kind=kind).fit(events, split["train"])
         fit_s = time.perf_counter() - t

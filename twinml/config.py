@@ -71,10 +71,12 @@ class ModelConfig(_Strict):
     ``max_len`` events (``params`` are :class:`~twinml.models.SequenceRiskModel` arguments such as
     ``d_model``, ``max_epochs``; calibration ``platt``, ``temperature`` or ``isotonic``). ``record``: a GRU
     over each subject's whole record, read out at every prediction time
-    (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``whatif``: the treatment-response model
+    (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``blend``: that GRU and LightGBM as
+    one model, their hazard logits averaged (:class:`~twinml.models.BlendRiskModel`; ``params``
+    ``record_weight``, ``record_params``, ``tabular_params``; the same calibrations). ``whatif``: the treatment-response model
     (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
-    kind: Literal["lightgbm", "logistic", "hist_gb", "record", "gru", "transformer", "whatif"] = "lightgbm"
+    kind: Literal["lightgbm", "logistic", "hist_gb", "record", "blend", "gru", "transformer", "whatif"] = "lightgbm"
     params: dict = Field(default_factory=dict)
     calibration: Literal["sigmoid", "isotonic", "platt", "temperature"] | None = None
     search: SearchConfig | None = None
@@ -86,7 +88,7 @@ class ModelConfig(_Strict):
         if self.kind == "whatif" and self.calibration is not None:
             raise ValueError("calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
                              "recalibrated); use null")
-        sequence = self.kind in ("record", "gru", "transformer", "whatif")
+        sequence = self.kind in ("record", "blend", "gru", "transformer", "whatif")
         allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
         if self.calibration is not None and self.calibration not in allowed:
             allowed = " or ".join(repr(a) for a in allowed)

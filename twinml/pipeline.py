@@ -90,10 +90,17 @@ def build_model(config: ExperimentConfig):
                                           min_code_count=f.min_code_count, **dict(m.params))
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
-    if m.kind in ("record", "gru", "transformer"):
-        from .models import RecordRiskModel, SequenceRiskModel
+    if m.kind in ("record", "blend", "gru", "transformer"):
+        from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel
 
         try:
+            if m.kind == "blend":
+                params = dict(m.params)
+                record = {"min_code_count": f.min_code_count, **(params.pop("record_params", None) or {})}
+                tabular = {"windows_days": f.windows_days, "aggregates": f.aggregates,
+                           "min_code_count": f.min_code_count, **(params.pop("tabular_params", None) or {})}
+                return BlendRiskModel(calibration=m.calibration, random_state=config.seed, record_params=record,
+                                      tabular_params=tabular, **params)
             if m.kind == "record":
                 return RecordRiskModel(calibration=m.calibration, random_state=config.seed,
                                        min_code_count=f.min_code_count, **dict(m.params))

@@ -118,6 +118,9 @@ def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: st
         Sequence models: explain each row over its own events only (``False``: over the model's
         padded ``max_len`` window, as a plain call would).
     """
+    if type(model).__name__ == "BlendRiskModel":
+        return _explain_blend(model, events, index, label, n_samples=n_samples, trim_padding=trim_padding,
+                              seed=seed, progress=progress)
     pos = _label_position(model, label)
     if _is_record(model):
         return _explain_record(model, events, index, label, pos, n_samples=n_samples, seed=seed,
@@ -187,6 +190,20 @@ def _record_row(data, i):
                event_offsets=b["event_offsets"][:n_vis], visit_slot=b["visit_slot"][:n_vis],
                visit_features=b["visit_features"][:n_vis], width=np.int64(n_vis))
     return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else int(v) for k, v in out.items()}
+
+
+def _explain_blend(model, events, index, label, **kw):
+    """Each member's attributions weighted as the blend weighs its log-odds (before calibration): the
+    record member's events and the tabular member's features, side by side in one table."""
+    w = model.record_weight
+    parts = [explain_model(m, events, index, label=label, **(kw if m is model.record_ else {}))
+             for m in (model.record_, model.tabular_)]
+    tables = [p.table.assign(attribution=p.table["attribution"] * s, member=name)
+              for p, s, name in zip(parts, (w, 1.0 - w), ("record", "tabular"))]
+    method = (f"blend of {w:g} x ({parts[0].method}) and {1 - w:g} x ({parts[1].method}), on the blend's "
+              "log-odds before calibration")
+    return Attributions(label, pd.concat(tables, ignore_index=True), parts[0].n_rows,
+                        parts[0].seconds + parts[1].seconds, method)
 
 
 def _explain_record(model, events, index, label, pos, *, n_samples, seed, progress):

@@ -1,6 +1,6 @@
 """Risk models with the scikit-learn contract.
 
-``SequenceRiskModel`` and ``RecordRiskModel`` (torch) are imported lazily so that the tabular baselines do not pay for torch.
+``SequenceRiskModel``, ``RecordRiskModel`` and ``BlendRiskModel`` (torch) are imported lazily so that the tabular baselines do not pay for torch.
 """
 
 from ._boosting import LightGBMClassifier
@@ -8,7 +8,7 @@ from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = ["MaskedMultiLabelClassifier", "LightGBMClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
-           "RecordRiskModel", "TreatmentResponseModel", "label_columns_of", "label_matrix"]
+           "RecordRiskModel", "BlendRiskModel", "TreatmentResponseModel", "label_columns_of", "label_matrix"]
 
 
 def __getattr__(name):
@@ -20,6 +20,10 @@ def __getattr__(name):
         from ._record_model import RecordRiskModel
 
         return RecordRiskModel
+    if name == "BlendRiskModel":
+        from ._blend import BlendRiskModel
+
+        return BlendRiskModel
     if name == "TreatmentResponseModel":
         from ._treatment import TreatmentResponseModel
 

@@ -1,0 +1,112 @@
+"""The blend of the whole-record GRU and LightGBM: one estimator, monotone calibrated curves."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from twinml.cohort import build_labels
+from twinml.models import BlendRiskModel
+from twinml.models._blend import hazard_logits_of_risks
+from twinml.models._hazard import risk_curve
+
+RECORD = dict(d_model=16, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1)
+TABULAR = dict(model_params={"n_estimators": 60, "n_jobs": 1})
+
+
+@pytest.fixture(scope="module")
+def labels(events, task, splits):
+    return build_labels(events, task=task, subject_splits=splits).labels
+
+
+def _split(labels, name):
+    return labels[labels["split"] == name].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def fitted(events, labels):
+    return BlendRiskModel(record_params=RECORD, tabular_params=TABULAR, random_state=3).fit(
+        events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
+
+
+def test_tabular_risks_become_hazards_whose_curve_is_their_running_maximum():
+    r = np.array([[[0.1, 0.3, 0.25, 0.6]], [[0.0, 0.0, 0.5, 0.5]]])
+    back = risk_curve(torch.from_numpy(hazard_logits_of_risks(r)).double()).numpy()
+    np.testing.assert_allclose(back, np.clip(np.maximum.accumulate(r, axis=-1), 1e-6, None), atol=1e-5)
+
+
+def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(events, labels, fitted):
+    from twinml.evaluation import evaluate_risks
+
+    held = _split(labels, "held_out")
+    z = fitted.member_logits(events, held)
+    zr = fitted.record_._logits(fitted.record_.featurizer_.transform(events, held))
+    np.testing.assert_allclose(z[..., 0], zr, atol=1e-6)  # the record member's own logits
+    raw = fitted.predict_risk_curve(events, held, calibrated=False)
+    np.testing.assert_allclose(raw, risk_curve(torch.from_numpy(0.5 * z[..., 0] + 0.5 * z[..., 1])).numpy(),
+                               atol=1e-5)
+    curve = fitted.predict_risk_curve(events, held)
+    assert not np.allclose(curve, raw)  # the calibrator was fitted and applied
+    assert (np.diff(curve, axis=-1) >= 0).all() and ((curve > 0) & (curve < 1)).all()
+    risks = fitted.predict_risk(events, held)
+    metrics = evaluate_risks(held, risks, columns=fitted.label_columns_, n_boot=0).set_index("label")
+    assert metrics.loc["t2d_730d", "auroc"] > 0.6
+
+
+def test_weight_one_is_the_record_member_alone(events, labels, fitted):
+    held = _split(labels, "held_out").iloc[:50]
+    alone = BlendRiskModel(record_weight=1.0, calibration=None)
+    alone.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_") and k != "calibrator_"},
+                          calibrator_=None)
+    np.testing.assert_allclose(alone.predict_risk_curve(events, held),
+                               fitted.record_.predict_risk_curve(events, held, calibrated=False), atol=1e-6)
+
+
+def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted):
+    from twinml.evaluation import explain_model
+
+    held = _split(labels, "held_out").iloc[:6]
+    attr = explain_model(fitted, events, held, label="t2d_365d", n_samples=16)
+    assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.5 x")
+    alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
+    tab = attr.table[attr.table["member"] == "tabular"]
+    np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.5 * alone.table["attribution"].to_numpy())
+
+
+def test_parameters_are_checked(events, labels):
+    from twinml._validation import ConfigError
+
+    train = _split(labels, "train")
+    with pytest.raises(ConfigError, match=r"The 'record_weight' parameter of BlendRiskModel must be a number in \[0, 1\]. Got 2 instead."):
+        BlendRiskModel(record_weight=2).fit(events, train)
+    with pytest.raises(ConfigError, match="may not set 'calibration': the blend is calibrated as a whole"):
+        BlendRiskModel(record_params={"calibration": "platt"}).fit(events, train)
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'depth'"):
+        BlendRiskModel(record_params={"depth": 3}).fit(events, train)
+
+
+def test_blend_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
+    import mlflow
+
+    from twinml.config import load_config
+    from twinml.data import read_meds
+    from twinml.pipeline import train
+    from twinml.tracking import as_pyfunc_input
+
+    from .conftest import TASK
+
+    cfg = load_config({"name": "blend", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 400}},
+                       "task": TASK, "model": {"kind": "blend", "calibration": "platt",
+                                               "params": {"record_params": {"d_model": 8, "max_epochs": 1, "n_threads": 1},
+                                                          "tabular_params": {"model_params": {"n_estimators": 20}}}},
+                       "evaluation": {"n_bootstrap": 10}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = train(cfg, tracking_uri=uri)
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    assert run.data.params["model.kind"] == "blend"
+    events = read_meds(cfg.data.path)
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
+    mlflow.set_tracking_uri(uri)
+    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
+    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
