@@ -108,7 +108,8 @@ def _label_position(model, label):
 
 def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: str, n_samples: int = 16,
                   trim_padding: bool = True, seed: int = 0, progress=None) -> Attributions:
-    """SHAP attributions of ``label`` for each row of ``index``, for a sequence or tabular twinml model.
+    """SHAP attributions of ``label`` for each row of ``index``, for a sequence, record, blend or tabular
+    twinml model (a blend: each member's, weighted as the blend weighs their log-odds).
 
     Parameters
     ----------
