@@ -49,3 +49,30 @@ def splits(meds_dir):
 @pytest.fixture(scope="session")
 def task():
     return TaskDefinition.model_validate(TASK)
+
+
+def train_and_serve(tmp_path, model: dict, *, n_subjects: int = 400):
+    """Train ``model`` (a config's ``model`` block) through the pipeline on a small simulated cohort,
+    check that its registered pyfunc scores five subjects exactly as the fitted model does, and
+    return the train result and its MLflow run."""
+    import mlflow
+    import pandas as pd
+
+    from twinml.config import load_config
+    from twinml.data import read_meds
+    from twinml.pipeline import train
+    from twinml.tracking import as_pyfunc_input
+
+    cfg = load_config({"name": model["kind"], "data": {"path": str(tmp_path / "meds"),
+                                                       "simulator": {"n_subjects": n_subjects}},
+                       "task": TASK, "model": model, "evaluation": {"n_bootstrap": 10}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = train(cfg, tracking_uri=uri)
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    events = read_meds(cfg.data.path)
+    some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
+    mlflow.set_tracking_uri(uri)
+    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
+    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
+    return res, run

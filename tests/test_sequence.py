@@ -117,29 +117,10 @@ def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
 
 
 def test_gru_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
-    import mlflow
+    from .conftest import train_and_serve
 
-    from twinml.config import load_config
-    from twinml.data import read_meds
-    from twinml.pipeline import train
-    from twinml.tracking import as_pyfunc_input
-
-    from .conftest import TASK
-
-    cfg = load_config({"name": "seq", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 500}},
-                       "task": TASK, "model": {"kind": "gru", "calibration": "platt",
-                                               "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}},
-                       "evaluation": {"n_bootstrap": 10}})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = train(cfg, tracking_uri=uri)
-    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
+    res, run = train_and_serve(tmp_path, {"kind": "gru", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}}, n_subjects=500)
     assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "gru"
-    events = read_meds(cfg.data.path)
-    some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
-    mlflow.set_tracking_uri(uri)
-    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
-    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
-    pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
 
 
 def test_calibration_must_fit_the_model_kind():

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
-from ._hazard import HazardCalibrator, hazard_targets, parse_label_columns, risk_curve
+from ._hazard import HazardCalibrator, curve_frame, hazard_targets, parse_label_columns, risk_curve
 from ._sequence_model import _torch_threads
 from ._tabular_model import TabularRiskModel, label_columns_of
 
@@ -148,8 +148,4 @@ class BlendRiskModel(BaseEstimator):
     def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
-        out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
-        for i, o in enumerate(self.outcomes_):
-            for j, h in enumerate(self.horizons_):
-                out[f"{o}_{h}d"] = curve[:, i, j]
-        return out[["subject_id", "prediction_time", *self.label_columns_]]
+        return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)

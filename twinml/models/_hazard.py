@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .._validation import ConfigError
 
-__all__ = ["parse_label_columns", "hazard_targets", "hazard_loss", "risk_curve", "HazardCalibrator"]
+__all__ = ["parse_label_columns", "hazard_targets", "hazard_loss", "risk_curve", "curve_frame", "HazardCalibrator"]
 
 _LABEL = re.compile(r"^(?P<outcome>.+)_(?P<horizon>\d+)d$")
 
@@ -68,6 +68,15 @@ def base_hazard_logits(y: np.ndarray) -> np.ndarray:
 def risk_curve(logits: torch.Tensor) -> torch.Tensor:
     """Cumulative risk per horizon: 1 - prod_{j<=k} (1 - hazard_j); non-decreasing in k."""
     return 1.0 - torch.cumprod(1.0 - torch.sigmoid(logits), dim=-1)
+
+
+def curve_frame(index: pd.DataFrame, curve: np.ndarray, outcomes, horizons, label_columns) -> pd.DataFrame:
+    """Risk curves (n, outcomes, horizons) as one column per label beside ``index``'s keys."""
+    out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
+    for i, o in enumerate(outcomes):
+        for j, h in enumerate(horizons):
+            out[f"{o}_{h}d"] = curve[:, i, j]
+    return out[["subject_id", "prediction_time", *label_columns]]
 
 
 class HazardCalibrator:

@@ -15,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import ConfigError
 from ..features import SequenceFeaturizer
 from ..features._sequence import UNKNOWN
-from ._hazard import (HazardCalibrator, base_hazard_logits, hazard_loss, hazard_targets, parse_label_columns,
+from ._hazard import (HazardCalibrator, base_hazard_logits, curve_frame, hazard_loss, hazard_targets, parse_label_columns,
                       risk_curve)
 from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
@@ -286,8 +286,4 @@ class SequenceRiskModel(BaseEstimator):
     def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
-        out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()
-        for i, o in enumerate(self.outcomes_):
-            for j, h in enumerate(self.horizons_):
-                out[f"{o}_{h}d"] = curve[:, i, j]
-        return out[["subject_id", "prediction_time", *self.label_columns_]]
+        return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)
