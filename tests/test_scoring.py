@@ -100,6 +100,7 @@ def test_rerun_writes_the_same_bytes_whatever_the_slice_size(registered, scored,
     assert again.read_bytes() == third.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_output_and_the_rerun_is_byte_identical(registered, tmp_path):
     root, uri, _ = registered
     out = tmp_path / "scores.parquet"
@@ -163,6 +164,7 @@ def test_bad_inputs_are_named(registered, tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.skipif(spark_available() is not None, reason=f"Spark cannot run here: {spark_available()}")
 def test_spark_engine_gives_the_local_scores(registered, scored, tmp_path):
@@ -214,6 +216,7 @@ def mlflow_server(tmp_path):
         proc.stderr.close()
 
 
+@pytest.mark.slow
 @pytest.mark.server
 def test_train_register_promote_and_score_through_a_real_tracking_server(mlflow_server, tmp_path):
     res = train(_config(tmp_path, name="served-risk"), tracking_uri=mlflow_server)
