@@ -101,6 +101,8 @@ def test_parameters_are_checked(events, labels):
 
     with pytest.raises(ConfigError, match="The 'batch_size' parameter of RecordRiskModel must be a positive int"):
         RecordRiskModel(**{**SMALL, "batch_size": 0}).fit(events, _split(labels, "train"))
+    with pytest.raises(ConfigError, match=r"^The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got -1 instead.$"):
+        RecordRiskModel(**{**SMALL, "n_last_values": -1}).fit(events, _split(labels, "train"))
     assert "max_len" not in RecordRiskModel().get_params()
 
 
@@ -131,3 +133,23 @@ def test_explanations_add_up_and_point_at_events_that_matter(events, labels, fit
     assert np.abs(sums.to_numpy() - gaps).mean() < 0.25 * np.abs(gaps).mean(), (sums.to_numpy(), gaps)
     faith = faithfulness(fitted, events, held, attr, k=5)
     assert faith["rows"] == len(held) and faith["ratio"] > 1.0, faith
+
+
+def test_last_values_are_each_codes_last_reading_at_or_before_the_prediction_time(events, labels):
+    f = RecordFeaturizer(min_code_count=5, n_last_values=4).fit(events)
+    held = _split(labels, "held_out")
+    data = f.transform(events, held)
+    assert data.last_values.shape == (len(held), 12) and f.last_value_codes_.size == 4
+    names = np.asarray(f.vocabulary_)[f.last_value_codes_ - 2]
+    dyn = events[events["time"].notna() & events["numeric_value"].notna()]
+    checked = 0
+    for i in range(0, len(held), 53):
+        s, pt = held.loc[i, "subject_id"], held.loc[i, "prediction_time"]
+        for k, name in enumerate(names):
+            seen = dyn[(dyn["subject_id"] == s) & (dyn["code"] == name) & (dyn["time"] <= pt)]
+            assert data.last_values[i, 3 * k + 1] == (1.0 if len(seen) else 0.0)
+            if len(seen):
+                days = (pt - seen["time"].max()).total_seconds() / 86_400
+                np.testing.assert_allclose(data.last_values[i, 3 * k + 2], np.log1p(days) / 5, rtol=1e-5)
+                checked += 1
+    assert checked > 20

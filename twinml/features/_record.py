@@ -40,6 +40,7 @@ class RecordData(SequenceData):
     subject_visits: np.ndarray | None = None  # int64 (n_subjects, 2)
     row_subject: np.ndarray | None = None
     readout: np.ndarray | None = None
+    last_values: np.ndarray | None = None     # float32 (n_rows, 3 * n codes): value, seen, log days since
 
     def subjects_of(self, rows) -> np.ndarray:
         return np.unique(self.row_subject[np.asarray(rows)])
@@ -64,6 +65,8 @@ class RecordData(SequenceData):
         days = np.where(self.readout[rows] >= 0,
                         (self.prediction_time[rows] - self.visit_time[np.maximum(self.readout[rows], 0)]) / _DAY_US, 0.0)
         gap = np.stack([np.log1p(np.maximum(days, 0.0)) / 5.0, (self.readout[rows] < 0).astype(np.float64)], axis=1)
+        if self.last_values is not None and self.last_values.shape[1]:
+            gap = np.concatenate([gap, self.last_values[rows]], axis=1)
         return {"event_code": self.code[events].astype(np.int64), "event_value": self.value[events] * self.has_value[events],
                 "event_offsets": (np.cumsum(n_ev) - n_ev).astype(np.int64), "visit_slot": slot,
                 "visit_features": self.visit_features[visits], "n_subjects": np.int64(uniq.size),
@@ -81,13 +84,41 @@ class RecordFeaturizer(SequenceFeaturizer):
         Codes seen fewer times in the training events map to the unknown id.
     value_clip : float
         Normalised values are clipped to ``[-value_clip, value_clip]``.
+    n_last_values : int
+        For this many numeric codes (the most frequent in training), each row also carries the code's
+        last normalised reading at or before the prediction time, whether there is one, and the log
+        days since it (``last_values``, read out beside the recurrent state). 0: none.
     """
 
     max_len = 1  # not a parameter: the whole record is kept (SequenceFeaturizer.fit checks this field)
 
-    def __init__(self, min_code_count=10, value_clip=5.0):
+    def __init__(self, min_code_count=10, value_clip=5.0, n_last_values=0):
         self.min_code_count = min_code_count
         self.value_clip = value_clip
+        self.n_last_values = n_last_values
+
+    def fit(self, events: pd.DataFrame, y=None):
+        super().fit(events, y)
+        n = self.n_last_values
+        self.last_value_codes_ = self.forecast_codes(n) if n else np.empty(0, np.int32)
+        return self
+
+    @staticmethod
+    def _last_values(base, codes) -> np.ndarray:
+        """Per row and code: the last reading in the row's ``[lo, hi)`` (value, 1, log1p(days since) / 5),
+        zeros where there is none. One searchsorted per code over all rows."""
+        out = np.zeros((base.lo.size, 3 * codes.size), np.float32)
+        for k, c in enumerate(codes):
+            pos = np.flatnonzero((base.code == c) & (base.has_value > 0))
+            i = np.searchsorted(pos, base.hi) - 1
+            ok = (i >= 0) & (base.hi > base.lo)
+            ok[ok] = pos[i[ok]] >= base.lo[ok]
+            p = pos[i[ok]]
+            out[ok, 3 * k] = base.value[p]
+            out[ok, 3 * k + 1] = 1.0
+            days = np.maximum((base.prediction_time[ok] - base.time[p]) / _DAY_US, 0.0)
+            out[ok, 3 * k + 2] = np.log1p(days) / 5.0
+        return out
 
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> RecordData:
         base, extra = self._encode(events, index)
@@ -115,6 +146,7 @@ class RecordFeaturizer(SequenceFeaturizer):
         return RecordData(**{f: getattr(base, f) for f in SequenceData.__dataclass_fields__},
                           visit_start=np.r_[visit_start, t.size].astype(np.int64), visit_time=v_time,
                           visit_features=feats.astype(np.float32), subject_visits=subject_visits,
-                          row_subject=row_subject.astype(np.int64), readout=readout.astype(np.int64))
+                          row_subject=row_subject.astype(np.int64), readout=readout.astype(np.int64),
+                          last_values=self._last_values(base, getattr(self, "last_value_codes_", np.empty(0, np.int32))))
 
 

@@ -30,7 +30,14 @@ class RecordRiskModel(SequenceRiskModel):
     record is read whole, and each event is encoded once per epoch however many rows read it.
 
     Parameters are those of :class:`SequenceRiskModel` except: no ``kind``, ``n_heads`` or
-    ``max_len``; ``batch_size`` counts subjects (all rows of a subject share one pass).
+    ``max_len``; ``batch_size`` counts subjects (all rows of a subject share one pass); and
+    ``n_last_values`` (default 0, off): for this many numeric codes (the most frequent in training)
+    the last reading at or before the prediction time, whether there is one and how long ago, read
+    out beside the recurrent state (:class:`RecordFeaturizer`). On the Synthea dev tuning split, 32
+    codes took the tuning loss from 0.02381 to 0.02328 and the GRU's mean AUROC of the five main
+    tasks from 0.842 to 0.848 (hypertension 0.772 -> 0.819, prediabetes 0.716 -> 0.760; CKD and MI
+    lower by 0.016-0.018), and left the blend's as it was (0.873); not yet the default, as it has
+    no held-out figure. Explanations do not attribute through these inputs (they are held fixed).
 
     Attributes
     ----------
@@ -43,7 +50,7 @@ class RecordRiskModel(SequenceRiskModel):
 
     def __init__(self, d_model=64, n_layers=1, dropout=0.1, min_code_count=10, batch_size=32, lr=1e-3,
                  weight_decay=1e-3, max_epochs=15, patience=4, event_dropout=0.0, forecast_weight=0.1,
-                 forecast_days=365.0, calibration=None, n_threads=None, random_state=0):
+                 forecast_days=365.0, n_last_values=0, calibration=None, n_threads=None, random_state=0):
         self.d_model = d_model
         self.n_layers = n_layers
         self.dropout = dropout
@@ -56,6 +63,7 @@ class RecordRiskModel(SequenceRiskModel):
         self.event_dropout = event_dropout
         self.forecast_weight = forecast_weight
         self.forecast_days = forecast_days
+        self.n_last_values = n_last_values
         self.calibration = calibration
         self.n_threads = n_threads
         self.random_state = random_state
@@ -67,7 +75,11 @@ class RecordRiskModel(SequenceRiskModel):
         super()._validate_params()
 
     def _make_featurizer(self):
-        return RecordFeaturizer(self.min_code_count)
+        n = self.n_last_values
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. "
+                              f"Got {n!r} instead.")
+        return RecordFeaturizer(self.min_code_count, n_last_values=n)
 
     def _describe(self, train, say):
         sv = train.subject_visits[np.unique(train.row_subject[train.row_subject >= 0])]
@@ -78,7 +90,8 @@ class RecordRiskModel(SequenceRiskModel):
     def _make_net(self, n_forecast):
         return RecordRiskNet(n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
                              n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
-                             n_layers=self.n_layers, dropout=self.dropout, n_forecast=n_forecast)
+                             n_layers=self.n_layers, dropout=self.dropout, n_forecast=n_forecast,
+                             n_readout=2 + 3 * len(self.featurizer_.last_value_codes_))
 
     def _net_inputs(self, batch):
         t = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _RECORD_KEYS}

@@ -166,12 +166,14 @@ class RecordRiskNet(nn.Module):
     state).
     """
 
-    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, n_layers=1, dropout=0.0, n_forecast=0):
+    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, n_layers=1, dropout=0.0, n_forecast=0,
+                 n_readout=2):
         super().__init__()
         self.d_model = d_model
         self.embed = VisitEmbedding(n_codes, d_model)
         self.gru = nn.GRU(d_model, d_model, num_layers=n_layers, batch_first=True)
-        self.gap = nn.Linear(2, d_model)  # log days since the readout visit, no-visit flag
+        # log days since the readout visit, no-visit flag (+ the last readings of chosen codes)
+        self.gap = nn.Linear(n_readout, d_model)
         self.static = nn.Linear(n_static, d_model)
         self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
         self.head = HazardHead(d_model, n_outcomes, n_bins)
