@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from twinml.cohort import TaskDefinition
+from twinml.cohort import TaskDefinition, build_labels
 from twinml.data import read_meds, read_subject_splits
 from twinml.simulate import simulate
 
@@ -49,6 +49,17 @@ def splits(meds_dir):
 @pytest.fixture(scope="session")
 def task():
     return TaskDefinition.model_validate(TASK)
+
+
+@pytest.fixture(scope="module")
+def labels(events, task, splits):
+    """The shared test task's labels on the small simulated cohort, every split."""
+    return build_labels(events, task=task, subject_splits=splits).labels
+
+
+def split_rows(labels, name):
+    """The rows of one split, re-indexed from 0."""
+    return labels[labels["split"] == name].reset_index(drop=True)
 
 
 def train_and_serve(tmp_path, model: dict, *, n_subjects: int = 400):

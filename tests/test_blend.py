@@ -5,28 +5,20 @@ import pandas as pd
 import pytest
 import torch
 
-from twinml.cohort import build_labels
 from twinml.models import BlendRiskModel
 from twinml.models._blend import hazard_logits_of_risks
 from twinml.models._hazard import risk_curve
+
+from .conftest import split_rows
 
 RECORD = dict(d_model=16, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1)
 TABULAR = dict(model_params={"n_estimators": 60, "n_jobs": 1})
 
 
 @pytest.fixture(scope="module")
-def labels(events, task, splits):
-    return build_labels(events, task=task, subject_splits=splits).labels
-
-
-def _split(labels, name):
-    return labels[labels["split"] == name].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
 def fitted(events, labels):
     return BlendRiskModel(record_params=RECORD, tabular_params=TABULAR, random_state=3).fit(
-        events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
 
 
 def test_tabular_risks_become_hazards_whose_curve_is_their_running_maximum():
@@ -38,7 +30,7 @@ def test_tabular_risks_become_hazards_whose_curve_is_their_running_maximum():
 def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(events, labels, fitted):
     from twinml.evaluation import evaluate_risks
 
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     z = fitted.member_logits(events, held)
     zr = fitted.record_._logits(fitted.record_.featurizer_.transform(events, held))
     np.testing.assert_allclose(z[..., 0], zr, atol=1e-6)  # the record member's own logits
@@ -54,7 +46,7 @@ def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(
 
 
 def test_weight_one_is_the_record_member_alone(events, labels, fitted):
-    held = _split(labels, "held_out").iloc[:50]
+    held = split_rows(labels, "held_out").iloc[:50]
     alone = BlendRiskModel(record_weight=1.0, calibration=None)
     alone.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_") and k != "calibrator_"},
                           calibrator_=None)
@@ -65,7 +57,7 @@ def test_weight_one_is_the_record_member_alone(events, labels, fitted):
 def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted):
     from twinml.evaluation import explain_model
 
-    held = _split(labels, "held_out").iloc[:6]
+    held = split_rows(labels, "held_out").iloc[:6]
     attr = explain_model(fitted, events, held, label="t2d_365d", n_samples=16)
     assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.5 x")
     alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
@@ -76,7 +68,7 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
 def test_parameters_are_checked(events, labels):
     from twinml._validation import ConfigError
 
-    train = _split(labels, "train")
+    train = split_rows(labels, "train")
     with pytest.raises(ConfigError, match=r"The 'record_weight' parameter of BlendRiskModel must be a number in \[0, 1\]. Got 2 instead."):
         BlendRiskModel(record_weight=2).fit(events, train)
     with pytest.raises(ConfigError, match="may not set 'calibration': the blend is calibrated as a whole"):

@@ -4,7 +4,6 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from twinml._validation import ConfigError
-from twinml.cohort import build_labels
 from twinml.models import LightGBMClassifier, MaskedMultiLabelClassifier, TabularRiskModel, make_baseline
 
 
@@ -40,11 +39,6 @@ def test_single_class_label_predicts_its_base_rate():
     X = np.random.default_rng(0).normal(size=(50, 2))
     clf = MaskedMultiLabelClassifier().fit(X, np.column_stack([np.zeros(50), np.r_[np.ones(25), np.zeros(25)]]))
     assert clf.estimators_[0] is None and (clf.predict_risk(X)[:, 0] == 0).all()
-
-
-@pytest.fixture(scope="module")
-def labels(events, task, splits):
-    return build_labels(events, task=task, subject_splits=splits).labels
 
 
 def test_seeded_training_is_reproducible(events, labels):

@@ -4,31 +4,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twinml.cohort import build_labels
 from twinml.features import RecordFeaturizer
 from twinml.models import RecordRiskModel
+
+from .conftest import split_rows
 
 SMALL = dict(d_model=16, max_epochs=4, batch_size=16, lr=3e-3, n_threads=1, random_state=7)
 
 
 @pytest.fixture(scope="module")
-def labels(events, task, splits):
-    return build_labels(events, task=task, subject_splits=splits).labels
-
-
-def _split(labels, name):
-    return labels[labels["split"] == name].reset_index(drop=True)
-
-
-@pytest.fixture(scope="module")
 def fitted(events, labels):
-    return RecordRiskModel(calibration="platt", **SMALL).fit(events, _split(labels, "train"),
-                                                             tuning_labels=_split(labels, "tuning"))
+    return RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
+                                                             tuning_labels=split_rows(labels, "tuning"))
 
 
 def test_readout_is_the_last_visit_at_or_before_the_prediction_time_and_the_record_is_whole(events, labels):
     f = RecordFeaturizer(min_code_count=5).fit(events)
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     data = f.transform(events, held)
     ok = data.readout >= 0
     assert ok.mean() > 0.99
@@ -50,7 +42,7 @@ def test_one_pass_per_subject_equals_reading_each_row_from_its_own_truncated_rec
     """The leakage rule for the whole-record model: a row's risk must be what the model says when
     every event after its prediction time is deleted, for rows early and late in a subject's record
     (so later rows of the same subject, read in the same pass, cannot leak into earlier ones)."""
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     subjects = held["subject_id"].drop_duplicates().iloc[:40]
     rows = held[held["subject_id"].isin(subjects)]
     picks = pd.concat([rows.groupby("subject_id").head(1), rows.groupby("subject_id").tail(1)]).drop_duplicates()
@@ -65,17 +57,17 @@ def test_one_pass_per_subject_equals_reading_each_row_from_its_own_truncated_rec
 
 
 def test_seeded_training_is_reproducible_to_the_last_digit(events, labels, fitted):
-    b = RecordRiskModel(calibration="platt", **SMALL).fit(events, _split(labels, "train"),
-                                                          tuning_labels=_split(labels, "tuning"))
+    b = RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
+                                                          tuning_labels=split_rows(labels, "tuning"))
     assert [h["tuning_loss"] for h in fitted.history_] == [h["tuning_loss"] for h in b.history_]
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     pd.testing.assert_frame_equal(fitted.predict_risk(events, held), b.predict_risk(events, held))
 
 
 def test_calibrated_curves_stay_monotone_and_learn_something(events, labels, fitted):
     from twinml.evaluation import evaluate_risks
 
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     curve = fitted.predict_risk_curve(events, held)
     assert curve.shape[1:] == (len(fitted.outcomes_), len(fitted.horizons_))
     assert (np.diff(curve, axis=-1) >= 0).all() and ((curve > 0) & (curve < 1)).all()
@@ -100,9 +92,9 @@ def test_parameters_are_checked(events, labels):
     from twinml._validation import ConfigError
 
     with pytest.raises(ConfigError, match="The 'batch_size' parameter of RecordRiskModel must be a positive int"):
-        RecordRiskModel(**{**SMALL, "batch_size": 0}).fit(events, _split(labels, "train"))
+        RecordRiskModel(**{**SMALL, "batch_size": 0}).fit(events, split_rows(labels, "train"))
     with pytest.raises(ConfigError, match=r"^The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got -1 instead.$"):
-        RecordRiskModel(**{**SMALL, "n_last_values": -1}).fit(events, _split(labels, "train"))
+        RecordRiskModel(**{**SMALL, "n_last_values": -1}).fit(events, split_rows(labels, "train"))
     assert "max_len" not in RecordRiskModel().get_params()
 
 
@@ -116,7 +108,7 @@ def test_explanations_add_up_and_point_at_events_that_matter(events, labels, fit
     from twinml.evaluation._explain import _cumulative_logit, _record_row
     from twinml.features._sequence import UNKNOWN
 
-    held = _split(labels, "held_out").iloc[:12]
+    held = split_rows(labels, "held_out").iloc[:12]
     attr = explain_model(fitted, events, held, label="t2d_730d", n_samples=64)
     assert attr.table["row"].nunique() == len(held) and "whole record" in attr.method
     data = fitted.featurizer_.transform(events, held)
@@ -137,7 +129,7 @@ def test_explanations_add_up_and_point_at_events_that_matter(events, labels, fit
 
 def test_last_values_are_each_codes_last_reading_at_or_before_the_prediction_time(events, labels):
     f = RecordFeaturizer(min_code_count=5, n_last_values=4).fit(events)
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     data = f.transform(events, held)
     assert data.last_values.shape == (len(held), 12) and f.last_value_codes_.size == 4
     names = np.asarray(f.vocabulary_)[f.last_value_codes_ - 2]

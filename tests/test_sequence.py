@@ -6,17 +6,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from twinml.cohort import build_labels
 from twinml.features import SequenceFeaturizer
 from twinml.models import SequenceRiskModel
 from twinml.models._hazard import hazard_loss, risk_curve
 
+from .conftest import split_rows
+
 SMALL = dict(d_model=16, max_epochs=2, batch_size=64, max_len=64, n_threads=1, random_state=7)
-
-
-@pytest.fixture(scope="module")
-def labels(events, task, splits):
-    return build_labels(events, task=task, subject_splits=splits).labels
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +84,12 @@ def test_censored_bins_do_not_touch_the_loss():
     assert torch.equal(hazard_loss(moved, y), base)
 
 
-def _split(labels, name):
-    return labels[labels["split"] == name].reset_index(drop=True)
-
-
 def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
-    train, tune = _split(labels, "train"), _split(labels, "tuning")
+    train, tune = split_rows(labels, "train"), split_rows(labels, "tuning")
     a = SequenceRiskModel(**SMALL).fit(events, train, tuning_labels=tune)
     b = SequenceRiskModel(**SMALL).fit(events, train, tuning_labels=tune)
     assert [h["tuning_loss"] for h in a.history_] == [h["tuning_loss"] for h in b.history_]
-    held = _split(labels, "held_out")
+    held = split_rows(labels, "held_out")
     pd.testing.assert_frame_equal(a.predict_risk(events, held), b.predict_risk(events, held))
 
 
@@ -105,8 +97,8 @@ def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
                                               ("gru", "isotonic")])
 def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
     m = SequenceRiskModel(kind=kind, calibration=calibration, **SMALL).fit(
-        events, _split(labels, "train"), tuning_labels=_split(labels, "tuning"))
-    held = _split(labels, "held_out")
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
+    held = split_rows(labels, "held_out")
     curve = m.predict_risk_curve(events, held)
     assert curve.shape[1:] == (len(m.outcomes_), len(m.horizons_))
     assert (np.diff(curve, axis=-1) >= 0).all()
@@ -175,7 +167,7 @@ def test_auxiliary_forecast_learns_the_next_readings_and_stays_out_of_prediction
     are not kept after fit."""
     from twinml.models._sequence_model import _tensors
 
-    train, tune, held = (_split(labels, s) for s in ("train", "tuning", "held_out"))
+    train, tune, held = (split_rows(labels, s) for s in ("train", "tuning", "held_out"))
     m = SequenceRiskModel(forecast_weight=0.5, **{**SMALL, "max_epochs": 3}).fit(events, train, tuning_labels=tune)
     assert m._forecast is None and m.net_.forecast is not None
     codes = m.featurizer_.forecast_codes()
@@ -199,4 +191,4 @@ def test_forecast_parameters_are_checked(events, labels, name, value):
     from twinml._validation import ConfigError
 
     with pytest.raises(ConfigError, match=f"The '{name}' parameter of SequenceRiskModel must be"):
-        SequenceRiskModel(**{**SMALL, name: value}).fit(events, _split(labels, "train"))
+        SequenceRiskModel(**{**SMALL, name: value}).fit(events, split_rows(labels, "train"))
