@@ -147,3 +147,27 @@ def test_lightgbm_labels_share_one_binning_and_match_a_fit_of_their_own():
     assert multi.estimators_[0].best_iteration_ == alone.best_iteration_
     assert multi.estimators_[1].estimator_.num_trees() >= 1
     assert not np.allclose(multi.estimators_[1].predict_proba(X), alone.predict_proba(X))
+
+
+def test_lightgbm_binning_parameters_reach_the_shared_binning():
+    import scipy.sparse as sp
+
+    from twinml.models import LightGBMClassifier
+
+    X = sp.random(400, 10, density=0.5, format="csr", random_state=1, dtype=np.float32)
+    y = (X[:, 0].toarray().ravel() > 0.5).astype(float)
+    Y = np.column_stack([y, y])
+    coarse = MaskedMultiLabelClassifier(LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5,
+                                                                   "max_bin": 3}, n_jobs=1)).fit(X, Y)
+    fine = MaskedMultiLabelClassifier(LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5},
+                                                         n_jobs=1)).fit(X, Y)
+    thresholds = lambda m: {n["threshold"] for t in m.estimators_[0].estimator_.dump_model()["tree_info"]  # noqa: E731
+                            for n in _nodes(t["tree_structure"])}
+    assert len(thresholds(coarse)) < len(thresholds(fine))
+
+
+def _nodes(node):
+    if "threshold" in node:
+        yield node
+        yield from _nodes(node["left_child"])
+        yield from _nodes(node["right_child"])

@@ -51,6 +51,11 @@ def _space(trial) -> dict:
 # Parameters that shape the binning (set once per BinnedMatrix, never per trial). Pre-filtering is off:
 # it drops features by the leaf size, which a sweep varies, and a shared binning must serve every trial.
 _BIN_PARAMS = {"max_bin": 255, "feature_pre_filter": False, "verbose": -1}
+_BIN_KEYS = ("max_bin", "min_data_in_bin", "bin_construct_sample_cnt")  # user params that shape the binning
+
+
+def _bin_params(params) -> dict:
+    return {**_BIN_PARAMS, **{k: v for k, v in (params or {}).items() if k in _BIN_KEYS}}
 
 
 class BinnedMatrix:
@@ -58,10 +63,10 @@ class BinnedMatrix:
     subsets of it with any labels (:meth:`rows`). The evaluation matrix is binned with the training
     matrix's bin boundaries, as LightGBM requires of validation data."""
 
-    def __init__(self, X, X_eval=None, *, n_jobs=None):
+    def __init__(self, X, X_eval=None, *, n_jobs=None, params=None):
         import lightgbm as lgb
 
-        params = {**_BIN_PARAMS, **({"num_threads": n_jobs} if n_jobs else {})}
+        params = {**_bin_params(params), **({"num_threads": n_jobs} if n_jobs else {})}
         self.n_rows = X.shape[0]
         self.train = lgb.Dataset(_csr(X), label=np.zeros(X.shape[0]), params=params, free_raw_data=False).construct()
         self.eval = None
@@ -159,8 +164,9 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
             y_eval = (np.asarray(y_eval) == self.classes_[1]).astype(int)
             if np.unique(y_eval).size < 2:
                 y_eval = None  # log loss on one class cannot choose between trees
-        matrix, rows, eval_rows = binned if binned is not None else (BinnedMatrix(X, X_eval, n_jobs=self.n_jobs),
-                                                                     None, None)
+        if binned is None:
+            binned = (BinnedMatrix(X, X_eval, n_jobs=self.n_jobs, params=self.params), None, None)
+        matrix, rows, eval_rows = binned
         data = matrix.rows(rows, y, weight=sample_weight, eval_rows=eval_rows, y_eval=y_eval)
         base = {**LIGHTGBM_DEFAULTS, **(self.params or {})}
         self.trials_ = []
@@ -176,7 +182,7 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
 
         params = dict(params)
         rounds = int(params.pop("n_estimators"))
-        params = {"objective": "binary", "deterministic": True, "force_col_wise": True, **_BIN_PARAMS,
+        params = {"objective": "binary", "deterministic": True, "force_col_wise": True, **_bin_params(self.params),
                   **params, "seed": self.random_state}
         if self.n_jobs:
             params["num_threads"] = self.n_jobs

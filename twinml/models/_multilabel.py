@@ -149,7 +149,7 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         Xe = None
         if eval_set is not None:
             Xe = validate_data(self, eval_set[0], accept_sparse="csr", dtype=np.float32, reset=False)
-        return BinnedMatrix(X, Xe, n_jobs=getattr(base, "n_jobs", None))
+        return BinnedMatrix(X, Xe, n_jobs=getattr(base, "n_jobs", None), params=getattr(base, "params", None))
 
     def predict_risk(self, X) -> np.ndarray:
         """Probability of each label being positive, shape (n_samples, n_outputs)."""
