@@ -208,7 +208,7 @@ def _explain_blend(model, events, index, label, **kw):
 
 
 def _explain_record(model, events, index, label, pos, *, n_samples, seed, progress):
-    from ..features._sequence import UNKNOWN
+    from ..features import UNKNOWN
 
     shap = _shap()
     data = model.featurizer_.transform(events, index)
@@ -394,7 +394,7 @@ def _log_odds(model, data, rows, drop, o, j, batch_size=512):
     out = np.empty(rows.size)
     net = model.net_.eval()
     if _is_record(model):  # one row at a time: a flagged event loses its content (the explainer's baseline)
-        from ..features._sequence import UNKNOWN
+        from ..features import UNKNOWN
 
         with torch.inference_mode():
             for r, row in enumerate(rows):

@@ -83,8 +83,8 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[0]} rows but y has {Y.shape[0]}.")
         weights = None if sample_weight is None else _check_sample_weight(sample_weight, X)
         base = self.estimator if self.estimator is not None else make_baseline("logistic")
-        evals = self._eval_sets(base, eval_set, Y.shape[1])
-        binned = self._binned(base, X, eval_set)
+        Xe, evals = self._eval_sets(base, eval_set, Y.shape[1])
+        binned = self._binned(base, X, Xe)
         self.estimators_, self.constant_ = [], np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
@@ -127,9 +127,10 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         return Y
 
     def _eval_sets(self, base, eval_set, n_outputs):
-        """Per label column, the known rows of the evaluation set (None where the estimator takes none)."""
+        """The validated evaluation matrix and, per label column, its known rows, their labels and indices
+        (None, and None per column, where the estimator takes no evaluation set)."""
         if eval_set is None or "eval_set" not in inspect.signature(base.fit).parameters:
-            return [None] * n_outputs
+            return None, [None] * n_outputs
         Xe = validate_data(self, eval_set[0], accept_sparse="csr", dtype=np.float32, reset=False)
         Ye = np.asarray(eval_set[1])
         Ye = (Ye == self.classes_[-1]).astype(np.float64)[:, None] if self._single else Ye.astype(np.float64)
@@ -137,18 +138,16 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"eval_set: X has {Xe.shape[0]} rows and y shape {Ye.shape}; expected "
                              f"({Xe.shape[0]}, {n_outputs}).")
         known = ~np.isnan(Ye)
-        return [(Xe[known[:, j]], Ye[known[:, j], j].astype(int), np.flatnonzero(known[:, j])) for j in range(n_outputs)]
+        return Xe, [(Xe[known[:, j]], Ye[known[:, j], j].astype(int), np.flatnonzero(known[:, j]))
+                    for j in range(n_outputs)]
 
-    def _binned(self, base, X, eval_set):
-        """One :class:`~twinml.models.BinnedMatrix` of ``X`` (and the evaluation matrix) for estimators
-        whose ``fit`` reuses a binning (LightGBM), so it is binned once rather than once a label."""
+    def _binned(self, base, X, Xe):
+        """One :class:`~twinml.models.BinnedMatrix` of ``X`` (and the evaluation matrix ``Xe``) for
+        estimators whose ``fit`` reuses a binning (LightGBM), so it is binned once rather than once a label."""
         if "binned" not in inspect.signature(base.fit).parameters:
             return None
         from ._boosting import BinnedMatrix
 
-        Xe = None
-        if eval_set is not None:
-            Xe = validate_data(self, eval_set[0], accept_sparse="csr", dtype=np.float32, reset=False)
         return BinnedMatrix(X, Xe, n_jobs=getattr(base, "n_jobs", None), params=getattr(base, "params", None))
 
     def predict_risk(self, X) -> np.ndarray:

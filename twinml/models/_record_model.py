@@ -72,14 +72,14 @@ class RecordRiskModel(SequenceRiskModel):
         if isinstance(self.min_code_count, bool) or not isinstance(self.min_code_count, int) or self.min_code_count < 1:
             raise ConfigError(f"The 'min_code_count' parameter of RecordRiskModel must be a positive int. "
                               f"Got {self.min_code_count!r} instead.")
-        super()._validate_params()
-
-    def _make_featurizer(self):
         n = self.n_last_values
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ConfigError(f"The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. "
                               f"Got {n!r} instead.")
-        return RecordFeaturizer(self.min_code_count, n_last_values=n)
+        super()._validate_params()
+
+    def _make_featurizer(self):
+        return RecordFeaturizer(self.min_code_count, n_last_values=self.n_last_values)
 
     def _describe(self, train, say):
         sv = train.subject_visits[np.unique(train.row_subject[train.row_subject >= 0])]
