@@ -177,8 +177,10 @@ def score(
     engine: str = typer.Option("local", help="local, or spark (needs Java and pyspark)."),
     spark_master: Optional[str] = typer.Option(None, help="Spark master URL (default local[*])."),
     subjects_per_slice: int = typer.Option(20_000, help="Local engine: whole subjects scored at once (bounds memory)."),
+    state: Optional[Path] = typer.Option(None, "--state", help="Also save each subject's twin state in this directory "
+                                         "(a record model, local engine), for `twinml update`."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    overwrite: bool = typer.Option(False, help="Replace OUT (and the state) if it exists."),
 ):
     """Score every subject of a MEDS panel at an as-of time with a registered model."""
     def body():
@@ -186,10 +188,34 @@ def score(
         from .scoring import score as run
 
         report = run(model, events, as_of, out, engine=engine, spark_master=spark_master, tracking_uri=tracking_uri,
-                     subjects_per_slice=subjects_per_slice, overwrite=overwrite, progress=Progress(_console().print))
+                     subjects_per_slice=subjects_per_slice, overwrite=overwrite, state_dir=state,
+                     progress=Progress(_console().print))
         _console().print(f"model {report.model_name or report.model_uri}"
                          + (f" version {report.model_version}" if report.model_version else "")
                          + f"; input {report.input_fingerprint}; {report.events_read:,} events read")
+    _run(body)
+
+
+@app.command()
+def update(
+    model: str = typer.Option(..., "--model", help="The model that made the state (models:/..., runs:/... or a path)."),
+    state: Path = typer.Option(..., "--state", help="Twin state directory from `twinml score --state`; advanced in place."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory of the events since the state was saved."),
+    as_of: str = typer.Option(..., "--as-of", help="Advance to this date/time; later events are not read."),
+    out: Path = typer.Option(..., "--out", help="Parquet scores of the subjects the new events touch (atomic)."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+):
+    """Advance the twins of a scored panel over new events; score only the subjects they touch."""
+    def body():
+        from .pipeline import Progress
+        from .scoring import update as run
+
+        report = run(model, state, events, as_of, out, tracking_uri=tracking_uri, overwrite=overwrite,
+                     progress=Progress(_console().print))
+        if report.refused:
+            _console().print(f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
+                             f"or an as-of before their state): their status in {out} says why; rescore them in full.")
     _run(body)
 
 

@@ -186,7 +186,22 @@ class RecordRiskNet(nn.Module):
         states, _ = self.gru(grid.view(n_subjects, width, self.d_model))
         flat = states.reshape(-1, self.d_model)
         h = torch.where((readout >= 0).unsqueeze(-1), flat[readout.clamp(min=0)], flat.new_zeros(()))
+        return self.read_out(h, readout_features, static)
+
+    def read_out(self, h, readout_features, static):
+        """The recurrent state at each row's readout visit (zeros before any) -> the representation."""
         return self.mlp(torch.cat([h + self.gap(readout_features), self.static(static)], dim=-1))
+
+    def advance(self, h0, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width,
+                n_visits):
+        """Continue each subject's GRU from ``h0`` ``(n_layers, n_subjects, d_model)`` over its next
+        ``n_visits`` (>= 1) visits; returns every layer's state after the last of them (the twin state)."""
+        v = self.embed(event_code, event_value, event_offsets, visit_features)
+        grid = v.new_zeros(n_subjects * width, self.d_model).index_copy(0, visit_slot, v)
+        packed = nn.utils.rnn.pack_padded_sequence(grid.view(n_subjects, width, self.d_model), n_visits,
+                                                   batch_first=True, enforce_sorted=False)
+        _, h = self.gru(packed, h0)
+        return h
 
     def forward(self, **inputs):
         return self.head(self.represent(**inputs))

@@ -1,0 +1,262 @@
+"""The living twin: a saved state, advanced over new events, equals a full rescore of the whole history."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twinml._validation import ConfigError
+from twinml.models import RecordRiskModel
+from twinml.models._twin import EARLIER_AS_OF, LATE_EVENT
+from twinml.scoring import TwinState, advance, state_risks
+
+from .conftest import split_rows
+
+# two layers and read-out readings: every part of the state is exercised
+SMALL = dict(d_model=16, n_layers=2, n_last_values=4, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1,
+             random_state=3)
+CUTS = ["2013-06-30", "2015-01-01", "2016-03-15", "2018-07-01", "2020-01-01"]
+
+
+@pytest.fixture(scope="module")
+def model(events, labels):
+    return RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
+                                                             tuning_labels=split_rows(labels, "tuning"))
+
+
+@pytest.fixture(scope="module")
+def panel(events, labels):
+    """Held-out subjects' events, whole (static rows first, as in MEDS)."""
+    held = split_rows(labels, "held_out")["subject_id"].drop_duplicates().iloc[:120]
+    return events[events["subject_id"].isin(held)].reset_index(drop=True)
+
+
+def window(events, lo, hi):
+    """Events in (lo, hi]; static rows (no time) go with the first window only (lo None)."""
+    t = events["time"]
+    keep = (t <= pd.Timestamp(hi)) & (t > pd.Timestamp(lo)) if lo else t.isna() | (t <= pd.Timestamp(hi))
+    return events[keep.to_numpy()].reset_index(drop=True)
+
+
+def full_rescore(model, events, subjects, as_of):
+    index = pd.DataFrame({"subject_id": subjects, "prediction_time": pd.Timestamp(as_of)})
+    return model.predict_risk(events, index)
+
+
+def test_state_advanced_in_five_batches_equals_a_full_rescore_at_each(model, panel):
+    """Events arrive in five batches; after each, every subject's risk read from the state equals the
+    model's risk from the whole history up to then, to 1e-5. One subject joins only in the third batch
+    (its earlier history arrives with it); every batch leaves some subjects without new events."""
+    ids = panel["subject_id"].unique()
+    late_joiner = ids[5]
+    state, seen = TwinState.empty(model), set()
+    for k, hi in enumerate(CUTS):
+        lo = CUTS[k - 1] if k else None
+        batch = window(panel, lo, hi)
+        if k < 2:
+            batch = batch[batch["subject_id"] != late_joiner]
+        elif k == 2:  # its whole history up to now arrives at once
+            mine = window(panel, None, hi)
+            batch = pd.concat([batch[batch["subject_id"] != late_joiner], mine[mine["subject_id"] == late_joiner]])
+            batch = batch.sort_values(["subject_id", "time"], kind="stable", na_position="first").reset_index(drop=True)
+        state, touched = advance(model, state, batch, hi)
+        assert (touched["status"] == "").all()
+        seen |= set(touched["subject_id"])
+        assert set(state.subject_id) == seen and len(touched) < len(ids)
+        assert (late_joiner in seen) == (k >= 2)
+        upto = window(panel, None, hi)
+        upto = upto[upto["subject_id"].isin(state.subject_id)].reset_index(drop=True)
+        got = state_risks(model, state, hi)
+        want = full_rescore(model, upto, state.subject_id, hi)
+        np.testing.assert_allclose(got[model.label_columns_].to_numpy(), want[model.label_columns_].to_numpy(),
+                                   rtol=0, atol=1e-5, err_msg=f"after batch {k + 1}")
+    # read later than the last batch (time since the last visit and age move on): still equal
+    np.testing.assert_allclose(state_risks(model, state, "2021-06-01")[model.label_columns_].to_numpy(),
+                               full_rescore(model, window(panel, None, CUTS[-1]), state.subject_id,
+                                            "2021-06-01")[model.label_columns_].to_numpy(), rtol=0, atol=1e-5)
+
+
+def test_digest_and_counts_do_not_depend_on_how_the_events_were_batched(model, panel):
+    once, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[-1]), CUTS[-1])
+    state = TwinState.empty(model)
+    for k, hi in enumerate(CUTS):
+        state, _ = advance(model, state, window(panel, CUTS[k - 1] if k else None, hi), hi)
+    np.testing.assert_array_equal(once.subject_id, state.subject_id)
+    np.testing.assert_array_equal(once.digest, state.digest)
+    np.testing.assert_array_equal(once.n_events, state.n_events)
+    np.testing.assert_allclose(once.hidden, state.hidden, rtol=0, atol=1e-5)
+    assert (once.n_care > 0).all() and (once.n_events > once.n_care).all()  # birth and static rows counted apart
+
+
+def test_a_late_event_refuses_its_subject_and_leaves_the_rest_advancing(model, panel):
+    state, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[1]), CUTS[1])
+    batch = window(panel, CUTS[1], CUTS[2])
+    victim = batch["subject_id"].iloc[0]
+    old_row = np.flatnonzero(state.subject_id == victim)[0]
+    last = pd.Timestamp(int(state.last_visit[old_row]), unit="us")
+    stale = batch[batch["subject_id"] == victim].iloc[[0]].assign(time=last - pd.Timedelta(days=3))
+    batch = pd.concat([stale, batch]).sort_values(["subject_id", "time"], kind="stable").reset_index(drop=True)
+    new, touched = advance(model, state, batch, CUTS[2])
+    status = touched.set_index("subject_id")["status"]
+    assert status[victim] == LATE_EVENT and (status.drop(victim) == "").all()
+    row = np.flatnonzero(new.subject_id == victim)[0]
+    np.testing.assert_array_equal(new.hidden[row], state.hidden[old_row])
+    assert new.as_of[row] == state.as_of[old_row] and new.digest[row] == state.digest[old_row]
+    # an event at exactly the last visit's time would belong to that visit: late too
+    same = batch[batch["subject_id"] == victim].iloc[[-1]].assign(time=last)
+    _, touched = advance(model, state, same, CUTS[2])
+    assert touched["status"].tolist() == [LATE_EVENT]
+    # and a state cannot be moved back in time: an event after its last visit, read at a time before
+    # the state's as-of (the state already holds that later time)
+    r = int(np.argmin(new.last_visit))
+    after = pd.Timestamp(int(new.last_visit[r]), unit="us") + pd.Timedelta(days=1)
+    event = panel[panel["subject_id"] == new.subject_id[r]].iloc[[-1]].assign(time=after)
+    _, touched = advance(model, new, event, after + pd.Timedelta(days=1))
+    assert touched["status"].tolist() == [EARLIER_AS_OF]
+
+
+def test_a_state_of_another_architecture_or_a_non_record_model_is_refused(model, events, labels, panel):
+    from twinml.models import TabularRiskModel
+
+    other = RecordRiskModel(**{**SMALL, "n_last_values": 2, "max_epochs": 1}).fit(events, split_rows(labels, "train"))
+    state, _ = advance(other, TwinState.empty(other), window(panel, None, CUTS[0]), CUTS[0])
+    with pytest.raises(ConfigError, match=r"^twin state: field 'last_value' has shape \(2,\) float32, but this "
+                                          r"model's state has \(4,\) float32: the state is from another model\.$"):
+        advance(model, state, window(panel, CUTS[0], CUTS[1]), CUTS[1])
+    tab = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"))
+    with pytest.raises(ConfigError, match=r"^advance: needs a whole-record model \(model.kind: record\); this "
+                                          r"model is TabularRiskModel, which keeps no state to continue from\.$"):
+        advance(tab, state, panel, CUTS[0])
+
+
+# --- the CLI: score --state, then update, against a full rescore -------------------------------------
+
+T1, T2 = "2011-06-30", "2012-09-30"
+
+
+def _write_events(frame, root):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "data").mkdir(parents=True)
+    table = pa.table({"subject_id": pa.array(frame["subject_id"].to_numpy("int64")),
+                      "time": pa.array(frame["time"].astype("datetime64[us]")),
+                      "code": pa.array(frame["code"].astype(str)),
+                      "numeric_value": pa.array(frame["numeric_value"].astype("float32"))})
+    pq.write_table(table, root / "data" / "0.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from twinml.config import load_config
+    from twinml.data import read_meds
+    from twinml.pipeline import train
+
+    from .conftest import TASK
+
+    root = tmp_path_factory.mktemp("twin")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    cfg = load_config({"name": "twin", "seed": 3,
+                       "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 400, "seed": 5}},
+                       "task": TASK, "features": {"min_code_count": 1},
+                       "model": {"kind": "record", "params": {"d_model": 16, "max_epochs": 2, "n_last_values": 3}},
+                       "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+                       "tracking": {"experiment": "twin-tests", "register_as": "twin-risk"}})
+    train(cfg, tracking_uri=uri)
+    events = read_meds(root / "meds")
+    t = events["time"]
+    _write_events(events[(t.isna() | (t <= pd.Timestamp(T1))).to_numpy()], root / "first")
+    _write_events(events[((t > pd.Timestamp(T1)) & (t <= pd.Timestamp(T2))).to_numpy()], root / "new")
+    return root, uri
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from twinml.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new_events(served):
+    import pyarrow.parquet as pq
+
+    from twinml.scoring import SCORED, read_score_metadata
+
+    root, uri = served
+    model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
+    r = _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", root / "s1.parquet",
+             "--state", root / "state")
+    assert r.exit_code == 0, r.output
+    before = pq.read_table(root / "state" / "twin_state.parquet").to_pandas()
+    r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
+             "--out", root / "u.parquet")
+    assert r.exit_code == 0, r.output
+    r = _cli("score", *model, "--events", root / "meds", "--as-of", T2, "--out", root / "full.parquet")
+    assert r.exit_code == 0, r.output
+    upd = pq.read_table(root / "u.parquet").to_pandas().set_index("subject_id")
+    full = pq.read_table(root / "full.parquet").to_pandas().set_index("subject_id")
+    cols = [c for c in full.columns if c.endswith("d") and c[0].isalpha() and "_" in c and c != "model_version"]
+    touched = pd.read_parquet(root / "new" / "data" / "0.parquet")["subject_id"].unique()
+    assert set(upd.index) == set(touched) and len(upd) < len(full)  # only subjects with new events
+    scored = upd[upd["status"] == SCORED]
+    assert len(scored) > 100 and (full.loc[scored.index, "status"] == SCORED).all()
+    np.testing.assert_allclose(scored[cols].to_numpy(), full.loc[scored.index, cols].to_numpy(), rtol=0, atol=1e-5)
+    meta = read_score_metadata(root / "u.parquet")
+    assert meta["advanced"] == len(upd) and meta["refused"] == 0 and meta["model_version"] == "1"
+    assert meta["subjects_in_state"] == meta["subjects_touched"] + (before["subject_id"].isin(touched) == False).sum()  # noqa: E712
+    after = pq.read_table(root / "state" / "twin_state.parquet").to_pandas()
+    still = before[~before["subject_id"].isin(touched)].set_index("subject_id")
+    pd.testing.assert_frame_equal(after.set_index("subject_id").loc[still.index], still)  # untouched: as they were
+
+    # the same events again are all late: every subject refused, its state kept, and the CLI says so
+    r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
+             "--out", root / "u.parquet", "--overwrite")
+    assert r.exit_code == 0 and "refused" in r.output, r.output
+    again = pq.read_table(root / "u.parquet").to_pandas()
+    assert again["status"].str.startswith("refused: an event at or before").all()
+    pd.testing.assert_frame_equal(pq.read_table(root / "state" / "twin_state.parquet").to_pandas(), after)
+
+
+def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root, uri = served
+    model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
+    state = tmp_path / "state"
+    assert _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", tmp_path / "s.parquet",
+                "--state", state).exit_code == 0
+    before = (state / "twin_state.parquet").read_bytes()
+    new = pd.read_parquet(root / "new" / "data" / "0.parquet")
+    unsorted = _write_events(new.iloc[::-1], tmp_path / "unsorted")
+    bad_dtype = tmp_path / "bad_dtype" / "data"
+    bad_dtype.mkdir(parents=True)
+    pq.write_table(pa.table({"subject_id": new["subject_id"], "time": new["time"].astype(str),
+                             "code": new["code"].astype(str), "numeric_value": new["numeric_value"]}),
+                   bad_dtype / "0.parquet")
+    cases = [(unsorted, rf"^error: {tmp_path}/unsorted/data/0.parquet: column 'time' must not decrease within a "
+                        r"subject \(example: subject_id=\d+\)\. Sort by subject_id, then time\.$"),
+             (tmp_path / "bad_dtype", rf"^error: {bad_dtype}/0.parquet: column 'time' must be a timestamp \(MEDS\); "
+                                      r"got (large_)?string\.$")]
+    for events_dir, message in cases:
+        r = _cli("update", *model, "--state", state, "--events", events_dir, "--as-of", T2, "--out", tmp_path / "u.parquet")
+        assert r.exit_code == 2, r.output
+        assert re.match(message, " ".join(r.output.split())), r.output
+        assert not (tmp_path / "u.parquet").exists() and (state / "twin_state.parquet").read_bytes() == before
+    r = _cli("update", *model, "--state", tmp_path / "nowhere", "--events", root / "new", "--as-of", T2,
+             "--out", tmp_path / "u.parquet")
+    assert r.exit_code == 2 and "no twin state here" in r.output, r.output
+
+
+def test_a_state_from_another_model_version_is_refused(served, model):
+    from twinml.scoring import read_state
+
+    root, _ = served
+    identity = {"model_name": "twin-risk", "model_version": "2", "model_digest": "0" * 64}
+    with pytest.raises(ConfigError, match=r"twin_state.parquet: this twin state was made by twin-risk version 1 "
+                                          r"\(parameters [0-9a-f]{12}\), not by twin-risk version 2 \(parameters "
+                                          r"000000000000\); a state is only advanced by the model that made it"):
+        read_state(root / "state", model, identity)
