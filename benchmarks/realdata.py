@@ -132,21 +132,23 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
     return keep
 
 
-def fit_twinml(kind, events, task, labels, *, n_trials, progress):
+def fit_twinml(kind, events, task, labels, *, n_trials, progress, params=None):
     from twinml.models import BlendRiskModel, RecordRiskModel, SequenceRiskModel, TabularRiskModel
 
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
+    params = params or {}
     if kind == "record":
-        model = RecordRiskModel(calibration="platt")
+        model = RecordRiskModel(calibration="platt", **params)
     elif kind == "blend":
-        model = BlendRiskModel(calibration="platt")
+        model = BlendRiskModel(calibration="platt", **params)
     elif kind in ("gru", "transformer"):
-        model = SequenceRiskModel(kind=kind, calibration="platt")
+        model = SequenceRiskModel(kind=kind, calibration="platt", **params)
     else:
         # Platt scaling on the tuning split: monotone, so it leaves AUROC as it is (isotonic would tie
         # risks and, judged on the split it was fitted on, flatter the tuning figures)
-        model = TabularRiskModel(kind=kind, calibration="sigmoid", n_trials=n_trials if kind == "lightgbm" else 0)
+        model = TabularRiskModel(kind=kind, calibration="sigmoid", n_trials=n_trials if kind == "lightgbm" else 0,
+                                 model_params=params or None)
     t0 = time.perf_counter()
     model.fit(events, train, tuning_labels=tune, progress=progress)
     return model, time.perf_counter() - t0
@@ -174,6 +176,9 @@ def main(argv=None):
                    help="rerun MEDS-Tab even if its results for these labels are cached (it takes the better part of an hour)")
     p.add_argument("--report", default="held_out", choices=["tuning", "held_out"],
                    help="the split the table reports (choose on tuning; report held_out once)")
+    p.add_argument("--params", type=json.loads, default={},
+                   help='JSON: parameters per model kind, e.g. \'{"record": {"n_last_values": 32}}\' (tabular '
+                        "kinds take their estimator's params)")
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--json", type=Path, help="write every figure here as JSON")
     args = p.parse_args(argv)
@@ -205,8 +210,12 @@ def main(argv=None):
     results = {"featurize_seconds": featurize_s, "rows": int(len(labels)), "models": {}}
     for kind in filter(None, args.models.split(",")):
         say(f"--- twinml {kind}")
-        model, fit_s = fit_twinml(kind, events, task, labels, n_trials=args.n_trials, progress=say)
+        model, fit_s = fit_twinml(kind, events, task, labels, n_trials=args.n_trials, progress=say,
+                                  params=args.params.get(kind))
         risks = model.predict_risk(events, report[["subject_id", "prediction_time"]])
+        best = getattr(model, "best_epoch_", None)
+        if best is not None:
+            say(f"twinml {kind}: best epoch {best}, tuning loss {min(h['tuning_loss'] for h in model.history_):.5f}")
         results["models"][f"twinml {kind}"] = {"fit_seconds": fit_s,
                                                "metrics": score(report, risks, columns, n_boot=args.n_boot)}
         say(f"twinml {kind}: fit {fit_s:.1f}s")
