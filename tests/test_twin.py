@@ -1,5 +1,6 @@
 """The living twin: a saved state, advanced over new events, equals a full rescore of the whole history."""
 
+import json
 import re
 
 import numpy as np
@@ -116,14 +117,22 @@ def test_a_late_event_refuses_its_subject_and_leaves_the_rest_advancing(model, p
     assert touched["status"].tolist() == [EARLIER_AS_OF]
 
 
-def test_a_state_of_another_architecture_or_a_non_record_model_is_refused(model, events, labels, panel):
+def test_a_state_of_another_architecture_or_a_non_record_model_is_refused(model, events, labels, panel, tmp_path):
     from twinml.models import TabularRiskModel
 
-    other = RecordRiskModel(**{**SMALL, "n_last_values": 2, "max_epochs": 1}).fit(events, split_rows(labels, "train"))
+    other = RecordRiskModel(**{**SMALL, "n_last_values": 0, "max_epochs": 1}).fit(events, split_rows(labels, "train"))
     state, _ = advance(other, TwinState.empty(other), window(panel, None, CUTS[0]), CUTS[0])
-    with pytest.raises(ConfigError, match=r"^twin state: field 'last_value' has shape \(2,\) float32, but this "
+    with pytest.raises(ConfigError, match=r"^twin state: field 'last_value' has shape \(0,\) float32, but this "
                                           r"model's state has \(4,\) float32: the state is from another model\.$"):
         advance(model, state, window(panel, CUTS[0], CUTS[1]), CUTS[1])
+    # a state without read-out codes (fields of width 0) goes through its files too
+    from twinml.scoring import _twin as store
+
+    identity = {"model_name": None, "model_version": None, "model_digest": "e" * 64}
+    store.write_state(state, tmp_path, identity, base=True)
+    back = store.read_state(tmp_path, other, identity)
+    assert back.last_value.shape == (len(state), 0)
+    np.testing.assert_array_equal(back.hidden, state.hidden)
     tab = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"))
     with pytest.raises(ConfigError, match=r"^advance: needs a whole-record model \(model.kind: record\); this "
                                           r"model is TabularRiskModel, which keeps no state to continue from\.$"):
@@ -172,6 +181,12 @@ def served(tmp_path_factory):
     return root, uri
 
 
+def _part(path):
+    import pyarrow as pa
+
+    return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all().to_pandas()
+
+
 def _cli(*args):
     from typer.testing import CliRunner
 
@@ -190,7 +205,9 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
     r = _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", root / "s1.parquet",
              "--state", root / "state")
     assert r.exit_code == 0, r.output
-    before = pq.read_table(root / "state" / "twin_state.parquet").to_pandas()
+    base = json.loads((root / "state" / "manifest.json").read_text())["parts"]
+    base_bytes = (root / "state" / base[0]["file"]).read_bytes()
+    before = _part(root / "state" / base[0]["file"])
     r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
              "--out", root / "u.parquet")
     assert r.exit_code == 0, r.output
@@ -207,9 +224,12 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
     meta = read_score_metadata(root / "u.parquet")
     assert meta["advanced"] == len(upd) and meta["refused"] == 0 and meta["model_version"] == "1"
     assert meta["subjects_in_state"] == meta["subjects_touched"] + (before["subject_id"].isin(touched) == False).sum()  # noqa: E712
-    after = pq.read_table(root / "state" / "twin_state.parquet").to_pandas()
-    still = before[~before["subject_id"].isin(touched)].set_index("subject_id")
-    pd.testing.assert_frame_equal(after.set_index("subject_id").loc[still.index], still)  # untouched: as they were
+    # the base is left byte for byte; the update part holds exactly the advanced subjects
+    parts = json.loads((root / "state" / "manifest.json").read_text())["parts"]
+    assert [p["file"] for p in parts[:1]] == [base[0]["file"]] and len(parts) == 2 and not parts[1]["base"]
+    assert (root / "state" / base[0]["file"]).read_bytes() == base_bytes
+    delta = _part(root / "state" / parts[1]["file"])
+    assert sorted(delta["subject_id"]) == sorted(touched) and len(delta) < len(before)
 
     # the same events again are all late: every subject refused, its state kept, and the CLI says so
     r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
@@ -217,7 +237,7 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
     assert r.exit_code == 0 and "refused" in r.output, r.output
     again = pq.read_table(root / "u.parquet").to_pandas()
     assert again["status"].str.startswith("refused: an event at or before").all()
-    pd.testing.assert_frame_equal(pq.read_table(root / "state" / "twin_state.parquet").to_pandas(), after)
+    assert json.loads((root / "state" / "manifest.json").read_text())["parts"] == parts  # nothing absorbed
 
 
 def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
@@ -229,7 +249,7 @@ def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
     state = tmp_path / "state"
     assert _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", tmp_path / "s.parquet",
                 "--state", state).exit_code == 0
-    before = (state / "twin_state.parquet").read_bytes()
+    before = {f.name: f.read_bytes() for f in state.iterdir()}
     new = pd.read_parquet(root / "new" / "data" / "0.parquet")
     unsorted = _write_events(new.iloc[::-1], tmp_path / "unsorted")
     bad_dtype = tmp_path / "bad_dtype" / "data"
@@ -245,7 +265,7 @@ def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
         r = _cli("update", *model, "--state", state, "--events", events_dir, "--as-of", T2, "--out", tmp_path / "u.parquet")
         assert r.exit_code == 2, r.output
         assert re.match(message, " ".join(r.output.split())), r.output
-        assert not (tmp_path / "u.parquet").exists() and (state / "twin_state.parquet").read_bytes() == before
+        assert not (tmp_path / "u.parquet").exists() and {f.name: f.read_bytes() for f in state.iterdir()} == before
     r = _cli("update", *model, "--state", tmp_path / "nowhere", "--events", root / "new", "--as-of", T2,
              "--out", tmp_path / "u.parquet")
     assert r.exit_code == 2 and "no twin state here" in r.output, r.output
@@ -256,7 +276,47 @@ def test_a_state_from_another_model_version_is_refused(served, model):
 
     root, _ = served
     identity = {"model_name": "twin-risk", "model_version": "2", "model_digest": "0" * 64}
-    with pytest.raises(ConfigError, match=r"twin_state.parquet: this twin state was made by twin-risk version 1 "
+    with pytest.raises(ConfigError, match=r"manifest.json: this twin state was made by twin-risk version 1 "
                                           r"\(parameters [0-9a-f]{12}\), not by twin-risk version 2 \(parameters "
                                           r"000000000000\); a state is only advanced by the model that made it"):
         read_state(root / "state", model, identity)
+
+
+def test_updates_compact_into_a_new_base_and_the_merged_state_is_the_same(served, model, panel, tmp_path, monkeypatch):
+    """Update parts accumulate until COMPACT_AFTER; the next update writes one base of every subject's
+    latest row. Reading the parts merged gives the same state either way, and a failed write
+    (here: the scores cannot be written) leaves the old manifest and no stray part."""
+    from twinml.scoring import _twin as store
+
+    identity = {"model_name": None, "model_version": None, "model_digest": "d" * 64}
+    state, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[0]), CUTS[0])
+    store.write_state(state, tmp_path, identity, base=True)
+    for k in (1, 2):
+        held = state.subject_id
+        state, touched = advance(model, state, window(panel, CUTS[k - 1], CUTS[k]), CUTS[k])
+        adv = np.sort(touched["subject_id"].to_numpy(np.int64))
+        store.write_state(state.take(np.searchsorted(state.subject_id, adv)), tmp_path, identity, base=False,
+                          new_subjects=int((~np.isin(adv, held)).sum()))
+    manifest = store.read_state_metadata(tmp_path)
+    assert [p["base"] for p in manifest["parts"]] == [True, False, False] and manifest["subjects"] == len(state)
+    merged = store.read_state(tmp_path, model, identity)
+    for f in ("subject_id", "hidden", "last_visit", "digest", "traits", "last_value_time"):
+        np.testing.assert_array_equal(getattr(merged, f), getattr(state, f))
+    # reading only some subjects' rows (as an update does) gives their latest rows; unknown ids are skipped
+    some = np.r_[state.subject_id[::7], -5]
+    part = store.read_state(tmp_path, model, identity, subjects=some)
+    np.testing.assert_array_equal(part.subject_id, state.subject_id[::7])
+    np.testing.assert_array_equal(part.hidden, state.hidden[::7])
+    monkeypatch.setattr(store, "COMPACT_AFTER", 2)
+    assert store.needs_compaction(manifest)
+    store.write_state(merged, tmp_path, identity, base=True)
+    assert len(list(tmp_path.glob("part-*.arrow"))) == 1
+    np.testing.assert_array_equal(store.read_state(tmp_path, model, identity).hidden, state.hidden)
+
+    def fail():
+        raise OSError("disk full")
+
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    with pytest.raises(OSError, match="disk full"):
+        store.write_state(merged, tmp_path, identity, base=False, then=fail)
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before

@@ -173,13 +173,13 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     states = None
     if state_dir is not None:
-        from ._twin import STATE_FILE
+        from ._twin import MANIFEST
 
         if engine != "local":
             raise ConfigError(f"score: a twin state (state_dir) is saved by the local engine only; got engine {engine!r}.")
-        if (Path(state_dir) / STATE_FILE).exists() and not overwrite:
-            raise FileExistsError(f"{Path(state_dir) / STATE_FILE} exists; pass overwrite=True (CLI: --overwrite) "
-                                  "to replace it.")
+        if (Path(state_dir) / MANIFEST).exists() and not overwrite:
+            raise FileExistsError(f"{Path(state_dir) / MANIFEST} exists (a twin state); pass overwrite=True "
+                                  "(CLI: --overwrite) to replace it.")
         states = []
     files = data_files(events_dir)
     t0 = time.perf_counter()
@@ -215,7 +215,8 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         from ._twin import _model_identity, write_state
 
         state = TwinState.concat(states).sorted() if states else TwinState.empty(loaded.model)
-        write_state(state, state_dir, _model_identity(loaded), then=lambda: _write_atomic(scores, out, report))
+        write_state(state, state_dir, _model_identity(loaded), base=True,
+                    then=lambda: _write_atomic(scores, out, report))
         say(f"twin state of {len(state):,} subjects -> {Path(state_dir)}")
     report.seconds = time.perf_counter() - t0
     say(f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "

@@ -1,11 +1,17 @@
 """The living twin's files: a panel's twin state saved by ``twinml score --state``, advanced by
 ``twinml update`` over the events that arrived since, without reading the old ones.
 
-The state is one Parquet file per directory (``twin_state.parquet``), one row per subject, sorted by
-subject, with the model it belongs to (name, version and a digest of its parameters) in the file's
-metadata. An update writes the new scores and the new state beside their targets and renames them
-into place; a crash leaves the old state and no scores file. A state is only advanced by the model
-that made it.
+A state directory holds ``manifest.json`` and the part files it lists, oldest first (Arrow IPC
+files, uncompressed, so an update memory-maps them and reads only its subjects' rows): the
+base written by ``score --state`` (one row per subject) and one part per update holding only the
+subjects that update advanced (a later row of a subject supersedes earlier ones). So an update
+writes in proportion to what changed, and every other subject's row is left as it was, byte for
+byte. The manifest names the model the state belongs to (name, version and a digest of its
+parameters) and is the commit point: a part is written first, the scores next, and the manifest
+is replaced last, atomically; a crash before that leaves the old state (an unlisted part file is
+ignored and removed by the next write). When the update parts outgrow the base
+(:data:`COMPACT_AFTER` parts, or more rows than the base), the update writes one new base instead.
+A state is only advanced by the model that made it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -25,10 +32,10 @@ from .._arrays import NAT
 from .._validation import ConfigError, MEDSValidationError
 from ._score import _EVENT_COLUMNS, NO_EVENTS, SCORED, _as_frame, _write_atomic, data_files
 
-__all__ = ["STATE_FILE", "UpdateReport", "write_state", "read_state", "update", "score_with_state"]
+__all__ = ["MANIFEST", "COMPACT_AFTER", "UpdateReport", "write_state", "read_state", "update", "score_with_state"]
 
-STATE_FILE = "twin_state.parquet"
-_META_KEY = b"twinml.twin_state"
+MANIFEST = "manifest.json"
+COMPACT_AFTER = 16  # update parts before the next update writes a new base
 _FORMAT = 1
 _TIME_FIELDS = ("last_visit", "birth", "as_of")
 
@@ -39,11 +46,7 @@ def _model_identity(loaded) -> dict:
     return {"model_name": loaded.name, "model_version": loaded.version, "model_digest": model_digest(loaded.model)}
 
 
-def write_state(state, directory, identity: dict, *, then=None) -> Path:
-    """Write ``state`` to ``directory/twin_state.parquet`` atomically: to a temporary file beside it,
-    then (after ``then()``, if given: e.g. writing the scores that go with it) renamed into place.
-    If anything fails, the old state stays and the temporary file is removed."""
-    directory = Path(directory)
+def _table(state) -> pa.Table:
     cols = {"subject_id": pa.array(state.subject_id, pa.int64())}
     for f in fields(state):
         a = getattr(state, f.name)
@@ -53,52 +56,90 @@ def write_state(state, directory, identity: dict, *, then=None) -> Path:
             cols[f.name] = pa.array(a, pa.int64(), mask=a == NAT).cast(pa.timestamp("us"))
         elif a.ndim == 1:
             cols[f.name] = pa.array(a)
+        elif int(np.prod(a.shape[1:])) == 0:
+            continue  # a field of width 0 (e.g. no read-out codes): its shape in the manifest is enough
         else:  # per-subject vectors: fixed-size lists (timestamps of readings as int64 µs, NAT for none)
             flat = np.ascontiguousarray(a).reshape(-1)
             cols[f.name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), int(np.prod(a.shape[1:])))
-    table = pa.table(cols)
-    meta = {"format": _FORMAT, **identity,
-            "shapes": {f.name: list(getattr(state, f.name).shape[1:]) for f in fields(state)}}
-    table = table.replace_schema_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    return pa.table(cols)
+
+
+def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None) -> dict:
+    """Write ``rows`` (a :class:`~twinml.models._twin.TwinState`, sorted by subject) as a new part of
+    the state in ``directory``: the whole new base (``base=True``) or an update part (``new_subjects``
+    of its rows are subjects the state did not hold), then run ``then()`` (e.g. write the scores
+    that go with it) and commit by replacing the manifest. On any failure the old manifest stands
+    and the new part is removed. Returns the new manifest."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    out = directory / STATE_FILE
-    tmp = directory / f".{STATE_FILE}.partial-{os.getpid()}"
+    old = _read_manifest(directory) if (directory / MANIFEST).exists() and not base else None
+    name = f"part-{uuid.uuid4().hex[:16]}.arrow"
+    parts = ([] if old is None else old["parts"]) + [{"file": name, "rows": len(rows), "base": base}]
+    n_subjects = len(rows) if base else (old["subjects"] if old else 0) + int(new_subjects)
+    manifest = {"format": _FORMAT, **identity, "parts": parts, "subjects": n_subjects,
+                "shapes": {f.name: list(getattr(rows, f.name).shape[1:]) for f in fields(rows)}}
+    tmp = directory / f".{MANIFEST}.partial-{os.getpid()}"
+    done = False
     try:
-        pq.write_table(table, tmp)
+        table = _table(rows)
+        with pa.OSFile(str(directory / name), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=max(len(rows), 1))
         if then is not None:
             then()
-        os.replace(tmp, out)
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        os.replace(tmp, directory / MANIFEST)
+        done = True
     finally:
         if tmp.exists():
             tmp.unlink()
-    return out
+        if not done and (directory / name).exists():
+            (directory / name).unlink()
+    listed = {p["file"] for p in parts}
+    for f in directory.glob("part-*.arrow"):  # superseded bases' parts and leftovers of failed writes
+        if f.name not in listed:
+            f.unlink()
+    return manifest
+
+
+def _read_manifest(directory) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no twin state here (make one with `twinml score ... --state {directory}`).")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not a twinml twin state manifest ({e}).") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT or not manifest.get("parts"):
+        raise ConfigError(f"{path}: not a twinml twin state manifest (format {_FORMAT} expected).")
+    return manifest
 
 
 def read_state_metadata(directory) -> dict:
-    path = Path(directory) / STATE_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no twin state here (make one with `twinml score ... --state {directory}`).")
-    meta = pq.read_schema(path).metadata or {}
-    if _META_KEY not in meta:
-        raise ConfigError(f"{path}: not a twinml twin state (no {_META_KEY.decode()} metadata).")
-    return json.loads(meta[_META_KEY])
+    """The state's manifest: the model it belongs to, its parts and the shape of each field."""
+    return _read_manifest(directory)
 
 
-def read_state(directory, model, identity: dict | None = None):
-    """The state in ``directory``, refused unless ``identity`` (the loaded model's) matches its maker."""
+def needs_compaction(manifest) -> bool:
+    parts = manifest["parts"]
+    updates = [p for p in parts if not p["base"]]
+    return len(updates) >= COMPACT_AFTER or sum(p["rows"] for p in updates) > parts[0]["rows"]
+
+
+def _part(directory, part) -> pa.Table:
+    """A part file, memory-mapped (zero-copy: only the rows taken are read from disk)."""
+    return pa.ipc.open_file(pa.memory_map(str(Path(directory) / part["file"]), "r")).read_all()
+
+
+def _to_state(table: pa.Table, meta: dict, model):
     from ..models._twin import TwinState
 
-    path = Path(directory) / STATE_FILE
-    meta = read_state_metadata(directory)
-    if identity is not None and meta.get("model_digest") != identity["model_digest"]:
-        made = _describe(meta)
-        raise ConfigError(f"{path}: this twin state was made by {made}, not by {_describe(identity)}; a state is "
-                          "only advanced by the model that made it (rescore the panel with --state to start one).")
-    table = pq.read_table(path)
     arrays = {}
     for f in fields(TwinState):
-        col = table.column(f.name).combine_chunks()
         shape = meta["shapes"][f.name]
+        if shape and int(np.prod(shape)) == 0:
+            arrays[f.name] = np.zeros((table.num_rows, *shape), getattr(TwinState.empty(model), f.name).dtype)
+            continue
+        col = table.column(f.name).combine_chunks()
         if f.name in _TIME_FIELDS:
             arrays[f.name] = np.where(col.is_null().to_numpy(zero_copy_only=False), NAT,
                                       col.cast(pa.int64()).fill_null(0).to_numpy())
@@ -106,7 +147,38 @@ def read_state(directory, model, identity: dict | None = None):
             arrays[f.name] = col.values.to_numpy().reshape(-1, *shape)
         else:
             arrays[f.name] = col.to_numpy()
-    state = TwinState(**arrays)
+    return TwinState(**arrays)
+
+
+def read_state(directory, model, identity: dict | None = None, *, subjects=None):
+    """The state in ``directory`` (its parts merged: each subject's latest row), refused unless
+    ``identity`` (the loaded model's) is the model that made it. With ``subjects``, only their rows
+    (those the state holds), read by position from the memory-mapped parts."""
+    from ..models._twin import TwinState
+
+    path = Path(directory) / MANIFEST
+    meta = _read_manifest(directory)
+    if identity is not None and meta.get("model_digest") != identity["model_digest"]:
+        raise ConfigError(f"{path}: this twin state was made by {_describe(meta)}, not by {_describe(identity)}; a "
+                          "state is only advanced by the model that made it (rescore the panel with --state to "
+                          "start one).")
+    want = None if subjects is None else np.unique(np.asarray(subjects, np.int64))
+    pieces = []
+    for part in meta["parts"]:
+        table = _part(directory, part)
+        if want is not None:
+            sid = table.column("subject_id").to_numpy()  # sorted within a part
+            pos = np.searchsorted(sid, want)
+            hit = pos < sid.size
+            hit[hit] = sid[pos[hit]] == want[hit]
+            table = table.take(pa.array(pos[hit]))
+        pieces.append(_to_state(table, meta, model))
+    state = TwinState.concat(pieces) if len(pieces) > 1 else pieces[0]
+    if len(pieces) > 1:  # each subject's latest row: parts are in order, rows within a part unique
+        order = np.argsort(state.subject_id, kind="stable")
+        sid = state.subject_id[order]
+        last = np.r_[sid[1:] != sid[:-1], True] if sid.size else np.zeros(0, bool)
+        state = state.take(order[last])
     state.check_fits(model, where=str(path))
     return state
 
@@ -224,7 +296,7 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
     Parameters
     ----------
     model_uri : the model that made the state (its parameters must match).
-    state_dir : directory holding ``twin_state.parquet`` (from ``score(..., state_dir=...)``).
+    state_dir : a twin state directory (from ``score(..., state_dir=...)``); advanced in place.
     events_dir : MEDS directory of the events since the state was saved (only these are read).
     as_of : the time to advance to; later events are not read.
     out : Parquet scores of the touched subjects: ``status`` is ``scored``, ``no events before as-of`` or
@@ -240,33 +312,50 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    read_state_metadata(state_dir)  # a missing state fails before the model is loaded
+    manifest = read_state_metadata(state_dir)  # a missing state fails before the model is loaded
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
     check_record_model(loaded.model, "update")
     identity = _model_identity(loaded)
-    state = read_state(state_dir, loaded.model, identity)
     events, n_read = read_new_events(events_dir)
     t = events["time"].to_numpy("datetime64[us]")
     n_after = int((~np.isnat(t) & (t > as_of_ts.to_datetime64())).sum())
-    say(f"twin state: {len(state):,} subjects; {n_read:,} new events ({n_after:,} after {as_of_ts} not read)")
-    new_state, touched = advance(loaded.model, state, events, as_of_ts)
+    # only the rows of the subjects the new events name are read from the state
+    prior = read_state(state_dir, loaded.model, identity, subjects=events["subject_id"].to_numpy(np.int64))
+    say(f"twin state: {manifest['subjects']:,} subjects, {len(prior):,} of them in the new events; {n_read:,} new "
+        f"events ({n_after:,} after {as_of_ts} not read)")
+    new_state, touched = advance(loaded.model, prior, events, as_of_ts)
     scores = _scores_from_state(loaded.model, new_state, touched, as_of_ts)
     scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
     scores["model_version"] = loaded.version or ""
     refused = int((touched["status"] != "").sum())
-    new = int((~np.isin(touched["subject_id"].to_numpy(np.int64), state.subject_id)).sum())
+    is_new = ~np.isin(touched["subject_id"].to_numpy(np.int64), prior.subject_id)
+    new = int(is_new.sum())
+    advanced = np.sort(touched["subject_id"].to_numpy(np.int64)[touched["status"].to_numpy(object) == ""])
+    new_advanced = int((is_new & (touched["status"].to_numpy(object) == "")).sum())
     report = UpdateReport(out, Path(state_dir), model_uri, loaded.name, loaded.version, as_of_ts.isoformat(),
-                          data_fingerprint(events_dir), n_read, n_after, len(new_state), len(touched),
-                          len(touched) - refused, new, refused, 0.0)
+                          data_fingerprint(events_dir), n_read, n_after, manifest["subjects"] + new_advanced,
+                          len(touched), len(touched) - refused, new, refused, 0.0)
     if report.advanced + report.refused != report.subjects_touched:
         raise RuntimeError("update: subjects touched != advanced + refused")
-    # the new state is complete beside the old before the scores are written; it replaces the old
-    # only once they are (a failure in between leaves the old state, which the same update can redo)
-    write_state(new_state, state_dir, identity, then=lambda: _write_atomic(scores, out, report))
+    # the new part is written first, the scores next, the manifest last (the commit): a failure on
+    # the way leaves the old state, which the same update can redo
+    rows = new_state.take(np.searchsorted(new_state.subject_id, advanced))
+    compact = needs_compaction(manifest)
+    if compact:  # the whole state, each subject's latest row, as one new base
+        from ..models._twin import TwinState
+
+        whole = read_state(state_dir, loaded.model, identity)
+        keep = ~np.isin(whole.subject_id, rows.subject_id)
+        rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
+    if advanced.size or compact:
+        write_state(rows, state_dir, identity, base=compact, new_subjects=new_advanced,
+                    then=lambda: _write_atomic(scores, out, report))
+    else:
+        _write_atomic(scores, out, report)
     report.seconds = time.perf_counter() - t0
     say(f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new:,} new), "
         f"{report.refused:,} refused; {report.subjects_in_state - report.subjects_touched:,} untouched -> {out} "
-        f"({report.seconds:.1f}s)")
+        f"({report.seconds:.1f}s)" + ("; state compacted into a new base" if compact else ""))
     return report
 
 
