@@ -9,7 +9,7 @@ import pytest
 
 from twinml._validation import ConfigError
 from twinml.models import RecordRiskModel
-from twinml.models._twin import EARLIER_AS_OF, LATE_EVENT
+from twinml.models._twin import EARLIER_AS_OF, LATE_EVENT, STATIC_AGAIN
 from twinml.scoring import TwinState, advance, state_risks
 
 from .conftest import split_rows
@@ -108,9 +108,15 @@ def test_a_late_event_refuses_its_subject_and_leaves_the_rest_advancing(model, p
     same = batch[batch["subject_id"] == victim].iloc[[-1]].assign(time=last)
     _, touched = advance(model, state, same, CUTS[2])
     assert touched["status"].tolist() == [LATE_EVENT]
+    # static rows for a subject the state holds: its traits were read with its first events
+    static = panel[(panel["subject_id"] == victim) & panel["time"].isna()]
+    assert len(static)
+    _, touched = advance(model, state, static.reset_index(drop=True), CUTS[2])
+    assert touched["status"].tolist() == [STATIC_AGAIN]
     # and a state cannot be moved back in time: an event after its last visit, read at a time before
     # the state's as-of (the state already holds that later time)
-    r = int(np.argmin(new.last_visit))
+    has = np.flatnonzero(new.last_visit != np.iinfo(np.int64).min)
+    r = int(has[np.argmin(new.last_visit[has])])
     after = pd.Timestamp(int(new.last_visit[r]), unit="us") + pd.Timedelta(days=1)
     event = panel[panel["subject_id"] == new.subject_id[r]].iloc[[-1]].assign(time=after)
     _, touched = advance(model, new, event, after + pd.Timedelta(days=1))
@@ -215,7 +221,8 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
     assert r.exit_code == 0, r.output
     upd = pq.read_table(root / "u.parquet").to_pandas().set_index("subject_id")
     full = pq.read_table(root / "full.parquet").to_pandas().set_index("subject_id")
-    cols = [c for c in full.columns if c.endswith("d") and c[0].isalpha() and "_" in c and c != "model_version"]
+    cols = [c for c in full.columns if c not in ("status", "model_version")]
+    assert len(cols) == 6  # three outcomes x two horizons
     touched = pd.read_parquet(root / "new" / "data" / "0.parquet")["subject_id"].unique()
     assert set(upd.index) == set(touched) and len(upd) < len(full)  # only subjects with new events
     scored = upd[upd["status"] == SCORED]
@@ -231,13 +238,60 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
     delta = _part(root / "state" / parts[1]["file"])
     assert sorted(delta["subject_id"]) == sorted(touched) and len(delta) < len(before)
 
-    # the same events again are all late: every subject refused, its state kept, and the CLI says so
+    # the same events again: refused as a whole (the update already committed), nothing written
+    out_bytes = (root / "u.parquet").read_bytes()
     r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
              "--out", root / "u.parquet", "--overwrite")
-    assert r.exit_code == 0 and "refused" in r.output, r.output
-    again = pq.read_table(root / "u.parquet").to_pandas()
-    assert again["status"].str.startswith("refused: an event at or before").all()
-    assert json.loads((root / "state" / "manifest.json").read_text())["parts"] == parts  # nothing absorbed
+    assert r.exit_code == 2 and "were already absorbed into the twin state" in " ".join(r.output.split()), r.output
+    assert json.loads((root / "state" / "manifest.json").read_text())["parts"] == parts
+    assert (root / "u.parquet").read_bytes() == out_bytes
+
+
+def test_cli_update_reports_events_after_as_of_and_refuses_late_ones(served, tmp_path):
+    """Read at an earlier as-of, subjects whose new events all come later are reported, not advanced;
+    sending the same directory again at the later as-of refuses the subjects already advanced (their
+    earlier events are now late) and advances the rest."""
+    import pyarrow.parquet as pq
+
+    from twinml.models._twin import LATE_EVENT
+    from twinml.scoring._twin import NOT_YET
+
+    root, uri = served
+    model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
+    state = tmp_path / "state"
+    assert _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", tmp_path / "s.parquet",
+                "--state", state).exit_code == 0
+    mid = "2011-12-31"
+    r = _cli("update", *model, "--state", state, "--events", root / "new", "--as-of", mid, "--out", tmp_path / "u1.parquet")
+    assert r.exit_code == 0 and "after --as-of and were not absorbed" in " ".join(r.output.split()), r.output
+    u1 = pq.read_table(tmp_path / "u1.parquet").to_pandas().set_index("subject_id")
+    assert (u1["status"] == NOT_YET).any() and (u1["status"] == "scored").any()
+    r = _cli("update", *model, "--state", state, "--events", root / "new", "--as-of", T2, "--out", tmp_path / "u2.parquet")
+    assert r.exit_code == 0, r.output
+    u2 = pq.read_table(tmp_path / "u2.parquet").to_pandas().set_index("subject_id")
+    advanced_before = u1.index[u1["status"] == "scored"]
+    assert (u2.loc[advanced_before, "status"] == LATE_EVENT).all()
+    assert (u2.loc[u1.index[u1["status"] == NOT_YET], "status"] == "scored").all()
+
+
+def test_updates_compact_through_update(served, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from twinml.scoring import _twin as store
+    from twinml.scoring import update
+
+    root, uri = served
+    state = tmp_path / "state"
+    assert _cli("score", "--model", "models:/twin-risk/1", "--tracking-uri", uri, "--events", root / "first",
+                "--as-of", T1, "--out", tmp_path / "s.parquet", "--state", state).exit_code == 0
+    n_base = store.read_state_metadata(state)["subjects"]
+    monkeypatch.setattr(store, "COMPACT_AFTER", 0)
+    report = update("models:/twin-risk/1", state, root / "new", T2, tmp_path / "u.parquet", tracking_uri=uri)
+    manifest = store.read_state_metadata(state)
+    assert [p["base"] for p in manifest["parts"]] == [True] and len(list(state.glob("part-*.arrow"))) == 1
+    assert manifest["subjects"] == report.subjects_in_state == n_base + report.new_subjects
+    assert manifest["parts"][0]["rows"] == manifest["subjects"]
+    assert (pq.read_table(tmp_path / "u.parquet").to_pandas()["status"] == "scored").sum() > 100
 
 
 def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
@@ -271,15 +325,18 @@ def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
     assert r.exit_code == 2 and "no twin state here" in r.output, r.output
 
 
-def test_a_state_from_another_model_version_is_refused(served, model):
-    from twinml.scoring import read_state
+def test_a_state_from_another_model_version_is_refused(model, panel, tmp_path):
+    from twinml.models._twin import model_digest
+    from twinml.scoring import _twin as store
 
-    root, _ = served
+    state, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[0]), CUTS[0])
+    store.write_state(state, tmp_path, {"model_name": "twin-risk", "model_version": "1",
+                                        "model_digest": model_digest(model)}, base=True)
     identity = {"model_name": "twin-risk", "model_version": "2", "model_digest": "0" * 64}
     with pytest.raises(ConfigError, match=r"manifest.json: this twin state was made by twin-risk version 1 "
                                           r"\(parameters [0-9a-f]{12}\), not by twin-risk version 2 \(parameters "
                                           r"000000000000\); a state is only advanced by the model that made it"):
-        read_state(root / "state", model, identity)
+        store.read_state(tmp_path, model, identity)
 
 
 def test_updates_compact_into_a_new_base_and_the_merged_state_is_the_same(served, model, panel, tmp_path, monkeypatch):

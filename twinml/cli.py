@@ -215,7 +215,11 @@ def update(
                      progress=Progress(_console().print))
         if report.refused:
             _console().print(f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
-                             f"or an as-of before their state): their status in {out} says why; rescore them in full.")
+                             f"an as-of before their state, or static rows again): their status in {out} says why; "
+                             "rescore them in full.")
+        if report.events_after_as_of:
+            _console().print(f"{report.events_after_as_of:,} new events are after --as-of and were not absorbed "
+                             f"({report.not_yet:,} subjects had no earlier one): send them again with a later update.")
     _run(body)
 
 

@@ -27,13 +27,15 @@ from .._arrays import NAT, EventArrays, ragged_arange
 from .._validation import ConfigError
 from ._hazard import curve_frame, risk_curve
 
-__all__ = ["TwinState", "advance", "state_risks", "model_digest", "LATE_EVENT", "EARLIER_AS_OF"]
+__all__ = ["TwinState", "advance", "state_risks", "model_digest", "LATE_EVENT", "EARLIER_AS_OF", "STATIC_AGAIN"]
 
 _DAY_US = 86_400 * 1_000_000
 _YEAR_US = 365.25 * _DAY_US
 BIRTH = "MEDS_BIRTH"
 LATE_EVENT = "refused: an event at or before the last visit the state holds (rescore this subject in full)"
 EARLIER_AS_OF = "refused: as-of earlier than the state's (rescore this subject in full)"
+STATIC_AGAIN = ("refused: static rows (no time) for a subject the state already holds; its static traits were read "
+                "with its first events (rescore this subject in full if they changed)")
 
 
 @dataclass
@@ -121,6 +123,11 @@ def check_record_model(model, what="twin state"):
                           f"{type(model).__name__}, which keeps no state to continue from.")
 
 
+def events_digest(events: pd.DataFrame) -> str:
+    """An order-free digest of a batch of events (the sum of their hashes mod 2**64), hex."""
+    return f"{int(event_hashes(events).sum(dtype=np.uint64)) if len(events) else 0:016x}"
+
+
 def event_hashes(events: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each event's (subject_id, time, code, numeric_value)."""
     frame = pd.DataFrame({"subject_id": events["subject_id"].to_numpy(np.int64),
@@ -133,10 +140,12 @@ def event_hashes(events: pd.DataFrame) -> np.ndarray:
 def advance(model, state: TwinState, events: pd.DataFrame, as_of, *, batch_size: int = 256):
     """Continue ``state`` over ``events`` (MEDS rows, sorted by subject then time) up to ``as_of``.
 
-    Events after ``as_of`` are not read. Subjects not in ``state`` start from the empty record.
-    Returns ``(new_state, touched)``: the whole state (untouched subjects as they were, rows sorted
-    by subject) and a frame of the subjects ``events`` touched, with ``status`` ``""`` (advanced) or
-    one of :data:`LATE_EVENT`, :data:`EARLIER_AS_OF` (refused: state unchanged).
+    Events after ``as_of`` are not read (a later call can absorb them: they are after every visit
+    the state then holds). Subjects not in ``state`` start from the empty record. Returns
+    ``(new_state, touched)``: the whole state (untouched subjects as they were, rows sorted by
+    subject) and a frame of the subjects with events at or before ``as_of``, with ``status`` ``""``
+    (advanced) or one of :data:`LATE_EVENT`, :data:`EARLIER_AS_OF`, :data:`STATIC_AGAIN`
+    (refused: state unchanged).
     """
     check_record_model(model, "advance")
     state.check_fits(model)
@@ -163,7 +172,10 @@ def advance(model, state: TwinState, events: pd.DataFrame, as_of, *, batch_size:
     late = np.zeros(subjects.size, bool)
     late[rank[late_ev]] = True
     status[late] = LATE_EVENT
-    status[known & ~late & (stored("as_of", 0) > as_of_us)] = EARLIER_AS_OF
+    static_again = np.zeros(subjects.size, bool)
+    static_again[rank[(ev.time == NAT) & known[rank]]] = True
+    status[static_again & ~late] = STATIC_AGAIN
+    status[known & ~late & ~static_again & (stored("as_of", 0) > as_of_us)] = EARLIER_AS_OF
     ok = status == ""
     touched = pd.DataFrame({"subject_id": subjects, "status": status})
     if not ok.any():

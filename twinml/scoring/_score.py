@@ -152,9 +152,10 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
     engine : {"local", "spark"}
     subjects_per_slice : whole subjects scored at once by the local engine (bounds memory).
     spark_master, spark_partitions : Spark only (default ``local[*]``; partitions from the input size).
-    state_dir : also save each subject's twin state there (``twin_state.parquet``; a whole-record
-        model and the local engine only), for :func:`~twinml.scoring.update` to continue from. The
-        scores then come from that state (one pass; equal to the usual ones within 1e-5).
+    state_dir : also save each subject's twin state there (a manifest and an Arrow part file; a
+        whole-record model and the local engine only), for :func:`~twinml.scoring.update` to
+        continue from. The scores then come from that state (one pass; equal to the usual ones
+        within 1e-5).
     """
     from ..tracking import data_fingerprint, load_registered_model
 
@@ -214,9 +215,12 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         from ..models._twin import TwinState
         from ._twin import _model_identity, write_state
 
+        from ._twin import _Lock
+
         state = TwinState.concat(states).sorted() if states else TwinState.empty(loaded.model)
-        write_state(state, state_dir, _model_identity(loaded), base=True,
-                    then=lambda: _write_atomic(scores, out, report))
+        with _Lock(state_dir):
+            write_state(state, state_dir, _model_identity(loaded), base=True,
+                        then=lambda: _write_atomic(scores, out, report))
         say(f"twin state of {len(state):,} subjects -> {Path(state_dir)}")
     report.seconds = time.perf_counter() - t0
     say(f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "

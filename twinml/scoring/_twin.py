@@ -38,6 +38,7 @@ MANIFEST = "manifest.json"
 COMPACT_AFTER = 16  # update parts before the next update writes a new base
 _FORMAT = 1
 _TIME_FIELDS = ("last_visit", "birth", "as_of")
+NOT_YET = "not advanced: every new event is after as-of (send them again with a later update)"
 
 
 def _model_identity(loaded) -> dict:
@@ -64,7 +65,29 @@ def _table(state) -> pa.Table:
     return pa.table(cols)
 
 
-def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None) -> dict:
+class _Lock:
+    """An exclusive lock on a state directory for one writer at a time (``.lock``, created atomically)."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise ConfigError(f"{self.path}: another update or scoring run is writing this twin state (if none is, "
+                              "a run was killed: remove the file and rerun).") from None
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None,
+                events_digest: str | None = None) -> dict:
     """Write ``rows`` (a :class:`~twinml.models._twin.TwinState`, sorted by subject) as a new part of
     the state in ``directory``: the whole new base (``base=True``) or an update part (``new_subjects``
     of its rows are subjects the state did not hold), then run ``then()`` (e.g. write the scores
@@ -74,7 +97,8 @@ def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: in
     directory.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(directory) if (directory / MANIFEST).exists() and not base else None
     name = f"part-{uuid.uuid4().hex[:16]}.arrow"
-    parts = ([] if old is None else old["parts"]) + [{"file": name, "rows": len(rows), "base": base}]
+    parts = ([] if old is None else old["parts"]) + [{"file": name, "rows": len(rows), "base": base,
+                                                      "events_digest": events_digest}]
     n_subjects = len(rows) if base else (old["subjects"] if old else 0) + int(new_subjects)
     manifest = {"format": _FORMAT, **identity, "parts": parts, "subjects": n_subjects,
                 "shapes": {f.name: list(getattr(rows, f.name).shape[1:]) for f in fields(rows)}}
@@ -240,6 +264,7 @@ class UpdateReport:
     advanced: int
     new_subjects: int
     refused: int
+    not_yet: int
     seconds: float
 
     def to_dict(self) -> dict:
@@ -281,7 +306,7 @@ def read_new_events(events_dir) -> tuple[pd.DataFrame, int]:
     if len(frames) > 1:
         events["code"] = events["code"].astype(str).astype("category")
         sid = events["subject_id"].to_numpy(np.int64)
-        starts = sid[np.r_[True, sid[1:] != sid[:-1]]]
+        starts = sid[np.r_[True, sid[1:] != sid[:-1]]] if sid.size else sid
         if np.unique(starts).size != starts.size:
             dup = pd.Series(starts)[pd.Series(starts).duplicated()].iloc[0]
             raise MEDSValidationError(f"{events_dir}: subject_id {dup} appears in more than one data file; each "
@@ -299,11 +324,17 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
     state_dir : a twin state directory (from ``score(..., state_dir=...)``); advanced in place.
     events_dir : MEDS directory of the events since the state was saved (only these are read).
     as_of : the time to advance to; later events are not read.
-    out : Parquet scores of the touched subjects: ``status`` is ``scored``, ``no events before as-of`` or
-        a refusal (an event at or before the subject's last absorbed visit, or an as-of before the
-        subject's state), whose state is kept as it was.
+    out : Parquet scores of the subjects the new events name: ``status`` is ``scored``, ``no events
+        before as-of``, a refusal (an event at or before the subject's last absorbed visit, an as-of
+        before the subject's state, static rows for a subject the state holds), whose state is kept
+        as it was, or :data:`NOT_YET` (every new event after as-of).
+
+    Events after ``as_of`` are not absorbed: send them again with a later update. The same batch of
+    events twice (same order-free digest) is refused before anything is read or written, so an
+    update retried after it committed does nothing. One writer at a time: a ``.lock`` file in the
+    state directory.
     """
-    from ..models._twin import advance, check_record_model
+    from ..models._twin import advance, check_record_model, events_digest
     from ..tracking import data_fingerprint, load_registered_model
 
     say = progress or (lambda msg: None)
@@ -316,44 +347,58 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
     check_record_model(loaded.model, "update")
     identity = _model_identity(loaded)
-    events, n_read = read_new_events(events_dir)
-    t = events["time"].to_numpy("datetime64[us]")
-    n_after = int((~np.isnat(t) & (t > as_of_ts.to_datetime64())).sum())
-    # only the rows of the subjects the new events name are read from the state
-    prior = read_state(state_dir, loaded.model, identity, subjects=events["subject_id"].to_numpy(np.int64))
-    say(f"twin state: {manifest['subjects']:,} subjects, {len(prior):,} of them in the new events; {n_read:,} new "
-        f"events ({n_after:,} after {as_of_ts} not read)")
-    new_state, touched = advance(loaded.model, prior, events, as_of_ts)
-    scores = _scores_from_state(loaded.model, new_state, touched, as_of_ts)
-    scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
-    scores["model_version"] = loaded.version or ""
-    refused = int((touched["status"] != "").sum())
-    is_new = ~np.isin(touched["subject_id"].to_numpy(np.int64), prior.subject_id)
-    new = int(is_new.sum())
-    advanced = np.sort(touched["subject_id"].to_numpy(np.int64)[touched["status"].to_numpy(object) == ""])
-    new_advanced = int((is_new & (touched["status"].to_numpy(object) == "")).sum())
-    report = UpdateReport(out, Path(state_dir), model_uri, loaded.name, loaded.version, as_of_ts.isoformat(),
-                          data_fingerprint(events_dir), n_read, n_after, manifest["subjects"] + new_advanced,
-                          len(touched), len(touched) - refused, new, refused, 0.0)
-    if report.advanced + report.refused != report.subjects_touched:
-        raise RuntimeError("update: subjects touched != advanced + refused")
-    # the new part is written first, the scores next, the manifest last (the commit): a failure on
-    # the way leaves the old state, which the same update can redo
-    rows = new_state.take(np.searchsorted(new_state.subject_id, advanced))
-    compact = needs_compaction(manifest)
-    if compact:  # the whole state, each subject's latest row, as one new base
-        from ..models._twin import TwinState
+    with _Lock(state_dir):
+        manifest = read_state_metadata(state_dir)
+        events, n_read = read_new_events(events_dir)
+        t = events["time"].to_numpy("datetime64[us]")
+        upto = np.isnat(t) | (t <= as_of_ts.to_datetime64())
+        n_after = int((~upto).sum())
+        # the events this update would absorb; the same set again means the update already committed
+        digest = events_digest(events[upto]) if upto.any() else None
+        if digest is not None and any(p.get("events_digest") == digest for p in manifest["parts"]):
+            raise ConfigError(f"{events_dir}: its {int(upto.sum()):,} events up to {as_of_ts} were already absorbed "
+                              f"into the twin state in {Path(state_dir) / MANIFEST} (same events digest {digest}); "
+                              "nothing done.")
+        # only the rows of the subjects the new events name are read from the state
+        prior = read_state(state_dir, loaded.model, identity, subjects=events["subject_id"].to_numpy(np.int64))
+        say(f"twin state: {manifest['subjects']:,} subjects, {len(prior):,} of them in the new events; {n_read:,} "
+            f"new events ({n_after:,} after {as_of_ts} not read)")
+        new_state, touched = advance(loaded.model, prior, events, as_of_ts)
+        # subjects whose every new event is after as-of: reported, not advanced
+        named = pd.unique(events["subject_id"].to_numpy(np.int64))
+        later = np.setdiff1d(named, touched["subject_id"].to_numpy(np.int64))
+        scores = _scores_from_state(loaded.model, new_state, touched, as_of_ts)
+        if later.size:
+            scores = pd.concat([scores, pd.DataFrame({"subject_id": later, "status": NOT_YET})], ignore_index=True)
+        scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
+        scores["model_version"] = loaded.version or ""
+        status = touched["status"].to_numpy(object)
+        refused = int((status != "").sum())
+        is_new = ~np.isin(touched["subject_id"].to_numpy(np.int64), prior.subject_id)
+        advanced = np.sort(touched["subject_id"].to_numpy(np.int64)[status == ""])
+        new_advanced = int((is_new & (status == "")).sum())
+        report = UpdateReport(out, Path(state_dir), model_uri, loaded.name, loaded.version, as_of_ts.isoformat(),
+                              data_fingerprint(events_dir), n_read, n_after, manifest["subjects"] + new_advanced,
+                              len(touched), len(touched) - refused, new_advanced, refused, int(later.size), 0.0)
+        if report.advanced + report.refused != report.subjects_touched:
+            raise RuntimeError("update: subjects touched != advanced + refused")
+        # the new part is written first, the scores next, the manifest last (the commit): a failure on
+        # the way leaves the old state, which the same update can redo
+        rows = new_state.take(np.searchsorted(new_state.subject_id, advanced))
+        compact = needs_compaction(manifest)
+        if compact:  # the whole state, each subject's latest row, as one new base
+            from ..models._twin import TwinState
 
-        whole = read_state(state_dir, loaded.model, identity)
-        keep = ~np.isin(whole.subject_id, rows.subject_id)
-        rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
-    if advanced.size or compact:
-        write_state(rows, state_dir, identity, base=compact, new_subjects=new_advanced,
-                    then=lambda: _write_atomic(scores, out, report))
-    else:
-        _write_atomic(scores, out, report)
+            whole = read_state(state_dir, loaded.model, identity)
+            keep = ~np.isin(whole.subject_id, rows.subject_id)
+            rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
+        if advanced.size or compact:
+            write_state(rows, state_dir, identity, base=compact, new_subjects=new_advanced, events_digest=digest,
+                        then=lambda: _write_atomic(scores, out, report))
+        else:
+            _write_atomic(scores, out, report)
     report.seconds = time.perf_counter() - t0
-    say(f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new:,} new), "
+    say(f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new_advanced:,} new), "
         f"{report.refused:,} refused; {report.subjects_in_state - report.subjects_touched:,} untouched -> {out} "
         f"({report.seconds:.1f}s)" + ("; state compacted into a new base" if compact else ""))
     return report
