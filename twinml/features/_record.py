@@ -18,7 +18,7 @@ import pandas as pd
 from .._arrays import NAT, ragged_arange, segment_bounds
 from ._sequence import SequenceData, SequenceFeaturizer
 
-__all__ = ["RecordFeaturizer", "RecordData"]
+__all__ = ["RecordFeaturizer", "RecordData", "last_readings", "last_value_features"]
 
 _DAY_US = 86_400 * 1_000_000
 _YEAR_US = 365.25 * _DAY_US
@@ -106,19 +106,8 @@ class RecordFeaturizer(SequenceFeaturizer):
     @staticmethod
     def _last_values(base, codes) -> np.ndarray:
         """Per row and code: the last reading in the row's ``[lo, hi)`` (value, 1, log1p(days since) / 5),
-        zeros where there is none. One searchsorted per code over all rows."""
-        out = np.zeros((base.lo.size, 3 * codes.size), np.float32)
-        for k, c in enumerate(codes):
-            pos = np.flatnonzero((base.code == c) & (base.has_value > 0))
-            i = np.searchsorted(pos, base.hi) - 1
-            ok = (i >= 0) & (base.hi > base.lo)
-            ok[ok] = pos[i[ok]] >= base.lo[ok]
-            p = pos[i[ok]]
-            out[ok, 3 * k] = base.value[p]
-            out[ok, 3 * k + 1] = 1.0
-            days = np.maximum((base.prediction_time[ok] - base.time[p]) / _DAY_US, 0.0)
-            out[ok, 3 * k + 2] = np.log1p(days) / 5.0
-        return out
+        zeros where there is none."""
+        return last_value_features(*last_readings(base, codes), base.prediction_time)
 
     def transform(self, events: pd.DataFrame, index: pd.DataFrame) -> RecordData:
         base, extra = self._encode(events, index)
@@ -150,3 +139,30 @@ class RecordFeaturizer(SequenceFeaturizer):
                           last_values=self._last_values(base, getattr(self, "last_value_codes_", np.empty(0, np.int32))))
 
 
+def last_readings(data, codes) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and code, the last normalised reading in the row's ``[lo, hi)`` and its time in µs
+    (``NAT``: none). One searchsorted per code over all rows."""
+    val = np.zeros((data.lo.size, codes.size), np.float32)
+    vtime = np.full((data.lo.size, codes.size), NAT, np.int64)
+    for k, c in enumerate(codes):
+        at = np.flatnonzero((data.code == c) & (data.has_value > 0))
+        i = np.searchsorted(at, data.hi) - 1
+        ok = (i >= 0) & (data.hi > data.lo)
+        ok[ok] = at[i[ok]] >= data.lo[ok]
+        q = at[i[ok]]
+        val[ok, k] = data.value[q]
+        vtime[ok, k] = data.time[q]
+    return val, vtime
+
+
+def last_value_features(val, vtime, prediction_time) -> np.ndarray:
+    """The readout of :func:`last_readings` at each row's prediction time: per code the value, whether
+    there is one, and log1p(days since) / 5 (zeros where there is none); float32 (n_rows, 3 * codes)."""
+    seen = vtime != NAT
+    out = np.zeros((val.shape[0], 3 * val.shape[1]), np.float32)
+    out[:, 0::3] = np.where(seen, val, 0.0)
+    out[:, 1::3] = seen
+    pt = np.broadcast_to(np.asarray(prediction_time, np.int64).reshape(-1, 1), vtime.shape)
+    days = np.maximum((pt - np.where(seen, vtime, pt)) / _DAY_US, 0.0)
+    out[:, 2::3] = np.where(seen, np.log1p(days) / 5.0, 0.0)
+    return out

@@ -25,6 +25,7 @@ import torch
 
 from .._arrays import NAT, EventArrays, ragged_arange
 from .._validation import ConfigError
+from ..features._record import last_readings, last_value_features
 from ._hazard import curve_frame, risk_curve
 
 __all__ = ["TwinState", "advance", "state_risks", "model_digest", "LATE_EVENT", "EARLIER_AS_OF", "STATIC_AGAIN"]
@@ -253,7 +254,7 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
                             n_visits=torch.from_numpy(n_vis[order]))
             hidden[order] = h.numpy().transpose(1, 0, 2)
 
-    val, vtime = _last_readings(data, f.last_value_codes_)
+    val, vtime = last_readings(data, f.last_value_codes_)
     seen = vtime != NAT
     ev = EventArrays(events)
     digest = np.zeros(n, np.uint64)
@@ -277,36 +278,14 @@ def _first_birth(events, n) -> np.ndarray:
     return birth
 
 
-def _last_readings(data, codes):
-    """Per row and code, the last normalised reading in ``[lo, hi)`` and its time (``NAT``: none)."""
-    val = np.zeros((data.lo.size, codes.size), np.float32)
-    vtime = np.full((data.lo.size, codes.size), NAT, np.int64)
-    for k, c in enumerate(codes):
-        at = np.flatnonzero((data.code == c) & (data.has_value > 0))
-        i = np.searchsorted(at, data.hi) - 1
-        ok = (i >= 0) & (data.hi > data.lo)
-        ok[ok] = at[i[ok]] >= data.lo[ok]
-        q = at[i[ok]]
-        val[ok, k] = data.value[q]
-        vtime[ok, k] = data.time[q]
-    return val, vtime
-
-
 def state_readout(model, state: TwinState, as_of_us: int):
     """The readout inputs of each state row at ``as_of_us`` (what :class:`RecordData`.batch gives a
     prediction row at that time): top-layer state, time since the last visit and last readings, static."""
     has = state.last_visit != NAT
     days = np.where(has, (as_of_us - state.last_visit) / _DAY_US, 0.0)
     gap = np.stack([np.log1p(np.maximum(days, 0.0)) / 5.0, (~has).astype(np.float64)], axis=1)
-    k = state.last_value.shape[1]
-    if k:
-        lv = np.zeros((len(state), 3 * k), np.float32)
-        seen = state.last_value_time != NAT
-        lv[:, 0::3] = np.where(seen, state.last_value, 0.0)
-        lv[:, 1::3] = seen.astype(np.float32)
-        vdays = np.maximum((as_of_us - state.last_value_time) / _DAY_US, 0.0)
-        lv[:, 2::3] = np.where(seen, np.log1p(np.where(seen, vdays, 0.0)) / 5.0, 0.0)
-        gap = np.concatenate([gap, lv], axis=1)
+    if state.last_value.shape[1]:
+        gap = np.concatenate([gap, last_value_features(state.last_value, state.last_value_time, as_of_us)], axis=1)
     static = np.zeros((len(state), state.traits.shape[1] + 2), np.float32)
     hb = state.birth != NAT
     static[:, 0] = np.where(hb, ((as_of_us - np.where(hb, state.birth, as_of_us)) / _YEAR_US).astype(np.float32), 0.0)
