@@ -9,7 +9,7 @@ import pytest
 
 from twinml._validation import ConfigError
 from twinml.models import RecordRiskModel
-from twinml.models._twin import EARLIER_AS_OF, LATE_EVENT, STATIC_AGAIN
+from twinml.models.twin import EARLIER_AS_OF, LATE_EVENT, STATIC_AGAIN
 from twinml.scoring import TwinState, advance, state_risks
 
 from .conftest import split_rows
@@ -253,7 +253,7 @@ def test_cli_update_reports_events_after_as_of_and_refuses_late_ones(served, tmp
     earlier events are now late) and advances the rest."""
     import pyarrow.parquet as pq
 
-    from twinml.models._twin import LATE_EVENT
+    from twinml.models.twin import LATE_EVENT
     from twinml.scoring._twin import NOT_YET
 
     root, uri = served
@@ -326,7 +326,7 @@ def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
 
 
 def test_a_state_from_another_model_version_is_refused(model, panel, tmp_path):
-    from twinml.models._twin import model_digest
+    from twinml.models.twin import model_digest
     from twinml.scoring import _twin as store
 
     state, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[0]), CUTS[0])

@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
-from ._hazard import HazardCalibrator, curve_frame, hazard_targets, parse_label_columns, risk_curve
+from ._hazard import HazardCalibrator, calibrated_curve, curve_frame, hazard_targets, parse_label_columns
 from ._sequence_model import _torch_threads
 from ._tabular_model import TabularRiskModel, label_columns_of
 
@@ -140,10 +140,7 @@ class BlendRiskModel(BaseEstimator):
         ``calibrated=False`` gives the blend's risks before the tuning-split calibrator.
         """
         check_is_fitted(self, "record_")
-        logits = torch.from_numpy(self._logits(events, index))
-        if calibrated and self.calibrator_ is not None:
-            logits = self.calibrator_(logits)
-        return risk_curve(logits).numpy()
+        return calibrated_curve(torch.from_numpy(self._logits(events, index)), self.calibrator_, calibrated)
 
     def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""

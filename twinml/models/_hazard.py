@@ -70,6 +70,13 @@ def risk_curve(logits: torch.Tensor) -> torch.Tensor:
     return 1.0 - torch.cumprod(1.0 - torch.sigmoid(logits), dim=-1)
 
 
+def calibrated_curve(logits: torch.Tensor, calibrator=None, calibrated: bool = True) -> np.ndarray:
+    """Risk curves from hazard logits, through ``calibrator`` first when there is one and ``calibrated``."""
+    if calibrated and calibrator is not None:
+        logits = calibrator(logits)
+    return risk_curve(logits).numpy()
+
+
 def curve_frame(index: pd.DataFrame, curve: np.ndarray, outcomes, horizons, label_columns) -> pd.DataFrame:
     """Risk curves (n, outcomes, horizons) as one column per label beside ``index``'s keys."""
     out = index[["subject_id", "prediction_time"]].reset_index(drop=True).copy()

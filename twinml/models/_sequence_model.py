@@ -15,8 +15,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import ConfigError
 from ..features import SequenceFeaturizer
 from ..features._sequence import UNKNOWN
-from ._hazard import (HazardCalibrator, base_hazard_logits, curve_frame, hazard_loss, hazard_targets, parse_label_columns,
-                      risk_curve)
+from ._hazard import (HazardCalibrator, base_hazard_logits, calibrated_curve, curve_frame, hazard_loss, hazard_targets,
+                      parse_label_columns)
 from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
 
@@ -279,9 +279,7 @@ class SequenceRiskModel(BaseEstimator):
         check_is_fitted(self, "net_")
         with _torch_threads(self.n_threads), torch.inference_mode():
             logits = torch.from_numpy(self._logits(self.featurizer_.transform(events, index)))
-            if calibrated and self.calibrator_ is not None:
-                logits = self.calibrator_(logits)
-            return risk_curve(logits).numpy()
+            return calibrated_curve(logits, self.calibrator_, calibrated)
 
     def predict_risk(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> pd.DataFrame:
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""

@@ -13,7 +13,7 @@ __all__ = ["score", "score_events", "ScoreReport", "ENGINES", "SCORED", "NO_EVEN
 
 def __getattr__(name):
     if name in ("TwinState", "advance", "state_risks"):
-        from ..models import _twin
+        from ..models import twin as _twin
 
         return getattr(_twin, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -187,7 +187,7 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
     say(f"model {model_uri}" + (f" = {loaded.name} version {loaded.version}" if loaded.version else ""))
     if states is not None:
-        from ..models._twin import check_record_model
+        from ..models.twin import check_record_model
 
         check_record_model(loaded.model, "score --state")
     if engine == "local":
@@ -212,7 +212,7 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
     if states is None:
         _write_atomic(scores, out, report)
     else:
-        from ..models._twin import TwinState
+        from ..models.twin import TwinState
         from ._twin import _model_identity, write_state
 
         from ._twin import _Lock

@@ -42,7 +42,7 @@ NOT_YET = "not advanced: every new event is after as-of (send them again with a 
 
 
 def _model_identity(loaded) -> dict:
-    from ..models._twin import model_digest
+    from ..models.twin import model_digest
 
     return {"model_name": loaded.name, "model_version": loaded.version, "model_digest": model_digest(loaded.model)}
 
@@ -88,7 +88,7 @@ class _Lock:
 
 def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None,
                 events_digest: str | None = None) -> dict:
-    """Write ``rows`` (a :class:`~twinml.models._twin.TwinState`, sorted by subject) as a new part of
+    """Write ``rows`` (a :class:`~twinml.models.twin.TwinState`, sorted by subject) as a new part of
     the state in ``directory``: the whole new base (``base=True``) or an update part (``new_subjects``
     of its rows are subjects the state did not hold), then run ``then()`` (e.g. write the scores
     that go with it) and commit by replacing the manifest. On any failure the old manifest stands
@@ -155,7 +155,7 @@ def _part(directory, part) -> pa.Table:
 
 
 def _to_state(table: pa.Table, meta: dict, model):
-    from ..models._twin import TwinState
+    from ..models.twin import TwinState
 
     arrays = {}
     for f in fields(TwinState):
@@ -178,7 +178,7 @@ def read_state(directory, model, identity: dict | None = None, *, subjects=None)
     """The state in ``directory`` (its parts merged: each subject's latest row), refused unless
     ``identity`` (the loaded model's) is the model that made it. With ``subjects``, only their rows
     (those the state holds), read by position from the memory-mapped parts."""
-    from ..models._twin import TwinState
+    from ..models.twin import TwinState
 
     path = Path(directory) / MANIFEST
     meta = _read_manifest(directory)
@@ -215,7 +215,7 @@ def _describe(identity) -> str:
 
 def _scores_from_state(model, state, touched, as_of):
     """One row per touched subject (in ``touched`` order): status and risks, NaN where refused or empty."""
-    from ..models._twin import state_risks
+    from ..models.twin import state_risks
 
     out = touched[["subject_id"]].copy()
     rows = np.searchsorted(state.subject_id, out["subject_id"].to_numpy(np.int64))
@@ -234,7 +234,7 @@ def _scores_from_state(model, state, touched, as_of):
 def score_with_state(model, events: pd.DataFrame, as_of):
     """Scores (as :func:`~twinml.scoring.score_events`) and the twin state of the subjects in ``events``,
     from one pass of the record model."""
-    from ..models._twin import TwinState, advance
+    from ..models.twin import TwinState, advance
 
     sid = events["subject_id"].to_numpy(np.int64)
     subjects = sid[np.r_[True, sid[1:] != sid[:-1]]] if sid.size else sid
@@ -334,7 +334,7 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
     update retried after it committed does nothing. One writer at a time: a ``.lock`` file in the
     state directory.
     """
-    from ..models._twin import advance, check_record_model, events_digest
+    from ..models.twin import advance, check_record_model, events_digest
     from ..tracking import data_fingerprint, load_registered_model
 
     say = progress or (lambda msg: None)
@@ -387,7 +387,7 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
         rows = new_state.take(np.searchsorted(new_state.subject_id, advanced))
         compact = needs_compaction(manifest)
         if compact:  # the whole state, each subject's latest row, as one new base
-            from ..models._twin import TwinState
+            from ..models.twin import TwinState
 
             whole = read_state(state_dir, loaded.model, identity)
             keep = ~np.isin(whole.subject_id, rows.subject_id)

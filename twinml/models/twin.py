@@ -25,8 +25,8 @@ import torch
 
 from .._arrays import NAT, EventArrays, ragged_arange
 from .._validation import ConfigError
-from ..features._record import last_readings, last_value_features
-from ._hazard import curve_frame, risk_curve
+from ..features import last_readings, last_value_features
+from ._hazard import calibrated_curve, curve_frame
 
 __all__ = ["TwinState", "advance", "state_risks", "model_digest", "LATE_EVENT", "EARLIER_AS_OF", "STATIC_AGAIN"]
 
@@ -153,8 +153,11 @@ def advance(model, state: TwinState, events: pd.DataFrame, as_of, *, batch_size:
     as_of_us = _us(as_of)
     ev_all = EventArrays(events)  # checks the layout: whole subjects, time non-decreasing
     keep = (ev_all.time == NAT) | (ev_all.time <= as_of_us)
-    events = events.iloc[np.flatnonzero(keep)] if not keep.all() else events
-    ev = EventArrays(events)
+    if keep.all():
+        ev = ev_all
+    else:
+        events = events.iloc[np.flatnonzero(keep)]
+        ev = EventArrays(events)
     subjects, rank = ev.subjects, ev.subject
     pos = np.searchsorted(state.subject_id, subjects)
     known = pos < len(state)
@@ -216,7 +219,8 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     n = subjects.size
     # the birth the whole record holds: the stored one once the state has a visit or a birth
     settled = (prior.last_visit != NAT) | (prior.birth != NAT)
-    birth = np.where(settled, prior.birth, _first_birth(events, n))
+    ev = EventArrays(events)
+    birth = np.where(settled, prior.birth, _first_birth(ev, n))
     # visit features as the full pass computes them: the first new visit's gap is since the state's
     # last visit, and age counts from that birth
     has_row = data.row_subject >= 0
@@ -256,7 +260,6 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
 
     val, vtime = last_readings(data, f.last_value_codes_)
     seen = vtime != NAT
-    ev = EventArrays(events)
     digest = np.zeros(n, np.uint64)
     np.add.at(digest, ev.subject, event_hashes(events))
     care = (ev.time != NAT) & ~ev.codes_matching(codes=[BIRTH])
@@ -270,8 +273,7 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
         n_care=prior.n_care + np.bincount(ev.subject[care], minlength=n), digest=prior.digest + digest)
 
 
-def _first_birth(events, n) -> np.ndarray:
-    ev = EventArrays(events)
+def _first_birth(ev: EventArrays, n) -> np.ndarray:
     birth = np.full(n, NAT, np.int64)
     is_birth = ev.codes_matching(codes=[BIRTH])
     birth[ev.subject[is_birth][::-1]] = ev.time[is_birth][::-1]  # the first birth row wins, as for age
@@ -310,9 +312,7 @@ def state_risks(model, state: TwinState, as_of, *, calibrated: bool = True) -> p
     net = model.net_.eval()
     with _torch_threads(model.n_threads), torch.inference_mode():
         logits = net.head(net.read_out(torch.from_numpy(h), torch.from_numpy(gap), torch.from_numpy(static)))
-        if calibrated and model.calibrator_ is not None:
-            logits = model.calibrator_(logits)
-        curve = risk_curve(logits).numpy()
+        curve = calibrated_curve(logits, model.calibrator_, calibrated)
     index = pd.DataFrame({"subject_id": state.subject_id,
                           "prediction_time": np.full(len(state), np.datetime64(as_of_us, "us"))})
     return curve_frame(index, curve, model.outcomes_, model.horizons_, model.label_columns_)
