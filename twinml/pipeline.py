@@ -21,9 +21,10 @@ from .evaluation import evaluate_risks, meds_predictions, reliability_figure, wr
 from .evaluation._fairness import MIN_CELL
 from .models import TabularRiskModel
 
-__all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth"]
+__all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth", "load_reading_truth"]
 
 TRUTH_FILE = Path("truth") / "ground_truth.parquet"
+READINGS_TRUTH_FILE = Path("truth") / "readings.parquet"
 
 
 class Progress:
@@ -117,6 +118,13 @@ def build_model(config: ExperimentConfig):
 def load_truth(meds_dir) -> pd.DataFrame | None:
     """The simulator's ground truth beside a MEDS directory, if there is one."""
     f = Path(meds_dir) / TRUTH_FILE
+    return pd.read_parquet(f) if f.exists() else None
+
+
+def load_reading_truth(meds_dir) -> pd.DataFrame | None:
+    """The simulator's noise-free value of every lab/vital reading beside a MEDS directory
+    (:attr:`SimulatedCohort.readings`), if there is one (cohorts simulated before it was written have none)."""
+    f = Path(meds_dir) / READINGS_TRUTH_FILE
     return pd.read_parquet(f) if f.exists() else None
 
 

@@ -16,6 +16,7 @@ from .._validation import ConfigError, check_positive_int
 from ._codes import OUTCOMES, PLANS, RACE_GROUPS, STATIC_CODES, code_descriptions
 
 TRUTH_FILE = "truth/ground_truth.parquet"
+READINGS_TRUTH_FILE = "truth/readings.parquet"
 from ._process import DT, EFFECTS, ONE_TIME, OUTCOME_NAMES, TREATMENT_NAMES, hazards
 from ._simulator import DYNAMIC_CODES, run_process
 from ._truth import cumulative_incidence, steps_needed
@@ -44,6 +45,10 @@ class SimulatedCohort:
         Per-subject traits and true event dates (simulated, so safe to keep).
     config : dict
         The arguments the cohort was simulated with.
+    readings : pandas.DataFrame or None
+        The trajectory oracle: one row per lab/vital reading in ``events`` (``subject_id``, ``time``,
+        ``code``) with ``expected_value``, the noise-free value of the latent state it reads (the
+        recorded ``numeric_value`` is this plus measurement noise, rounded to 0.1).
     """
 
     events: pa.Table
@@ -51,6 +56,7 @@ class SimulatedCohort:
     truth: pd.DataFrame
     subjects: pd.DataFrame
     config: dict
+    readings: pd.DataFrame | None = None
 
     def write(self, out_dir, *, overwrite: bool = False, shard_size: int = 50_000):
         """Write the MEDS dataset, with ``truth/`` (ground truth, subject traits, config) beside it."""
@@ -63,6 +69,8 @@ class SimulatedCohort:
             "truth/subjects.parquet": lambda p: self.subjects.to_parquet(p, index=False),
             "truth/simulator.json": lambda p: p.write_text(json.dumps(self.config, indent=2)),
         }
+        if self.readings is not None:
+            extra[READINGS_TRUTH_FILE] = lambda p: self.readings.to_parquet(p, index=False)
         return write_meds(out_dir, events=self.events, subject_splits=self.subject_splits,
                           codes=code_table(sorted(codes)), dataset_name="twinml-simulator",
                           etl_name="twinml.simulate", etl_version=__version__, shard_size=shard_size,
@@ -166,7 +174,8 @@ def simulate(
                          horizons_days=tuple(horizons_days), subject_ids=subject_ids,
                          effect_scale=treatment_effect_scale)
     subjects = _subjects_table(res, start_s=start_s, subject_ids=subject_ids, years=years)
-    return SimulatedCohort(events, splits, truth, subjects, config)
+    return SimulatedCohort(events, splits, truth, subjects, config,
+                           _readings_table(res, start_s=start_s, subject_ids=subject_ids))
 
 
 def code_table(codes) -> pd.DataFrame:
@@ -214,6 +223,22 @@ def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
         "time": pa.array(all_time[o] * _US, type=pa.timestamp("us"), mask=all_null[o]),
         "code": code_arr,
         "numeric_value": pa.array(val, pa.float32(), mask=np.isnan(val)),
+    })
+
+
+def _readings_table(res, *, start_s, subject_ids) -> pd.DataFrame:
+    sid, years, code, _ = res.log.arrays()
+    expected = res.log.expected_values()
+    keep = np.flatnonzero(~np.isnan(expected))
+    time_s = start_s + np.round(years[keep] * 365.0 * 86400.0).astype(np.int64)  # as the events' times
+    o = np.lexsort((code[keep], time_s, subject_ids[sid[keep]]))
+    keep, time_s = keep[o], time_s[o]
+    return pd.DataFrame({
+        "subject_id": subject_ids[sid[keep]],
+        "time": (time_s * _US).astype("datetime64[us]"),
+        "code": pd.Categorical.from_codes(code[keep].astype(np.int64),
+                                          categories=list(DYNAMIC_CODES)).remove_unused_categories(),
+        "expected_value": expected[keep],
     })
 
 

@@ -58,8 +58,9 @@ class EventLog:
     years: list = field(default_factory=list)
     code: list = field(default_factory=list)
     value: list = field(default_factory=list)
+    expected: list = field(default_factory=list)  # readings: the noise-free value (NaN for other events)
 
-    def add(self, idx, years, code, value=None):
+    def add(self, idx, years, code, value=None, expected=None):
         if idx.size == 0:
             return
         self.subject.append(idx.astype(np.int32))
@@ -67,11 +68,17 @@ class EventLog:
         self.code.append(np.full(idx.size, code, np.int16))
         v = np.full(idx.size, np.nan, np.float32) if value is None else np.asarray(value, np.float32)
         self.value.append(v)
+        self.expected.append(None if expected is None else np.asarray(expected, np.float32))
 
     def arrays(self):
         if not self.subject:
             return (np.empty(0, np.int32), np.empty(0), np.empty(0, np.int16), np.empty(0, np.float32))
         return tuple(np.concatenate(x) for x in (self.subject, self.years, self.code, self.value))
+
+    def expected_values(self) -> np.ndarray:
+        """The noise-free value of each event in :meth:`arrays` order (NaN where not a reading)."""
+        return np.concatenate([np.full(s.size, np.nan, np.float32) if e is None else e
+                               for s, e in zip(self.subject, self.expected)]) if self.expected else np.empty(0, np.float32)
 
 
 def draw_statics(n, rng, *, bias_group, follow_up_loss_per_year):
@@ -128,18 +135,30 @@ def hazards(z, age, male, dep, smoker):
     return np.exp(lin).astype(np.float32)
 
 
-def readings(z, age, rng):
-    """Noisy lab/vital readings of the treated latent state, one array per MEASUREMENTS key."""
+READING_NOISE_SD = {"sbp": 12.0, "dbp": 7.0, "bmi": 0.6, "hba1c": 0.2, "glucose": 15.0, "ldl": 15.0, "egfr": 6.0}
+
+
+def expected_readings(z, age):
+    """The noise-free lab/vital readings of the treated latent state (the trajectory oracle)."""
     g, b, l, r, w = (z[:, k] for k in range(len(COMPONENTS)))
-    n = z.shape[0]
-    noise = rng.standard_normal((n, 7))
     return {
-        "sbp": 128.0 + 14.0 * b + 12.0 * noise[:, 0],
-        "dbp": 78.0 + 8.0 * b + 7.0 * noise[:, 1],
-        "bmi": 27.5 + 4.5 * w + 0.6 * noise[:, 2],
-        "hba1c": 5.45 + 0.45 * g + 0.2 * noise[:, 3],
-        "glucose": 98.0 + 14.0 * g + 15.0 * noise[:, 4],
-        "ldl": 118.0 + 30.0 * l + 15.0 * noise[:, 5],
-        "egfr": np.clip(92.0 - 13.0 * r - 0.5 * (age - 50.0) + 6.0 * noise[:, 6], 5.0, 140.0),
+        "sbp": 128.0 + 14.0 * b,
+        "dbp": 78.0 + 8.0 * b,
+        "bmi": 27.5 + 4.5 * w,
+        "hba1c": 5.45 + 0.45 * g,
+        "glucose": 98.0 + 14.0 * g,
+        "ldl": 118.0 + 30.0 * l,
+        "egfr": np.clip(92.0 - 13.0 * r - 0.5 * (age - 50.0), 5.0, 140.0),
     }
+
+
+def readings(z, age, rng, expected=None):
+    """Noisy lab/vital readings of the treated latent state, one array per MEASUREMENTS key: the
+    :func:`expected_readings` plus independent Gaussian noise (``READING_NOISE_SD``); eGFR is clipped
+    to [5, 140] after the noise."""
+    mean = expected_readings(z, age) if expected is None else expected
+    noise = rng.standard_normal((z.shape[0], 7))
+    out = {name: mean[name] + READING_NOISE_SD[name] * noise[:, k] for k, name in enumerate(READING_NOISE_SD)}
+    out["egfr"] = np.clip(92.0 - 13.0 * z[:, 3] - 0.5 * (age - 50.0) + 6.0 * noise[:, 6], 5.0, 140.0)
+    return out
 

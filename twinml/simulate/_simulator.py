@@ -9,7 +9,7 @@ import numpy as np
 from ._codes import MEASUREMENTS, OBSERVATION_PERIOD, OUTCOMES, SMOKER_CODE, THRESHOLD_DIAGNOSES, TREATMENTS, VISIT_CODES
 from ._process import (
     DEATH, DT, EFFECTS, MI, ONE_TIME, STEPS_PER_YEAR, STROKE, T2D, CKD, TREATMENT_NAMES,
-    EventLog, Statics, draw_statics, hazards, readings,
+    EventLog, Statics, draw_statics, expected_readings, hazards, readings,
 )
 
 # Code ids used inside the simulator (strings are attached when the table is built).
@@ -171,7 +171,8 @@ def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, 
     log.add(idx, vt, CODE_ID[VISIT_CODES["outpatient"][0]])
     if first_visit is not None:
         log.add(idx[first_visit], vt[first_visit], CODE_ID[SMOKER_CODE[0]])
-    read = readings(z[idx], age[idx], rng)
+    mean = expected_readings(z[idx], age[idx])
+    read = readings(z[idx], age[idx], rng, expected=mean)
     u = rng.random((idx.size, 4))
     measured = {
         "sbp": np.ones(idx.size, bool), "dbp": np.ones(idx.size, bool), "bmi": np.ones(idx.size, bool),
@@ -182,7 +183,7 @@ def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, 
     }
     for name, (code, _, _) in MEASUREMENTS.items():
         m = measured[name]
-        log.add(idx[m], vt[m], CODE_ID[code], np.round(read[name][m], 1))
+        log.add(idx[m], vt[m], CODE_ID[code], np.round(read[name][m], 1), expected=mean[name][m])
 
     hits = np.stack([
         measured["sbp"] & (read["sbp"] >= 140.0),
