@@ -86,4 +86,9 @@ def train_and_serve(tmp_path, model: dict, *, n_subjects: int = 400):
     out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
     index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
     pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
+    if getattr(res.model, "trajectory_codes_", None):  # the pyfunc's other output: trajectory forecasts
+        out = mlflow.pyfunc.load_model(res.model_uri).predict(
+            as_pyfunc_input(some), params={"prediction_time": "2017-01-01", "output": "trajectory"})
+        pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_trajectory(some, index),
+                                      check_dtype=False)
     return res, run

@@ -281,7 +281,7 @@ def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
     events = read_meds(root)
     labels = build_labels(events, task=TaskDefinition.model_validate(TASK), subject_splits=read_subject_splits(root)).labels
     part = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
-    model = SequenceRiskModel(d_model=32, max_len=128, max_epochs=3, n_threads=2, random_state=0).fit(
+    model = SequenceRiskModel(d_model=32, max_len=128, max_epochs=3, n_threads=2, random_state=0, trajectory_codes=None).fit(
         events, part["train"], tuning_labels=part["tuning"])
     index = part["held_out"].sample(200, random_state=0)[["subject_id", "prediction_time"]].reset_index(drop=True)
     attr = explain_model(model, events, index, label="t2d_730d")

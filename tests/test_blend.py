@@ -11,7 +11,7 @@ from twinml.models._hazard import risk_curve
 
 from .conftest import split_rows
 
-RECORD = dict(d_model=16, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1)
+RECORD = dict(d_model=16, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1, trajectory_codes=None)
 TABULAR = dict(model_params={"n_estimators": 60, "n_jobs": 1})
 
 
@@ -80,7 +80,7 @@ def test_parameters_are_checked(events, labels):
 def test_blend_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
     from .conftest import train_and_serve
 
-    params = {"record_params": {"d_model": 8, "max_epochs": 1, "n_threads": 1},
+    params = {"record_params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None},
               "tabular_params": {"model_params": {"n_estimators": 20}}}
     res, run = train_and_serve(tmp_path, {"kind": "blend", "calibration": "platt", "params": params})
     assert run.data.params["model.kind"] == "blend"

@@ -1,5 +1,7 @@
 """The whole-record GRU: one causal pass per subject, read out at each prediction time."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,7 @@ from twinml.models import RecordRiskModel
 
 from .conftest import split_rows
 
-SMALL = dict(d_model=16, max_epochs=4, batch_size=16, lr=3e-3, n_threads=1, random_state=7)
+SMALL = dict(d_model=16, max_epochs=4, batch_size=16, lr=3e-3, n_threads=1, random_state=7, trajectory_codes=None)
 
 
 @pytest.fixture(scope="module")
@@ -81,11 +83,56 @@ def test_rows_of_subjects_without_events_get_the_initial_state(events, fitted):
     np.testing.assert_allclose(curve[0], curve[1])
 
 
-def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
+def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path, monkeypatch):
     from .conftest import train_and_serve
 
     res, run = train_and_serve(tmp_path, {"kind": "record", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}}, n_subjects=400)
     assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "record"
+
+    # batch scoring writes the trajectory forecasts beside the scores, long format, both files or neither
+    import pyarrow.parquet as pq
+
+    from twinml.data import read_meds
+    from twinml.scoring import SCORED, read_score_metadata, score
+
+    uri, as_of = f"sqlite:///{tmp_path / 'mlflow.db'}", "2017-01-01"
+    report = score(res.model_uri, tmp_path / "meds", as_of, tmp_path / "scores.parquet", tracking_uri=uri,
+                   trajectories=tmp_path / "forecasts.parquet", subjects_per_slice=150)
+    scores, fc = pd.read_parquet(tmp_path / "scores.parquet"), pd.read_parquet(tmp_path / "forecasts.parquet")
+    scored = scores.loc[scores["status"] == SCORED, "subject_id"].to_numpy()
+    codes = res.model.trajectory_codes_
+    assert len(fc) == scored.size * len(codes) * 3 and set(fc["subject_id"]) == set(scored)
+    assert list(fc.columns) == ["subject_id", "code", "horizon_days", "forecast", "lower_80", "upper_80", "model_version"]
+    events = read_meds(tmp_path / "meds")
+    index = pd.DataFrame({"subject_id": scored, "prediction_time": pd.Timestamp(as_of).as_unit("us")})
+    want = res.model.predict_trajectory(events, index).sort_values(["subject_id", "code", "horizon_days"], kind="stable")
+    np.testing.assert_allclose(fc["forecast"].to_numpy(), want["forecast"].to_numpy(), rtol=1e-5)
+    assert read_score_metadata(tmp_path / "forecasts.parquet") == read_score_metadata(tmp_path / "scores.parquet")
+    assert report.scored == scored.size and pq.read_metadata(tmp_path / "forecasts.parquet").num_rows == len(fc)
+    with pytest.raises(FileExistsError, match="forecasts.parquet exists"):
+        score(res.model_uri, tmp_path / "meds", as_of, tmp_path / "other.parquet", tracking_uri=uri,
+              trajectories=tmp_path / "forecasts.parquet")
+    assert not (tmp_path / "other.parquet").exists()
+    # both files or neither: the scores' rename fails after the forecasts' was done
+    import os
+
+    import twinml.scoring._score as scoring_module
+
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(dst).name == "scores.parquet" and ".partial-" in Path(src).name:
+            raise OSError("disk full (injected)")
+        return real_replace(src, dst)
+
+    before = {n: (tmp_path / n).read_bytes() for n in ("scores.parquet", "forecasts.parquet")}
+    monkeypatch.setattr(scoring_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="injected"):
+        score(res.model_uri, tmp_path / "meds", "2018-01-01", tmp_path / "scores.parquet", tracking_uri=uri,
+              trajectories=tmp_path / "forecasts.parquet", overwrite=True)
+    monkeypatch.undo()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before  # both as they were
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []  # no temporary or backup file left
 
 
 def test_parameters_are_checked(events, labels):

@@ -31,7 +31,7 @@ def _config(root, name=NAME):
         "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 600, "seed": 5}},
         "task": TASK,
         "features": {"min_code_count": 1},
-        "model": {"kind": "gru", "params": {"d_model": 16, "max_epochs": 2}},
+        "model": {"kind": "gru", "params": {"d_model": 16, "max_epochs": 2, "trajectory_codes": None}},
         "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
         "tracking": {"experiment": "scoring-tests", "register_as": name},
     })
@@ -161,7 +161,13 @@ def test_bad_inputs_are_named(registered, tmp_path):
         score(f"models:/{NAME}/1", root / "meds", AS_OF, tmp_path / "x.parquet", engine="dask", tracking_uri=uri)
     with pytest.raises(ConfigError, match=r"score: 'as_of' must be a date or timestamp"):
         score(f"models:/{NAME}/1", root / "meds", "soon", tmp_path / "x.parquet", tracking_uri=uri)
-    assert not (tmp_path / "x.parquet").exists()
+    with pytest.raises(ConfigError, match=r"score --trajectories: .* has no trajectory forecasts"):
+        score(f"models:/{NAME}/1", root / "meds", AS_OF, tmp_path / "x.parquet", tracking_uri=uri,
+              trajectories=tmp_path / "t.parquet")
+    with pytest.raises(ConfigError, match="local engine without a twin state only"):
+        score(f"models:/{NAME}/1", root / "meds", AS_OF, tmp_path / "x.parquet", tracking_uri=uri, engine="spark",
+              trajectories=tmp_path / "t.parquet")
+    assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "t.parquet").exists()
 
 
 @pytest.mark.slow

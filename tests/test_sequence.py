@@ -12,7 +12,7 @@ from twinml.models._hazard import hazard_loss, risk_curve
 
 from .conftest import split_rows
 
-SMALL = dict(d_model=16, max_epochs=2, batch_size=64, max_len=64, n_threads=1, random_state=7)
+SMALL = dict(d_model=16, max_epochs=2, batch_size=64, max_len=64, n_threads=1, random_state=7, trajectory_codes=None)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
 def test_gru_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
     from .conftest import train_and_serve
 
-    res, run = train_and_serve(tmp_path, {"kind": "gru", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}}, n_subjects=500)
+    res, run = train_and_serve(tmp_path, {"kind": "gru", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None}}, n_subjects=500)
     assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "gru"
 
 

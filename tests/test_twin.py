@@ -15,7 +15,7 @@ from twinml.scoring import TwinState, advance, state_risks
 from .conftest import split_rows
 
 # two layers and read-out readings: every part of the state is exercised
-SMALL = dict(d_model=16, n_layers=2, n_last_values=4, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1,
+SMALL = dict(d_model=16, n_layers=2, n_last_values=4, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1, trajectory_codes=None,
              random_state=3)
 CUTS = ["2013-06-30", "2015-01-01", "2016-03-15", "2018-07-01", "2020-01-01"]
 
@@ -176,7 +176,8 @@ def served(tmp_path_factory):
     cfg = load_config({"name": "twin", "seed": 3,
                        "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 400, "seed": 5}},
                        "task": TASK, "features": {"min_code_count": 1},
-                       "model": {"kind": "record", "params": {"d_model": 16, "max_epochs": 2, "n_last_values": 3}},
+                       "model": {"kind": "record", "params": {"d_model": 16, "max_epochs": 2, "n_last_values": 3,
+                                                              "trajectory_codes": None}},
                        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
                        "tracking": {"experiment": "twin-tests", "register_as": "twin-risk"}})
     train(cfg, tracking_uri=uri)

@@ -179,8 +179,11 @@ def score(
     subjects_per_slice: int = typer.Option(20_000, help="Local engine: whole subjects scored at once (bounds memory)."),
     state: Optional[Path] = typer.Option(None, "--state", help="Also save each subject's twin state in this directory "
                                          "(a record model, local engine), for `twinml update`."),
+    trajectories: Optional[Path] = typer.Option(None, "--trajectories", help="Also write each scored subject's "
+                                                "lab trajectory forecasts (long format) to this Parquet file "
+                                                "(a sequence model with a trajectory head, local engine)."),
     tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
-    overwrite: bool = typer.Option(False, help="Replace OUT (and the state) if it exists."),
+    overwrite: bool = typer.Option(False, help="Replace OUT (and the state or trajectories) if it exists."),
 ):
     """Score every subject of a MEDS panel at an as-of time with a registered model."""
     def body():
@@ -189,7 +192,7 @@ def score(
 
         report = run(model, events, as_of, out, engine=engine, spark_master=spark_master, tracking_uri=tracking_uri,
                      subjects_per_slice=subjects_per_slice, overwrite=overwrite, state_dir=state,
-                     progress=Progress(_console().print))
+                     trajectories=trajectories, progress=Progress(_console().print))
         _console().print(f"model {report.model_name or report.model_uri}"
                          + (f" version {report.model_version}" if report.model_version else "")
                          + f"; input {report.input_fingerprint}; {report.events_read:,} events read")

@@ -1,8 +1,9 @@
 """Leakage-free features: for (subject, prediction_time) only events at or before that time."""
 
+from ._future import readings_near_horizons
 from ._record import RecordData, RecordFeaturizer, last_readings, last_value_features
 from ._sequence import PAD, UNKNOWN, SequenceData, SequenceFeaturizer
 from ._tabular import TabularFeaturizer
 
 __all__ = ["TabularFeaturizer", "SequenceFeaturizer", "SequenceData", "RecordFeaturizer", "RecordData", "PAD", "UNKNOWN",
-           "last_readings", "last_value_features"]
+           "last_readings", "last_value_features", "readings_near_horizons"]

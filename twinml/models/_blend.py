@@ -146,3 +146,13 @@ class BlendRiskModel(BaseEstimator):
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
         return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)
+
+    def predict_trajectory(self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None,
+                           horizons_days=None) -> pd.DataFrame:
+        """The record member's trajectory forecasts (:meth:`RecordRiskModel.predict_trajectory`)."""
+        check_is_fitted(self, "record_")
+        return self.record_.predict_trajectory(events, index, codes=codes, horizons_days=horizons_days)
+
+    @property
+    def trajectory_codes_(self) -> list[str]:
+        return self.record_.trajectory_codes_

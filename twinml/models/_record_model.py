@@ -55,7 +55,8 @@ class RecordRiskModel(SequenceRiskModel):
 
     def __init__(self, d_model=64, n_layers=1, dropout=0.1, min_code_count=10, batch_size=32, lr=1e-3,
                  weight_decay=1e-3, max_epochs=30, patience=4, event_dropout=0.0, forecast_weight=0.1,
-                 forecast_days=365.0, n_last_values=0, calibration=None, n_threads=None, random_state=0):
+                 forecast_days=365.0, n_last_values=0, trajectory_codes="auto", trajectory_horizons_days=(90, 180, 365),
+                 calibration=None, n_threads=None, random_state=0):
         self.d_model = d_model
         self.n_layers = n_layers
         self.dropout = dropout
@@ -69,6 +70,8 @@ class RecordRiskModel(SequenceRiskModel):
         self.forecast_weight = forecast_weight
         self.forecast_days = forecast_days
         self.n_last_values = n_last_values
+        self.trajectory_codes = trajectory_codes
+        self.trajectory_horizons_days = trajectory_horizons_days
         self.calibration = calibration
         self.n_threads = n_threads
         self.random_state = random_state

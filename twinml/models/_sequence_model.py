@@ -72,6 +72,14 @@ class SequenceRiskModel(BaseEstimator):
         simulator it raised 1-year AUROC by 0.01-0.015 (see the defaults' comment below).
     forecast_days : float
         How far after the prediction time a next reading counts as the forecast target.
+    trajectory_codes : "auto", list of str, or None
+        Numeric codes whose value at each of ``trajectory_horizons_days`` :meth:`predict_trajectory`
+        forecasts, with an 80 % interval (:class:`~twinml.models._trajectory.TrajectoryForecaster`: a
+        quantile head fitted after the risk model on its frozen representation, conformalised on the
+        tuning rows; the risk scores are unchanged). ``"auto"``: the 8 numeric codes read most often
+        in training. ``None``: no trajectory head. Needs tuning rows.
+    trajectory_horizons_days : sequence of int
+        Days after the prediction time the trajectory head forecasts (default 90, 180, 365).
     calibration : {None, "platt", "temperature", "isotonic"}
         Recalibration of hazards on the tuning rows, per outcome and bin (see
         :class:`~twinml.models._hazard.HazardCalibrator`): ``platt`` fits a scale and a shift of the
@@ -91,13 +99,17 @@ class SequenceRiskModel(BaseEstimator):
     best_epoch_ : int
     """
 
+    # models pickled before the trajectory head have no such attributes: get_params reads these
+    trajectory_codes, trajectory_horizons_days = None, (90, 180, 365)
+
     # Defaults measured on the 20,000-subject simulated cohort (benchmarks/sequence.py): lr 1e-3 with
     # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759);
     # the auxiliary forecast (forecast_weight 0.1) raised 1-yr T2D from 0.767 to 0.781 and MI from 0.761 to 0.774
     # (means over seeds; README "Sequence models") and lowered the tuning loss (0.03206 vs 0.03240, seed 0).
     def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256, min_code_count=10,
                  batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4, event_dropout=0.0,
-                 forecast_weight=0.1, forecast_days=365.0, calibration=None, n_threads=None, random_state=0):
+                 forecast_weight=0.1, forecast_days=365.0, trajectory_codes="auto",
+                 trajectory_horizons_days=(90, 180, 365), calibration=None, n_threads=None, random_state=0):
         self.kind = kind
         self.d_model = d_model
         self.n_layers = n_layers
@@ -113,6 +125,8 @@ class SequenceRiskModel(BaseEstimator):
         self.event_dropout = event_dropout
         self.forecast_weight = forecast_weight
         self.forecast_days = forecast_days
+        self.trajectory_codes = trajectory_codes
+        self.trajectory_horizons_days = trajectory_horizons_days
         self.calibration = calibration
         self.n_threads = n_threads
         self.random_state = random_state
@@ -133,6 +147,16 @@ class SequenceRiskModel(BaseEstimator):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "forecast_days" and v <= 0):
                 raise ConfigError(f"The {name!r} parameter of {who} must be a "
                                   f"{'non-negative' if name == 'forecast_weight' else 'positive'} number. Got {v!r} instead.")
+        tc = self.trajectory_codes
+        if not (tc is None or (isinstance(tc, str) and tc == "auto")
+                or (isinstance(tc, (list, tuple)) and tc and all(isinstance(c, str) for c in tc) and len(set(tc)) == len(tc))):
+            raise ConfigError(f"The 'trajectory_codes' parameter of {who} must be 'auto', None or a non-empty list of "
+                              f"distinct code strings. Got {tc!r} instead.")
+        th = self.trajectory_horizons_days
+        if not (isinstance(th, (list, tuple)) and th and all(isinstance(h, int) and not isinstance(h, bool) and h > 0
+                                                              for h in th) and len(set(th)) == len(th)):
+            raise ConfigError(f"The 'trajectory_horizons_days' parameter of {who} must be a non-empty list of distinct "
+                              f"positive ints. Got {th!r} instead.")
         for name in ("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -155,6 +179,7 @@ class SequenceRiskModel(BaseEstimator):
             tune = self.featurizer_.transform(events, tuning_labels)
             y_tune = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
         self._describe(train, say)
+        head = self._trajectory_head()  # its codes are checked now, not after training
         self._forecast, codes = self._forecast_targets(train, say)
         with _torch_threads(self.n_threads):
             self.net_ = self._make_net(codes.size)
@@ -164,7 +189,43 @@ class SequenceRiskModel(BaseEstimator):
             self.calibrator_ = None
             if self.calibration is not None and tune is not None:
                 self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(tune), y_tune)
+            self.trajectory_, self.trajectory_skipped_ = None, None
+            if head is not None:
+                if tune is None:
+                    self.trajectory_skipped_ = "it needs tuning rows for early stopping and its intervals"
+                else:
+                    self.trajectory_ = self._fit_trajectory(head, events, labels, tuning_labels, train, tune, say)
+            elif self.trajectory_codes is not None:
+                self.trajectory_skipped_ = "no numeric code in the training events"
+            if self.trajectory_skipped_:
+                say(f"trajectory head: not fitted ({self.trajectory_skipped_})")
         return self
+
+    def _trajectory_head(self):
+        """The unfitted trajectory head (None when off or when 'auto' finds no numeric code)."""
+        from ._trajectory import TrajectoryForecaster
+
+        codes = self.trajectory_codes
+        if codes is None:
+            return None
+        if isinstance(codes, str):  # "auto"
+            codes = [str(self.featurizer_.vocabulary_[i - 2]) for i in self.featurizer_.forecast_codes(8)]
+        if not codes:
+            return None
+        return TrajectoryForecaster(codes, self.trajectory_horizons_days, self.featurizer_, random_state=self.random_state)
+
+    def _fit_trajectory(self, tf, events, labels, tuning_labels, train, tune, say):
+        x, base = tf.inputs(self._representations(train), train)
+        xt, bt = tf.inputs(self._representations(tune), tune)
+        y, yt = tf.targets(events, labels), tf.targets(events, tuning_labels)
+        empty = [f"{c} at {h} days" for j, c in enumerate(tf.codes) for k, h in enumerate(tf.horizons_days)
+                 if np.isnan(y[:, j, k]).all() or np.isnan(yt[:, j, k]).all()]
+        if empty:
+            self.trajectory_skipped_ = (f"no reading near the horizon after any train or tuning row for {empty[0]}"
+                                        + (f" and {len(empty) - 1} more" if len(empty) > 1 else "")
+                                        + "; choose trajectory_codes or trajectory_horizons_days the data can teach")
+            return None
+        return tf.fit(x, base, y, xt, bt, yt, say)
 
     def _make_featurizer(self):
         return SequenceFeaturizer(self.max_len, self.min_code_count)
@@ -268,6 +329,17 @@ class SequenceRiskModel(BaseEstimator):
                 out[rows] = self.net_(**self._net_inputs(data.batch(rows))).numpy()
         return out
 
+    def _representations(self, data, batch_size=1024) -> np.ndarray:
+        """What the hazard head reads for each row and the encoder state it was made from (the
+        trajectory head's input), (n_rows, 2 * d_model)."""
+        out = np.empty((len(data), 2 * self.d_model), np.float32)
+        self.net_.eval()
+        with torch.inference_mode():
+            for rows in self._row_batches(data, batch_size=batch_size):
+                r, h = self.net_.represent(**self._net_inputs(data.batch(rows)), with_state=True)
+                out[rows] = torch.cat([r, h], dim=-1).numpy()
+        return out
+
     def _eval_loss(self, data, y) -> float:
         return float(hazard_loss(torch.from_numpy(self._logits(data)), torch.from_numpy(y)))
 
@@ -285,3 +357,52 @@ class SequenceRiskModel(BaseEstimator):
         """Risk per label column for each row of ``index``, like :class:`TabularRiskModel`."""
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
         return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)
+
+    def predict_trajectory(self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None,
+                           horizons_days=None) -> pd.DataFrame:
+        """Forecast of each trajectory code at each horizon after each row's prediction time.
+
+        Returns a long frame: ``subject_id``, ``prediction_time``, ``code``, ``horizon_days``,
+        ``forecast`` (the median of the code's reading nearest the horizon) and the 80 % interval
+        ``lower_80``, ``upper_80`` (conformalised on the tuning rows). ``codes`` and ``horizons_days``
+        select among those the model was fitted for (``trajectory_codes_``, ``trajectory_horizons_days``).
+        """
+        check_is_fitted(self, "net_")
+        tf = _trajectory_of(self)
+        codes, horizons = _trajectory_selection(tf, codes, horizons_days)
+        from ._trajectory import trajectory_frame
+
+        with _torch_threads(self.n_threads):
+            data = self.featurizer_.transform(events, index)
+            x, base = tf.inputs(self._representations(data), data)
+            return trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days,
+                                    select_codes=codes, select_horizons=horizons)
+
+    @property
+    def trajectory_codes_(self) -> list[str]:
+        """The codes :meth:`predict_trajectory` forecasts (empty without a trajectory head)."""
+        tf = getattr(self, "trajectory_", None)
+        return list(tf.codes) if tf is not None else []
+
+
+def _trajectory_of(model):
+    tf = getattr(model, "trajectory_", None)
+    if tf is None:
+        why = getattr(model, "trajectory_skipped_", None) or (
+            "it was fitted with trajectory_codes=None" if getattr(model, "trajectory_codes", None) is None
+            else "it was fitted by a twinml older than the trajectory head")
+        raise ConfigError(f"{type(model).__name__} has no trajectory forecasts: {why}")
+    return tf
+
+
+def _trajectory_selection(tf, codes, horizons_days):
+    """Check a request against what the head forecasts; None means all."""
+    for what, asked, have in (("code", codes, tf.codes), ("horizon", horizons_days, tf.horizons_days)):
+        if asked is not None:
+            if not len(asked):
+                raise ConfigError(f"predict_trajectory: the {what}s asked for must be non-empty (None: all of {list(have)})")
+            unknown = [a for a in asked if a not in have]
+            if unknown:
+                raise ConfigError(f"predict_trajectory: {what} {unknown[0]!r} is not forecast by this model; "
+                                  f"it forecasts {list(have)}")
+    return (None if codes is None else list(codes)), (None if horizons_days is None else [int(h) for h in horizons_days])

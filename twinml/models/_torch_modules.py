@@ -96,14 +96,16 @@ class SequenceRiskNet(nn.Module):
         # Training-only auxiliary head: the next reading of ``n_forecast`` numeric codes.
         self.forecast = nn.Linear(d_model, n_forecast) if n_forecast else None
 
-    def represent(self, code, value, has_value, log_days, mask, length, static):
-        """The patient's representation (batch, d_model) that the heads read."""
+    def represent(self, code, value, has_value, log_days, mask, length, static, with_state=False):
+        """The patient's representation (batch, d_model) that the heads read (and, ``with_state``,
+        the encoder's output it was made from)."""
         x = self.embed(code, value, has_value, log_days)
         if self.kind == "gru":
             h = self.encoder(x, mask, length)
         else:
             h = self.encoder(x, mask, length, log_days)
-        return self.mlp(torch.cat([h, self.static(static)], dim=-1))
+        r = self.mlp(torch.cat([h, self.static(static)], dim=-1))
+        return (r, h) if with_state else r
 
     def forward(self, code, value, has_value, log_days, mask, length, static):
         return self.head(self.represent(code, value, has_value, log_days, mask, length, static))
@@ -180,13 +182,14 @@ class RecordRiskNet(nn.Module):
         self.forecast = nn.Linear(d_model, n_forecast) if n_forecast else None
 
     def represent(self, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width,
-                  readout, readout_features, static):
+                  readout, readout_features, static, with_state=False):
         v = self.embed(event_code, event_value, event_offsets, visit_features)
         grid = v.new_zeros(n_subjects * width, self.d_model).index_copy(0, visit_slot, v)
         states, _ = self.gru(grid.view(n_subjects, width, self.d_model))
         flat = states.reshape(-1, self.d_model)
         h = torch.where((readout >= 0).unsqueeze(-1), flat[readout.clamp(min=0)], flat.new_zeros(()))
-        return self.read_out(h, readout_features, static)
+        r = self.read_out(h, readout_features, static)
+        return (r, h) if with_state else r
 
     def read_out(self, h, readout_features, static):
         """The recurrent state at each row's readout visit (zeros before any) -> the representation."""

@@ -178,7 +178,7 @@ class TreatmentResponseModel(SequenceRiskModel):
                          max_len=max_len, min_code_count=min_code_count, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
                          event_dropout=event_dropout, forecast_weight=forecast_weight, forecast_days=forecast_days,
-                         calibration=None, n_threads=n_threads, random_state=random_state)
+                         trajectory_codes=None, calibration=None, n_threads=n_threads, random_state=random_state)
         self.plans = plans
         self.balancing = balancing
         self.max_weight = max_weight

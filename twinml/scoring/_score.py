@@ -58,13 +58,17 @@ class ScoreReport:
         return d
 
 
-def score_events(model, events: pd.DataFrame, as_of) -> pd.DataFrame:
+def score_events(model, events: pd.DataFrame, as_of, *, trajectories: bool = False):
     """Risks of every subject in ``events`` at ``as_of``, one row per subject in order of appearance.
 
     ``events`` holds whole subjects sorted by subject then time. Events after ``as_of`` are
     never seen by the model (its featurizer cuts at the prediction time). A subject with no
     recorded event at or before ``as_of`` (birth does not count: it is not a record of care)
     gets ``status`` = ``"no events before as-of"`` and no risks, instead of silently vanishing.
+
+    ``trajectories=True`` returns ``(scores, forecasts)``: the model's trajectory forecasts of the
+    scored subjects in long format (``subject_id``, ``code``, ``horizon_days``, ``forecast``,
+    ``lower_80``, ``upper_80``; see ``predict_trajectory``).
     """
     as_of = pd.Timestamp(as_of).as_unit("us").to_datetime64()
     sid = events["subject_id"].to_numpy(np.int64)
@@ -82,7 +86,18 @@ def score_events(model, events: pd.DataFrame, as_of) -> pd.DataFrame:
         index = pd.DataFrame({"subject_id": subjects[has_past], "prediction_time": np.full(has_past.sum(), as_of)})
         risks = model.predict_risk(events, index)
         out.loc[has_past, model.label_columns_] = risks[model.label_columns_].to_numpy(np.float64)
-    return out
+    if not trajectories:
+        return out
+    if has_past.any():
+        forecasts = model.predict_trajectory(events, index).drop(columns="prediction_time")
+    else:
+        forecasts = _empty_forecasts()
+    return out, forecasts
+
+
+def _empty_forecasts() -> pd.DataFrame:
+    return pd.DataFrame({"subject_id": np.zeros(0, np.int64), "code": np.zeros(0, object),
+                         "horizon_days": np.zeros(0, np.int64), **{c: np.zeros(0) for c in ("forecast", "lower_80", "upper_80")}})
 
 
 def _subject_slices(table: pa.Table, subjects_per_slice: int):
@@ -114,13 +129,17 @@ def data_files(events_dir) -> list[Path]:
     return files
 
 
-def _score_local(model, files, as_of, subjects_per_slice, say, states=None):
-    """Score slice by slice; with a ``states`` list, from the twin state of each slice (kept there)."""
+def _score_local(model, files, as_of, subjects_per_slice, say, states=None, forecasts=None):
+    """Score slice by slice; with a ``states`` list, from the twin state of each slice (kept there);
+    with a ``forecasts`` list, the trajectory forecasts of each slice too (kept there)."""
     parts, n_events, n_subjects, t0 = [], 0, 0, time.perf_counter()
     for i, f in enumerate(files, start=1):
         table = pq.read_table(f, columns=_EVENT_COLUMNS)
         for piece in _subject_slices(table, subjects_per_slice):
-            if states is None:
+            if forecasts is not None:
+                part, fc = score_events(model, _as_frame(piece), as_of, trajectories=True)
+                forecasts.append(fc)
+            elif states is None:
                 part = score_events(model, _as_frame(piece), as_of)
             else:
                 from ._twin import score_with_state
@@ -138,7 +157,7 @@ def _score_local(model, files, as_of, subjects_per_slice, say, states=None):
 
 def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", tracking_uri: str | None = None,
           subjects_per_slice: int = 20_000, spark_master: str | None = None, spark_partitions: int | None = None,
-          overwrite: bool = False, state_dir=None, progress=None) -> ScoreReport:
+          overwrite: bool = False, state_dir=None, trajectories=None, progress=None) -> ScoreReport:
     """Score every subject of a MEDS dataset at ``as_of`` with a logged or registered model.
 
     Parameters
@@ -156,6 +175,11 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         whole-record model and the local engine only), for :func:`~twinml.scoring.update` to
         continue from. The scores then come from that state (one pass; equal to the usual ones
         within 1e-5).
+    trajectories : also write the model's trajectory forecasts of every scored subject to this
+        Parquet file, long format (``subject_id``, ``code``, ``horizon_days``, ``forecast``,
+        ``lower_80``, ``upper_80``, ``model_version``; the scores file's run facts in its metadata).
+        A sequence model with a trajectory head and the local engine only; both files are written
+        together, all or nothing.
     """
     from ..tracking import data_fingerprint, load_registered_model
 
@@ -182,6 +206,17 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
             raise FileExistsError(f"{Path(state_dir) / MANIFEST} exists (a twin state); pass overwrite=True "
                                   "(CLI: --overwrite) to replace it.")
         states = []
+    forecasts = None
+    if trajectories is not None:
+        if engine != "local" or state_dir is not None:
+            raise ConfigError("score: trajectory forecasts (trajectories) are written by the local engine without "
+                              f"a twin state only; got engine {engine!r}" + (" and a state_dir" if state_dir else ""))
+        trajectories = Path(trajectories)
+        if trajectories.exists() and not overwrite:
+            raise FileExistsError(f"{trajectories} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        if trajectories.resolve() == out.resolve():
+            raise ConfigError(f"score: the trajectories file must differ from the scores file; both are {out}")
+        forecasts = []
     files = data_files(events_dir)
     t0 = time.perf_counter()
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
@@ -190,8 +225,11 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         from ..models.twin import check_record_model
 
         check_record_model(loaded.model, "score --state")
+    if forecasts is not None and not getattr(loaded.model, "trajectory_codes_", None):
+        raise ConfigError(f"score --trajectories: {model_uri} ({type(loaded.model).__name__}) has no trajectory "
+                          "forecasts; only a sequence model fitted with trajectory_codes has")
     if engine == "local":
-        parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say, states)
+        parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say, states, forecasts)
         scores = pd.concat(parts, ignore_index=True) if parts else score_events(loaded.model, _as_frame(
             pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts)
     else:
@@ -209,7 +247,14 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
                          len(scores), n_scored, len(scores) - n_scored, int(n_events), time.perf_counter() - t0, engine)
     if report.scored + report.no_events_before_as_of != report.subjects:
         raise RuntimeError("score: subjects read != scored + reported without events")
-    if states is None:
+    if forecasts is not None:
+        fc = pd.concat(forecasts, ignore_index=True) if forecasts else _empty_forecasts()
+        fc = fc.sort_values(["subject_id", "code", "horizon_days"], kind="stable").reset_index(drop=True)
+        fc["model_version"] = loaded.version or ""
+        _write_atomic_many([(fc, trajectories), (scores, out)], report)
+        say(f"trajectory forecasts: {len(fc):,} rows ({fc['code'].nunique()} codes x "
+            f"{fc['horizon_days'].nunique()} horizons) -> {trajectories}")
+    elif states is None:
         _write_atomic(scores, out, report)
     else:
         from ..models.twin import TwinState
@@ -230,18 +275,43 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
 
 def _write_atomic(scores: pd.DataFrame, out: Path, report: ScoreReport) -> None:
     """Write to a hidden temporary file beside ``out`` and rename it into place: all or nothing."""
-    table = pa.Table.from_pandas(scores, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[_META_KEY] = json.dumps(report.to_dict(), sort_keys=True).encode()
-    table = table.replace_schema_metadata(meta)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    _write_atomic_many([(scores, out)], report)
+
+
+def _write_atomic_many(frames, report: ScoreReport) -> None:
+    """Each ``(frame, path)`` to a hidden temporary file beside its path (the run facts in its metadata),
+    then renamed into place in order, the last path last (the commit point). If a rename fails,
+    the files already placed are put back as they were (an earlier file restored, a new one removed)."""
+    staged, placed, done = [], [], False
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, out)
+        for frame, out in frames:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            meta = dict(table.schema.metadata or {})
+            meta[_META_KEY] = json.dumps(report.to_dict(), sort_keys=True).encode()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+            staged.append((tmp, out))
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        for tmp, out in staged:
+            existed = out.exists()
+            backup = out.parent / f".{out.name}.previous-{os.getpid()}" if existed and len(staged) > 1 else None
+            if backup is not None:
+                os.replace(out, backup)
+            placed.append((out, backup, existed))
+            os.replace(tmp, out)
+        done = True
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+        for out, backup, existed in reversed(placed):
+            if done:
+                if backup is not None:
+                    backup.unlink()
+            elif backup is not None:
+                os.replace(backup, out)  # put the earlier file back
+            elif not existed and out.is_file():
+                out.unlink()  # placed by this call: take it away again
 
 
 def read_score_metadata(path) -> dict:

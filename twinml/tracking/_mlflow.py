@@ -94,7 +94,7 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
     with warnings.catch_warnings(), _quiet_logger("mlflow.pyfunc"):
         # subject_id is never missing, so MLflow's hint about integer columns does not apply
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
-        signature = infer_signature(example, output, params={"prediction_time": ""})
+        signature = infer_signature(example, output, params={"prediction_time": "", "output": "risk"})
         return mlflow.pyfunc.log_model(
             name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
             pip_requirements=pip_requirements(torch=hasattr(model, "net_")), code_paths=[str(package_dir)],

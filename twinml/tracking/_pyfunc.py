@@ -6,6 +6,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
+from .._validation import ConfigError
+
 __all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index", "as_pyfunc_input"]
 
 
@@ -36,7 +38,13 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
     ``numeric_value``) and returns one row per subject with the risk of every label column;
     events after the prediction time are ignored (the leakage rule). Without a prediction
     time each subject is scored at its last event.
+
+    ``params={"output": "trajectory"}`` returns the trajectory forecasts instead (a sequence model
+    fitted with a trajectory head): one row per subject, code and horizon with ``forecast``,
+    ``lower_80`` and ``upper_80`` (see ``predict_trajectory``).
     """
+
+    OUTPUTS = ("risk", "trajectory")
 
     def __init__(self, model):
         self.model = model
@@ -49,9 +57,18 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
             events["numeric_value"] = np.nan
         events["numeric_value"] = events["numeric_value"].astype("float32")
         events = events.sort_values(["subject_id", "time"], kind="stable", na_position="first")
-        pt = (params or {}).get("prediction_time") or None
-        index = prediction_index(events, pt)
-        return self.model.predict_risk(events.reset_index(drop=True), index)
+        params = params or {}
+        output = params.get("output") or "risk"
+        if output not in self.OUTPUTS:
+            raise ConfigError(f"pyfunc predict: params 'output' must be one of {list(self.OUTPUTS)}. Got {output!r} instead.")
+        if output == "trajectory" and not getattr(self.model, "trajectory_codes_", None):
+            raise ConfigError(f"pyfunc predict: this {type(self.model).__name__} has no trajectory forecasts "
+                              "(only a sequence model fitted with trajectory_codes has); use output 'risk'.")
+        index = prediction_index(events, params.get("prediction_time") or None)
+        events = events.reset_index(drop=True)
+        if output == "trajectory":
+            return self.model.predict_trajectory(events, index)
+        return self.model.predict_risk(events, index)
 
 
 def synthetic_input_example(model, n_codes: int = 4) -> pd.DataFrame:
