@@ -132,6 +132,17 @@ def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path,
               trajectories=tmp_path / "forecasts.parquet", overwrite=True)
     monkeypatch.undo()
     assert {n: (tmp_path / n).read_bytes() for n in before} == before  # both as they were
+    # the CLI
+    from typer.testing import CliRunner
+
+    from twinml.cli import app
+
+    out = CliRunner().invoke(app, ["score", "--model", res.model_uri, "--events", str(tmp_path / "meds"), "--as-of", as_of,
+                                   "--out", str(tmp_path / "cli.parquet"), "--trajectories", str(tmp_path / "cli-fc.parquet"),
+                                   "--tracking-uri", uri])
+    assert out.exit_code == 0, out.output
+    assert "trajectory forecasts:" in out.output
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cli-fc.parquet"), fc)
     assert sorted(p.name for p in tmp_path.glob(".*")) == []  # no temporary or backup file left
 
 
