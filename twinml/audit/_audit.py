@@ -12,12 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .._validation import ConfigError
-from ..evaluation import evaluate_risks
-from ..evaluation._calibration import calibration_summary, reliability_table
-from ..evaluation._explain import code_importance, explain_model, faithfulness, window_importance
+from ..evaluation import (SUPPRESSED, calibration_summary, code_importance, evaluate_risks, explain_model, faithfulness,
+                          reliability_table, subgroup_metrics, subject_attributes, threshold_tradeoff, window_importance)
 from ..evaluation._metrics import _oracle_frame
-from ..evaluation._fairness import SUPPRESSED, subject_attributes, subgroup_metrics
-from ..evaluation._mitigation import threshold_tradeoff
 from ._policy import AuditPolicy
 
 __all__ = ["AuditInputs", "compute_audit", "suppress_small_counts"]

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._validation import PositiveInt
-from ..cohort._task import load_validated
-from ..evaluation._fairness import DEFAULT_ATTRIBUTES, MIN_CELL
+from ..cohort import load_validated
+from ..evaluation import DEFAULT_ATTRIBUTES, MIN_CELL
 
 __all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
 

@@ -8,8 +8,7 @@ import torch
 
 from .._arrays import ragged_arange
 from .._validation import ConfigError
-from ..features._record import RecordFeaturizer
-from ..features._sequence import UNKNOWN
+from ..features import RecordFeaturizer, UNKNOWN
 from ._sequence_model import SequenceRiskModel
 from ._torch_modules import RecordRiskNet
 

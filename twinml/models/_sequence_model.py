@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
 from ..features import SequenceFeaturizer
-from ..features._sequence import UNKNOWN
+from ..features import UNKNOWN
 from ._hazard import (HazardCalibrator, base_hazard_logits, calibrated_curve, curve_frame, hazard_loss, hazard_targets,
                       parse_label_columns)
 from ._tabular_model import label_columns_of

@@ -51,7 +51,7 @@ from scipy.stats import norm
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
-from ..cohort._plans import PlanSet, factual_plans, load_plans
+from ..cohort import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
 from ._hazard import _mask_and_target, base_hazard_logits, hazard_targets, parse_label_columns, risk_curve
 from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads, forecast_loss
