@@ -76,6 +76,10 @@ def test_predict_trajectory_is_long_ordered_and_its_intervals_cover_the_tuning_r
     # forecasts are in the code's units: HbA1c around 5-7 %, systolic BP around 110-150 mm Hg
     med = tr.groupby("code")["forecast"].median()
     assert 4.5 < med[HBA1C] < 8 and 100 < med[SBP] < 160
+    # one pass for both outputs (batch scoring) gives exactly what the two calls give
+    risk, both = model.predict_risk_and_trajectory(events, index)
+    pd.testing.assert_frame_equal(both, tr)
+    pd.testing.assert_frame_equal(risk, model.predict_risk(events, index))
     # a selection of codes and horizons is the same numbers
     sub = model.predict_trajectory(events, index.iloc[:5], codes=[SBP], horizons_days=[180])
     full = tr[(tr["code"] == SBP) & (tr["horizon_days"] == 180)].iloc[:5]

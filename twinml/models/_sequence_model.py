@@ -332,13 +332,20 @@ class SequenceRiskModel(BaseEstimator):
     def _representations(self, data, batch_size=1024) -> np.ndarray:
         """What the hazard head reads for each row and the encoder state it was made from (the
         trajectory head's input), (n_rows, 2 * d_model)."""
+        return self._logits_and_representations(data, batch_size)[1]
+
+    def _logits_and_representations(self, data, batch_size=1024):
+        """:meth:`_logits` and :meth:`_representations` from one pass (the same batches, so the
+        logits are those of :meth:`_logits` to the bit)."""
+        logits = np.empty((len(data), len(self.outcomes_), len(self.horizons_)), np.float32)
         out = np.empty((len(data), 2 * self.d_model), np.float32)
         self.net_.eval()
         with torch.inference_mode():
             for rows in self._row_batches(data, batch_size=batch_size):
                 r, h = self.net_.represent(**self._net_inputs(data.batch(rows)), with_state=True)
+                logits[rows] = self.net_.head(r).numpy()
                 out[rows] = torch.cat([r, h], dim=-1).numpy()
-        return out
+        return logits, out
 
     def _eval_loss(self, data, y) -> float:
         return float(hazard_loss(torch.from_numpy(self._logits(data)), torch.from_numpy(y)))
@@ -377,6 +384,22 @@ class SequenceRiskModel(BaseEstimator):
             x, base = tf.inputs(self._representations(data), data)
             return trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days,
                                     select_codes=codes, select_horizons=horizons)
+
+    def predict_risk_and_trajectory(self, events: pd.DataFrame, index: pd.DataFrame):
+        """``(predict_risk(...), predict_trajectory(...))`` from one featurisation and one pass of the
+        network (batch scoring with ``--trajectories``)."""
+        check_is_fitted(self, "net_")
+        tf = _trajectory_of(self)
+        from ._trajectory import trajectory_frame
+
+        with _torch_threads(self.n_threads):
+            data = self.featurizer_.transform(events, index)
+            logits, rep = self._logits_and_representations(data)
+            with torch.inference_mode():
+                curve = calibrated_curve(torch.from_numpy(logits), self.calibrator_, True)
+            x, base = tf.inputs(rep, data)
+            return (curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_),
+                    trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days))
 
     @property
     def trajectory_codes_(self) -> list[str]:

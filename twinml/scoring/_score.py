@@ -84,15 +84,16 @@ def score_events(model, events: pd.DataFrame, as_of, *, trajectories: bool = Fal
         out[c] = np.nan
     if has_past.any():
         index = pd.DataFrame({"subject_id": subjects[has_past], "prediction_time": np.full(has_past.sum(), as_of)})
-        risks = model.predict_risk(events, index)
+        both = getattr(model, "predict_risk_and_trajectory", None) if trajectories else None
+        if both is not None:  # one pass of the network for both outputs
+            risks, forecasts = both(events, index)
+        else:
+            risks = model.predict_risk(events, index)
+            forecasts = model.predict_trajectory(events, index) if trajectories else None
         out.loc[has_past, model.label_columns_] = risks[model.label_columns_].to_numpy(np.float64)
     if not trajectories:
         return out
-    if has_past.any():
-        forecasts = model.predict_trajectory(events, index).drop(columns="prediction_time")
-    else:
-        forecasts = _empty_forecasts()
-    return out, forecasts
+    return out, (forecasts.drop(columns="prediction_time") if has_past.any() else _empty_forecasts())
 
 
 def _empty_forecasts() -> pd.DataFrame:
