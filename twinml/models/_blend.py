@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
+from ._bands import RiskBands
 from ._hazard import HazardCalibrator, calibrated_curve, curve_frame, hazard_targets, parse_label_columns
 from ._sequence_model import _torch_threads
 from ._tabular_model import TabularRiskModel, label_columns_of
@@ -113,6 +114,9 @@ class BlendRiskModel(BaseEstimator):
         if self.calibration is not None and tuning_labels is not None and len(tuning_labels):
             y = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
             self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(events, tuning_labels), y)
+        self.risk_bands_ = None
+        if tuning_labels is not None and len(tuning_labels):
+            self.risk_bands_ = RiskBands.fit(self.predict_risk(events, tuning_labels), tuning_labels, self.label_columns_)
         return self
 
     @property

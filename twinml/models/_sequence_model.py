@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import ConfigError
 from ..features import SequenceFeaturizer
 from ..features import UNKNOWN
+from ._bands import RiskBands
 from ._hazard import (HazardCalibrator, base_hazard_logits, calibrated_curve, curve_frame, hazard_loss, hazard_targets,
                       parse_label_columns)
 from ._tabular_model import label_columns_of
@@ -199,6 +200,11 @@ class SequenceRiskModel(BaseEstimator):
                 self.trajectory_skipped_ = "no numeric code in the training events"
             if self.trajectory_skipped_:
                 say(f"trajectory head: not fitted ({self.trajectory_skipped_})")
+            self.risk_bands_ = None
+            if tune is not None:
+                curve = calibrated_curve(torch.from_numpy(self._logits(tune)), self.calibrator_, True)
+                self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
+                                                             self.label_columns_), tuning_labels, self.label_columns_)
         return self
 
     def _trajectory_head(self):

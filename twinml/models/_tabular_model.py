@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
 from ..features import TabularFeaturizer
+from ._bands import RiskBands
 from ._multilabel import MaskedMultiLabelClassifier, make_baseline
 
 __all__ = ["TabularRiskModel", "label_columns_of", "label_matrix"]
@@ -85,6 +86,7 @@ class TabularRiskModel(BaseEstimator):
         self.featurizer_ = TabularFeaturizer(self.windows_days, self.aggregates, self.min_code_count).fit(train_events)
         X = self.featurizer_.transform(events, labels)
         say(f"features: {X.shape[0]:,} rows x {X.shape[1]:,} columns")
+        self.feature_means_ = np.asarray(X.mean(axis=0), np.float64).ravel()  # the explainer's background
         params = dict(self.model_params or {})
         if self.n_trials:
             if self.kind != "lightgbm":
@@ -105,6 +107,8 @@ class TabularRiskModel(BaseEstimator):
         self.calibrators_ = {}
         if self.calibration is not None and tuning is not None:
             self._calibrate(*tuning)
+        self.risk_bands_ = None if tuning is None else RiskBands.fit(
+            self._risk_frame(tuning_labels, tuning[0]), tuning_labels, self.label_columns_)
         return self
 
     def _calibrate(self, X, Y):
@@ -129,7 +133,9 @@ class TabularRiskModel(BaseEstimator):
         ``calibrated=False`` gives the classifiers' risks before the tuning-split calibrators.
         """
         check_is_fitted(self, "classifier_")
-        X = self.featurizer_.transform(events, index)
+        return self._risk_frame(index, self.featurizer_.transform(events, index), calibrated=calibrated)
+
+    def _risk_frame(self, index, X, *, calibrated=True):
         risk = self.classifier_.predict_risk(X)
         if calibrated:
             for j, cal in getattr(self, "calibrators_", {}).items():

@@ -53,7 +53,9 @@ from sklearn.utils.validation import check_is_fitted
 from .._validation import ConfigError
 from ..cohort import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
-from ._hazard import _mask_and_target, base_hazard_logits, hazard_targets, parse_label_columns, risk_curve
+from ._bands import RiskBands
+from ._hazard import (_mask_and_target, base_hazard_logits, curve_frame, hazard_targets, parse_label_columns,
+                      risk_curve)
 from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads, forecast_loss
 from ._tabular_model import label_columns_of
 from ._torch_modules import TreatmentResponseNet
@@ -278,6 +280,13 @@ class TreatmentResponseModel(SequenceRiskModel):
         self.support_threshold_ = self._support_thresholds(prop, plan_train)
         say("support thresholds (propensity): " + ", ".join(
             f"{p} {t:.4f}" for p, t in zip(self.plan_names_, self.support_threshold_)))
+        self.risk_bands_ = None
+        if tune is not None:
+            with _torch_threads(self.n_threads):
+                risk, prop = self._plan_risks(tune)
+            curve = np.einsum("np,npob->nob", prop, risk.mean(axis=1))
+            self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
+                                                         self.label_columns_), tuning_labels, self.label_columns_)
         return self
 
     def _with_plans(self, events, labels, split, say):
