@@ -4,7 +4,8 @@ Sequence models are explained with shap's ``GradientExplainer`` (expected gradie
 event embeddings: the attribution of an event is the sum of its embedding's SHAP values, the
 baseline of each event is the same event with its content removed (unknown code, no value, same
 time). Tabular models use ``TreeExplainer`` (gradient boosting) or ``LinearExplainer``
-(logistic regression) on their features, each attributed to the code and window it summarises.
+(logistic regression, against the training rows' mean features) on their features, each attributed
+to the code and window it summarises.
 
 Attributions explain the model's log-odds of the label before the calibrator. Static traits are
 held at each row's own values, so they receive no attribution from the sequence explainer.
@@ -318,7 +319,10 @@ def _explain_tabular(model, events, index, label, j):
     else:  # LightGBMClassifier takes the sparse matrix as it is; shap reads its booster
         prep, clf, Xt = None, est.estimator_, X
     if type(clf).__name__ == "LogisticRegression":
-        background = prep.transform(X[: min(X.shape[0], 1000)])
+        # against the training rows' mean features (kept by fit), so one patient can be explained alone;
+        # models fitted before twinml kept them are explained against the rows explained
+        means = getattr(model, "feature_means_", None)
+        background = prep.transform(X[: min(X.shape[0], 1000)] if means is None else means[None, :])
         sv = shap.LinearExplainer(clf, background).shap_values(Xt)
     else:
         with warnings.catch_warnings():  # shap notes that LightGBM's output became a per-class list; handled below
