@@ -105,8 +105,11 @@ def read_code_metadata(root) -> pd.DataFrame:
     return pq.read_table(path).to_pandas() if path.exists() else pd.DataFrame(columns=["code", "description"])
 
 
-def read_meds(root, *, splits=None) -> pd.DataFrame:
+def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
     """Read (and validate) the events of a MEDS dataset into one frame.
+
+    ``subjects`` (ids) reads only those subjects' rows (a filter pushed into the Parquet reader, so
+    one patient of a large panel is read in a moment); only the rows read are validated.
 
     Returns a DataFrame with ``subject_id`` (int64), ``time`` (datetime64[us], NaT for static facts),
     ``code`` (category) and ``numeric_value`` (float32), sorted by subject then time.
@@ -128,7 +131,8 @@ def read_meds(root, *, splits=None) -> pd.DataFrame:
     tables, seen = [], {}
     for f in files:
         name = str(f.relative_to(root))
-        tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"]), name=name)
+        filters = None if subjects is None else [("subject_id", "in", [int(i) for i in subjects])]
+        tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"], filters=filters), name=name)
         ids = pc.unique(tbl.column("subject_id")).to_numpy()
         _check_disjoint(ids, name, seen)
         tables.append(tbl.select(["subject_id", "time", "code", "numeric_value"]))
