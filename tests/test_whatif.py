@@ -228,6 +228,16 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     assert set(table["plan"]) == set(load_plans(PLANS).names) and set(table["subject_id"]) == set(ids)
     assert len(list(out.glob("curves_*.png"))) == 2
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    # its twin page: risk under each plan with support flags; no drivers, saying why
+    page = tmp_path / "twin"
+    r = runner.invoke(app, ["twin", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
+                            "--subject", str(ids[0]), "--at", "2016-01-01", "--out", str(page), "--tracking-uri", uri])
+    assert r.exit_code == 0, r.output
+    text = (page / "twin.html").read_text()
+    assert "Start atorvastatin now" in text and "in support" in text and "reads risk networks" in text
+    plans_at = pd.read_csv(page / "whatif.csv")
+    assert set(plans_at["plan"]) == set(load_plans(PLANS).names) and set(plans_at["subject_id"]) == {ids[0]}
+    assert not (page / "drivers.csv").exists()
     # the audit covers risk models: a what-if model gets one clear line, exit code 2
     refused = runner.invoke(app, ["audit", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
                                   "--out", str(tmp_path / "audit"), "--tracking-uri", uri])

@@ -318,6 +318,54 @@ def whatif(
     _run(body)
 
 
+@app.command()
+def twin(
+    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a path."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory holding the patient."),
+    subject: int = typer.Option(..., "--subject", help="The subject id."),
+    plans: Optional[Path] = typer.Option(None, "--plans", help="What-if models: plans YAML to compare (default: "
+                                         "the plans the model was trained on)."),
+    at: Optional[str] = typer.Option(None, "--at", help="Prediction time (default: the subject's last event); "
+                                     "later events are neither shown nor used."),
+    out: Path = typer.Option(Path("runs/twin"), "--out", help="Directory for twin.html and its tables (CSV)."),
+    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+):
+    """One patient's twin as a self-contained HTML page: record, risk, trajectories, what-if, drivers."""
+    def body():
+        from ._validation import ConfigError
+        from .cohort import load_plans
+        from .data import read_code_metadata, read_meds
+        from .pipeline import Progress
+        from .tracking import load_registered_model
+        import pandas as pd
+
+        from .twinpage import twin_page, write_twin_page
+
+        if out.exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+        try:
+            when = None if at is None else pd.Timestamp(at)
+        except ValueError:
+            raise ConfigError(f"--at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
+        asked = load_plans(plans) if plans else None
+        loaded = load_registered_model(model, tracking_uri=tracking_uri)
+        if asked is not None and not hasattr(loaded.model, "predict_plans"):
+            raise ConfigError(f"--plans: {model} is a {type(loaded.model).__name__}, not a what-if model; "
+                              "train one with model.kind: whatif to compare plans.")
+        meta = read_code_metadata(events)
+        descriptions = dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str)))
+        uri = f"models:/{loaded.name}/{loaded.version}" if loaded.version else model
+        ev = read_meds(events, subjects=[subject])
+        if ev.empty:
+            raise ConfigError(f"--subject: subject {subject} has no events in {events}.")
+        page = twin_page(loaded.model, ev, subject, at=when, plans=asked,
+                         code_descriptions=descriptions, model_uri=uri, progress=Progress(_console().print))
+        path = write_twin_page(page, out, overwrite=overwrite)
+        _console().print(f"wrote {path / 'twin.html'} (and its tables as CSV in {path})")
+    _run(body)
+
+
 def _subject_ids(text):
     from ._validation import ConfigError
 

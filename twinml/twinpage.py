@@ -1,0 +1,479 @@
+"""One patient's twin on one page: the record, the risk, the trajectories, the plans and the drivers.
+
+:func:`twin_page` gathers what a fitted twinml model says about one subject at one prediction time
+(by default the subject's last event); :func:`write_twin_page` writes it as one self-contained HTML
+file (figures embedded as PNG data; a Content-Security-Policy forbids every fetch, so nothing on the
+page leaves the machine it is opened on) beside the same numbers as CSV. ``twinml twin`` runs both
+on a registered model.
+
+Sections, each present on every page (saying why when the model cannot fill it):
+
+1. **Record**: who (age, sex and race codes at the prediction time), the timeline of every event
+   by vocabulary, small plots of the most-read labs, the latest events.
+2. **Risk**: the risk of each outcome within each horizon, with the model's risk band (the
+   observed rate, Wilson 95 %, among tuning patients the model scored alike; :class:`~twinml.models.RiskBands`).
+3. **Trajectories**: each forecast lab's recent readings and its median forecast at each horizon
+   with the conformal 80 % interval (``predict_trajectory``).
+4. **What-if**: risk under each treatment plan with its bootstrap band and support flag (models
+   trained with ``model.kind: whatif``).
+5. **Drivers**: the codes that move this patient's risk most, from the audit's explainer
+   (:func:`~twinml.evaluation.explain_model`), one table per outcome at its longest horizon.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import atomic_directory
+from ._validation import ConfigError
+
+__all__ = ["TwinPage", "twin_page", "write_twin_page", "render_twin_html", "TWIN_FILES"]
+
+TWIN_FILES = ("twin.html", "risk.csv", "trajectory.csv", "drivers.csv", "whatif.csv")
+N_LABS = 8          # small lab plots on the timeline
+N_LATEST = 15       # rows of the latest-events table
+TRAJECTORY_YEARS = 3  # readings shown before the forecasts
+
+
+@dataclass
+class TwinPage:
+    """What :func:`twin_page` found; every table is also written as CSV by :func:`write_twin_page`."""
+
+    subject_id: int
+    prediction_time: pd.Timestamp
+    model: str                      # the model's class and, when known, its URI
+    events: pd.DataFrame            # the subject's events up to the prediction time (static ones included)
+    traits: dict                    # age, sex, race, ...
+    risk: pd.DataFrame              # outcome, horizon_days, risk, band_lo, band_hi
+    trajectory: pd.DataFrame | None
+    whatif: object | None           # a WhatIfResult
+    drivers: pd.DataFrame | None    # outcome, label, code, description, attribution, direction, last_days_before
+    descriptions: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # section -> why it is empty or what it means
+    band_note: str = ""
+
+
+def _subject_events(events, subject_id, at):
+    ev = events[events["subject_id"] == subject_id]
+    if ev.empty:
+        raise ConfigError(f"subject {subject_id} has no events in the events given "
+                          f"({events['subject_id'].nunique():,} subjects there).")
+    timed = ev["time"].dropna()
+    try:
+        t = timed.max() if at is None else pd.Timestamp(at)
+    except ValueError:
+        raise ConfigError(f"at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
+    if at is not None and (timed.empty or t < timed.min()):
+        raise ConfigError(f"at: {t} is before subject {subject_id}'s first event ({timed.min()}).")
+    keep = ev["time"].isna() | (ev["time"] <= t)
+    return ev[keep.to_numpy()].reset_index(drop=True), pd.Timestamp(t).as_unit("us")
+
+
+def _traits(ev, index):
+    from .evaluation import subject_attributes
+
+    out = subject_attributes(ev, index).iloc[0].to_dict()
+    birth = ev.loc[ev["code"].astype(str) == "MEDS_BIRTH", "time"].dropna()
+    t = index["prediction_time"].iloc[0]
+    if not birth.empty:
+        out = {"age": f"{(t - birth.min()).days / 365.25:.1f} years", **out}
+    out.pop("age_band", None)
+    return {k: str(v) for k, v in out.items()}
+
+
+def _risk_table(model, ev, index):
+    risk = model.predict_risk(ev, index)
+    bands = getattr(model, "risk_bands_", None)
+    rows = []
+    for c in model.label_columns_:
+        outcome, _, h = c.rpartition("_")
+        p = float(risk[c].iloc[0])
+        lo, hi = bands.interval(c, [p]) if bands is not None else (np.array([np.nan]), np.array([np.nan]))
+        rows.append({"outcome": outcome, "horizon_days": int(h[:-1]), "label": c, "risk": p,
+                     "band_lo": float(lo[0]), "band_hi": float(hi[0])})
+    return pd.DataFrame(rows)
+
+
+def _drivers(model, ev, index, labels, descriptions, *, top, n_samples, seed):
+    from .evaluation import explain_model, patient_drivers
+
+    t = index["prediction_time"].iloc[0]
+    last = ev.dropna(subset=["time"]).groupby(ev["code"].astype(str))["time"].max()
+    parts = []
+    for outcome, label in labels.items():
+        attr = explain_model(model, ev, index, label=label, n_samples=n_samples, seed=seed)
+        d = patient_drivers(attr, top=top)
+        d = d[d["attribution"] != 0]
+        d = d.assign(outcome=outcome, label=label, code=d["code"].astype(str))
+        d["description"] = [descriptions.get(c, "") for c in d["code"]]
+        d["last_days_before"] = ((t - d["code"].map(last)).dt.days).astype("Int64")
+        parts.append(d[["outcome", "label", "code", "description", "attribution", "direction", "last_days_before"]])
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
+def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=None, code_descriptions=None,
+              model_uri: str | None = None, n_drivers: int = 8, n_samples: int = 16, seed: int = 0,
+              progress=None) -> TwinPage:
+    """Everything the page shows for ``subject_id`` at ``at`` (default: the subject's last event).
+
+    Parameters
+    ----------
+    model : a fitted twinml model (what ``load_registered_model(...).model`` returns)
+    events : MEDS events holding the subject (others are ignored; events after ``at`` too)
+    plans : PlanSet, optional
+        What-if models only: the plans to compare (default: the model's own plans).
+    code_descriptions : dict, optional
+        Code -> description (a MEDS dataset's ``metadata/codes.parquet``) for the tables.
+    n_drivers, n_samples, seed
+        Drivers per outcome; expected-gradient samples and seed of the explainer (as in the audit).
+    """
+    say = progress or (lambda msg: None)
+    if isinstance(subject_id, bool) or not isinstance(subject_id, (int, np.integer)):
+        raise ConfigError(f"subject_id: expected an integer subject id; got {subject_id!r}.")
+    ev, t = _subject_events(events, int(subject_id), at)
+    index = pd.DataFrame({"subject_id": [int(subject_id)], "prediction_time": [t.to_datetime64()]})
+    descriptions = dict(code_descriptions or {})
+    notes = {}
+    say(f"subject {subject_id}: {ev['time'].notna().sum():,} events up to {t}")
+
+    risk = _risk_table(model, ev, index)
+    band_note = ("Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
+                 "same tenth as this patient's; those rows also early-stopped the model, so it leans optimistic.")
+    if getattr(model, "risk_bands_", None) is None:
+        band_note = "No band: this model was fitted without tuning rows, or before twinml kept risk bands."
+    say("risk: scored")
+
+    trajectory = None
+    if hasattr(model, "predict_trajectory"):
+        try:
+            trajectory = model.predict_trajectory(ev, index)
+        except ConfigError as err:  # fitted without the head: the model says why
+            notes["trajectory"] = f"No lab trajectories: {err}."
+    else:
+        notes["trajectory"] = (f"No lab trajectories: a {type(model).__name__} does not forecast them (the "
+                               "sequence, record and blend models do).")
+    if trajectory is not None:
+        say(f"trajectories: {trajectory['code'].nunique()} codes")
+
+    whatif = None
+    if hasattr(model, "predict_plans"):
+        from .whatif import what_if
+
+        whatif = what_if(model, ev, index, plans)
+        say(f"what-if: {len(whatif.prediction.plans)} plans")
+    else:
+        notes["whatif"] = ("This model compares no treatment plans; train one with model.kind: whatif and "
+                           "task.treatment to see risk under each plan.")
+
+    drivers = None
+    if hasattr(model, "predict_plans"):
+        notes["drivers"] = ("The audit's explainer reads risk networks, not what-if models, so no drivers are "
+                            "shown; explain a risk model of the same task.")
+    else:
+        longest = {}
+        for c in model.label_columns_:
+            outcome, _, h = c.rpartition("_")
+            if outcome not in longest or int(h[:-1]) > int(longest[outcome].rpartition("_")[2][:-1]):
+                longest[outcome] = c
+        drivers = _drivers(model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples, seed=seed)
+        say(f"drivers: explained {len(longest)} labels")
+    name = type(model).__name__ + (f" {model_uri}" if model_uri else "")
+    return TwinPage(int(subject_id), t, name, ev, _traits(ev, index), risk, trajectory, whatif, drivers,
+                    descriptions, notes, band_note)
+
+
+def write_twin_page(page: TwinPage, out, *, overwrite: bool = False) -> Path:
+    """Write ``twin.html`` and the tables (``risk.csv``, ``trajectory.csv``, ``drivers.csv``,
+    ``whatif.csv``; those the page has) to ``out`` at once: all of them or nothing."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+    with atomic_directory(out) as tmp:
+        (tmp / "twin.html").write_text(render_twin_html(page), encoding="utf-8")
+        page.risk.to_csv(tmp / "risk.csv", index=False)
+        if page.trajectory is not None:
+            page.trajectory.to_csv(tmp / "trajectory.csv", index=False)
+        if page.drivers is not None:
+            page.drivers.to_csv(tmp / "drivers.csv", index=False)
+        if page.whatif is not None:
+            page.whatif.table().to_csv(tmp / "whatif.csv", index=False)
+    return out
+
+
+# --- figures -----------------------------------------------------------------------------------
+
+def _plt():
+    from .audit._figures import _plt as plt
+
+    return plt()
+
+
+def _label(code, descriptions, width=34):
+    d = descriptions.get(code) or ""
+    text = f"{d} ({code})" if d else code
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _timeline_figure(page):
+    plt = _plt()
+    ev = page.events.dropna(subset=["time"])
+    fam = ev["code"].astype(str).str.split("/", n=1).str[0]
+    order = fam.value_counts()
+    shown = list(order.index[:10])
+    fam = fam.where(fam.isin(shown), "other")
+    if "other" in set(fam):
+        shown.append("other")
+    fig, ax = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.2))
+    for i, f in enumerate(shown):
+        t = ev["time"][(fam == f).to_numpy()]
+        ax.plot(t, np.full(len(t), i), "|", ms=9, alpha=0.35, color=f"C{i % 10}")
+    ax.set_yticks(range(len(shown)), [f"{f} ({int(order.get(f, (fam == f).sum())):,})" for f in shown], fontsize=8)
+    ax.set_ylim(-0.7, len(shown) - 0.3)
+    ax.invert_yaxis()
+    ax.axvline(page.prediction_time, color="k", lw=0.8)
+    ax.set_title("every event by vocabulary (count); the line is the prediction time", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _lab_codes(page):
+    ev = page.events.dropna(subset=["time", "numeric_value"])
+    counts = ev["code"].astype(str).value_counts()
+    first = [] if page.trajectory is None else [c for c in pd.unique(page.trajectory["code"]) if c in counts.index]
+    return (first + [c for c in counts.index if c not in first])[:N_LABS]
+
+
+def _labs_figure(page, codes):
+    plt = _plt()
+    ev = page.events.dropna(subset=["time", "numeric_value"])
+    code = ev["code"].astype(str)
+    ncol = min(4, len(codes))
+    nrow = -(-len(codes) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 1.9 * nrow), squeeze=False)
+    for ax in axes.flat[len(codes):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.flat, codes):
+        r = ev[(code == c).to_numpy()]
+        ax.plot(r["time"], r["numeric_value"], ".-", ms=3, lw=0.6)
+        ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
+        ax.tick_params(labelsize=6)
+        for lab in ax.get_xticklabels():
+            lab.set_rotation(30)
+    fig.tight_layout()
+    return fig
+
+
+def _risk_figure(page):
+    plt = _plt()
+    outcomes = list(pd.unique(page.risk["outcome"]))
+    ncol = min(4, len(outcomes))
+    nrow = -(-len(outcomes) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.7 * ncol, 2.5 * nrow), squeeze=False)
+    for ax in axes.flat[len(outcomes):]:
+        ax.set_visible(False)
+    for ax, o in zip(axes.flat, outcomes):
+        r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
+        x = np.r_[0, r["horizon_days"]]
+        ax.plot(x, 100 * np.r_[0, r["risk"]], "o-", ms=3)
+        if r["band_lo"].notna().all():
+            ax.fill_between(x, 100 * np.r_[0, r["band_lo"]], 100 * np.r_[0, r["band_hi"]], alpha=0.2, lw=0)
+        ax.set_title(o, fontsize=9)
+        ax.set_xticks(x)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("days ahead", fontsize=7)
+        ax.set_ylabel("risk (%)", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _trajectory_figure(page):
+    plt = _plt()
+    tr = page.trajectory
+    codes = list(pd.unique(tr["code"]))
+    ev = page.events.dropna(subset=["time", "numeric_value"])
+    since = page.prediction_time - pd.Timedelta(days=round(365.25 * TRAJECTORY_YEARS))
+    ev = ev[(ev["time"] >= since).to_numpy()]
+    code = ev["code"].astype(str)
+    ncol = min(4, len(codes))
+    nrow = -(-len(codes) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.7 * ncol, 2.1 * nrow), squeeze=False)
+    for ax in axes.flat[len(codes):]:
+        ax.set_visible(False)
+    for ax, c in zip(axes.flat, codes):
+        r = ev[(code == c).to_numpy()]
+        f = tr[tr["code"] == c].sort_values("horizon_days")
+        when = page.prediction_time + pd.to_timedelta(f["horizon_days"].to_numpy(), unit="D")
+        ax.plot(r["time"], r["numeric_value"], ".", ms=4, color="C0", label="readings")
+        ax.fill_between(when, f["lower_80"], f["upper_80"], color="C1", alpha=0.25, lw=0, label="80% interval")
+        ax.plot(when, f["forecast"], "o-", ms=3, color="C1", label="forecast")
+        if len(r):
+            ax.plot([r["time"].iloc[-1], when[0]], [r["numeric_value"].iloc[-1], f["forecast"].iloc[0]], ":",
+                    color="C1", lw=0.8)
+        ax.axvline(page.prediction_time, color="k", lw=0.6)
+        ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
+        ax.tick_params(labelsize=6)
+        for lab in ax.get_xticklabels():
+            lab.set_rotation(30)
+    axes.flat[0].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _drivers_figure(page):
+    plt = _plt()
+    d = page.drivers
+    outcomes = list(pd.unique(d["outcome"]))
+    ncol = min(3, len(outcomes))
+    nrow = -(-len(outcomes) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 0.23 * d.groupby("outcome").size().max() * nrow
+                                                   + 1.1 * nrow), squeeze=False)
+    for ax in axes.flat[len(outcomes):]:
+        ax.set_visible(False)
+    for ax, o in zip(axes.flat, outcomes):
+        r = d[d["outcome"] == o].iloc[::-1]
+        ax.barh([_label(c, page.descriptions, 26) for c in r["code"]], r["attribution"],
+                color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"))
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set_title(f"{o} ({r['label'].iloc[0].rpartition('_')[2]})", fontsize=9)
+        ax.tick_params(axis="y", labelsize=6)
+        ax.tick_params(axis="x", labelsize=6)
+    fig.supxlabel("attribution to the log-odds (red raises the risk, blue lowers it)", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --- HTML --------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;line-height:1.4}
+h1{font-size:1.5em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em}td,th{border:1px solid #ddd;padding:2px 7px;text-align:left}
+th{background:#f4f4f4}td.n{text-align:right}.note{color:#555;font-size:.9em}.no{color:#b21f2d}
+img{max-width:100%;border:1px solid #eee}
+"""
+# the page fetches nothing: images are data: URIs, styles inline, no scripts
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _e(v):
+    return html.escape(str(v))
+
+
+def _pct(v):
+    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _num(v, digits=3):
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    return f"{v:.{digits}g}" if isinstance(v, float) else _e(v)
+
+
+def _table(header, rows):
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _img(fig, alt):
+    from .audit._figures import png_bytes, png_data_uri
+
+    return f"<img src='{png_data_uri(png_bytes(fig))}' alt='{_e(alt)}'>"
+
+
+def _n(v):
+    return f"<td class='n'>{v}</td>"
+
+
+def _record_html(page):
+    ev = page.events
+    timed = ev.dropna(subset=["time"])
+    traits = "; ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in page.traits.items())
+    parts = [f"<p>{traits}. {len(timed):,} events of {timed['code'].nunique():,} codes from "
+             f"{timed['time'].min():%Y-%m-%d} to {timed['time'].max():%Y-%m-%d}.</p>",
+             _img(_timeline_figure(page), "timeline of the record")]
+    labs = _lab_codes(page)
+    if labs:
+        parts += ["<h3>Labs and measurements</h3>", _img(_labs_figure(page, labs), "lab values over time")]
+    else:
+        parts.append("<p class='note'>No numeric readings in this record.</p>")
+    latest = timed.tail(N_LATEST).iloc[::-1]
+    rows = []
+    for r in latest.itertuples():
+        value = _num(r.numeric_value, 4) if pd.notna(r.numeric_value) else _e(getattr(r, "text_value", "") or "")
+        rows.append([f"{r.time:%Y-%m-%d %H:%M}", _e(r.code), _e(page.descriptions.get(str(r.code), "")),
+                     value if value != "—" else ""])
+    parts += ["<h3>Latest events</h3>", _table(["time", "code", "description", "value"], rows)]
+    return parts
+
+
+def _risk_html(page):
+    rows = [[_e(r.outcome), _n(r.horizon_days), _n(_pct(r.risk)),
+             _n(f"{_pct(r.band_lo)}–{_pct(r.band_hi)}" if np.isfinite(r.band_lo) else "—")]
+            for r in page.risk.itertuples()]
+    return [_img(_risk_figure(page), "risk curves"), f"<p class='note'>{_e(page.band_note)}</p>",
+            _table(["outcome", "within days", "risk", "band"], rows)]
+
+
+def _trajectory_html(page):
+    if page.trajectory is None:
+        return [f"<p class='note'>{_e(page.notes['trajectory'])}</p>"]
+    rows = [[_e(_label(r.code, page.descriptions, 60)), _n(r.horizon_days), _n(_num(r.forecast, 4)),
+             _n(f"{_num(r.lower_80, 4)} – {_num(r.upper_80, 4)}")] for r in page.trajectory.itertuples()]
+    return [_img(_trajectory_figure(page), "trajectory forecasts"),
+            f"<p class='note'>Readings of the last {TRAJECTORY_YEARS} years, then the median forecast of the "
+            "reading nearest each horizon with its 80 % interval (conformalised on the tuning rows).</p>",
+            _table(["code", "days ahead", "forecast", "80% interval"], rows)]
+
+
+def _whatif_html(page):
+    if page.whatif is None:
+        return [f"<p class='note'>{_e(page.notes['whatif'])}</p>"]
+    from .whatif import plan_curves_figure
+
+    w, p = page.whatif, page.whatif.prediction
+    rows = []
+    for r in w.table().itertuples():
+        support = "yes" if r.in_support else f"<span class='no'>no: {_e(r.support_note)}</span>"
+        rows.append([_e(w.descriptions.get(r.plan, r.plan)), _e(r.outcome), _n(r.horizon_days), _n(_pct(r.risk)),
+                     _n(f"{_pct(r.risk_lo)}–{_pct(r.risk_hi)}"), _n(_pct(r.effect)),
+                     _n(f"{_pct(r.effect_lo)}–{_pct(r.effect_hi)}"), support])
+    return [_img(plan_curves_figure(w, 0), "risk under each plan"),
+            f"<p class='note'>Effects are against <b>{_e(p.plans[0])}</b>; bands are {int(p.band * 100)} % "
+            "bootstrap bands. A plan outside the data's support is not estimated.</p>",
+            _table(["plan", "outcome", "within days", "risk", "band", "effect", "band", "in support"], rows)]
+
+
+def _drivers_html(page):
+    if page.drivers is None:
+        return [f"<p class='note'>{_e(page.notes['drivers'])}</p>"]
+    if page.drivers.empty:
+        return ["<p class='note'>No code moved this patient's risk (every attribution is zero).</p>"]
+    rows = [[_e(r.outcome), _e(r.code), _e(r.description), _n(f"{r.attribution:+.3f}"), _e(r.direction),
+             _n("—" if pd.isna(r.last_days_before) else f"{int(r.last_days_before):,}")]
+            for r in page.drivers.itertuples()]
+    return [_img(_drivers_figure(page), "top drivers of the risk"),
+            "<p class='note'>SHAP attributions of each outcome's log-odds at its longest horizon, summed over "
+            "each code's events (as in the audit's explanations).</p>",
+            _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows)]
+
+
+def render_twin_html(page: TwinPage) -> str:
+    """The page as one HTML string (figures embedded; opens offline and fetches nothing)."""
+    sections = [("record", "1. Record", _record_html), ("risk", "2. Risk", _risk_html),
+                ("trajectories", "3. Trajectories", _trajectory_html), ("whatif", "4. What-if plans", _whatif_html),
+                ("drivers", "5. Drivers of the risk", _drivers_html)]
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">",
+             f"<title>twinml twin: subject {page.subject_id}</title><style>{_CSS}</style></head><body>",
+             f"<h1>Twin of subject {page.subject_id} at {page.prediction_time:%Y-%m-%d %H:%M}</h1>",
+             f"<p class='note'>{_e(page.model)} · events after the prediction time are not shown or used.</p>"]
+    for key, title, body in sections:
+        parts += [f"<section id='{key}'><h2>{title}</h2>", *body(page), "</section>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
