@@ -203,3 +203,24 @@ def test_last_values_are_each_codes_last_reading_at_or_before_the_prediction_tim
                 np.testing.assert_allclose(data.last_values[i, 3 * k + 2], np.log1p(days) / 5, rtol=1e-5)
                 checked += 1
     assert checked > 20
+
+
+def test_the_end_of_observation_marker_is_not_an_input(events, labels, fitted):
+    """No label row sees an end-of-observation marker, so a score at or after one (a panel scored
+    "now", a twin page at the last event) must not read it: it equals the score without the marker."""
+    from twinml.features import END_OF_RECORD
+    from twinml.models import SequenceRiskModel, TabularRiskModel
+
+    is_end = events["code"].astype(str).isin(END_OF_RECORD).to_numpy()
+    ends = events[is_end].groupby("subject_id")["time"].max()
+    seen = labels["prediction_time"].to_numpy() >= labels["subject_id"].map(ends).to_numpy()
+    assert is_end.sum() > 1000 and not seen.any()  # the premise: training never reads one
+    held = split_rows(labels, "held_out")["subject_id"].unique()[:200]
+    at_end = pd.DataFrame({"subject_id": held, "prediction_time": ends.reindex(held).to_numpy()})
+    gru = SequenceRiskModel(calibration="platt", d_model=16, max_epochs=1, n_threads=1, trajectory_codes=None).fit(
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
+    tab = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"))
+    for model in (fitted, gru, tab):
+        with_end = model.predict_risk(events, at_end)
+        without = model.predict_risk(events[~is_end].reset_index(drop=True), at_end)
+        pd.testing.assert_frame_equal(with_end, without)

@@ -2,8 +2,8 @@
 
 from ._future import readings_near_horizons
 from ._record import RecordData, RecordFeaturizer, last_readings, last_value_features
-from ._sequence import PAD, UNKNOWN, SequenceData, SequenceFeaturizer
+from ._sequence import END_OF_RECORD, PAD, UNKNOWN, SequenceData, SequenceFeaturizer
 from ._tabular import TabularFeaturizer
 
 __all__ = ["TabularFeaturizer", "SequenceFeaturizer", "SequenceData", "RecordFeaturizer", "RecordData", "PAD", "UNKNOWN",
-           "last_readings", "last_value_features", "readings_near_horizons"]
+           "last_readings", "last_value_features", "readings_near_horizons", "END_OF_RECORD"]

@@ -4,6 +4,11 @@ For every prediction row only events with ``time <= prediction_time`` enter (the
 rule); the row keeps offsets ``[lo, hi)`` into one event array, and padded batches are
 gathered on demand, vectorised, so memory stays flat whatever the number of rows.
 Code ids: 0 = padding, 1 = a code not in the training vocabulary, 2.. = vocabulary.
+
+The end-of-observation marker (:data:`END_OF_RECORD`) is not an input: it marks where the data
+stop, not something that happened to the patient. No training row sees one (a row after the
+end of observation has no labels), so a score at or after it would read an event the network never
+learned; leaving it out makes such a score the score at the last real event.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from .._arrays import NAT, EventArrays, events_upto
 from .._validation import ConfigError
 from ._common import fit_code_stats, prediction_queries, static_entries
 
-__all__ = ["SequenceFeaturizer", "SequenceData"]
+__all__ = ["SequenceFeaturizer", "SequenceData", "END_OF_RECORD"]
+
+END_OF_RECORD = ("OBSERVATION_PERIOD//END",)  # as the simulator and the OMOP ingest write it
 
 _DAY_US = 86_400 * 1_000_000
 PAD, UNKNOWN = 0, 1
@@ -114,7 +121,7 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         static = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                                shape=(len(index), self.n_static_)).toarray().astype(np.float32)
         static[:, 0] /= 100.0  # age in centuries keeps inputs near unit scale
-        dyn = np.flatnonzero(ev.time != NAT)
+        dyn = np.flatnonzero((ev.time != NAT) & ~ev.codes_matching(codes=END_OF_RECORD))
         lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
         vc = lookup[ev.code[dyn]]
         code = np.where(vc >= 0, vc + 2, UNKNOWN).astype(np.int32)
