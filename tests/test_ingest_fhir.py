@@ -146,6 +146,20 @@ def test_the_same_patients_through_fhir_and_synthea_csv_give_the_same_events(ing
     a, b = read_meds(tmp_path / "meds"), read_meds(ingested[1])
     a["code"], b["code"] = a["code"].astype(str), b["code"].astype(str)
     pd.testing.assert_frame_equal(a, b)
+    # the code metadata carries the export's DESCRIPTION column, as FHIR's displays
+    from twinml.data import read_code_metadata
+
+    csv_desc = read_code_metadata(tmp_path / "meds").set_index("code")["description"]
+    fhir_desc = read_code_metadata(ingested[1]).set_index("code")["description"]
+    assert csv_desc.notna().mean() > 0.8, csv_desc[csv_desc.isna()].index[:5].tolist()
+    assert csv_desc.get("LOINC/8480-6") == fhir_desc.get("LOINC/8480-6") == "Systolic blood pressure"
+    # newer Synthea writes a SYSTEM column of URLs (immunizations: http://hl7.org/fhir/sid/cvx): mapped as FHIR maps them
+    imm = pd.read_csv(tmp_path / "csv" / "immunizations.csv", dtype=str)
+    imm.insert(3, "SYSTEM", "http://hl7.org/fhir/sid/cvx")
+    imm.to_csv(tmp_path / "csv" / "immunizations.csv", index=False)
+    ingest("synthea-csv", tmp_path / "csv", tmp_path / "meds_system", reference_time=WHEN)
+    c = read_meds(tmp_path / "meds_system")
+    pd.testing.assert_frame_equal(c.assign(code=c["code"].astype(str)), a)
 
 
 def test_quality_summary_is_logged_inside_a_tracked_run(tmp_path):

@@ -157,9 +157,10 @@ def _read_source(source, path, key, source_namespaces, chunk_rows) -> _SourceRow
     if source == "fhir":
         return _from_fhir(path, ids, chunk_rows)
     if source == "synthea-csv":
-        chunks, patients = read_synthea_csv(path, chunk_rows=chunk_rows)
+        displays = {}  # filled as the chunks are read, like the FHIR reader's
+        chunks, patients = read_synthea_csv(path, chunk_rows=chunk_rows, displays=displays)
         subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], ids)
-        return _SourceRows(((t, ids.assign(raw)) for t, raw in chunks), lambda: subjects, {}, {})
+        return _SourceRows(((t, ids.assign(raw)) for t, raw in chunks), lambda: subjects, {}, displays)
     chunks, subjects = read_omop(path, source_namespaces=source_namespaces, chunk_rows=chunk_rows)
     if not key:
         subjects = subjects.assign(subject_id=exact_int(subjects["subject_id"]))

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._validation import ConfigError
+from ._fhir import NAMESPACES
 
 __all__ = ["read_synthea_csv", "RACES", "ETHNICITIES"]
 
@@ -24,9 +25,10 @@ RACES = {"white": "White", "black": "Black or African American", "asian": "Asian
          "native": "American Indian or Alaska Native", "hawaiian": "Native Hawaiian or Other Pacific Islander",
          "other": "Other"}
 ETHNICITIES = {"hispanic": "Hispanic or Latino", "nonhispanic": "Not Hispanic or Latino"}
+# a system URL maps as in FHIR (immunizations read http://hl7.org/fhir/sid/cvx in newer Synthea: CVX/140,
+# not http://hl7.org/fhir/sid/cvx/140 beside a few CVX/140)
 _SYSTEMS = {"SNOMED-CT": "SNOMED", "SNOMED": "SNOMED", "RXNORM": "RxNorm", "LOINC": "LOINC", "CVX": "CVX",
-            "ICD-10-CM": "ICD10CM", "ICD10CM": "ICD10CM", "http://snomed.info/sct": "SNOMED",
-            "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm", "http://loinc.org": "LOINC"}
+            "ICD-10-CM": "ICD10CM", "ICD10CM": "ICD10CM", **NAMESPACES}
 # table -> (FHIR-equivalent table name, default namespace, start column, has STOP -> //ABATED)
 TABLES = {
     "encounters": ("Encounter", "SNOMED", "START", False),
@@ -69,19 +71,31 @@ def _codes(df, default_ns):
     return (ns.astype("string") + "/" + df["CODE"]).where(df["CODE"].notna())
 
 
-def read_synthea_csv(path, *, chunk_rows: int = 500_000) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
+def read_synthea_csv(path, *, chunk_rows: int = 500_000,
+                     displays: dict | None = None) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
     """Raw rows as ``(table, frame)`` chunks (each with ``subject_ref``) read lazily, at most ``chunk_rows``
-    source rows at a time, and the patients (``subject_ref``, ``birth``, ``death``)."""
+    source rows at a time, and the patients (``subject_ref``, ``birth``, ``death``).
+
+    ``displays``, if given, is filled as the chunks are read with each code's first ``DESCRIPTION``
+    (the code metadata's descriptions)."""
     root = Path(path)
     patients = _read(root, "patients") if root.is_dir() else None
     if patients is None:
         raise ConfigError(f"{root}: a Synthea CSV export needs patients.csv.")
     subjects = pd.DataFrame({"subject_ref": patients["ID"], "birth": patients["BIRTHDATE"],
                              "death": patients["DEATHDATE"] if "DEATHDATE" in patients else pd.NA})
-    return _chunks(root, patients, chunk_rows), subjects
+    return _chunks(root, patients, chunk_rows, {} if displays is None else displays), subjects
 
 
-def _chunks(root, patients, chunk_rows):
+def _note_displays(displays, code, df):
+    if "DESCRIPTION" not in df:
+        return
+    pairs = pd.DataFrame({"code": code, "text": df["DESCRIPTION"]}).dropna().drop_duplicates("code")
+    pairs = pairs[~pairs["code"].isin(displays.keys())]
+    displays.update(zip(pairs["code"].astype(str), pairs["text"].astype(str)))
+
+
+def _chunks(root, patients, chunk_rows, displays):
     pid = patients["ID"]
     const = lambda v: pd.Series(v, index=patients.index, dtype="string")  # noqa: E731
     parts = [_rows(pid, patients["BIRTHDATE"], const("MEDS_BIRTH")),
@@ -95,11 +109,14 @@ def _chunks(root, patients, chunk_rows):
     for name, (table, ns, start, abated) in TABLES.items():
         for df in _read(root, name, chunk_rows) or ():
             code = _codes(df, ns)
+            _note_displays(displays, code, df)
             yield table, _rows(df["PATIENT"], df[start], code)
             if abated and "STOP" in df:
                 stop = df["STOP"].notna()
                 yield table, _rows(df.loc[stop, "PATIENT"], df.loc[stop, "STOP"], (code[stop] + "//ABATED").astype("string"))
     for obs in _read(root, "observations", chunk_rows) or ():
         numeric = obs.get("TYPE", pd.Series("numeric", index=obs.index)).fillna("numeric") == "numeric"
-        yield "Observation", _rows(obs["PATIENT"], obs["DATE"], _codes(obs, "LOINC"),
+        code = _codes(obs, "LOINC")
+        _note_displays(displays, code, obs)
+        yield "Observation", _rows(obs["PATIENT"], obs["DATE"], code,
                                    obs["VALUE"].where(numeric), obs["VALUE"].where(~numeric))
