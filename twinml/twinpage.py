@@ -64,11 +64,15 @@ def _subject_events(events, subject_id, at):
         raise ConfigError(f"subject {subject_id} has no events in the events given "
                           f"({events['subject_id'].nunique():,} subjects there).")
     timed = ev["time"].dropna()
+    if timed.empty:
+        raise ConfigError(f"subject {subject_id} has only static rows (no dated event) in the events given.")
     try:
         t = timed.max() if at is None else pd.Timestamp(at)
     except ValueError:
         raise ConfigError(f"at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
-    if at is not None and (timed.empty or t < timed.min()):
+    if t.tzinfo is not None:  # MEDS times are naive UTC
+        t = t.tz_convert("UTC").tz_localize(None)
+    if t < timed.min():
         raise ConfigError(f"at: {t} is before subject {subject_id}'s first event ({timed.min()}).")
     keep = ev["time"].isna() | (ev["time"] <= t)
     return ev[keep.to_numpy()].reset_index(drop=True), pd.Timestamp(t).as_unit("us")
@@ -405,9 +409,8 @@ def _record_html(page):
     latest = timed.tail(N_LATEST).iloc[::-1]
     rows = []
     for r in latest.itertuples():
-        value = _num(r.numeric_value, 4) if pd.notna(r.numeric_value) else _e(getattr(r, "text_value", "") or "")
-        rows.append([f"{r.time:%Y-%m-%d %H:%M}", _e(r.code), _e(page.descriptions.get(str(r.code), "")),
-                     value if value != "—" else ""])
+        value = _num(float(r.numeric_value), 4) if pd.notna(r.numeric_value) else ""
+        rows.append([f"{r.time:%Y-%m-%d %H:%M}", _e(r.code), _e(page.descriptions.get(str(r.code), "")), value])
     parts += ["<h3>Latest events</h3>", _table(["time", "code", "description", "value"], rows)]
     return parts
 
