@@ -156,8 +156,25 @@ def test_reading_history_matches_a_direct_computation():
     for rows_lo in (whole, np.maximum(whole, rows_hi - 40)):
         for pick in (np.arange(rows_hi.size), np.arange(rows_hi.size)[::3]):
             data = SimpleNamespace(lo=rows_lo[pick], hi=rows_hi[pick], end=rows_end[pick], code=code, has_value=has,
-                                   value=value, time=time)
+                                   value=value, time=time, prediction_time=time[np.maximum(rows_hi[pick] - 1, 0)] + 86_400_000_000)
             _check_history(data, code, has, value, time)
+            _check_recency(data, code, time)
+
+
+def _check_recency(data, code, time):
+    """The head's context: each code's presence, days since its last occurrence and count in the window."""
+    from twinml.models._trajectory import code_recency
+
+    codes = np.array([2, 3, 9], np.int32)  # 9 never occurs
+    got = code_recency(data, codes)
+    for r in range(data.lo.size):
+        for k, c in enumerate(codes):
+            e = np.arange(data.lo[r], data.hi[r])
+            e = e[code[e] == c]
+            want = np.zeros(3)
+            if e.size:
+                want = [1.0, np.log1p((data.prediction_time[r] - time[e[-1]]) / 86_400e6) / 10, np.log1p(e.size) / 3]
+            np.testing.assert_allclose(got[r, 3 * k:3 * k + 3], want, rtol=1e-5, atol=1e-6)
 
 
 def _check_history(data, code, has, value, time):

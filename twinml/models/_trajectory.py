@@ -3,7 +3,9 @@
 A small quantile head reads what a trained sequence model already computes for a prediction row
 (its representation ``r``, the input of the hazard head, and the encoder state it was made from)
 plus each forecast code's reading history in the row's window (the last reading, whether there is
-one and its age; the mean, the count and two exponentially weighted means), and gives the 10 %, 50 % and 90 % quantiles of the
+one and its age; the mean, the count and two exponentially weighted means) and the recency and count
+of the 16 most frequent codes without values (treatments, diagnoses, visits: :func:`code_recency`),
+and gives the 10 %, 50 % and 90 % quantiles of the
 code's reading nearest each horizon (:func:`twinml.features.readings_near_horizons`). It is fitted
 after the risk model, on the training rows, with the pinball loss and early stopping on the tuning
 rows; the encoder is frozen, so the risk model's scores are unchanged. Three such heads (seeds
@@ -32,6 +34,7 @@ __all__ = ["TrajectoryForecaster", "QUANTILES", "COVERAGE"]
 
 QUANTILES = (0.1, 0.5, 0.9)
 COVERAGE = 0.8
+N_CONTEXT = 16  # codes without values whose recency and count the head reads
 
 
 class _QuantileHead(nn.Module):
@@ -116,6 +119,27 @@ def reading_history(data, codes) -> np.ndarray:
     return out
 
 
+def code_recency(data, codes) -> np.ndarray:
+    """Per row and code, in the row's ``[lo, hi)``: whether the code occurs, log1p(days since its last
+    occurrence) / 10 and log1p(its count) / 3 (zeros where it does not occur); float32 (n, 3 * len(codes)).
+
+    One searchsorted per code over all rows, as for :func:`reading_history`."""
+    out = np.zeros((data.lo.size, 3 * codes.size), np.float32)
+    for k, c in enumerate(codes):
+        at = np.flatnonzero(data.code == c)
+        if at.size == 0:
+            continue
+        first, past = np.searchsorted(at, data.lo), np.searchsorted(at, data.hi)
+        count = np.maximum(past - first, 0)
+        seen = count > 0
+        last = data.time[at[np.maximum(past - 1, 0)]]
+        days = np.maximum(data.prediction_time - last, 0) / (_YEAR_US / 365.25)
+        out[:, 3 * k] = seen
+        out[:, 3 * k + 1] = np.where(seen, np.log1p(days) / 10.0, 0.0)
+        out[:, 3 * k + 2] = np.log1p(count) / 3.0
+    return out
+
+
 def _pinball(pred, y, observed):
     q = pred.new_tensor(QUANTILES)
     err = y.unsqueeze(-1) - pred
@@ -142,7 +166,9 @@ class TrajectoryForecaster:
     # Head settings chosen on the 20,000-subject simulator's tuning split against LightGBM's MAE per
     # code and horizon (18 cells; mean gain / worst cell): lr 1e-3 +0.19 % / -1.0 %; lr 3e-4 +0.65 % /
     # -0.21 %; five members at lr 1e-3 +0.76 % / -0.12 %; three members at lr 3e-4 +0.76 % / -0.10 %
-    # (adopted); lr 1e-4, batch 512 or 1024, weight decay 0 or 1e-2, hidden 256: no better.
+    # (adopted); lr 1e-4, batch 512 or 1024, weight decay 0 or 1e-2, hidden 256: no better. Adding the
+    # recency and count of the 16 most frequent codes without values (code_recency): +1.04 % / +0.38 %
+    # (adopted; every cell ahead of LightGBM on the tuning split, LDL +0.73 / +0.91 / +0.56 %).
     def __init__(self, codes, horizons_days, featurizer, *, hidden=128, lr=3e-4, weight_decay=1e-4,
                  batch_size=256, max_epochs=100, patience=8, n_members=3, random_state=0):
         self.codes = list(codes)
@@ -154,6 +180,10 @@ class TrajectoryForecaster:
             raise ConfigError(f"trajectory_codes: {bad[0]!r} is not a numeric code of the training events "
                               f"(seen at least min_code_count times with values); {len(bad)} such code(s)")
         self.code_ids = (vc + 2).astype(np.int32)  # the featurizer's ids (0 pad, 1 unknown)
+        # the most frequent codes without values (treatments, diagnoses, visits): how long ago and how often
+        plain = np.flatnonzero(~np.asarray(featurizer.numeric_, bool))
+        counts = np.asarray(featurizer.code_count_)[plain]
+        self.context_ids = (np.sort(plain[np.argsort(-counts, kind="stable")[:N_CONTEXT]]) + 2).astype(np.int32)
         self.mean = featurizer.value_mean_[vc].astype(np.float64)
         self.std = featurizer.value_std_[vc].astype(np.float64)
         self.hidden, self.lr, self.weight_decay = hidden, lr, weight_decay
@@ -168,7 +198,11 @@ class TrajectoryForecaster:
         val, vtime = last_readings(data, self.code_ids)
         feats = last_value_features(val, vtime, data.prediction_time)
         base = np.where(vtime != NAT, val, 0.0).astype(np.float32)[:, :, None].repeat(len(self.horizons_days), -1)
-        return np.concatenate([rep, feats, reading_history(data, self.code_ids)], axis=1).astype(np.float32), base
+        parts = [rep, feats, reading_history(data, self.code_ids)]
+        context = getattr(self, "context_ids", None)  # heads pickled before it read no context
+        if context is not None and context.size:
+            parts.append(code_recency(data, context))
+        return np.concatenate(parts, axis=1).astype(np.float32), base
 
     def targets(self, events, index) -> np.ndarray:
         """Normalised readings nearest each horizon, NaN where none (n_rows, n_codes, n_horizons)."""
