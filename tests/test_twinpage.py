@@ -127,7 +127,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(registered, tmp_path):
     assert r.exit_code == 2 and "--at" in r.output and "not-a-date" in r.output and not out.exists()
     r = _invoke(*common, "--subject", sid, "--out", out, "--at", "1900-01-01")
     assert r.exit_code == 2 and "before subject" in r.output and not out.exists()
-    r = _invoke(*common, "--subject", sid, "--out", out, "--plans", "configs/plans.yaml")
+    r = _invoke(*common, "--subject", sid, "--out", out, "--plans", Path(__file__).resolve().parents[1] / "configs" / "plans.yaml")
     assert r.exit_code == 2 and "not a what-if model" in r.output and not out.exists()
     out.mkdir()
     r = _invoke(*common, "--subject", sid, "--out", out)
@@ -143,14 +143,39 @@ def test_a_tabular_model_page_says_why_it_has_no_trajectories(events, labels):
     model = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"),
                                                   tuning_labels=split_rows(labels, "tuning"))
     sid = int(split_rows(labels, "held_out")["subject_id"].iloc[0])
-    page = twin_page(model, events, sid, at="2016-06-30")
+    mine = events[events["subject_id"] == sid]
+    shuffled = mine.sample(frac=1.0, random_state=0)  # the Python API takes any order
+    hostile = {str(c): "<script>alert(1)</script> $x$ & co" for c in mine["code"].astype(str).unique()}
+    page = twin_page(model, shuffled, np.int64(sid), at="2016-06-30", code_descriptions=hostile)
+    sorted_page = twin_page(model, mine, sid, at="2016-06-30")
+    pd.testing.assert_frame_equal(page.risk, sorted_page.risk)
+    assert page.events["time"].dropna().is_monotonic_increasing
     assert page.prediction_time == pd.Timestamp("2016-06-30")
     assert page.events["time"].max() <= pd.Timestamp("2016-06-30")  # nothing after the prediction time is shown
     assert page.trajectory is None and "TabularRiskModel does not forecast them" in page.notes["trajectory"]
     assert page.drivers is not None and len(page.drivers) and page.risk["band_lo"].notna().all()
-    text = render_twin_html(page)
+    text = render_twin_html(page)  # the descriptions' markup and dollars are text, not HTML or mathematics
     assert all(f"<section id='{k}'>" in text for k in SECTIONS)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     _offline(text)
+
+
+def test_risk_bands_give_no_band_to_a_risk_that_is_not_a_number_and_read_meds_checks_subjects(meds_dir):
+    from twinml._validation import MEDSValidationError
+    from twinml.models import RiskBands
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0, 0.5, 1000)
+    bands = RiskBands.fit(pd.DataFrame({"x_365d": p}), pd.DataFrame({"x_365d": (rng.uniform(size=1000) < p) * 1.0}))
+    lo, hi = bands.interval("x_365d", [np.nan, 0.2, np.inf])
+    assert np.isnan(lo[[0, 2]]).all() and np.isnan(hi[[0, 2]]).all() and lo[1] < 0.2 < hi[1]
+    assert np.isnan(bands.interval("other_365d", [0.2])[0]).all()  # a label without a band
+    ids = read_meds(meds_dir)["subject_id"].unique()[[0, -1]]  # the first and the last shard's subjects
+    some = read_meds(meds_dir, subjects=(int(i) for i in ids))  # a generator: read once, not spent on shard 1
+    assert set(some["subject_id"]) == set(ids)
+    for bad in ("123", 123, [], [1.5]):
+        with pytest.raises(MEDSValidationError, match="'subjects' must be a non-empty list of integer subject ids"):
+            read_meds(meds_dir, subjects=bad)
 
 
 def _chromium():

@@ -354,7 +354,8 @@ def twin(
             raise ConfigError(f"--plans: {model} is a {type(loaded.model).__name__}, not a what-if model; "
                               "train one with model.kind: whatif to compare plans.")
         meta = read_code_metadata(events)
-        descriptions = dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str)))
+        descriptions = ({} if "description" not in meta else
+                        dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str))))
         uri = f"models:/{loaded.name}/{loaded.version}" if loaded.version else model
         ev = read_meds(events, subjects=[subject])
         if ev.empty:

@@ -23,6 +23,7 @@ Sections, each present on every page (saying why when the model cannot fill it):
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,15 @@ class TwinPage:
     band_note: str = ""
 
 
+_LABEL = re.compile(r"^(?P<outcome>.+)_(?P<horizon>\d+)d$")
+
+
+def _split_label(label):
+    """``mi_365d`` -> ("mi", 365); a label without a horizon in its name -> (label, None)."""
+    m = _LABEL.match(label)
+    return (m["outcome"], int(m["horizon"])) if m else (label, None)
+
+
 def _subject_events(events, subject_id, at):
     ev = events[events["subject_id"] == subject_id]
     if ev.empty:
@@ -69,13 +79,16 @@ def _subject_events(events, subject_id, at):
     try:
         t = timed.max() if at is None else pd.Timestamp(at)
     except ValueError:
-        raise ConfigError(f"at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
+        t = pd.NaT
+    if pd.isna(t):
+        raise ConfigError(f"at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).")
     if t.tzinfo is not None:  # MEDS times are naive UTC
         t = t.tz_convert("UTC").tz_localize(None)
     if t < timed.min():
         raise ConfigError(f"at: {t} is before subject {subject_id}'s first event ({timed.min()}).")
     keep = ev["time"].isna() | (ev["time"] <= t)
-    return ev[keep.to_numpy()].reset_index(drop=True), pd.Timestamp(t).as_unit("us")
+    ev = ev[keep.to_numpy()].sort_values("time", kind="stable", na_position="first")  # MEDS order, whatever the input's
+    return ev.reset_index(drop=True), pd.Timestamp(t).as_unit("us")
 
 
 def _traits(ev, index):
@@ -95,12 +108,12 @@ def _risk_table(model, ev, index):
     bands = getattr(model, "risk_bands_", None)
     rows = []
     for c in model.label_columns_:
-        outcome, _, h = c.rpartition("_")
+        outcome, h = _split_label(c)
         p = float(risk[c].iloc[0])
         lo, hi = bands.interval(c, [p]) if bands is not None else (np.array([np.nan]), np.array([np.nan]))
-        rows.append({"outcome": outcome, "horizon_days": int(h[:-1]), "label": c, "risk": p,
+        rows.append({"outcome": outcome, "horizon_days": h, "label": c, "risk": p,
                      "band_lo": float(lo[0]), "band_hi": float(hi[0])})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"horizon_days": "Int64"})
 
 
 def _drivers(model, ev, index, labels, descriptions, *, top, n_samples, seed):
@@ -108,16 +121,20 @@ def _drivers(model, ev, index, labels, descriptions, *, top, n_samples, seed):
 
     t = index["prediction_time"].iloc[0]
     last = ev.dropna(subset=["time"]).groupby(ev["code"].astype(str))["time"].max()
-    parts = []
+    parts, skipped = [], []
     for outcome, label in labels.items():
-        attr = explain_model(model, ev, index, label=label, n_samples=n_samples, seed=seed)
+        try:
+            attr = explain_model(model, ev, index, label=label, n_samples=n_samples, seed=seed)
+        except ConfigError as err:  # e.g. a label with one class in training: the others are still explained
+            skipped.append(str(err))
+            continue
         d = patient_drivers(attr, top=top)
         d = d[d["attribution"] != 0]
         d = d.assign(outcome=outcome, label=label, code=d["code"].astype(str))
         d["description"] = [descriptions.get(c, "") for c in d["code"]]
         d["last_days_before"] = ((t - d["code"].map(last)).dt.days).astype("Int64")
         parts.append(d[["outcome", "label", "code", "description", "attribution", "direction", "last_days_before"]])
-    return pd.concat(parts, ignore_index=True) if parts else None
+    return (pd.concat(parts, ignore_index=True) if parts else None), skipped
 
 
 def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=None, code_descriptions=None,
@@ -147,7 +164,8 @@ def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=No
 
     risk = _risk_table(model, ev, index)
     band_note = ("Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
-                 "same tenth as this patient's; those rows also early-stopped the model, so it leans optimistic.")
+                 "same bin as this patient's (tenths of the tuning rows; fewer bins under 500 rows); those rows "
+                 "also early-stopped or calibrated the model, so the band leans optimistic.")
     if getattr(model, "risk_bands_", None) is None:
         band_note = "No band: this model was fitted without tuning rows, or before twinml kept risk bands."
     say("risk: scored")
@@ -178,14 +196,23 @@ def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=No
     if hasattr(model, "predict_plans"):
         notes["drivers"] = ("The audit's explainer reads risk networks, not what-if models, so no drivers are "
                             "shown; explain a risk model of the same task.")
+    elif type(model).__name__ == "TabularRiskModel" and model.kind == "logistic" and \
+            getattr(model, "feature_means_", None) is None:
+        notes["drivers"] = ("This logistic model was fitted before twinml kept its training feature means, which "
+                            "one patient is explained against; refit it to see its drivers.")
     else:
-        longest = {}
+        longest = {}  # outcome -> its label at the longest horizon
         for c in model.label_columns_:
-            outcome, _, h = c.rpartition("_")
-            if outcome not in longest or int(h[:-1]) > int(longest[outcome].rpartition("_")[2][:-1]):
+            outcome, h = _split_label(c)
+            if outcome not in longest or (h or 0) > (_split_label(longest[outcome])[1] or 0):
                 longest[outcome] = c
-        drivers = _drivers(model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples, seed=seed)
-        say(f"drivers: explained {len(longest)} labels")
+        drivers, skipped = _drivers(model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples,
+                                    seed=seed)
+        if skipped:
+            notes["drivers"] = "Not explained: " + " ".join(skipped)
+        if drivers is None:
+            notes.setdefault("drivers", "No label could be explained.")
+        say(f"drivers: explained {len(longest) - len(skipped)} labels")
     name = type(model).__name__ + (f" {model_uri}" if model_uri else "")
     return TwinPage(int(subject_id), t, name, ev, _traits(ev, index), risk, trajectory, whatif, drivers,
                     descriptions, notes, band_note)
@@ -220,7 +247,8 @@ def _plt():
 def _label(code, descriptions, width=34):
     d = descriptions.get(code) or ""
     text = f"{d} ({code})" if d else code
-    return text if len(text) <= width else text[:width - 1] + "…"
+    text = text if len(text) <= width else text[:width - 1] + "…"
+    return text.replace("$", r"\$")  # matplotlib would read $...$ as mathematics
 
 
 def _timeline_figure(page):
@@ -282,12 +310,18 @@ def _risk_figure(page):
         ax.set_visible(False)
     for ax, o in zip(axes.flat, outcomes):
         r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
-        x = np.r_[0, r["horizon_days"]]
-        ax.plot(x, 100 * np.r_[0, r["risk"]], "o-", ms=3)
-        if r["band_lo"].notna().all():
-            ax.fill_between(x, 100 * np.r_[0, r["band_lo"]], 100 * np.r_[0, r["band_hi"]], alpha=0.2, lw=0)
-        ax.set_title(o, fontsize=9)
-        ax.set_xticks(x)
+        if r["horizon_days"].isna().any():  # a label without a horizon in its name: one point and its band
+            ax.errorbar([0], 100 * r["risk"].to_numpy()[:1], fmt="o",
+                        yerr=None if r["band_lo"].isna().any() else
+                        [100 * (r["risk"] - r["band_lo"]).to_numpy()[:1], 100 * (r["band_hi"] - r["risk"]).to_numpy()[:1]])
+            ax.set_xticks([0], [o])
+        else:
+            x = np.r_[0, r["horizon_days"].to_numpy(np.int64)]
+            ax.plot(x, 100 * np.r_[0, r["risk"]], "o-", ms=3)
+            if r["band_lo"].notna().all():
+                ax.fill_between(x, 100 * np.r_[0, r["band_lo"]], 100 * np.r_[0, r["band_hi"]], alpha=0.2, lw=0)
+            ax.set_xticks(x)
+        ax.set_title(o.replace("$", r"\$"), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("days ahead", fontsize=7)
         ax.set_ylabel("risk (%)", fontsize=7)
@@ -343,7 +377,7 @@ def _drivers_figure(page):
         ax.barh([_label(c, page.descriptions, 26) for c in r["code"]], r["attribution"],
                 color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"))
         ax.axvline(0, color="k", lw=0.5)
-        ax.set_title(f"{o} ({r['label'].iloc[0].rpartition('_')[2]})", fontsize=9)
+        ax.set_title(r["label"].iloc[0].replace("$", r"\$"), fontsize=9)
         ax.tick_params(axis="y", labelsize=6)
         ax.tick_params(axis="x", labelsize=6)
     fig.supxlabel("attribution to the log-odds (red raises the risk, blue lowers it)", fontsize=7)
@@ -416,7 +450,7 @@ def _record_html(page):
 
 
 def _risk_html(page):
-    rows = [[_e(r.outcome), _n(r.horizon_days), _n(_pct(r.risk)),
+    rows = [[_e(r.outcome), _n("—" if pd.isna(r.horizon_days) else r.horizon_days), _n(_pct(r.risk)),
              _n(f"{_pct(r.band_lo)}–{_pct(r.band_hi)}" if np.isfinite(r.band_lo) else "—")]
             for r in page.risk.itertuples()]
     return [_img(_risk_figure(page), "risk curves"), f"<p class='note'>{_e(page.band_note)}</p>",
@@ -457,13 +491,15 @@ def _drivers_html(page):
         return [f"<p class='note'>{_e(page.notes['drivers'])}</p>"]
     if page.drivers.empty:
         return ["<p class='note'>No code moved this patient's risk (every attribution is zero).</p>"]
+    skipped = [f"<p class='note'>{_e(page.notes['drivers'])}</p>"] if "drivers" in page.notes else []
     rows = [[_e(r.outcome), _e(r.code), _e(r.description), _n(f"{r.attribution:+.3f}"), _e(r.direction),
              _n("—" if pd.isna(r.last_days_before) else f"{int(r.last_days_before):,}")]
             for r in page.drivers.itertuples()]
     return [_img(_drivers_figure(page), "top drivers of the risk"),
             "<p class='note'>SHAP attributions of each outcome's log-odds at its longest horizon, summed over "
             "each code's events (as in the audit's explanations).</p>",
-            _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows)]
+            _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows),
+            *skipped]
 
 
 def render_twin_html(page: TwinPage) -> str:

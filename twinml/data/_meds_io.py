@@ -128,11 +128,17 @@ def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
         files = [f for f in files if f.relative_to(data).parts[0] in set(splits)]
     if not files:
         raise MEDSValidationError(f"{data}: no parquet files" + (f" for splits {list(splits)}" if splits else "") + ".")
+    wanted = None
+    if subjects is not None:
+        ids = [] if isinstance(subjects, (str, bytes, int)) else list(subjects)
+        if not ids or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            raise MEDSValidationError(f"read_meds: 'subjects' must be a non-empty list of integer subject ids; "
+                                      f"got {subjects!r}.")
+        wanted = [("subject_id", "in", [int(i) for i in ids])]  # built once: a generator would be spent on shard 1
     tables, seen = [], {}
     for f in files:
         name = str(f.relative_to(root))
-        filters = None if subjects is None else [("subject_id", "in", [int(i) for i in subjects])]
-        tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"], filters=filters), name=name)
+        tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"], filters=wanted), name=name)
         ids = pc.unique(tbl.column("subject_id")).to_numpy()
         _check_disjoint(ids, name, seen)
         tables.append(tbl.select(["subject_id", "time", "code", "numeric_value"]))

@@ -8,7 +8,8 @@ Code ids: 0 = padding, 1 = a code not in the training vocabulary, 2.. = vocabula
 The end-of-observation marker (:data:`END_OF_RECORD`) is not an input: it marks where the data
 stop, not something that happened to the patient. No training row sees one (a row after the
 end of observation has no labels), so a score at or after it would read an event the network never
-learned; leaving it out makes such a score the score at the last real event.
+learned; leaving it out makes such a score the score of the same record at that time without the
+marker (ages and times before the prediction still count from the prediction time).
 """
 
 from __future__ import annotations

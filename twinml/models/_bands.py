@@ -68,4 +68,5 @@ class RiskBands:
         if label not in self.edges:
             return np.full(risk.shape, np.nan), np.full(risk.shape, np.nan)
         b = np.searchsorted(self.edges[label], risk, side="right")
-        return self.lo[label][b], self.hi[label][b]
+        ok = np.isfinite(risk)  # no band for a risk that is not a number
+        return np.where(ok, self.lo[label][b], np.nan), np.where(ok, self.hi[label][b], np.nan)

@@ -4,7 +4,7 @@ A small quantile head reads what a trained sequence model already computes for a
 (its representation ``r``, the input of the hazard head, and the encoder state it was made from)
 plus each forecast code's reading history in the row's window (the last reading, whether there is
 one and its age; the mean, the count and two exponentially weighted means) and the recency and count
-of the 16 most frequent codes without values (treatments, diagnoses, visits: :func:`code_recency`),
+of the 16 most frequent codes without values (treatments, diagnoses, visits, markers: :func:`code_recency`),
 and gives the 10 %, 50 % and 90 % quantiles of the
 code's reading nearest each horizon (:func:`twinml.features.readings_near_horizons`). It is fitted
 after the risk model, on the training rows, with the pinball loss and early stopping on the tuning
