@@ -244,6 +244,17 @@ def _plt():
     return plt()
 
 
+def _grid(n, max_cols, width, height):
+    """A figure of ``n`` small panels, at most ``max_cols`` a row; the panels in reading order."""
+    plt = _plt()
+    ncol = min(max_cols, n)
+    nrow = -(-n // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
 def _label(code, descriptions, width=34):
     d = descriptions.get(code) or ""
     text = f"{d} ({code})" if d else code
@@ -281,15 +292,10 @@ def _lab_codes(page):
 
 
 def _labs_figure(page, codes):
-    plt = _plt()
     ev = page.events.dropna(subset=["time", "numeric_value"])
     code = ev["code"].astype(str)
-    ncol = min(4, len(codes))
-    nrow = -(-len(codes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol, 1.9 * nrow), squeeze=False)
-    for ax in axes.flat[len(codes):]:
-        ax.set_visible(False)
-    for ax, c in zip(axes.flat, codes):
+    fig, axes = _grid(len(codes), 4, 2.6, 1.9)
+    for ax, c in zip(axes, codes):
         r = ev[(code == c).to_numpy()]
         ax.plot(r["time"], r["numeric_value"], ".-", ms=3, lw=0.6)
         ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
@@ -301,14 +307,9 @@ def _labs_figure(page, codes):
 
 
 def _risk_figure(page):
-    plt = _plt()
     outcomes = list(pd.unique(page.risk["outcome"]))
-    ncol = min(4, len(outcomes))
-    nrow = -(-len(outcomes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.7 * ncol, 2.5 * nrow), squeeze=False)
-    for ax in axes.flat[len(outcomes):]:
-        ax.set_visible(False)
-    for ax, o in zip(axes.flat, outcomes):
+    fig, axes = _grid(len(outcomes), 4, 2.7, 2.5)
+    for ax, o in zip(axes, outcomes):
         r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
         if r["horizon_days"].isna().any():  # a label without a horizon in its name: one point and its band
             ax.errorbar([0], 100 * r["risk"].to_numpy()[:1], fmt="o",
@@ -330,19 +331,14 @@ def _risk_figure(page):
 
 
 def _trajectory_figure(page):
-    plt = _plt()
     tr = page.trajectory
     codes = list(pd.unique(tr["code"]))
     ev = page.events.dropna(subset=["time", "numeric_value"])
     since = page.prediction_time - pd.Timedelta(days=round(365.25 * TRAJECTORY_YEARS))
     ev = ev[(ev["time"] >= since).to_numpy()]
     code = ev["code"].astype(str)
-    ncol = min(4, len(codes))
-    nrow = -(-len(codes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(2.7 * ncol, 2.1 * nrow), squeeze=False)
-    for ax in axes.flat[len(codes):]:
-        ax.set_visible(False)
-    for ax, c in zip(axes.flat, codes):
+    fig, axes = _grid(len(codes), 4, 2.7, 2.1)
+    for ax, c in zip(axes, codes):
         r = ev[(code == c).to_numpy()]
         f = tr[tr["code"] == c].sort_values("horizon_days")
         when = page.prediction_time + pd.to_timedelta(f["horizon_days"].to_numpy(), unit="D")
@@ -357,22 +353,16 @@ def _trajectory_figure(page):
         ax.tick_params(labelsize=6)
         for lab in ax.get_xticklabels():
             lab.set_rotation(30)
-    axes.flat[0].legend(fontsize=6, loc="best")
+    axes[0].legend(fontsize=6, loc="best")
     fig.tight_layout()
     return fig
 
 
 def _drivers_figure(page):
-    plt = _plt()
     d = page.drivers
     outcomes = list(pd.unique(d["outcome"]))
-    ncol = min(3, len(outcomes))
-    nrow = -(-len(outcomes) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.9 * ncol, 0.23 * d.groupby("outcome").size().max() * nrow
-                                                   + 1.1 * nrow), squeeze=False)
-    for ax in axes.flat[len(outcomes):]:
-        ax.set_visible(False)
-    for ax, o in zip(axes.flat, outcomes):
+    fig, axes = _grid(len(outcomes), 3, 3.9, 0.23 * d.groupby("outcome").size().max() + 1.1)
+    for ax, o in zip(axes, outcomes):
         r = d[d["outcome"] == o].iloc[::-1]
         ax.barh([_label(c, page.descriptions, 26) for c in r["code"]], r["attribution"],
                 color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"))

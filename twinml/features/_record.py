@@ -62,8 +62,9 @@ class RecordData(SequenceData):
         events = ragged_arange(self.visit_start[visits], n_ev)
         local = self.readout[rows] - sv[pos, 0]
         readout = np.where(self.readout[rows] >= 0, pos * width + local, -1)
-        days = np.where(self.readout[rows] >= 0,
-                        (self.prediction_time[rows] - self.visit_time[np.maximum(self.readout[rows], 0)]) / _DAY_US, 0.0)
+        # (no visit at all in the data: every row reads the initial state)
+        read_at = self.visit_time[np.maximum(self.readout[rows], 0)] if self.visit_time.size else self.prediction_time[rows]
+        days = np.where(self.readout[rows] >= 0, (self.prediction_time[rows] - read_at) / _DAY_US, 0.0)
         gap = np.stack([np.log1p(np.maximum(days, 0.0)) / 5.0, (self.readout[rows] < 0).astype(np.float64)], axis=1)
         if self.last_values is not None and self.last_values.shape[1]:
             gap = np.concatenate([gap, self.last_values[rows]], axis=1)
