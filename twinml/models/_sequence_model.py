@@ -188,8 +188,9 @@ class SequenceRiskModel(BaseEstimator):
                 self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
             self._train(train, y_train, tune, y_tune, rng, say)
             self.calibrator_ = None
+            z_tune = None if tune is None else self._logits(tune)  # for the calibrator and the risk bands
             if self.calibration is not None and tune is not None:
-                self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(tune), y_tune)
+                self.calibrator_ = HazardCalibrator(self.calibration).fit(z_tune, y_tune)
             self.trajectory_, self.trajectory_skipped_ = None, None
             if head is not None:
                 if tune is None:
@@ -202,7 +203,7 @@ class SequenceRiskModel(BaseEstimator):
                 say(f"trajectory head: not fitted ({self.trajectory_skipped_})")
             self.risk_bands_ = None
             if tune is not None:
-                curve = calibrated_curve(torch.from_numpy(self._logits(tune)), self.calibrator_, True)
+                curve = calibrated_curve(torch.from_numpy(z_tune), self.calibrator_, True)
                 self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
                                                              self.label_columns_), tuning_labels, self.label_columns_)
         return self

@@ -283,8 +283,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         self.risk_bands_ = None
         if tune is not None:
             with _torch_threads(self.n_threads):
-                risk, prop = self._plan_risks(tune)
-            curve = np.einsum("np,npob->nob", prop, risk.mean(axis=1))
+                curve = self._policy_curve(tune)
             self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
                                                          self.label_columns_), tuning_labels, self.label_columns_)
         return self
@@ -495,5 +494,8 @@ class TreatmentResponseModel(SequenceRiskModel):
         """Risk under the observed prescribing policy: the plans' risks weighted by their propensities."""
         check_is_fitted(self, "net_")
         with _torch_threads(self.n_threads):
-            risk, prop = self._plan_risks(self.featurizer_.transform(events, index))
+            return self._policy_curve(self.featurizer_.transform(events, index))
+
+    def _policy_curve(self, data) -> np.ndarray:
+        risk, prop = self._plan_risks(data)
         return np.einsum("np,npob->nob", prop, risk.mean(axis=1)).astype(np.float32)
