@@ -46,11 +46,41 @@ HORIZON = 365
 _US_DAY = 86_400 * 1_000_000
 
 
+def _digest(files) -> str:
+    """SHA-256 over the given files' relative names and bytes (sorted), as hex."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for root, f in sorted(files, key=lambda rf: str(rf[1].relative_to(rf[0]))):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _ingest_digest() -> str:
+    """What the cached MEDS dataset depends on: twinml's ingest and MEDS-writing code."""
+    pkg = Path(__file__).resolve().parents[1] / "twinml"
+    return _digest([(pkg, f) for sub in ("ingest", "data") for f in (pkg / sub).rglob("*.py")])
+
+
+def data_digest(root: Path) -> str:
+    """A digest of a MEDS dataset's event files (what MEDS-Tab's cached results depend on)."""
+    return _digest([(root, f) for f in (root / "data").rglob("*.parquet")])
+
+
 def meds_dataset(synthea: Path = SYNTHEA, progress=print) -> Path:
-    """The Synthea population as a MEDS dataset (ingested once, then reused)."""
+    """The Synthea population as a MEDS dataset, ingested once and reused until twinml's ingest or
+    MEDS-writing code changes (then ingested again)."""
+    import shutil
+
     out = CACHE / "synthea-dev-meds"
+    stamp = CACHE / "synthea-dev-meds.ingest-digest"
+    want = _ingest_digest()
     if (out / "metadata" / "dataset.json").exists():
-        return out
+        if stamp.exists() and stamp.read_text() == want:
+            return out
+        progress(f"{out}: twinml's ingest code changed since it was made (or it has no digest); ingesting again")
+        shutil.rmtree(out)
     from twinml.ingest import ingest
 
     csv = CACHE / "synthea-dev-csv"
@@ -59,6 +89,7 @@ def meds_dataset(synthea: Path = SYNTHEA, progress=print) -> Path:
     t0 = time.perf_counter()
     ingest("synthea-csv", csv, out, reference_time="2026-01-01", seed=0, split_fractions=(0.6, 0.2, 0.2),
            progress=progress)
+    stamp.write_text(want)
     progress(f"ingested {synthea} -> {out} in {time.perf_counter() - t0:.0f}s")
     return out
 
@@ -102,7 +133,9 @@ def task_label_files(events: pd.DataFrame, encounter_codes, out: Path, *, years=
 def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
     """MEDS-Tab's held-out predictions and timings, cached beside the labels they were made for."""
     cache = CACHE / "medstab-results"
-    digest = json.dumps({k: pd.read_parquet(f).shape for k, f in files.items()} | {"n_trials": n_trials, "aggs": aggs})
+    # the events and the label rows, not only their shapes: an ingest fix changes events, not label counts
+    digest = json.dumps({"events": data_digest(root), "labels": _digest([(f.parent, f) for f in files.values()]),
+                         "n_trials": n_trials, "aggs": aggs})
     if not rerun and (cache / "summary.json").exists():
         summary = json.loads((cache / "summary.json").read_text())
         if summary["labels"] == digest:
