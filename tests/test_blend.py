@@ -32,8 +32,11 @@ def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(
 
     held = split_rows(labels, "held_out")
     z = fitted.member_logits(events, held)
-    zr = fitted.record_._logits(fitted.record_.featurizer_.transform(events, held))
-    np.testing.assert_allclose(z[..., 0], zr, atol=1e-6)  # the record member's own logits
+    members = fitted.records_
+    assert [m.random_state for m in members] == [3, 4, 5] and fitted.record_ is members[0]
+    zr = [m._logits(m.featurizer_.transform(events, held)) for m in members]
+    assert not np.allclose(zr[0], zr[1], atol=1e-3)  # differently seeded GRUs
+    np.testing.assert_allclose(z[..., 0], np.mean(zr, axis=0), atol=1e-6)  # the record side: the GRUs' mean
     raw = fitted.predict_risk_curve(events, held, calibrated=False)
     np.testing.assert_allclose(raw, risk_curve(torch.from_numpy(0.5 * z[..., 0] + 0.5 * z[..., 1])).numpy(),
                                atol=1e-5)
@@ -50,6 +53,11 @@ def test_weight_one_is_the_record_member_alone(events, labels, fitted):
     alone = BlendRiskModel(record_weight=1.0, calibration=None)
     alone.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_") and k != "calibrator_"},
                           calibrator_=None)
+    zr = np.mean([m._logits(m.featurizer_.transform(events, held)) for m in fitted.records_], axis=0)
+    np.testing.assert_allclose(alone.predict_risk_curve(events, held), risk_curve(torch.from_numpy(zr)).numpy(),
+                               atol=1e-6)
+    # a blend pickled before n_record_members has one GRU, as record_
+    del alone.__dict__["records_"]
     np.testing.assert_allclose(alone.predict_risk_curve(events, held),
                                fitted.record_.predict_risk_curve(events, held, calibrated=False), atol=1e-6)
 
@@ -60,9 +68,15 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
     held = split_rows(labels, "held_out").iloc[:6]
     attr = explain_model(fitted, events, held, label="t2d_365d", n_samples=16)
     assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.5 x")
+    assert "the mean of 3 GRUs" in attr.method
     alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
     tab = attr.table[attr.table["member"] == "tabular"]
     np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.5 * alone.table["attribution"].to_numpy())
+    # the GRUs' rows: each GRU's own attributions at 0.5 / 3, so per row they add up to half their mean
+    each = [explain_model(m, events, held, label="t2d_365d", n_samples=16).table for m in fitted.records_]
+    per_row = attr.table[attr.table["member"] == "record"].groupby("row")["attribution"].sum()
+    mean = pd.concat(each).groupby("row")["attribution"].sum() / 3
+    np.testing.assert_allclose(per_row.to_numpy(), 0.5 * mean.loc[per_row.index].to_numpy(), rtol=1e-5, atol=1e-7)
 
 
 def test_parameters_are_checked(events, labels):
@@ -71,6 +85,9 @@ def test_parameters_are_checked(events, labels):
     train = split_rows(labels, "train")
     with pytest.raises(ConfigError, match=r"The 'record_weight' parameter of BlendRiskModel must be a number in \[0, 1\]. Got 2 instead."):
         BlendRiskModel(record_weight=2).fit(events, train)
+    with pytest.raises(ConfigError, match=r"^The 'n_record_members' parameter of BlendRiskModel must be a positive int. "
+                                          r"Got 0 instead.$"):
+        BlendRiskModel(n_record_members=0).fit(events, train)
     with pytest.raises(ConfigError, match="may not set 'calibration': the blend is calibrated as a whole"):
         BlendRiskModel(record_params={"calibration": "platt"}).fit(events, train)
     with pytest.raises(ConfigError, match="unexpected keyword argument 'depth'"):

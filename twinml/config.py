@@ -73,7 +73,7 @@ class ModelConfig(_Strict):
     over each subject's whole record, read out at every prediction time
     (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``blend``: that GRU and LightGBM as
     one model, their hazard logits averaged (:class:`~twinml.models.BlendRiskModel`; ``params``
-    ``record_weight``, ``record_params``, ``tabular_params``; the same calibrations). ``whatif``: the treatment-response model
+    ``record_weight``, ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations). ``whatif``: the treatment-response model
     (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
     kind: Literal["lightgbm", "logistic", "hist_gb", "record", "blend", "gru", "transformer", "whatif"] = "lightgbm"

@@ -196,16 +196,20 @@ def _record_row(data, i):
 
 def _explain_blend(model, events, index, label, **kw):
     """Each member's attributions weighted as the blend weighs its log-odds (before calibration): the
-    record member's events and the tabular member's features, side by side in one table."""
-    w = model.record_weight
-    parts = [explain_model(m, events, index, label=label, **(kw if m is model.record_ else {}))
-             for m in (model.record_, model.tabular_)]
+    record GRUs' events (each GRU ``w / n`` of the log-odds, so their rows add up) and the tabular
+    member's features, side by side in one table."""
+    w, records = model.record_weight, model.record_members()
+    parts = [explain_model(m, events, index, label=label, **kw) for m in records]
+    parts.append(explain_model(model.tabular_, events, index, label=label))
+    scale = [w / len(records)] * len(records) + [1.0 - w]
+    names = ["record"] * len(records) + ["tabular"]
     tables = [p.table.assign(attribution=p.table["attribution"] * s, member=name)
-              for p, s, name in zip(parts, (w, 1.0 - w), ("record", "tabular"))]
-    method = (f"blend of {w:g} x ({parts[0].method}) and {1 - w:g} x ({parts[1].method}), on the blend's "
+              for p, s, name in zip(parts, scale, names)]
+    gru = parts[0].method if len(records) == 1 else f"the mean of {len(records)} GRUs, each {parts[0].method}"
+    method = (f"blend of {w:g} x ({gru}) and {1 - w:g} x ({parts[-1].method}), on the blend's "
               "log-odds before calibration")
     return Attributions(label, pd.concat(tables, ignore_index=True), parts[0].n_rows,
-                        parts[0].seconds + parts[1].seconds, method)
+                        sum(p.seconds for p in parts), method)
 
 
 def _explain_record(model, events, index, label, pos, *, n_samples, seed, progress):
