@@ -58,9 +58,11 @@ def _digest(files) -> str:
 
 
 def _ingest_digest() -> str:
-    """What the cached MEDS dataset depends on: twinml's ingest and MEDS-writing code."""
+    """What the cached MEDS dataset depends on: twinml's ingest and MEDS-writing code (the CSV form
+    ``synthea-dev-csv`` made by ``../shared/synthea-dev/to_csv.py`` is kept: that script is read-only)."""
     pkg = Path(__file__).resolve().parents[1] / "twinml"
-    return _digest([(pkg, f) for sub in ("ingest", "data") for f in (pkg / sub).rglob("*.py")])
+    files = [f for sub in ("ingest", "data") for f in (pkg / sub).rglob("*.py")] + [pkg / "_io.py", pkg / "_validation.py"]
+    return _digest([(pkg, f) for f in files])
 
 
 def data_digest(root: Path) -> str:
@@ -70,7 +72,7 @@ def data_digest(root: Path) -> str:
 
 def meds_dataset(synthea: Path = SYNTHEA, progress=print) -> Path:
     """The Synthea population as a MEDS dataset, ingested once and reused until twinml's ingest or
-    MEDS-writing code changes (then ingested again)."""
+    MEDS-writing code changes (then ingested again from the cached CSV form)."""
     import shutil
 
     out = CACHE / "synthea-dev-meds"

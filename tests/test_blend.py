@@ -57,7 +57,8 @@ def test_weight_one_is_the_record_member_alone(events, labels, fitted):
     np.testing.assert_allclose(alone.predict_risk_curve(events, held), risk_curve(torch.from_numpy(zr)).numpy(),
                                atol=1e-6)
     # a blend pickled before n_record_members has one GRU, as record_
-    del alone.__dict__["records_"]
+    del alone.__dict__["records_"], alone.__dict__["n_record_members"]
+    assert alone.get_params()["n_record_members"] == 1
     np.testing.assert_allclose(alone.predict_risk_curve(events, held),
                                fitted.record_.predict_risk_curve(events, held, calibrated=False), atol=1e-6)
 
@@ -72,11 +73,12 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
     alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
     tab = attr.table[attr.table["member"] == "tabular"]
     np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.5 * alone.table["attribution"].to_numpy())
-    # the GRUs' rows: each GRU's own attributions at 0.5 / 3, so per row they add up to half their mean
+    # the GRUs' rows: one per event (as one GRU gives), each half the mean of the GRUs' own attributions
     each = [explain_model(m, events, held, label="t2d_365d", n_samples=16).table for m in fitted.records_]
-    per_row = attr.table[attr.table["member"] == "record"].groupby("row")["attribution"].sum()
-    mean = pd.concat(each).groupby("row")["attribution"].sum() / 3
-    np.testing.assert_allclose(per_row.to_numpy(), 0.5 * mean.loc[per_row.index].to_numpy(), rtol=1e-5, atol=1e-7)
+    rec = attr.table[attr.table["member"] == "record"]
+    assert len(rec) == len(each[0])
+    np.testing.assert_allclose(rec["attribution"].to_numpy(),
+                               0.5 * np.mean([t["attribution"].to_numpy() for t in each], axis=0), rtol=1e-5, atol=1e-8)
 
 
 def test_parameters_are_checked(events, labels):
@@ -88,6 +90,11 @@ def test_parameters_are_checked(events, labels):
     with pytest.raises(ConfigError, match=r"^The 'n_record_members' parameter of BlendRiskModel must be a positive int. "
                                           r"Got 0 instead.$"):
         BlendRiskModel(n_record_members=0).fit(events, train)
+    with pytest.raises(ConfigError, match=r"^The 'random_state' parameter of BlendRiskModel must be an int when "
+                                          r"n_record_members > 1 \(the GRUs are seeded random_state \+ k\). Got None instead.$"):
+        BlendRiskModel(random_state=None).fit(events, train)
+    members, _ = BlendRiskModel(record_params={"random_state": 7, "trajectory_codes": "auto"}, random_state=5)._members()
+    assert [(m.random_state, m.trajectory_codes) for m in members] == [(7, "auto"), (8, None), (9, None)]
     with pytest.raises(ConfigError, match="may not set 'calibration': the blend is calibrated as a whole"):
         BlendRiskModel(record_params={"calibration": "platt"}).fit(events, train)
     with pytest.raises(ConfigError, match="unexpected keyword argument 'depth'"):

@@ -53,7 +53,7 @@ def test_tolerance_and_static_rows():
 
 
 def test_every_reason_is_exercised_by_a_test():
-    # the reasons the two tests above run, not a list kept by hand: deleting a case fails this test
+    # the reasons the tests above run, not a list kept by hand: deleting a case of CASES fails this test
     assert {reason for _, reason in CASES} | {DUPLICATE} == set(REASONS)
 
 

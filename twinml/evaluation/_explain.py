@@ -196,15 +196,19 @@ def _record_row(data, i):
 
 def _explain_blend(model, events, index, label, **kw):
     """Each member's attributions weighted as the blend weighs its log-odds (before calibration): the
-    record GRUs' events (each GRU ``w / n`` of the log-odds, so their rows add up) and the tabular
-    member's features, side by side in one table."""
+    record GRUs' events (each GRU ``w / n`` of the log-odds, summed per event: one row per event however
+    many GRUs) and the tabular member's features, side by side in one table."""
     w, records = model.record_weight, model.record_members()
     parts = [explain_model(m, events, index, label=label, **kw) for m in records]
     parts.append(explain_model(model.tabular_, events, index, label=label))
-    scale = [w / len(records)] * len(records) + [1.0 - w]
-    names = ["record"] * len(records) + ["tabular"]
-    tables = [p.table.assign(attribution=p.table["attribution"] * s, member=name)
-              for p, s, name in zip(parts, scale, names)]
+    gru_rows = pd.concat([p.table.assign(attribution=p.table["attribution"] * (w / len(records))) for p in parts[:-1]],
+                         ignore_index=True)
+    if len(records) > 1:  # the GRUs explain the same events of the same rows
+        keys = [c for c in parts[0].table.columns if c != "attribution"]
+        gru_rows = (gru_rows.groupby(keys, sort=False, observed=True, dropna=False)["attribution"].sum()
+                    .reset_index()[list(parts[0].table.columns)])
+    tables = [gru_rows.assign(member="record"),
+              parts[-1].table.assign(attribution=parts[-1].table["attribution"] * (1.0 - w), member="tabular")]
     gru = parts[0].method if len(records) == 1 else f"the mean of {len(records)} GRUs, each {parts[0].method}"
     method = (f"blend of {w:g} x ({gru}) and {1 - w:g} x ({parts[-1].method}), on the blend's "
               "log-odds before calibration")

@@ -51,7 +51,7 @@ class BlendRiskModel(BaseEstimator):
     ``z_record`` is the mean log-odds of ``n_record_members`` GRUs seeded ``random_state``,
     ``random_state + 1``, ...: on the Synthea dev tuning split (``benchmarks/realdata.py``'s tasks),
     three GRUs took the GRU side's mean AUROC of the five main tasks from 0.837 (seed 0 alone) to 0.851
-    and the blend's from 0.866-0.871 (one GRU, seeds 0, 1, 2) to 0.871, for about twice the fit time.
+    and the blend's from 0.866-0.871 (one GRU, seeds 0, 1, 2) to 0.871, for about three times the fit time.
 
     Parameters
     ----------
@@ -77,7 +77,9 @@ class BlendRiskModel(BaseEstimator):
     outcomes_, horizons_, label_columns_ : as :class:`SequenceRiskModel`
     """
 
-    records_ = None  # models pickled before n_record_members had one GRU, as ``record_``
+    # models pickled before n_record_members had one GRU, as ``record_``
+    records_ = None
+    n_record_members = 1
 
     def __init__(self, record_weight=0.5, n_record_members=3, record_params=None, tabular_params=None,
                  calibration="platt", random_state=0):
@@ -110,6 +112,9 @@ class BlendRiskModel(BaseEstimator):
                 raise ConfigError(f"The {name!r} parameter of BlendRiskModel may not set 'calibration': the blend is "
                                   f"calibrated as a whole (its 'calibration' parameter). Got {v['calibration']!r}.")
         seed = (self.record_params or {}).get("random_state", self.random_state)
+        if n > 1 and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(f"The 'random_state' parameter of BlendRiskModel must be an int when n_record_members > 1 "
+                              f"(the GRUs are seeded random_state + k). Got {seed!r} instead.")
         try:
             # members after the first fit no trajectory head: the blend's trajectories are the first's
             records = [RecordRiskModel(**{"random_state": self.random_state, **(self.record_params or {}),

@@ -63,11 +63,12 @@ def _worker_model(uri, tracking_uri):
         from ..tracking import load_registered_model
 
         model = load_registered_model(uri, tracking_uri=tracking_uri).model
-        if hasattr(model, "n_threads"):
-            # one torch thread per task (Spark sets OMP_NUM_THREADS to the task's cores): a model trained
-            # with n_threads=2 would oversubscribe the cores with its sibling workers, and OpenMP's spinning
-            # threads then made the GRU 15-50x slower (measured)
-            model.n_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        # one torch thread per task (Spark sets OMP_NUM_THREADS to the task's cores): a model trained
+        # with n_threads=2 would oversubscribe the cores with its sibling workers, and OpenMP's spinning
+        # threads then made the GRU 15-50x slower (measured); a blend runs its GRUs with its first GRU's
+        torch_model = model.record_ if hasattr(model, "record_") else model
+        if hasattr(torch_model, "n_threads"):
+            torch_model.n_threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
         _WORKER_MODELS[key] = model
     return _WORKER_MODELS[key]
 

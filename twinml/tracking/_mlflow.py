@@ -97,7 +97,7 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
         signature = infer_signature(example, output, params={"prediction_time": "", "output": "risk"})
         return mlflow.pyfunc.log_model(
             name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
-            pip_requirements=pip_requirements(torch=hasattr(model, "net_")), code_paths=[str(package_dir)],
+            pip_requirements=pip_requirements(torch=hasattr(model, "net_") or hasattr(model, "record_")), code_paths=[str(package_dir)],
             registered_model_name=registered_model_name,
         )
 
