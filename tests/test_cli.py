@@ -34,3 +34,21 @@ def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path):
     assert res.exit_code == 2
     assert "task.horizons_days: must be positive ints. Got -30 instead; got [-30]" in res.output
     assert "Traceback" not in res.output
+
+
+def test_quickstart_finds_its_configs_from_any_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from twinml.cli import _quickstart_config, _repo_default
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs/quickstart.yaml", "configs/audit_policy.yaml"):
+        assert _repo_default(Path(name)) == repo / name
+    cfg = _quickstart_config(_repo_default(Path("configs/quickstart.yaml")), tmp_path / "w", 100, "lightgbm")
+    assert cfg["model"]["kind"] == "lightgbm" and cfg["data"]["simulator"]["n_subjects"] == 100
+    # a path of the user's own is never swapped for the tree's: here first, else as given (and then the clear error)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.yaml").write_text("name: mine\n")
+    assert _repo_default(Path("configs/quickstart.yaml")) == Path("configs/quickstart.yaml")
+    assert _repo_default(Path("mine/quickstart.yaml")) == Path("mine/quickstart.yaml")

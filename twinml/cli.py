@@ -390,18 +390,28 @@ def quickstart(
         from .pipeline import Progress, train as run
 
         say = Progress(_console().print)
+        cfg_path, policy_path = _repo_default(config), _repo_default(policy)
         tables = {}
         for kind in ("logistic", "lightgbm"):
-            cfg = load_config(_quickstart_config(config, workdir, n_subjects, kind))
+            cfg = load_config(_quickstart_config(cfg_path, workdir, n_subjects, kind))
             res = run(cfg, tracking_uri=tracking_uri, progress=say)
             tables[kind] = (res.metrics["held_out"], res.run_id)
         _print_quickstart(tables, tracking_uri=res.tracking_uri)
-        audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy), out=workdir / "audit",
+        audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy_path), out=workdir / "audit",
                           overwrite=True, tracking_uri=tracking_uri, progress=say)
         _print_gates(audit.report, failed_only=True)
         _console().print(f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
                          f"{(workdir / 'audit' / 'report.html').resolve()}")
     _run(body)
+
+
+def _repo_default(path: Path) -> Path:
+    """A relative ``configs/...`` path missing here, found in the twinml source tree this package runs from
+    (an editable or source install), so the quickstart runs from any directory; else ``path`` unchanged."""
+    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
+        return path
+    in_tree = Path(__file__).resolve().parents[1] / path
+    return in_tree if in_tree.exists() else path
 
 
 def _quickstart_config(config: Path, workdir: Path, n_subjects: int, kind: str) -> dict:
