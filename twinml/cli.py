@@ -402,6 +402,11 @@ def quickstart(
         _print_gates(audit.report, failed_only=True)
         _console().print(f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
                          f"{(workdir / 'audit' / 'report.html').resolve()}")
+        if not audit.passed:
+            _console().print(f"next: the gates judge 95 % bounds, and {n_subjects:,} simulated patients leave few held-out "
+                             "cases in each subgroup, so a demo cohort often fails them; the report gives each gate's "
+                             f"figures and rule ({policy_path}). Raise --n-subjects, or audit a model of your own with "
+                             "`twinml audit`.", soft_wrap=True)
     _run(body)
 
 
