@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install quickstart test test-slow bench clean
+.PHONY: install quickstart lint format test test-slow bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml
 quickstart: install
 	$(VENV)/bin/twinml quickstart
 
-test: install
+# ruff: lint rules and format in pyproject.toml ([tool.ruff]); `make format` applies both fixes
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: install lint
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: install

@@ -185,15 +185,16 @@ class _Runner:
             fh.write(f"===== exit {rc} after {seconds:.1f}s\n")
         if rc != 0:
             raise MedsTabError(
-                f"MEDS-Tab step `{name}` failed (exit {rc}); log {self.log_path}, last lines:\n"
-                + _tail(self.log_path)
+                f"MEDS-Tab step `{name}` failed (exit {rc}); log {self.log_path}, last lines:\n" + _tail(self.log_path)
             )
         return seconds
 
     def python_json(self, script: str, *args: str) -> dict:
         out = subprocess.run(
             [str(self.bin_dir / "python"), "-c", script, *args],
-            capture_output=True, text=True, env=self.env,
+            capture_output=True,
+            text=True,
+            env=self.env,
         )
         if out.returncode != 0:
             raise MedsTabError(f"reading MEDS-Tab outputs failed:\n{out.stderr[-4000:]}")
@@ -219,8 +220,7 @@ def _usable_aggs(feature_codes_fp: Path, aggs: Sequence[str]) -> tuple[list[str]
     a numeric value: "No static features found. Remove the aggregation function static/first").
     """
     names = pd.read_parquet(feature_codes_fp, columns=["code"])["code"]
-    suffix = {"static/present": "/static/present", "static/first": "/static/first", "code": "/code",
-              "value": "/value"}
+    suffix = {"static/present": "/static/present", "static/first": "/static/first", "code": "/code", "value": "/value"}
     used, dropped = [], []
     for agg in aggs:
         sfx = suffix[agg] if agg.startswith("static/") else suffix[agg.split("/")[0]]
@@ -333,12 +333,18 @@ def run_medstab(
         model_dir = work_dir / "models" / task
         progress(f"meds-tab[{task}]: cache task ({n_labels} labels)")
         cache_s = run(
-            "meds-tab-cache-task", *par, *common, *code_filter,
-            f"input_label_dir={label_dir}", f"task_name={task}",
+            "meds-tab-cache-task",
+            *par,
+            *common,
+            *code_filter,
+            f"input_label_dir={label_dir}",
+            f"task_name={task}",
         )
         progress(f"meds-tab[{task}]: xgboost sweep, {n_trials} trials")
         sweep_s = run(
-            "meds-tab-xgboost", "--multirun", *common,
+            "meds-tab-xgboost",
+            "--multirun",
+            *common,
             *([] if tune_min_code_inclusion_count else code_filter),
             f"task_name={task}",
             f"output_model_dir={model_dir}",
@@ -399,14 +405,14 @@ def _collect_task(
     # and every held-out label row scored once (MEDS-Tab keeps the first of duplicate rows).
     labels = pd.read_parquet(label_fp, columns=cols[:3]).drop_duplicates(cols[:2], keep="first")
     held_shards = sorted((data_dir / "held_out").glob("*.parquet"))
-    held_subjects = pd.concat(pd.read_parquet(fp, columns=["subject_id"]) for fp in held_shards)[
-        "subject_id"
-    ].unique()
+    held_subjects = pd.concat(pd.read_parquet(fp, columns=["subject_id"]) for fp in held_shards)["subject_id"].unique()
     expected = labels[labels["subject_id"].isin(held_subjects)]
     merged = pred.merge(expected, on=cols[:2], how="outer", suffixes=("", "_given"), indicator=True)
-    if len(pred) != len(expected) or (merged["_merge"] != "both").any() or (
-        merged["boolean_value"].astype(bool) != merged["boolean_value_given"].astype(bool)
-    ).any():
+    if (
+        len(pred) != len(expected)
+        or (merged["_merge"] != "both").any()
+        or (merged["boolean_value"].astype(bool) != merged["boolean_value_given"].astype(bool)).any()
+    ):
         raise MedsTabError(f"held-out predictions in {pred_fp} do not line up with the labels in {label_fp}")
 
     perf = pd.read_parquet(model_dir / "sweep_results_summary.parquet")  # sorted by tuning_auc, desc
@@ -439,8 +445,13 @@ if __name__ == "__main__":  # pragma: no cover - manual runs
     ap.add_argument("--n-workers", type=int, default=1)
     a = ap.parse_args()
     res = run_medstab(
-        a.meds_dir, dict(s.split("=", 1) for s in a.label), a.work_dir, venv_dir=a.venv,
-        n_trials=a.n_trials, seed=a.seed, n_workers=a.n_workers,
+        a.meds_dir,
+        dict(s.split("=", 1) for s in a.label),
+        a.work_dir,
+        venv_dir=a.venv,
+        n_trials=a.n_trials,
+        seed=a.seed,
+        n_workers=a.n_workers,
     )
     for t in res["tasks"].values():
         t["predictions"] = f"<{len(t.pop('predictions'))} rows>"

@@ -25,9 +25,17 @@ KINDS = sys.argv[3].split(",") if len(sys.argv) > 3 else ["lightgbm", "hist_gb",
 def main():
     root = simulated(N, SEED)
     events, truth = read_meds(root), load_truth(root)
-    task = TaskDefinition(name="bench", horizons_days=[365, 730], prediction_times={"start": "2012-01-01"},
-                          outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]},
-                                    "stroke": {"codes": ["SNOMED/230690007"]}, "ckd": {"codes": ["SNOMED/433144002"]}})
+    task = TaskDefinition(
+        name="bench",
+        horizons_days=[365, 730],
+        prediction_times={"start": "2012-01-01"},
+        outcomes={
+            "t2d": {"codes": ["SNOMED/44054006"]},
+            "mi": {"codes": ["SNOMED/22298006"]},
+            "stroke": {"codes": ["SNOMED/230690007"]},
+            "ckd": {"codes": ["SNOMED/433144002"]},
+        },
+    )
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
@@ -43,8 +51,20 @@ def main():
         res["fit_s"] = fit_s
         rows.append(res)
     out = pd.concat(rows)
-    cols = ["model", "label", "n", "positives", "auroc", "auroc_lo", "auroc_hi", "oracle_auroc", "auroc_vs_oracle",
-            "ece", "calibration_slope", "fit_s"]
+    cols = [
+        "model",
+        "label",
+        "n",
+        "positives",
+        "auroc",
+        "auroc_lo",
+        "auroc_hi",
+        "oracle_auroc",
+        "auroc_vs_oracle",
+        "ece",
+        "calibration_slope",
+        "fit_s",
+    ]
     pd.set_option("display.width", 200)
     print(f"{N:,} simulated subjects (seed {SEED}); held-out split; train rows {len(train):,}")
     print(out[cols].round(3).to_string(index=False))
@@ -52,8 +72,10 @@ def main():
         gb = out[out["model"] == kind].set_index("label")
         for label in ("mi_365d", "t2d_365d"):
             r = gb.loc[label, "auroc_vs_oracle"]
-            print(f"{kind} {label}: {gb.loc[label, 'auroc']:.3f} vs oracle {gb.loc[label, 'oracle_auroc']:.3f} "
-                  f"= {r:.3f} x oracle ({'meets' if r >= 0.95 else 'BELOW'} 0.95)")
+            print(
+                f"{kind} {label}: {gb.loc[label, 'auroc']:.3f} vs oracle {gb.loc[label, 'oracle_auroc']:.3f} "
+                f"= {r:.3f} x oracle ({'meets' if r >= 0.95 else 'BELOW'} 0.95)"
+            )
 
 
 if __name__ == "__main__":

@@ -43,19 +43,24 @@ def main():
     split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
     t0 = time.perf_counter()
     model = SequenceRiskModel(kind="gru", calibration="platt", max_epochs=a.epochs, n_threads=a.threads).fit(
-        events, split["train"], tuning_labels=split["tuning"])
+        events, split["train"], tuning_labels=split["tuning"]
+    )
     print(f"GRU trained in {time.perf_counter() - t0:.0f}s ({a.n_subjects:,} subjects, best epoch {model.best_epoch_})")
     held = split["held_out"].sample(frac=1.0, random_state=0)[["subject_id", "prediction_time"]]
     print(f"{'path':<44} {'rows':>5} {'s/row':>7} {'total':>8} {'faith ratio':>11} {'top-k wins':>10}  top codes")
-    for name, rows, kw in (("plain shap (nsamples=200, padded to 256)", a.plain_rows, dict(n_samples=200, trim_padding=False)),
-                           (f"twinml (nsamples={a.samples}, own length)", a.plain_rows, dict(n_samples=a.samples)),
-                           (f"twinml (nsamples={a.samples}, own length)", a.rows, dict(n_samples=a.samples))):
+    for name, rows, kw in (
+        ("plain shap (nsamples=200, padded to 256)", a.plain_rows, dict(n_samples=200, trim_padding=False)),
+        (f"twinml (nsamples={a.samples}, own length)", a.plain_rows, dict(n_samples=a.samples)),
+        (f"twinml (nsamples={a.samples}, own length)", a.rows, dict(n_samples=a.samples)),
+    ):
         index = held.head(rows).reset_index(drop=True)
         attr = explain_model(model, events, index, label="t2d_365d", **kw)
         f = faithfulness(model, events, index, attr, k=5)
         top = code_importance(attr, top=5)["code"].tolist()
-        print(f"{name:<44} {rows:>5} {attr.seconds / rows:>7.3f} {attr.seconds:>7.1f}s {f['ratio']:>11.2f} "
-              f"{f['share_rows_top_k_larger']:>10.2f}  {', '.join(DRIVERS.get(c, c) for c in top)}")
+        print(
+            f"{name:<44} {rows:>5} {attr.seconds / rows:>7.3f} {attr.seconds:>7.1f}s {f['ratio']:>11.2f} "
+            f"{f['share_rows_top_k_larger']:>10.2f}  {', '.join(DRIVERS.get(c, c) for c in top)}"
+        )
     print(f"peak RSS {peak_rss_gb():.2f} GB")
 
 

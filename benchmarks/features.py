@@ -38,8 +38,12 @@ def main():
     from twinml.features import TabularFeaturizer
 
     ev = read_meds(root)
-    task = TaskDefinition(name="b", outcomes={"mi": {"codes": ["SNOMED/22298006"]}}, horizons_days=[365],
-                          prediction_times={"start": "2012-01-01"})
+    task = TaskDefinition(
+        name="b",
+        outcomes={"mi": {"codes": ["SNOMED/22298006"]}},
+        horizons_days=[365],
+        prediction_times={"start": "2012-01-01"},
+    )
     lab = build_labels(ev, task=task, subject_splits=read_subject_splits(root)).labels
     dyn = ev[ev["time"].notna()]
 
@@ -53,9 +57,18 @@ def main():
     ref_best, ref_all, _ = timed(reference)
     best, all_runs, X = timed(ours)
     print(f"events: {len(ev):,}  subjects: {N:,}  prediction rows: {len(lab):,}")
-    print(f"features: {X.shape[1]} columns, {X.nnz:,} non-zeros (windows 30/365/all days; count,last,mean,min,max + recency)")
-    print(f"reference pandas groupby (1 window, 3 aggregates, no prediction times): best {ref_best:.2f}s {['%.2f' % t for t in ref_all]}")
-    print(f"twinml fit+transform (3 windows, 5 aggregates + recency, {len(lab):,} prediction times): best {best:.2f}s {['%.2f' % t for t in all_runs]}")
+    print(
+        f"features: {X.shape[1]} columns, {X.nnz:,} non-zeros (windows 30/365/all days; count,last,mean,min,max + "
+        "recency)"
+    )
+    print(
+        f"reference pandas groupby (1 window, 3 aggregates, no prediction times): best {ref_best:.2f}s "
+        f"{[f'{t:.2f}' for t in ref_all]}"
+    )
+    print(
+        f"twinml fit+transform (3 windows, 5 aggregates + recency, {len(lab):,} prediction times): best {best:.2f}s "
+        f"{[f'{t:.2f}' for t in all_runs]}"
+    )
     print(f"ratio twinml / reference: {best / ref_best:.1f}x")
     cold = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=True)
     secs, peak, base, *_ = cold.stdout.split()

@@ -47,7 +47,10 @@ for f in sorted(p for p in Path(sys.argv[1]).rglob("*") if p.is_file()):
         rows += len(pd.read_parquet(f))
     elif ".json" in f.name:
         data = (gzip.open if f.suffix == ".gz" else open)(f, "rb").read()
-        rows += len(orjson.loads(data).get("entry", [])) if ".ndjson" not in f.name else sum(1 for _ in map(orjson.loads, data.splitlines()))
+        if ".ndjson" in f.name:
+            rows += sum(1 for _ in map(orjson.loads, data.splitlines()))
+        else:
+            rows += len(orjson.loads(data).get("entry", []))
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_gb": peak_rss_gb()}))
 """
 
@@ -55,6 +58,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "peak_gb": peak_rss_gb()})
 # children import the peak-memory helper from this folder
 CHILD = CHILD.replace("/BENCH/", str(Path(__file__).resolve().parent))
 REFERENCE = REFERENCE.replace("/BENCH/", str(Path(__file__).resolve().parent))
+
 
 def _child(code, *args):
     res = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
@@ -65,11 +69,17 @@ def _child(code, *args):
 
 def run(source, path, out, namespaces=None):
     ref = _child(REFERENCE, path)
-    print(f"{source} reference (read every file whole, parse only): {ref['seconds']:.1f} s, peak RSS {ref['peak_gb']:.2f} GB")
+    print(
+        f"{source} reference (read every file whole, parse only): {ref['seconds']:.1f} s, peak RSS "
+        f"{ref['peak_gb']:.2f} GB"
+    )
     r = _child(CHILD, source, path, out, json.dumps(namespaces or {}))
-    print(f"{source}: {r['rows_read']:,} rows read ({r['rows_kept']:,} kept, {r['rows_quarantined']:,} quarantined) "
-          f"in {r['seconds']:.1f} s = {r['rows_read'] / r['seconds']:,.0f} rows/s, {r['seconds'] / ref['seconds']:.1f} x the "
-          f"reference; peak RSS {r['peak_gb']:.2f} GB")
+    print(
+        f"{source}: {r['rows_read']:,} rows read ({r['rows_kept']:,} kept, {r['rows_quarantined']:,} quarantined) "
+        f"in {r['seconds']:.1f} s = {r['rows_read'] / r['seconds']:,.0f} rows/s, {r['seconds'] / ref['seconds']:.1f} "
+        "x the "
+        f"reference; peak RSS {r['peak_gb']:.2f} GB"
+    )
 
 
 def _simulated_events(n_subjects):
@@ -92,18 +102,29 @@ def synthea_csv_from_simulator(n_subjects: int, root: Path) -> None:
     sex = static[static["code"].str.startswith("GENDER//")].set_index("pid")["code"].str[-1]
     race = static[static["code"].str.startswith("RACE//")].set_index("pid")["code"].str[6:]
     root.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"Id": birth.index, "BIRTHDATE": birth.dt.strftime("%Y-%m-%d"),
-                  "DEATHDATE": death.reindex(birth.index).dt.strftime("%Y-%m-%d"),
-                  "GENDER": sex.reindex(birth.index),
-                  "RACE": race.reindex(birth.index).str.lower().replace({"hispanic": "white"}),
-                  "ETHNICITY": np.where(race.reindex(birth.index) == "Hispanic", "hispanic", "nonhispanic")},
-                 ).to_csv(root / "patients.csv", index=False)
+    pd.DataFrame(
+        {
+            "Id": birth.index,
+            "BIRTHDATE": birth.dt.strftime("%Y-%m-%d"),
+            "DEATHDATE": death.reindex(birth.index).dt.strftime("%Y-%m-%d"),
+            "GENDER": sex.reindex(birth.index),
+            "RACE": race.reindex(birth.index).str.lower().replace({"hispanic": "white"}),
+            "ETHNICITY": np.where(race.reindex(birth.index) == "Hispanic", "hispanic", "nonhispanic"),
+        },
+    ).to_csv(root / "patients.csv", index=False)
     dyn = ev[ev["time"].notna()]
     when = dyn["time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    for table, prefix, date in (("observations", "LOINC/", "DATE"), ("conditions", "SNOMED/", "START"),
-                                ("medications", "RxNorm/", "START")):
+    for table, prefix, date in (
+        ("observations", "LOINC/", "DATE"),
+        ("conditions", "SNOMED/", "START"),
+        ("medications", "RxNorm/", "START"),
+    ):
         part = dyn["code"].str.startswith(prefix)
-        cols = {date: when[part], "PATIENT": pid.loc[dyn.index[part]], "CODE": dyn.loc[part, "code"].str.removeprefix(prefix)}
+        cols = {
+            date: when[part],
+            "PATIENT": pid.loc[dyn.index[part]],
+            "CODE": dyn.loc[part, "code"].str.removeprefix(prefix),
+        }
         if table == "observations":
             cols |= {"VALUE": dyn.loc[part, "numeric_value"], "TYPE": "numeric"}
         pd.DataFrame(cols).to_csv(root / f"{table}.csv", index=False)
@@ -117,15 +138,28 @@ def omop_from_simulator(n_subjects: int, root: Path) -> None:
     static = ev[ev["time"].isna()]
     birth = ev[ev["code"] == "MEDS_BIRTH"].set_index("subject_id")["time"]
     sex = static[static["code"].str.startswith("GENDER//")].set_index("subject_id")["code"].str[-1]
-    person = pd.DataFrame({"person_id": birth.index, "year_of_birth": birth.dt.year, "month_of_birth": birth.dt.month,
-                           "day_of_birth": birth.dt.day, "gender_concept_id": sex.reindex(birth.index).map({"F": 8532, "M": 8507}),
-                           "race_concept_id": 8527, "ethnicity_concept_id": 38003564})
+    person = pd.DataFrame(
+        {
+            "person_id": birth.index,
+            "year_of_birth": birth.dt.year,
+            "month_of_birth": birth.dt.month,
+            "day_of_birth": birth.dt.day,
+            "gender_concept_id": sex.reindex(birth.index).map({"F": 8532, "M": 8507}),
+            "race_concept_id": 8527,
+            "ethnicity_concept_id": 38003564,
+        }
+    )
     start = ev[ev["code"] == "OBSERVATION_PERIOD//START"].set_index("subject_id")["time"]
     end = ev[ev["code"] == "OBSERVATION_PERIOD//END"].set_index("subject_id")["time"]
     root.mkdir(parents=True, exist_ok=True)
     person.to_parquet(root / "person.parquet")
-    pd.DataFrame({"person_id": start.index, "observation_period_start_date": start.dt.date,
-                  "observation_period_end_date": end.reindex(start.index).dt.date}).to_parquet(root / "observation_period.parquet")
+    pd.DataFrame(
+        {
+            "person_id": start.index,
+            "observation_period_start_date": start.dt.date,
+            "observation_period_end_date": end.reindex(start.index).dt.date,
+        }
+    ).to_parquet(root / "observation_period.parquet")
     death = ev[ev["code"] == "MEDS_DEATH"]
     pd.DataFrame({"person_id": death["subject_id"], "death_datetime": death["time"]}).to_parquet(root / "death.parquet")
     dyn = ev[ev["time"].notna()]
@@ -134,10 +168,18 @@ def omop_from_simulator(n_subjects: int, root: Path) -> None:
     for table, prefix in kinds.items():
         part = dyn[dyn["code"].str.startswith(prefix)]
         name = concept[table]
-        cols = {"person_id": part["subject_id"], f"{name}_concept_id": np.arange(len(part)) % 1000 + 3_000_000,
-                ("measurement_datetime" if table == "measurement" else f"{name}_start_datetime" if table == "condition_occurrence"
-                 else "drug_exposure_start_datetime"): part["time"],
-                f"{name}_source_value": part["code"].str.removeprefix(prefix)}
+        cols = {
+            "person_id": part["subject_id"],
+            f"{name}_concept_id": np.arange(len(part)) % 1000 + 3_000_000,
+            (
+                "measurement_datetime"
+                if table == "measurement"
+                else f"{name}_start_datetime"
+                if table == "condition_occurrence"
+                else "drug_exposure_start_datetime"
+            ): part["time"],
+            f"{name}_source_value": part["code"].str.removeprefix(prefix),
+        }
         if table == "measurement":
             cols["value_as_number"] = part["numeric_value"]
         pd.DataFrame(cols).to_parquet(root / f"{table}.parquet")
@@ -158,8 +200,12 @@ def main():
             run("fhir", args.fhir, d / "fhir_meds")
         if args.omop_subjects:
             omop_from_simulator(args.omop_subjects, d / "omop")
-            run("omop", d / "omop", d / "omop_meds", {"measurement": "LOINC", "drug_exposure": "RxNorm",
-                                                      "condition_occurrence": "SNOMED"})
+            run(
+                "omop",
+                d / "omop",
+                d / "omop_meds",
+                {"measurement": "LOINC", "drug_exposure": "RxNorm", "condition_occurrence": "SNOMED"},
+            )
             shutil.rmtree(d / "omop_meds")
         if args.csv_subjects:
             synthea_csv_from_simulator(args.csv_subjects, d / "csv")

@@ -36,10 +36,15 @@ from _common import CACHE  # noqa: E402
 
 SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "synthea-dev"
 TASKS = {  # name -> SNOMED codes of the diagnosis
-    "t2d": ["44054006"], "htn": ["59621000"],
+    "t2d": ["44054006"],
+    "htn": ["59621000"],
     "ckd": ["431855005", "431856006", "433144002", "431857002", "46177005"],
-    "mi": ["22298006", "401314000", "401303003"], "ihd": ["414545008"],
-    "prediabetes": ["714628002"], "stroke": ["230690007"], "hf": ["88805009", "84114007"], "af": ["49436004"],
+    "mi": ["22298006", "401314000", "401303003"],
+    "ihd": ["414545008"],
+    "prediabetes": ["714628002"],
+    "stroke": ["230690007"],
+    "hf": ["88805009", "84114007"],
+    "af": ["49436004"],
 }
 MAIN = ("t2d", "htn", "ckd", "mi", "ihd")
 HORIZON = 365
@@ -61,7 +66,10 @@ def _ingest_digest() -> str:
     """What the cached MEDS dataset depends on: twinml's ingest and MEDS-writing code (the CSV form
     ``synthea-dev-csv`` made by ``../shared/synthea-dev/to_csv.py`` is kept: that script is read-only)."""
     pkg = Path(__file__).resolve().parents[1] / "twinml"
-    files = [f for sub in ("ingest", "data") for f in (pkg / sub).rglob("*.py")] + [pkg / "_io.py", pkg / "_validation.py"]
+    files = [f for sub in ("ingest", "data") for f in (pkg / sub).rglob("*.py")] + [
+        pkg / "_io.py",
+        pkg / "_validation.py",
+    ]
     return _digest([(pkg, f) for f in files])
 
 
@@ -89,15 +97,17 @@ def meds_dataset(synthea: Path = SYNTHEA, progress=print) -> Path:
     if not (csv / "patients.csv").exists():
         subprocess.run([sys.executable, str(synthea / "to_csv.py"), str(csv)], check=True)
     t0 = time.perf_counter()
-    ingest("synthea-csv", csv, out, reference_time="2026-01-01", seed=0, split_fractions=(0.6, 0.2, 0.2),
-           progress=progress)
+    ingest(
+        "synthea-csv", csv, out, reference_time="2026-01-01", seed=0, split_fractions=(0.6, 0.2, 0.2), progress=progress
+    )
     stamp.write_text(want)
     progress(f"ingested {synthea} -> {out} in {time.perf_counter() - t0:.0f}s")
     return out
 
 
-def task_label_files(events: pd.DataFrame, encounter_codes, out: Path, *, years=range(1990, 2025),
-                     min_age_years=18.0, lookback_years=3) -> dict[str, Path]:
+def task_label_files(
+    events: pd.DataFrame, encounter_codes, out: Path, *, years=range(1990, 2025), min_age_years=18.0, lookback_years=3
+) -> dict[str, Path]:
     """One MEDS label file per task (the rules in the module docstring), vectorised over subjects."""
     out.mkdir(parents=True, exist_ok=True)
     ev = events.dropna(subset=["time"])
@@ -117,16 +127,24 @@ def task_label_files(events: pd.DataFrame, encounter_codes, out: Path, *, years=
     visits = pd.DataFrame({"sid": sid[enc], "t": t_ev[enc], "visit": t_ev[enc]}).sort_values("t")
     last_visit = pd.merge_asof(grid, visits, on="t", by="sid", direction="backward").sort_values("row")
     last_visit = last_visit["visit"].to_numpy(np.float64)
-    keep = ((t - birth[s] >= min_age_years * 365.25 * _US_DAY) & (np.isnan(death[s]) | (death[s] > t))
-            & (last_visit > lookback[k]))
+    keep = (
+        (t - birth[s] >= min_age_years * 365.25 * _US_DAY)
+        & (np.isnan(death[s]) | (death[s] > t))
+        & (last_visit > lookback[k])
+    )
     files = {}
     for name, codes in TASKS.items():
         dx = first(np.isin(code, [f"SNOMED/{c}" for c in codes])).reindex(subjects).to_numpy(np.float64)
         d = dx[s]
         rows = keep & ~(d <= t)  # no diagnosis at or before t (NaN: never diagnosed)
         label = (d > t) & (d <= t + HORIZON * _US_DAY)
-        frame = pd.DataFrame({"subject_id": subjects[s[rows]], "prediction_time": t[rows].astype("datetime64[us]"),
-                              "boolean_value": label[rows]})
+        frame = pd.DataFrame(
+            {
+                "subject_id": subjects[s[rows]],
+                "prediction_time": t[rows].astype("datetime64[us]"),
+                "boolean_value": label[rows],
+            }
+        )
         files[name] = out / f"{name}.parquet"
         frame.to_parquet(files[name], index=False)
     return files
@@ -136,8 +154,14 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
     """MEDS-Tab's held-out predictions and timings, cached beside the labels they were made for."""
     cache = CACHE / "medstab-results"
     # the events and the label rows, not only their shapes: an ingest fix changes events, not label counts
-    digest = json.dumps({"events": data_digest(root), "labels": _digest([(f.parent, f) for f in files.values()]),
-                         "n_trials": n_trials, "aggs": aggs})
+    digest = json.dumps(
+        {
+            "events": data_digest(root),
+            "labels": _digest([(f.parent, f) for f in files.values()]),
+            "n_trials": n_trials,
+            "aggs": aggs,
+        }
+    )
     if not rerun and (cache / "summary.json").exists():
         summary = json.loads((cache / "summary.json").read_text())
         if summary["labels"] == digest:
@@ -150,17 +174,25 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
     progress("--- MEDS-Tab 0.2.0")
     venv = CACHE / "meds-tab-venv"
     ensure_venv(venv, progress=progress)
-    out = run_medstab(root, files, CACHE / "medstab-work", venv_dir=venv, n_trials=n_trials, aggs=aggs,
-                      progress=progress)
+    out = run_medstab(
+        root, files, CACHE / "medstab-work", venv_dir=venv, n_trials=n_trials, aggs=aggs, progress=progress
+    )
     cache.mkdir(parents=True, exist_ok=True)
-    keep = {"tabularize_seconds": out["tabularize_seconds"], "labels": digest, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "aggs": aggs, "value_features_empty": out.get("value_features_empty"),
-            "dropped_aggs": out.get("dropped_aggs"),
-            "tasks": {}}
+    keep = {
+        "tabularize_seconds": out["tabularize_seconds"],
+        "labels": digest,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "aggs": aggs,
+        "value_features_empty": out.get("value_features_empty"),
+        "dropped_aggs": out.get("dropped_aggs"),
+        "tasks": {},
+    }
     for name, task in out["tasks"].items():
         task["predictions"].to_parquet(cache / f"{name}.parquet", index=False)
-        keep["tasks"][name] = {"fit_seconds": task["fit_seconds"],
-                               "medstab_held_out_auroc": task.get("medstab_held_out_auroc")}
+        keep["tasks"][name] = {
+            "fit_seconds": task["fit_seconds"],
+            "medstab_held_out_auroc": task.get("medstab_held_out_auroc"),
+        }
     (cache / "summary.json").write_text(json.dumps(keep, indent=2, default=str))
     for name, task in keep["tasks"].items():
         task["predictions"] = out["tasks"][name]["predictions"]
@@ -182,8 +214,12 @@ def fit_twinml(kind, events, task, labels, *, n_trials, progress, params=None):
     else:
         # Platt scaling on the tuning split: monotone, so it leaves AUROC as it is (isotonic would tie
         # risks and, judged on the split it was fitted on, flatter the tuning figures)
-        model = TabularRiskModel(kind=kind, calibration="sigmoid", n_trials=n_trials if kind == "lightgbm" else 0,
-                                 model_params=params or None)
+        model = TabularRiskModel(
+            kind=kind,
+            calibration="sigmoid",
+            n_trials=n_trials if kind == "lightgbm" else 0,
+            model_params=params or None,
+        )
     t0 = time.perf_counter()
     model.fit(events, train, tuning_labels=tune, progress=progress)
     return model, time.perf_counter() - t0
@@ -197,23 +233,41 @@ def score(labels, risks, columns, *, n_boot, seed=0):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default="lightgbm,logistic", help="twinml models, comma-separated "
-                   "(lightgbm, logistic, hist_gb, record, blend, gru, transformer; record: the whole-record GRU; "
-                   "blend: that GRU and LightGBM as one model)")
+    p.add_argument(
+        "--models",
+        default="lightgbm,logistic",
+        help="twinml models, comma-separated "
+        "(lightgbm, logistic, hist_gb, record, blend, gru, transformer; record: the whole-record GRU; "
+        "blend: that GRU and LightGBM as one model)",
+    )
     p.add_argument("--n-trials", type=int, default=0, help="optuna trials per task for lightgbm (0: defaults)")
     p.add_argument("--medstab", action="store_true", help="also run MEDS-Tab 0.2.0 (creates its virtualenv)")
     p.add_argument("--medstab-trials", type=int, default=20)
-    p.add_argument("--medstab-aggs", default="static/present,code/count",
-                   help="MEDS-Tab aggregations. Its value/* ones are left out by default: MEDS-Tab 0.2.0 as shipped "
-                        "leaves every value/* column empty (a bug in its code-name filter), so they add no feature, "
-                        "only about three quarters of its tabularization time (pass the full list to include them)")
-    p.add_argument("--medstab-rerun", action="store_true",
-                   help="rerun MEDS-Tab even if its results for these labels are cached (it takes the better part of an hour)")
-    p.add_argument("--report", default="held_out", choices=["tuning", "held_out"],
-                   help="the split the table reports (choose on tuning; report held_out once)")
-    p.add_argument("--params", type=json.loads, default={},
-                   help='JSON: parameters per model kind, e.g. \'{"record": {"n_last_values": 32}}\' (tabular '
-                        "kinds take their estimator's params)")
+    p.add_argument(
+        "--medstab-aggs",
+        default="static/present,code/count",
+        help="MEDS-Tab aggregations. Its value/* ones are left out by default: MEDS-Tab 0.2.0 as shipped "
+        "leaves every value/* column empty (a bug in its code-name filter), so they add no feature, "
+        "only about three quarters of its tabularization time (pass the full list to include them)",
+    )
+    p.add_argument(
+        "--medstab-rerun",
+        action="store_true",
+        help="rerun MEDS-Tab even if its results for these labels are cached (it takes the better part of an hour)",
+    )
+    p.add_argument(
+        "--report",
+        default="held_out",
+        choices=["tuning", "held_out"],
+        help="the split the table reports (choose on tuning; report held_out once)",
+    )
+    p.add_argument(
+        "--params",
+        type=json.loads,
+        default={},
+        help='JSON: parameters per model kind, e.g. \'{"record": {"n_last_values": 32}}\' (tabular '
+        "kinds take their estimator's params)",
+    )
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--json", type=Path, help="write every figure here as JSON")
     args = p.parse_args(argv)
@@ -239,25 +293,36 @@ def main(argv=None):
     t0 = time.perf_counter()
     X = fz.transform(events, labels)
     featurize_s = time.perf_counter() - t0
-    say(f"twinml featurization: {X.shape[0]:,} rows x {X.shape[1]:,} columns, {X.nnz:,} non-zeros in {featurize_s:.1f}s")
+    say(
+        f"twinml featurization: {X.shape[0]:,} rows x {X.shape[1]:,} columns, {X.nnz:,} non-zeros in {featurize_s:.1f}s"
+    )
 
     report = labels[labels["split"] == args.report].reset_index(drop=True)
     results = {"featurize_seconds": featurize_s, "rows": int(len(labels)), "models": {}}
     for kind in filter(None, args.models.split(",")):
         say(f"--- twinml {kind}")
-        model, fit_s = fit_twinml(kind, events, task, labels, n_trials=args.n_trials, progress=say,
-                                  params=args.params.get(kind))
+        model, fit_s = fit_twinml(
+            kind, events, task, labels, n_trials=args.n_trials, progress=say, params=args.params.get(kind)
+        )
         risks = model.predict_risk(events, report[["subject_id", "prediction_time"]])
         best = getattr(model, "best_epoch_", None)
         if best is not None:
             say(f"twinml {kind}: best epoch {best}, tuning loss {min(h['tuning_loss'] for h in model.history_):.5f}")
-        results["models"][f"twinml {kind}"] = {"fit_seconds": fit_s,
-                                               "metrics": score(report, risks, columns, n_boot=args.n_boot)}
+        results["models"][f"twinml {kind}"] = {
+            "fit_seconds": fit_s,
+            "metrics": score(report, risks, columns, n_boot=args.n_boot),
+        }
         say(f"twinml {kind}: fit {fit_s:.1f}s")
 
     if args.medstab:
-        out = medstab_results(root, files, n_trials=args.medstab_trials, aggs=args.medstab_aggs.split(","),
-                              rerun=args.medstab_rerun, progress=say)
+        out = medstab_results(
+            root,
+            files,
+            n_trials=args.medstab_trials,
+            aggs=args.medstab_aggs.split(","),
+            rerun=args.medstab_rerun,
+            progress=say,
+        )
         results["medstab_tabularize_seconds"] = out["tabularize_seconds"]
         per_task = {}
         for name, res in out["tasks"].items():
@@ -265,14 +330,18 @@ def main(argv=None):
             col = f"{name}_{HORIZON}d"
             merged = report[["subject_id", "prediction_time", col]].merge(
                 pred[["subject_id", "prediction_time", "predicted_boolean_probability"]],
-                on=["subject_id", "prediction_time"], how="left")
+                on=["subject_id", "prediction_time"],
+                how="left",
+            )
             if merged.loc[merged[col].notna(), "predicted_boolean_probability"].isna().any():
                 raise RuntimeError(f"MEDS-Tab predictions miss rows of task {name}")
             risks = merged[["subject_id", "prediction_time"]].assign(**{col: merged["predicted_boolean_probability"]})
             per_task[col] = score(report, risks, [col], n_boot=args.n_boot).iloc[0]
             per_task[col]["fit_seconds"] = res["fit_seconds"]
-        results["models"]["MEDS-Tab"] = {"fit_seconds": sum(r["fit_seconds"] for r in out["tasks"].values()),
-                                         "metrics": pd.DataFrame(per_task).T}
+        results["models"]["MEDS-Tab"] = {
+            "fit_seconds": sum(r["fit_seconds"] for r in out["tasks"].values()),
+            "metrics": pd.DataFrame(per_task).T,
+        }
     _print(results, columns, args.report)
     if args.json:
         args.json.write_text(json.dumps(_jsonable(results), indent=2))
@@ -289,7 +358,11 @@ def _print(results, columns, split):
         for m in models.values():
             r = m["metrics"].loc[c]
             cells.append(f"{r['auroc']:.3f} [{r['auroc_lo']:.3f}, {r['auroc_hi']:.3f}] / {r['ece']:.4f}")
-        print(f"| {c.removesuffix(f'_{HORIZON}d')} | {int(first['n']):,} | {int(first['positives'])} | " + " | ".join(cells) + " |")
+        print(
+            f"| {c.removesuffix(f'_{HORIZON}d')} | {int(first['n']):,} | {int(first['positives'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
     for label, subset in (("mean of the five main tasks", [f"{t}_{HORIZON}d" for t in MAIN]), ("mean of all", columns)):
         means = [f"{m['metrics'].loc[subset, 'auroc'].mean():.3f}" for m in models.values()]
         print(f"| {label} | | | " + " | ".join(means) + " |")

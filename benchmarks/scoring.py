@@ -24,7 +24,8 @@ from _common import CACHE, simulated
 
 AS_OF = "2018-12-31"
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys, time
 sys.path.insert(0, '/BENCH/')
 from _common import peak_rss_gb
@@ -51,17 +52,19 @@ if engine == "local":  # time the network's forward calls inside the run (same t
         return loaded
     m.load_registered_model = patched
 t = time.perf_counter()
-r = score(model_uri, events, "%s", out, engine=engine, tracking_uri=tracking,
+r = score(model_uri, events, "/AS_OF/", out, engine=engine, tracking_uri=tracking,
           spark_master="local[2]" if engine == "spark" else None)
 secs = time.perf_counter() - t
 print(json.dumps({"subjects": r.subjects, "scored": r.scored, "events": r.events_read, "seconds": secs,
                   "forward_seconds": forward["seconds"], "forward_calls": forward["calls"],
                   "peak_gb": peak_rss_gb()}))
-""" % AS_OF
+"""
+).replace("/AS_OF/", AS_OF)
 
 
 # children import the peak-memory helper from this folder
 CHILD = CHILD.replace("/BENCH/", str(Path(__file__).resolve().parent))
+
 
 def million_panel() -> Path:
     """Ten copies of the cached 100,000-subject panel, subject ids shifted by 10^7 per copy."""
@@ -87,16 +90,27 @@ def train_model(tracking: str) -> str:
     from twinml.config import load_config
     from twinml.pipeline import train
 
-    cfg = load_config({
-        "name": "bench-scoring", "seed": 0,
-        "data": {"source": "meds", "path": str(simulated(20_000))},
-        "task": {"name": "bench", "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]},
-                                               "stroke": {"codes": ["SNOMED/230690007"]}, "ckd": {"codes": ["SNOMED/433144002"]}},
-                 "horizons_days": [90, 180, 365, 730], "prediction_times": {"start": "2012-01-01"}},
-        "model": {"kind": "gru", "calibration": "platt", "params": {"max_epochs": 3, "n_threads": 2}},
-        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-        "tracking": {"experiment": "bench-scoring", "register_as": "bench-gru"},
-    })
+    cfg = load_config(
+        {
+            "name": "bench-scoring",
+            "seed": 0,
+            "data": {"source": "meds", "path": str(simulated(20_000))},
+            "task": {
+                "name": "bench",
+                "outcomes": {
+                    "t2d": {"codes": ["SNOMED/44054006"]},
+                    "mi": {"codes": ["SNOMED/22298006"]},
+                    "stroke": {"codes": ["SNOMED/230690007"]},
+                    "ckd": {"codes": ["SNOMED/433144002"]},
+                },
+                "horizons_days": [90, 180, 365, 730],
+                "prediction_times": {"start": "2012-01-01"},
+            },
+            "model": {"kind": "gru", "calibration": "platt", "params": {"max_epochs": 3, "n_threads": 2}},
+            "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+            "tracking": {"experiment": "bench-scoring", "register_as": "bench-gru"},
+        }
+    )
     train(cfg, tracking_uri=tracking)
     return "models:/bench-gru/1"
 
@@ -114,18 +128,28 @@ def main():
             events = simulated(100_000) if n == 100_000 else million_panel() if n == 1_000_000 else simulated(n)
             for engine in args.engines.split(","):
                 out = d / f"scores-{n}-{engine}.parquet"
-                res = subprocess.run([sys.executable, "-c", CHILD, model, str(events), str(out), engine, tracking],
-                                     capture_output=True, text=True)
+                res = subprocess.run(
+                    [sys.executable, "-c", CHILD, model, str(events), str(out), engine, tracking],
+                    capture_output=True,
+                    text=True,
+                )
                 if res.returncode:
                     raise SystemExit(f"scoring failed:\n{res.stderr[-3000:]}")
                 r = json.loads(res.stdout.strip().splitlines()[-1])
-                line = (f"{n:,} subjects, {engine}: {r['seconds']:.1f} s end to end = {r['subjects'] / r['seconds']:,.0f} "
-                        f"subjects/s ({r['scored']:,} scored, {r['events']:,} events read); peak RSS {r['peak_gb']:.2f} GB"
-                        + (" (the driver process only: the JVM and Spark's Python workers are not counted)"
-                           if engine == "spark" else ""))
+                line = (
+                    f"{n:,} subjects, {engine}: {r['seconds']:.1f} s end to end = {r['subjects'] / r['seconds']:,.0f} "
+                    f"subjects/s ({r['scored']:,} scored, {r['events']:,} events read); peak RSS {r['peak_gb']:.2f} GB"
+                    + (
+                        " (the driver process only: the JVM and Spark's Python workers are not counted)"
+                        if engine == "spark"
+                        else ""
+                    )
+                )
                 if r["forward_calls"]:
-                    line += (f"; model forward {r['forward_seconds']:.1f} s in {r['forward_calls']} batches -> "
-                             f"end-to-end / forward = {r['seconds'] / r['forward_seconds']:.2f}")
+                    line += (
+                        f"; model forward {r['forward_seconds']:.1f} s in {r['forward_calls']} batches -> "
+                        f"end-to-end / forward = {r['seconds'] / r['forward_seconds']:.2f}"
+                    )
                 print(line, flush=True)
                 out.unlink(missing_ok=True)
 

@@ -24,8 +24,10 @@ def main():
         cohort.write(Path(d) / "meds")
         write_s = time.perf_counter() - t2
     print(f"subjects {N:,}; events {cohort.events.num_rows:,}; ground-truth rows {len(cohort.truth):,}")
-    print(f"simulate {sim_s:.1f}s + write {write_s:.1f}s = {sim_s + write_s:.1f}s (budget 120 s); "
-          f"peak RSS {peak_rss_gb():.2f} GB")
+    print(
+        f"simulate {sim_s:.1f}s + write {write_s:.1f}s = {sim_s + write_s:.1f}s (budget 120 s); "
+        f"peak RSS {peak_rss_gb():.2f} GB"
+    )
 
 
 if __name__ == "__main__":

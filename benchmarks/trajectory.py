@@ -37,12 +37,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import CACHE, simulated  # noqa: E402
 
 HORIZONS = (90, 180, 365)
-SIM_CODES = {"HbA1c": "LOINC/4548-4", "glucose": "LOINC/2345-7", "SBP": "LOINC/8480-6", "LDL": "LOINC/13457-7",
-             "eGFR": "LOINC/33914-3", "BMI": "LOINC/39156-5"}
-SYNTHEA_CODES = {"HbA1c": "LOINC/4548-4", "glucose": "LOINC/2339-0", "SBP": "LOINC/8480-6", "LDL": "LOINC/18262-6",
-                 "eGFR": "LOINC/33914-3", "BMI": "LOINC/39156-5"}
-SIM_OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007",
-                "ckd": "SNOMED/433144002"}
+SIM_CODES = {
+    "HbA1c": "LOINC/4548-4",
+    "glucose": "LOINC/2345-7",
+    "SBP": "LOINC/8480-6",
+    "LDL": "LOINC/13457-7",
+    "eGFR": "LOINC/33914-3",
+    "BMI": "LOINC/39156-5",
+}
+SYNTHEA_CODES = {
+    "HbA1c": "LOINC/4548-4",
+    "glucose": "LOINC/2339-0",
+    "SBP": "LOINC/8480-6",
+    "LDL": "LOINC/18262-6",
+    "eGFR": "LOINC/33914-3",
+    "BMI": "LOINC/39156-5",
+}
+SIM_OUTCOMES = {
+    "t2d": "SNOMED/44054006",
+    "mi": "SNOMED/22298006",
+    "stroke": "SNOMED/230690007",
+    "ckd": "SNOMED/433144002",
+}
 
 
 def load(args, say):
@@ -55,9 +71,14 @@ def load(args, say):
         root = simulated(args.n_subjects, args.sim_seed)
         if load_reading_truth(root) is None:  # cached by a twinml from before the reading truth: simulate again
             from twinml.simulate import simulate
+
             simulate(n_subjects=args.n_subjects, seed=args.sim_seed).write(root, overwrite=True)
-        task = TaskDefinition(name="bench", outcomes={k: {"codes": [v]} for k, v in SIM_OUTCOMES.items()},
-                              horizons_days=[90, 180, 365, 730], prediction_times={"start": "2012-01-01"})
+        task = TaskDefinition(
+            name="bench",
+            outcomes={k: {"codes": [v]} for k, v in SIM_OUTCOMES.items()},
+            horizons_days=[90, 180, 365, 730],
+            prediction_times={"start": "2012-01-01"},
+        )
         events = read_meds(root)
         labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
         return events, labels, SIM_CODES, load_reading_truth(root)
@@ -95,17 +116,34 @@ def lightgbm_forecasts(events, split, targets, codes, say):
     from twinml.features import TabularFeaturizer
 
     fz = TabularFeaturizer().fit(events[events["subject_id"].isin(split["train"]["subject_id"].unique())])
-    X = {s: fz.transform(events, split[s][["subject_id", "prediction_time"]]).tocsr().astype(np.float32)
-         for s in ("train", "tuning", "report")}
+    X = {
+        s: fz.transform(events, split[s][["subject_id", "prediction_time"]]).tocsr().astype(np.float32)
+        for s in ("train", "tuning", "report")
+    }
     out = np.full(targets["report"].shape, np.nan)
     for j, name in enumerate(codes):
         for k, h in enumerate(HORIZONS):
             tr, tu = (~np.isnan(targets[s][:, j, k]) for s in ("train", "tuning"))
-            reg = lgb.LGBMRegressor(objective="l1", n_estimators=2000, learning_rate=0.05, num_leaves=31,
-                                    min_child_samples=20, subsample=0.8, subsample_freq=1, colsample_bytree=0.5,
-                                    n_jobs=2, random_state=0, verbose=-1)
-            reg.fit(X["train"][tr], targets["train"][tr, j, k], eval_X=X["tuning"][tu], eval_y=targets["tuning"][tu, j, k],
-                    callbacks=[lgb.early_stopping(50, verbose=False)])
+            reg = lgb.LGBMRegressor(
+                objective="l1",
+                n_estimators=2000,
+                learning_rate=0.05,
+                num_leaves=31,
+                min_child_samples=20,
+                subsample=0.8,
+                subsample_freq=1,
+                colsample_bytree=0.5,
+                n_jobs=2,
+                random_state=0,
+                verbose=-1,
+            )
+            reg.fit(
+                X["train"][tr],
+                targets["train"][tr, j, k],
+                eval_X=X["tuning"][tu],
+                eval_y=targets["tuning"][tu, j, k],
+                callbacks=[lgb.early_stopping(50, verbose=False)],
+            )
             out[:, j, k] = reg.predict(X["report"])
             say(f"LightGBM {name} {h}d: {tr.sum():,} train targets, {reg.best_iteration_} trees")
     return out
@@ -143,8 +181,10 @@ def main(argv=None):
     names, codes = list(named), list(named.values())
     split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", args.report)}
     split["report"] = split[args.report]
-    say(f"{events['subject_id'].nunique():,} subjects; rows train/tuning/{args.report} "
-        f"{len(split['train']):,}/{len(split['tuning']):,}/{len(split['report']):,}")
+    say(
+        f"{events['subject_id'].nunique():,} subjects; rows train/tuning/{args.report} "
+        f"{len(split['train']):,}/{len(split['tuning']):,}/{len(split['report']):,}"
+    )
     targets, times = {}, {}
     for s in ("train", "tuning", "report"):
         targets[s], times[s] = readings_near_horizons(events, split[s], codes, HORIZONS)
@@ -166,11 +206,17 @@ def main(argv=None):
     lgbm_s = time.perf_counter() - t0
     oracle = None
     if truth is not None:
-        flat = pd.DataFrame({"subject_id": np.repeat(split["report"]["subject_id"].to_numpy(), len(codes) * len(HORIZONS)),
-                             "time": times["report"].reshape(-1).astype("datetime64[us]"),
-                             "code": np.tile(np.repeat(codes, len(HORIZONS)), len(split["report"]))})
+        flat = pd.DataFrame(
+            {
+                "subject_id": np.repeat(split["report"]["subject_id"].to_numpy(), len(codes) * len(HORIZONS)),
+                "time": times["report"].reshape(-1).astype("datetime64[us]"),
+                "code": np.tile(np.repeat(codes, len(HORIZONS)), len(split["report"])),
+            }
+        )
         truth = truth.assign(code=truth["code"].astype(str))
-        m = flat.merge(truth[["subject_id", "time", "code", "expected_value"]], on=["subject_id", "time", "code"], how="left")
+        m = flat.merge(
+            truth[["subject_id", "time", "code", "expected_value"]], on=["subject_id", "time", "code"], how="left"
+        )
         oracle = m["expected_value"].to_numpy(np.float64).reshape(shape)
 
     y = targets["report"]
@@ -181,8 +227,11 @@ def main(argv=None):
         for k, h in enumerate(HORIZONS):
             m = ~np.isnan(y[:, j, k])
             yy = y[m, j, k]
-            err = {"LOCF": np.abs(locf[m, j, k] - yy), "LightGBM": np.abs(lgbm[m, j, k] - yy),
-                   "twin": np.abs(twin["forecast"][m, j, k] - yy)}
+            err = {
+                "LOCF": np.abs(locf[m, j, k] - yy),
+                "LightGBM": np.abs(lgbm[m, j, k] - yy),
+                "twin": np.abs(twin["forecast"][m, j, k] - yy),
+            }
             if oracle is not None:
                 err["oracle"] = np.abs(oracle[m, j, k] - yy)
             mae = {key: float(e.mean()) for key, e in err.items()}
@@ -191,19 +240,33 @@ def main(argv=None):
             cover = float(((twin["lower_80"][m, j, k] <= yy) & (yy <= twin["upper_80"][m, j, k])).mean())
             width = float((twin["upper_80"][m, j, k] - twin["lower_80"][m, j, k]).mean())
             ok_all &= mae["twin"] < min(mae["LOCF"], mae["LightGBM"])
-            rows.append({"code": name, "horizon": h, "n": int(m.sum()), **{f"MAE {key}": v for key, v in mae.items()},
-                         **{f"sMAE {key}": v / sd[j, k] for key, v in mae.items()},
-                         "gain vs best": mae[best] - mae["twin"], "gain 95% CI": f"[{lo:.3g}, {hi:.3g}]",
-                         "coverage 80%": cover, "width 80%": width})
+            rows.append(
+                {
+                    "code": name,
+                    "horizon": h,
+                    "n": int(m.sum()),
+                    **{f"MAE {key}": v for key, v in mae.items()},
+                    **{f"sMAE {key}": v / sd[j, k] for key, v in mae.items()},
+                    "gain vs best": mae[best] - mae["twin"],
+                    "gain 95% CI": f"[{lo:.3g}, {hi:.3g}]",
+                    "coverage 80%": cover,
+                    "width 80%": width,
+                }
+            )
     table = pd.DataFrame(rows)
-    say(f"\n{args.data}, {args.report} split: trajectory forecasts (MAE in the code's units; sMAE = MAE / SD of "
-        f"the training targets)")
+    say(
+        f"\n{args.data}, {args.report} split: trajectory forecasts (MAE in the code's units; sMAE = MAE / SD of "
+        f"the training targets)"
+    )
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
     tf = model.trajectory_
-    say(f"twin below both baselines in every cell: {ok_all}; coverage {table['coverage 80%'].min():.3f}-"
-        f"{table['coverage 80%'].max():.3f}; record GRU + trajectory head fit {fit_s:.0f}s (head best epochs {tf.best_epochs}), "
-        f"predict_trajectory {predict_s:.1f}s for {len(split['report']):,} rows; LightGBM 18 fits {lgbm_s:.0f}s")
+    say(
+        f"twin below both baselines in every cell: {ok_all}; coverage {table['coverage 80%'].min():.3f}-"
+        f"{table['coverage 80%'].max():.3f}; record GRU + trajectory head fit {fit_s:.0f}s (head best epochs "
+        f"{tf.best_epochs}), "
+        f"predict_trajectory {predict_s:.1f}s for {len(split['report']):,} rows; LightGBM 18 fits {lgbm_s:.0f}s"
+    )
     if args.json:
         args.json.write_text(json.dumps({"table": rows, "fit_seconds": fit_s, "lightgbm_seconds": lgbm_s}, indent=2))
 

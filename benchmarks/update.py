@@ -77,8 +77,11 @@ def _child(what, warm=None, **kwargs):
 
     code = CHILD.replace("BENCH", repr(str(Path(__file__).resolve().parent)))
     as_text = lambda d: {k: str(v) for k, v in (d or {}).items()}  # noqa: E731
-    res = subprocess.run([sys.executable, "-c", code, what, json.dumps(as_text(kwargs)), json.dumps(as_text(warm))],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", code, what, json.dumps(as_text(kwargs)), json.dumps(as_text(warm))],
+        capture_output=True,
+        text=True,
+    )
     if res.returncode:
         raise SystemExit(f"{what} failed:\n{res.stderr[-3000:]}")
     if kwargs.get("profile"):
@@ -100,14 +103,22 @@ def panel_benchmark(n: int, epochs: int, profile: bool = False):
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         tracking = f"sqlite:///{d / 'mlflow.db'}"
-        cfg = load_config({
-            "name": "bench-update", "seed": 0, "data": {"source": "meds", "path": str(simulated(20_000))},
-            "task": {"name": "bench", "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]},
-                                                   "mi": {"codes": ["SNOMED/22298006"]}},
-                     "horizons_days": [365, 730], "prediction_times": {"start": "2012-01-01"}},
-            "model": {"kind": "record", "calibration": "platt", "params": {"max_epochs": epochs, "n_threads": 2}},
-            "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-            "tracking": {"experiment": "bench-update", "register_as": "bench-record"}})
+        cfg = load_config(
+            {
+                "name": "bench-update",
+                "seed": 0,
+                "data": {"source": "meds", "path": str(simulated(20_000))},
+                "task": {
+                    "name": "bench",
+                    "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
+                    "horizons_days": [365, 730],
+                    "prediction_times": {"start": "2012-01-01"},
+                },
+                "model": {"kind": "record", "calibration": "platt", "params": {"max_epochs": epochs, "n_threads": 2}},
+                "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+                "tracking": {"experiment": "bench-update", "register_as": "bench-record"},
+            }
+        )
         train(cfg, tracking_uri=tracking)
         model = "models:/bench-record/1"
         panel = simulated(100_000) if n == 100_000 else million_panel()
@@ -125,35 +136,75 @@ def panel_benchmark(n: int, epochs: int, profile: bool = False):
         new = later[later["subject_id"].isin(movers)].sort_values(["subject_id", "time"], kind="stable")
         n_visits = new.groupby("subject_id")["time"].nunique()
         (d / "new" / "data").mkdir(parents=True)
-        pq.write_table(pa.Table.from_pandas(new.assign(code=new["code"].astype(str)), preserve_index=False),
-                       d / "new" / "data" / "0.parquet")
-        print(f"panel {panel}: {n_subj:,} subjects; {movers.size:,} of them get their events in ({t1}, {t2}]: "
-              f"{len(new):,} new events, {n_visits.mean():.1f} visits each on average")
-        base = _child("score", model_uri=model, events_dir=panel, as_of=t1, out=d / "s1.parquet",
-                      tracking_uri=tracking, state_dir=d / "state")
+        pq.write_table(
+            pa.Table.from_pandas(new.assign(code=new["code"].astype(str)), preserve_index=False),
+            d / "new" / "data" / "0.parquet",
+        )
+        print(
+            f"panel {panel}: {n_subj:,} subjects; {movers.size:,} of them get their events in ({t1}, {t2}]: "
+            f"{len(new):,} new events, {n_visits.mean():.1f} visits each on average"
+        )
+        base = _child(
+            "score",
+            model_uri=model,
+            events_dir=panel,
+            as_of=t1,
+            out=d / "s1.parquet",
+            tracking_uri=tracking,
+            state_dir=d / "state",
+        )
         size = sum(f.stat().st_size for f in (d / "state").iterdir()) / 1e6
         print(f"score --state at {t1}: {base['seconds']:.1f} s, peak {base['peak_gb']:.2f} GB; state {size:,.0f} MB")
         import shutil
 
         shutil.copytree(d / "state", d / "state-warm")
-        up = _child("update", model_uri=model, state_dir=d / "state", events_dir=d / "new", as_of=t2,
-                    out=d / "u.parquet", tracking_uri=tracking, **({"profile": True} if profile else {}),
-                    warm={"model_uri": model, "state_dir": d / "state-warm", "events_dir": d / "new", "as_of": t2,
-                          "out": d / "u-warm.parquet", "tracking_uri": tracking})
-        full = _child("score", model_uri=model, events_dir=panel, as_of=t2, out=d / "s2.parquet", tracking_uri=tracking,
-                      warm={"model_uri": model, "events_dir": d / "new", "as_of": t2, "out": d / "s-warm.parquet",
-                            "tracking_uri": tracking})
+        up = _child(
+            "update",
+            model_uri=model,
+            state_dir=d / "state",
+            events_dir=d / "new",
+            as_of=t2,
+            out=d / "u.parquet",
+            tracking_uri=tracking,
+            **({"profile": True} if profile else {}),
+            warm={
+                "model_uri": model,
+                "state_dir": d / "state-warm",
+                "events_dir": d / "new",
+                "as_of": t2,
+                "out": d / "u-warm.parquet",
+                "tracking_uri": tracking,
+            },
+        )
+        full = _child(
+            "score",
+            model_uri=model,
+            events_dir=panel,
+            as_of=t2,
+            out=d / "s2.parquet",
+            tracking_uri=tracking,
+            warm={
+                "model_uri": model,
+                "events_dir": d / "new",
+                "as_of": t2,
+                "out": d / "s-warm.parquet",
+                "tracking_uri": tracking,
+            },
+        )
         u = pd.read_parquet(d / "u.parquet").set_index("subject_id")
         f2 = pd.read_parquet(d / "s2.parquet").set_index("subject_id").loc[u.index]
         cols = [c for c in u.columns if c.endswith("d") and c not in ("status", "model_version")]
         ok = u["status"] == "scored"
         diff = float(np.abs(u.loc[ok, cols].to_numpy() - f2.loc[ok, cols].to_numpy()).max())
-        print(f"update of {len(u):,} subjects to {t2}: {up['seconds']:.2f} s, peak {up['peak_gb']:.2f} GB; full rescore "
-              f"of the panel: {full['seconds']:.1f} s, peak {full['peak_gb']:.2f} GB -> {full['seconds'] / up['seconds']:.1f}x "
-              f"(each timed in a process warmed by the same call on a small input: imports, registry, model load; the "
-              f"warm-up took {up['warm_seconds']:.1f} s / {full['warm_seconds']:.1f} s, so end to end from a cold start "
-              f"{(full['seconds'] + full['warm_seconds']) / (up['seconds'] + up['warm_seconds']):.1f}x at most); "
-              f"max |update - rescore| over {int(ok.sum()):,} scored subjects: {diff:.1e}")
+        print(
+            f"update of {len(u):,} subjects to {t2}: {up['seconds']:.2f} s, peak {up['peak_gb']:.2f} GB; full rescore "
+            f"of the panel: {full['seconds']:.1f} s, peak {full['peak_gb']:.2f} GB -> "
+            f"{full['seconds'] / up['seconds']:.1f}x "
+            f"(each timed in a process warmed by the same call on a small input: imports, registry, model load; the "
+            f"warm-up took {up['warm_seconds']:.1f} s / {full['warm_seconds']:.1f} s, so end to end from a cold start "
+            f"{(full['seconds'] + full['warm_seconds']) / (up['seconds'] + up['warm_seconds']):.1f}x at most); "
+            f"max |update - rescore| over {int(ok.sum()):,} scored subjects: {diff:.1e}"
+        )
 
 
 def main(argv=None):
@@ -177,17 +228,23 @@ def main(argv=None):
     if args.source == "sim":
         root = simulated(args.n_subjects, 0)
         first, last = pd.Timestamp("2011-01-01"), pd.Timestamp("2019-12-31")
-        task = TaskDefinition(name="update-bench", outcomes={"t2d": {"codes": ["SNOMED/44054006"]},
-                                                             "mi": {"codes": ["SNOMED/22298006"]}},
-                              horizons_days=[365], prediction_times={"start": "2012-01-01"})
+        task = TaskDefinition(
+            name="update-bench",
+            outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
+            horizons_days=[365],
+            prediction_times={"start": "2012-01-01"},
+        )
     else:
         from realdata import meds_dataset
 
         root = meds_dataset()
         first, last = pd.Timestamp("1990-01-01"), pd.Timestamp("2019-12-31")
-        task = TaskDefinition(name="update-bench", outcomes={"t2d": {"codes": ["SNOMED/44054006"]},
-                                                             "htn": {"codes": ["SNOMED/59621000"]}},
-                              horizons_days=[365], prediction_times={"start": "2005-01-01"})
+        task = TaskDefinition(
+            name="update-bench",
+            outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "htn": {"codes": ["SNOMED/59621000"]}},
+            horizons_days=[365],
+            prediction_times={"start": "2005-01-01"},
+        )
     events = read_meds(root)
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
     train = labels[labels["split"] == "train"].reset_index(drop=True)
@@ -226,7 +283,7 @@ def main(argv=None):
     nxt = hi + pd.Timedelta(days=90)
     later = _window(events, hi, nxt)
     movers = later["subject_id"].drop_duplicates().sample(frac=1.0, random_state=0)
-    movers = movers.iloc[:max(1, len(state) // 100)]
+    movers = movers.iloc[: max(1, len(state) // 100)]
     new = later[later["subject_id"].isin(movers)].reset_index(drop=True)
     upto = _window(events, None, nxt)
     index = pd.DataFrame({"subject_id": upto["subject_id"].unique(), "prediction_time": nxt})
@@ -238,10 +295,12 @@ def main(argv=None):
 
     up_s, up_all, _ = timed(do_update)
     full_s, full_all, _ = timed(lambda: model.predict_risk(upto, index))
-    print(f"\nupdate of {len(movers):,} subjects ({len(new):,} new events) from a state of {len(state):,}: "
-          f"{up_s:.2f}s (runs {', '.join(f'{t:.2f}' for t in up_all)}); full rescore of {len(index):,} subjects "
-          f"({len(upto):,} events): {full_s:.2f}s (runs {', '.join(f'{t:.2f}' for t in full_all)}); "
-          f"ratio {full_s / up_s:.1f}x; peak RSS {peak_rss_gb():.1f} GB")
+    print(
+        f"\nupdate of {len(movers):,} subjects ({len(new):,} new events) from a state of {len(state):,}: "
+        f"{up_s:.2f}s (runs {', '.join(f'{t:.2f}' for t in up_all)}); full rescore of {len(index):,} subjects "
+        f"({len(upto):,} events): {full_s:.2f}s (runs {', '.join(f'{t:.2f}' for t in full_all)}); "
+        f"ratio {full_s / up_s:.1f}x; peak RSS {peak_rss_gb():.1f} GB"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ from twinml.features import TabularFeaturizer
 from twinml.models._treatment import TreatmentResponseModel
 from twinml.pipeline import load_truth
 
-OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007",
-            "ckd": "SNOMED/433144002"}
+OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007", "ckd": "SNOMED/433144002"}
 
 
 def econml_learners(names, seed):
@@ -48,10 +47,13 @@ def econml_learners(names, seed):
     def clf():
         return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=True, random_state=seed)
 
-    make = {"t": lambda: TLearner(models=reg()),
-            "x": lambda: XLearner(models=reg(), propensity_model=clf()),
-            "dr": lambda: DRLearner(model_propensity=clf(), model_regression=reg(), model_final=reg(), cv=2,
-                                    random_state=seed)}
+    make = {
+        "t": lambda: TLearner(models=reg()),
+        "x": lambda: XLearner(models=reg(), propensity_model=clf()),
+        "dr": lambda: DRLearner(
+            model_propensity=clf(), model_regression=reg(), model_final=reg(), cv=2, random_state=seed
+        ),
+    }
     return {f"econml {n.upper()}-learner": make[n] for n in names}
 
 
@@ -86,20 +88,27 @@ def main():
     truth = load_truth(root)
     plans = load_plans(Path(__file__).resolve().parent.parent / "configs" / "plans.yaml")
     names = plans.names
-    task = TaskDefinition(name="whatif", outcomes={k: {"codes": [v]} for k, v in OUTCOMES.items()},
-                          horizons_days=[365, 730], prediction_times={"start": "2012-01-01"})
+    task = TaskDefinition(
+        name="whatif",
+        outcomes={k: {"codes": [v]} for k, v in OUTCOMES.items()},
+        horizons_days=[365, 730],
+        prediction_times={"start": "2012-01-01"},
+    )
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
     split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
     fp = {s: factual_plans(events, split[s], plans) for s in split}
     counts = fp["train"]["plan"].value_counts(dropna=False)
-    print(f"{events['subject_id'].nunique():,} subjects ({root}); train rows {len(split['train']):,}, "
-          f"held-out {len(split['held_out']):,}; factual plans in train: "
-          + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    print(
+        f"{events['subject_id'].nunique():,} subjects ({root}); train rows {len(split['train']):,}, "
+        f"held-out {len(split['held_out']):,}; factual plans in train: "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )
 
     t0 = time.perf_counter()
     params = {"max_epochs": args.epochs, "n_threads": args.threads, **json.loads(args.params)}
-    model = TreatmentResponseModel(plans=plans, **params).fit(events, split["train"],
-                                                              tuning_labels=split["tuning"], progress=print)
+    model = TreatmentResponseModel(plans=plans, **params).fit(
+        events, split["train"], tuning_labels=split["tuning"], progress=print
+    )
     fit_s = time.perf_counter() - t0
     if args.save_model:
         import pickle
@@ -110,8 +119,10 @@ def main():
     t0 = time.perf_counter()
     pred = model.predict_plans(events, held)
     pred_s = time.perf_counter() - t0
-    print(f"twinml: fit {fit_s:.0f} s ({len(model.history_)} epochs, best {model.best_epoch_}); "
-          f"predict_plans {len(held) / pred_s:,.0f} rows/s; params {model.get_params()}")
+    print(
+        f"twinml: fit {fit_s:.0f} s ({len(model.history_)} epochs, best {model.best_epoch_}); "
+        f"predict_plans {len(held) / pred_s:,.0f} rows/s; params {model.get_params()}"
+    )
     print("in support (held-out share): " + ", ".join(f"{n} {s:.1%}" for n, s in zip(names, pred.in_support.mean(0))))
 
     # tabular features for econml (fitted on train events, as twinml's vocabulary is)
@@ -147,8 +158,13 @@ def main():
             methods[lname] = (est, None, None)
         for mname, (e, lo, hi) in methods.items():
             for pi in range(1, len(names)):
-                s = effect_scores(e[:, pi], true_eff[:, pi], pred.in_support[:, pi],
-                                  None if lo is None else lo[:, pi], None if hi is None else hi[:, pi])
+                s = effect_scores(
+                    e[:, pi],
+                    true_eff[:, pi],
+                    pred.in_support[:, pi],
+                    None if lo is None else lo[:, pi],
+                    None if hi is None else hi[:, pi],
+                )
                 rows.append({"label": label, "plan": names[pi], "method": mname, **s})
             policy.append({"label": label, "method": mname, **policy_value(e, true_risk, pred.in_support)})
 
@@ -160,15 +176,23 @@ def main():
     tw = scores[scores["method"] == "twinml"]
     pooled = float((tw["coverage"] * tw["n"]).sum() / tw["n"].sum())
     best = scores.loc[scores.groupby(["label", "plan"], sort=False)["pehe"].idxmin(), ["label", "plan", "method"]]
-    print(f"\ntwinml: {model.band:.0%} bands cover the true effect for {pooled:.1%} of in-support (row, plan, label) "
-          f"triples; lowest PEHE in {int((best['method'] == 'twinml').sum())} of {len(best)} (label, plan) cells; "
-          "elsewhere: " + (", ".join(f"{r.label}/{r.plan}: {r.method}" for r in best.itertuples()
-                                     if r.method != "twinml") or "none"))
+    print(
+        f"\ntwinml: {model.band:.0%} bands cover the true effect for {pooled:.1%} of in-support (row, plan, label) "
+        f"triples; lowest PEHE in {int((best['method'] == 'twinml').sum())} of {len(best)} (label, plan) cells; "
+        "elsewhere: "
+        + (", ".join(f"{r.label}/{r.plan}: {r.method}" for r in best.itertuples() if r.method != "twinml") or "none")
+    )
     print("\n== policy: lowest estimated risk among the reference and in-support plans ==")
     print(pd.DataFrame(policy).to_string(index=False, float_format=lambda v: f"{v:.5f}"))
     if args.json:
-        out = {"settings": vars(args), "scores": rows, "policy": policy, "fit_seconds": fit_s, "pooled_coverage": pooled,
-               "in_support": dict(zip(names, map(float, pred.in_support.mean(0))))}
+        out = {
+            "settings": vars(args),
+            "scores": rows,
+            "policy": policy,
+            "fit_seconds": fit_s,
+            "pooled_coverage": pooled,
+            "in_support": dict(zip(names, map(float, pred.in_support.mean(0)))),
+        }
         CACHE.mkdir(exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)

@@ -55,24 +55,54 @@ def write_synthea_csv(fhir_path, out: Path) -> None:
                         race = _RACE_WORD[name]
                     if sub.get("url") == "ombCategory" and ext["url"] == _US_CORE + "us-core-ethnicity":
                         eth = _ETHNICITY_WORD[name]
-            rows["patients"].append([r["id"], r.get("birthDate", ""), r.get("deceasedDateTime", ""), race, eth,
-                                     {"female": "F", "male": "M"}[r["gender"]]])
+            rows["patients"].append(
+                [
+                    r["id"],
+                    r.get("birthDate", ""),
+                    r.get("deceasedDateTime", ""),
+                    race,
+                    eth,
+                    {"female": "F", "male": "M"}[r["gender"]],
+                ]
+            )
         elif kind == "Encounter":
             c = _coding((r.get("type") or [{}])[0])
-            rows["encounters"].append([r["id"], _start(r, "period"), "", _ref(r), r["class"]["code"], c["code"], c.get("display", "")])
+            rows["encounters"].append(
+                [r["id"], _start(r, "period"), "", _ref(r), r["class"]["code"], c["code"], c.get("display", "")]
+            )
         elif kind == "Condition":
             c = _coding(r["code"])
-            rows["conditions"].append([_start(r, "onsetDateTime", "onsetPeriod", "recordedDate"),
-                                       _start(r, "abatementDateTime", "abatementPeriod"), _ref(r), "", c["code"], c.get("display", "")])
+            rows["conditions"].append(
+                [
+                    _start(r, "onsetDateTime", "onsetPeriod", "recordedDate"),
+                    _start(r, "abatementDateTime", "abatementPeriod"),
+                    _ref(r),
+                    "",
+                    c["code"],
+                    c.get("display", ""),
+                ]
+            )
         elif kind in ("MedicationRequest", "MedicationAdministration"):
             c = _coding(r["medicationCodeableConcept"])
-            rows["medications"].append([_start(r, "authoredOn", "effectiveDateTime", "effectivePeriod"), "", _ref(r), "",
-                                        c["code"], c.get("display", "")])
+            rows["medications"].append(
+                [
+                    _start(r, "authoredOn", "effectiveDateTime", "effectivePeriod"),
+                    "",
+                    _ref(r),
+                    "",
+                    c["code"],
+                    c.get("display", ""),
+                ]
+            )
         elif kind == "Observation":
             for part in r.get("component") or [r]:
                 c = _coding(part["code"])
                 if "valueQuantity" in part:
-                    value, unit, typ = repr(part["valueQuantity"]["value"]), part["valueQuantity"].get("unit", ""), "numeric"
+                    value, unit, typ = (
+                        repr(part["valueQuantity"]["value"]),
+                        part["valueQuantity"].get("unit", ""),
+                        "numeric",
+                    )
                 elif "valueCodeableConcept" in part:
                     vc = part["valueCodeableConcept"]
                     value, unit, typ = vc.get("text") or _coding(vc).get("display", ""), "", "text"
@@ -80,14 +110,29 @@ def write_synthea_csv(fhir_path, out: Path) -> None:
                     value, unit, typ = part["valueString"], "", "text"
                 else:
                     value, unit, typ = "", "", "numeric"
-                rows["observations"].append([_start(r, "effectiveDateTime", "effectivePeriod", "issued"), _ref(r), "",
-                                             "", c["code"], c.get("display", ""), value, unit, typ])
+                rows["observations"].append(
+                    [
+                        _start(r, "effectiveDateTime", "effectivePeriod", "issued"),
+                        _ref(r),
+                        "",
+                        "",
+                        c["code"],
+                        c.get("display", ""),
+                        value,
+                        unit,
+                        typ,
+                    ]
+                )
         elif kind == "Procedure":
             c = _coding(r["code"])
-            rows["procedures"].append([_start(r, "performedDateTime", "performedPeriod"), "", _ref(r), "", c["code"], c.get("display", "")])
+            rows["procedures"].append(
+                [_start(r, "performedDateTime", "performedPeriod"), "", _ref(r), "", c["code"], c.get("display", "")]
+            )
         elif kind == "Immunization":
             c = _coding(r["vaccineCode"])
-            rows["immunizations"].append([_start(r, "occurrenceDateTime"), _ref(r, "patient"), "", c["code"], c.get("display", "")])
+            rows["immunizations"].append(
+                [_start(r, "occurrenceDateTime"), _ref(r, "patient"), "", c["code"], c.get("display", "")]
+            )
     out.mkdir(parents=True, exist_ok=True)
     for name, header in HEADERS.items():
         with open(out / f"{name}.csv", "w", newline="") as fh:

@@ -11,8 +11,11 @@ from twinml.simulate import simulate
 
 TASK = {
     "name": "test-task",
-    "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]},
-                 "death": {"codes": ["MEDS_DEATH"]}},
+    "outcomes": {
+        "t2d": {"codes": ["SNOMED/44054006"]},
+        "mi": {"codes": ["SNOMED/22298006"]},
+        "death": {"codes": ["MEDS_DEATH"]},
+    },
     "horizons_days": [365, 730],
     "prediction_times": {"strategy": "yearly", "start": "2012-01-01", "every_days": 365},
 }
@@ -74,21 +77,33 @@ def train_and_serve(tmp_path, model: dict, *, n_subjects: int = 400):
     from twinml.pipeline import train
     from twinml.tracking import as_pyfunc_input
 
-    cfg = load_config({"name": model["kind"], "data": {"path": str(tmp_path / "meds"),
-                                                       "simulator": {"n_subjects": n_subjects}},
-                       "task": TASK, "model": model, "evaluation": {"n_bootstrap": 10}})
+    cfg = load_config(
+        {
+            "name": model["kind"],
+            "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": n_subjects}},
+            "task": TASK,
+            "model": model,
+            "evaluation": {"n_bootstrap": 10},
+        }
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = train(cfg, tracking_uri=uri)
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.run_id)
     events = read_meds(cfg.data.path)
     some = events[events["subject_id"].isin(events["subject_id"].unique()[:5])].reset_index(drop=True)
     mlflow.set_tracking_uri(uri)
-    out = mlflow.pyfunc.load_model(res.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": "2017-01-01"})
-    index = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")})
+    out = mlflow.pyfunc.load_model(res.model_uri).predict(
+        as_pyfunc_input(some), params={"prediction_time": "2017-01-01"}
+    )
+    index = pd.DataFrame(
+        {"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2017-01-01").as_unit("us")}
+    )
     pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_risk(some, index), check_dtype=False)
     if getattr(res.model, "trajectory_codes_", None):  # the pyfunc's other output: trajectory forecasts
         out = mlflow.pyfunc.load_model(res.model_uri).predict(
-            as_pyfunc_input(some), params={"prediction_time": "2017-01-01", "output": "trajectory"})
-        pd.testing.assert_frame_equal(out.reset_index(drop=True), res.model.predict_trajectory(some, index),
-                                      check_dtype=False)
+            as_pyfunc_input(some), params={"prediction_time": "2017-01-01", "output": "trajectory"}
+        )
+        pd.testing.assert_frame_equal(
+            out.reset_index(drop=True), res.model.predict_trajectory(some, index), check_dtype=False
+        )
     return res, run

@@ -18,31 +18,59 @@ from twinml.data import read_meds, read_subject_splits
 from twinml.evaluation import SUPPRESSED, subgroup_metrics
 from twinml.pipeline import train
 
-TASK = {"name": "audit-task",
-        "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "ckd": {"codes": ["SNOMED/433144002"]}},
-        "horizons_days": [365, 730],
-        "prediction_times": {"strategy": "yearly", "start": "2012-01-01", "every_days": 365},
-        "min_history_days": 365, "min_age_years": 18,
-        # a large held-out share, so each race group has enough rows to be judged
-        "split": {"strategy": "random", "fractions": [0.5, 0.1, 0.4]}}
+TASK = {
+    "name": "audit-task",
+    "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "ckd": {"codes": ["SNOMED/433144002"]}},
+    "horizons_days": [365, 730],
+    "prediction_times": {"strategy": "yearly", "start": "2012-01-01", "every_days": 365},
+    "min_history_days": 365,
+    "min_age_years": 18,
+    # a large held-out share, so each race group has enough rows to be judged
+    "split": {"strategy": "random", "fractions": [0.5, 0.1, 0.4]},
+}
 # The policy an auditor of the under-diagnosis question would write: race groups, both gates on
 # subgroup calibration, 730-day labels (more events per group).
-POLICY = {"labels": ["t2d_730d", "ckd_730d"], "attributes": {"race": "RACE//"}, "age_bands": [], "intersections": [],
-          "n_bootstrap": 20, "explain": {"n_rows": 100}, "mitigation": {"attribute": "race"},
-          "gates": {"min_auroc_lower_bound": 0.6, "max_ece": 0.02, "max_subgroup_auroc_gap": 0.1,
-                    "min_observed_expected_ratio": 0.7, "min_true_risk_ratio": 0.6, "min_faithfulness_ratio": None}}
+POLICY = {
+    "labels": ["t2d_730d", "ckd_730d"],
+    "attributes": {"race": "RACE//"},
+    "age_bands": [],
+    "intersections": [],
+    "n_bootstrap": 20,
+    "explain": {"n_rows": 100},
+    "mitigation": {"attribute": "race"},
+    "gates": {
+        "min_auroc_lower_bound": 0.6,
+        "max_ece": 0.02,
+        "max_subgroup_auroc_gap": 0.1,
+        "min_observed_expected_ratio": 0.7,
+        "min_true_risk_ratio": 0.6,
+        "min_faithfulness_ratio": None,
+    },
+}
 
 
 def _train(root: Path, name: str, underdiagnosis_rate: float):
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = load_config({
-        "name": name, "seed": 0,
-        "data": {"source": "simulator", "path": str(root / name),
-                 "simulator": {"n_subjects": 10_000, "seed": 1, "bias_group": "RACE//Black",
-                               "underdiagnosis_rate": underdiagnosis_rate}},
-        "task": TASK, "model": {"kind": "logistic", "params": {"C": 0.05}},
-        "evaluation": {"n_bootstrap": 0},
-        "tracking": {"uri": uri, "experiment": "audit-tests", "register_as": name}})
+    cfg = load_config(
+        {
+            "name": name,
+            "seed": 0,
+            "data": {
+                "source": "simulator",
+                "path": str(root / name),
+                "simulator": {
+                    "n_subjects": 10_000,
+                    "seed": 1,
+                    "bias_group": "RACE//Black",
+                    "underdiagnosis_rate": underdiagnosis_rate,
+                },
+            },
+            "task": TASK,
+            "model": {"kind": "logistic", "params": {"C": 0.05}},
+            "evaluation": {"n_bootstrap": 0},
+            "tracking": {"uri": uri, "experiment": "audit-tests", "register_as": name},
+        }
+    )
     train(cfg)
     return uri, root / name
 
@@ -58,8 +86,14 @@ def registry(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fair_audit(registry):
     out = registry["root"] / "fair-audit"
-    res = run_audit("models:/fair/1", registry["fair"], policy=load_policy(POLICY), out=out,
-                    tracking_uri=registry["uri"], progress=lambda m: None)
+    res = run_audit(
+        "models:/fair/1",
+        registry["fair"],
+        policy=load_policy(POLICY),
+        out=out,
+        tracking_uri=registry["uri"],
+        progress=lambda m: None,
+    )
     return res
 
 
@@ -72,9 +106,27 @@ def test_planted_underdiagnosis_fails_the_fairness_gate(registry, tmp_path):
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(POLICY))  # JSON is YAML
     out = tmp_path / "biased-audit"
-    proc = subprocess.run([sys.executable, "-m", "twinml.cli", "audit", "--model", "models:/biased/1",
-                           "--events", str(registry["biased"]), "--policy", str(policy), "--out", str(out),
-                           "--tracking-uri", registry["uri"]], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "twinml.cli",
+            "audit",
+            "--model",
+            "models:/biased/1",
+            "--events",
+            str(registry["biased"]),
+            "--policy",
+            str(policy),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            registry["uri"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr and "audit gates: FAILED" in proc.stdout
     assert f"report: {out / 'report.html'}" in proc.stdout.replace("\n", "")
@@ -97,9 +149,19 @@ def test_without_the_knob_the_fairness_gates_pass(fair_audit, registry):
 
 def test_report_covers_tripod_items_and_lineage(fair_audit):
     html = (fair_audit.out_dir / "report.html").read_text()
-    for heading in ("Data source and dates", "Eligibility and cohort attrition", "Outcome and predictor definitions",
-                    "Sample size and events per outcome", "Missing data", "Performance", "Calibration",
-                    "Fairness across groups", "Explanations", "Intended use and limitations", "Lineage"):
+    for heading in (
+        "Data source and dates",
+        "Eligibility and cohort attrition",
+        "Outcome and predictor definitions",
+        "Sample size and events per outcome",
+        "Missing data",
+        "Performance",
+        "Calibration",
+        "Fairness across groups",
+        "Explanations",
+        "Intended use and limitations",
+        "Lineage",
+    ):
         assert heading in html
     assert "http://" not in html and "https://" not in html  # opens offline: nothing fetched
     assert html.count("data:image/png;base64,") >= 3
@@ -116,8 +178,11 @@ def test_mitigation_is_a_tradeoff_table_never_applied(fair_audit, registry):
     for lab in m["labels"]:
         policies = [r["policy"] for r in lab["table"]]
         assert policies[0].startswith("single threshold") and len(policies) == 3
-        overall = next(r for r in next(x for x in fair_audit.report["fairness"]["labels"]
-                                       if x["label"] == lab["label"])["by_group"] if r["attribute"] == "overall")
+        overall = next(
+            r
+            for r in next(x for x in fair_audit.report["fairness"]["labels"] if x["label"] == lab["label"])["by_group"]
+            if r["attribute"] == "overall"
+        )
         assert lab["table"][0]["tpr"] == pytest.approx(overall["tpr"])  # the row "in use" is the audited model as is
         eo = lab["table"][2]
         assert eo["policy"] == "ThresholdOptimizer(equalized_odds)" and 0 <= eo["tpr"] <= 1
@@ -179,8 +244,9 @@ def _with_tiny_group(src: Path, dst: Path, n: int = 5) -> None:
 def _held_out_subjects(root, events):
     from twinml.cohort import TaskDefinition, build_labels
 
-    labels = build_labels(events, task=TaskDefinition.model_validate(TASK),
-                          subject_splits=read_subject_splits(root)).labels
+    labels = build_labels(
+        events, task=TaskDefinition.model_validate(TASK), subject_splits=read_subject_splits(root)
+    ).labels
     known = labels["t2d_730d"].notna() & labels["ckd_730d"].notna()
     return np.sort(labels.loc[(labels["split"] == "held_out") & known, "subject_id"].unique())
 
@@ -190,17 +256,31 @@ def test_a_group_of_five_never_appears_as_a_number(registry, tmp_path):
     _with_tiny_group(registry["fair"], meds)
     out = tmp_path / "tiny-audit"
     policy = dict(POLICY, age_bands=[18, 45, 65], intersections=[["race", "age_band"]])
-    res = run_audit("models:/fair/1", meds, policy=load_policy(policy), out=out, tracking_uri=registry["uri"],
-                    progress=lambda m: None)
+    res = run_audit(
+        "models:/fair/1",
+        meds,
+        policy=load_policy(policy),
+        out=out,
+        tracking_uri=registry["uri"],
+        progress=lambda m: None,
+    )
     # JSON: every row about the group holds names, the flag, and "suppressed" -- nothing else
     report = json.loads((out / "audit.json").read_text())
     rows = [r for lab in report["fairness"]["labels"] for r in lab["by_group"] if "Tiny" in r["group"]]
-    assert sorted(r["label"] for r in [dict(x, label=lab["label"]) for lab in report["fairness"]["labels"]
-                                       for x in lab["by_group"] if x["group"] == "Tiny"]) == ["ckd_730d", "t2d_730d"]
+    assert sorted(
+        r["label"]
+        for r in [
+            dict(x, label=lab["label"])
+            for lab in report["fairness"]["labels"]
+            for x in lab["by_group"]
+            if x["group"] == "Tiny"
+        ]
+    ) == ["ckd_730d", "t2d_730d"]
     for r in rows:
         assert r["suppressed"] is True
-        assert {k: v for k, v in r.items() if k not in ("attribute", "group", "suppressed")} == \
-            {k: SUPPRESSED for k in r if k not in ("attribute", "group", "suppressed")}
+        assert {k: v for k, v in r.items() if k not in ("attribute", "group", "suppressed")} == {
+            k: SUPPRESSED for k in r if k not in ("attribute", "group", "suppressed")
+        }
     assert not any("Tiny" in json.dumps(d) for lab in report["fairness"]["labels"] for d in lab["disparities"])
     for g in report["gates"]:
         assert not any("Tiny" in x for x in g["groups"])
@@ -216,8 +296,11 @@ def test_a_group_of_five_never_appears_as_a_number(registry, tmp_path):
     mlflow.set_tracking_uri(registry["uri"])
     run = mlflow.get_run(res.mlflow_run_id)
     assert not any("Tiny" in k for k in run.data.metrics)
-    logged = Path(mlflow.artifacts.download_artifacts(run_id=res.mlflow_run_id, artifact_path="audit",
-                                                      dst_path=str(tmp_path / "dl")))
+    logged = Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=res.mlflow_run_id, artifact_path="audit", dst_path=str(tmp_path / "dl")
+        )
+    )
     for name in ("report.html", "audit.json", "model_card.md"):
         assert (logged / name).read_bytes() == (out / name).read_bytes()
     assert "Tiny" not in (out / "model_card.md").read_text()
@@ -229,8 +312,9 @@ def test_secondary_suppression_hides_the_next_smallest_group():
     group = np.where(np.arange(n) < 5, "tiny", np.where(np.arange(n) < 60, "small", "big"))
     y = (rng.random(n) < 0.3).astype(int)
     p = np.clip(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.1, n), 0.01, 0.99)
-    res = subgroup_metrics(y, p, pd.DataFrame({"g": group}), subject_id=np.arange(n), label="x", threshold=0.3,
-                           min_cell=11, n_boot=0)
+    res = subgroup_metrics(
+        y, p, pd.DataFrame({"g": group}), subject_id=np.arange(n), label="x", threshold=0.3, min_cell=11, n_boot=0
+    )
     shown = res.by_group.set_index("group")
     assert shown.loc["tiny", "n_rows"] == SUPPRESSED
     assert shown.loc["small", "n_rows"] == SUPPRESSED  # otherwise all - big - small reveals tiny
@@ -260,17 +344,32 @@ def test_report_renders_in_headless_chromium(fair_audit, tmp_path):
     from matplotlib.image import imread
 
     shot = tmp_path / "report.png"
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1280,2400",
-                           (fair_audit.out_dir / "report.html").resolve().as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,2400",
+            (fair_audit.out_dir / "report.html").resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     img = imread(shot)
     assert img.shape[0] >= 2000 and img.shape[1] >= 1200
     assert img[..., :3].std() > 0.05  # not a blank page: text, tables and figures drawn
 
 
-T2D_DRIVERS = {"LOINC/4548-4", "LOINC/2345-7", "LOINC/39156-5"}  # HbA1c, glucose, BMI: the simulator's glycaemic signals
+T2D_DRIVERS = {
+    "LOINC/4548-4",
+    "LOINC/2345-7",
+    "LOINC/39156-5",
+}  # HbA1c, glucose, BMI: the simulator's glycaemic signals
 
 
 def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
@@ -280,10 +379,13 @@ def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
 
     root = registry["fair"]
     events = read_meds(root)
-    labels = build_labels(events, task=TaskDefinition.model_validate(TASK), subject_splits=read_subject_splits(root)).labels
+    labels = build_labels(
+        events, task=TaskDefinition.model_validate(TASK), subject_splits=read_subject_splits(root)
+    ).labels
     part = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
-    model = SequenceRiskModel(d_model=32, max_len=128, max_epochs=3, n_threads=2, random_state=0, trajectory_codes=None).fit(
-        events, part["train"], tuning_labels=part["tuning"])
+    model = SequenceRiskModel(
+        d_model=32, max_len=128, max_epochs=3, n_threads=2, random_state=0, trajectory_codes=None
+    ).fit(events, part["train"], tuning_labels=part["tuning"])
     index = part["held_out"].sample(200, random_state=0)[["subject_id", "prediction_time"]].reset_index(drop=True)
     attr = explain_model(model, events, index, label="t2d_730d")
     top = code_importance(attr, top=5)
@@ -313,7 +415,6 @@ def test_subgroup_reference_largest_group_is_not_dragged_by_the_deviant_group():
 
 def test_report_is_strict_json_with_nan_as_null(fair_audit):
     from twinml.audit._audit import _clean_tree
-
     from twinml.evaluation import calibration_summary
 
     one_class = calibration_summary([0, 0, 0, 0], [0.1, 0.2, 0.1, 0.3])  # slope and intercept undefined: NaN

@@ -1,7 +1,6 @@
 """The blend of the whole-record GRU and LightGBM: one estimator, monotone calibrated curves."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -18,7 +17,8 @@ TABULAR = dict(model_params={"n_estimators": 60, "n_jobs": 1})
 @pytest.fixture(scope="module")
 def fitted(events, labels):
     return BlendRiskModel(record_params=RECORD, tabular_params=TABULAR, random_state=3).fit(
-        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
 
 
 def test_tabular_risks_become_hazards_whose_curve_is_their_running_maximum():
@@ -38,8 +38,7 @@ def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(
     assert not np.allclose(zr[0], zr[1], atol=1e-3)  # differently seeded GRUs
     np.testing.assert_allclose(z[..., 0], np.mean(zr, axis=0), atol=1e-6)  # the record side: the GRUs' mean
     raw = fitted.predict_risk_curve(events, held, calibrated=False)
-    np.testing.assert_allclose(raw, risk_curve(torch.from_numpy(0.5 * z[..., 0] + 0.5 * z[..., 1])).numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(raw, risk_curve(torch.from_numpy(0.5 * z[..., 0] + 0.5 * z[..., 1])).numpy(), atol=1e-5)
     curve = fitted.predict_risk_curve(events, held)
     assert not np.allclose(curve, raw)  # the calibrator was fitted and applied
     assert (np.diff(curve, axis=-1) >= 0).all() and ((curve > 0) & (curve < 1)).all()
@@ -51,16 +50,21 @@ def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(
 def test_weight_one_is_the_record_member_alone(events, labels, fitted):
     held = split_rows(labels, "held_out").iloc[:50]
     alone = BlendRiskModel(record_weight=1.0, calibration=None)
-    alone.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_") and k != "calibrator_"},
-                          calibrator_=None)
+    alone.__dict__.update(
+        {k: v for k, v in fitted.__dict__.items() if k.endswith("_") and k != "calibrator_"}, calibrator_=None
+    )
     zr = np.mean([m._logits(m.featurizer_.transform(events, held)) for m in fitted.records_], axis=0)
-    np.testing.assert_allclose(alone.predict_risk_curve(events, held), risk_curve(torch.from_numpy(zr)).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        alone.predict_risk_curve(events, held), risk_curve(torch.from_numpy(zr)).numpy(), atol=1e-6
+    )
     # a blend pickled before n_record_members has one GRU, as record_
     del alone.__dict__["records_"], alone.__dict__["n_record_members"]
     assert alone.get_params()["n_record_members"] == 1
-    np.testing.assert_allclose(alone.predict_risk_curve(events, held),
-                               fitted.record_.predict_risk_curve(events, held, calibrated=False), atol=1e-6)
+    np.testing.assert_allclose(
+        alone.predict_risk_curve(events, held),
+        fitted.record_.predict_risk_curve(events, held, calibrated=False),
+        atol=1e-6,
+    )
 
 
 def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted):
@@ -77,23 +81,38 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
     each = [explain_model(m, events, held, label="t2d_365d", n_samples=16).table for m in fitted.records_]
     rec = attr.table[attr.table["member"] == "record"]
     assert len(rec) == len(each[0])
-    np.testing.assert_allclose(rec["attribution"].to_numpy(),
-                               0.5 * np.mean([t["attribution"].to_numpy() for t in each], axis=0), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        rec["attribution"].to_numpy(),
+        0.5 * np.mean([t["attribution"].to_numpy() for t in each], axis=0),
+        rtol=1e-5,
+        atol=1e-8,
+    )
 
 
 def test_parameters_are_checked(events, labels):
     from twinml._validation import ConfigError
 
     train = split_rows(labels, "train")
-    with pytest.raises(ConfigError, match=r"The 'record_weight' parameter of BlendRiskModel must be a number in \[0, 1\]. Got 2 instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"The 'record_weight' parameter of BlendRiskModel must be a number in \[0, 1\]. Got 2 instead.",
+    ):
         BlendRiskModel(record_weight=2).fit(events, train)
-    with pytest.raises(ConfigError, match=r"^The 'n_record_members' parameter of BlendRiskModel must be a positive int. "
-                                          r"Got 0 instead.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The 'n_record_members' parameter of BlendRiskModel must be a positive int. "
+        r"Got 0 instead.$",
+    ):
         BlendRiskModel(n_record_members=0).fit(events, train)
-    with pytest.raises(ConfigError, match=r"^The 'random_state' parameter of BlendRiskModel must be an int when "
-                                          r"n_record_members > 1 \(the GRUs are seeded random_state \+ k\). Got None instead.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The 'random_state' parameter of BlendRiskModel must be an int when "
+        r"n_record_members > 1 \(the GRUs are seeded random_state \+ k\). Got None instead.$",
+    ):
         BlendRiskModel(random_state=None).fit(events, train)
-    members, _ = BlendRiskModel(record_params={"random_state": 7, "trajectory_codes": "auto"}, random_state=5)._members()
+    members, _ = BlendRiskModel(
+        record_params={"random_state": 7, "trajectory_codes": "auto"}, random_state=5
+    )._members()
     assert [(m.random_state, m.trajectory_codes) for m in members] == [(7, "auto"), (8, None), (9, None)]
     with pytest.raises(ConfigError, match="may not set 'calibration': the blend is calibrated as a whole"):
         BlendRiskModel(record_params={"calibration": "platt"}).fit(events, train)
@@ -104,7 +123,9 @@ def test_parameters_are_checked(events, labels):
 def test_blend_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
     from .conftest import train_and_serve
 
-    params = {"record_params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None},
-              "tabular_params": {"model_params": {"n_estimators": 20}}}
+    params = {
+        "record_params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None},
+        "tabular_params": {"model_params": {"n_estimators": 20}},
+    }
     res, run = train_and_serve(tmp_path, {"kind": "blend", "calibration": "platt", "params": params})
     assert run.data.params["model.kind"] == "blend"

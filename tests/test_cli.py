@@ -29,7 +29,9 @@ def test_simulate_writes_a_meds_directory(tmp_path):
 
 def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path):
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("name: x\ndata: {path: nowhere}\ntask: {name: t, outcomes: {mi: {codes: [X]}}, horizons_days: [-30]}\n")
+    cfg.write_text(
+        "name: x\ndata: {path: nowhere}\ntask: {name: t, outcomes: {mi: {codes: [X]}}, horizons_days: [-30]}\n"
+    )
     res = runner.invoke(app, ["train", str(cfg)])
     assert res.exit_code == 2
     assert "task.horizons_days: must be positive ints. Got -30 instead; got [-30]" in res.output

@@ -17,23 +17,38 @@ def _events(rows):
 
 
 def _base(sid, *, end="2016-01-01"):
-    return [(sid, None, "GENDER//F"), (sid, "1950-01-01", "MEDS_BIRTH"), (sid, "2009-01-01", "VISIT"),
-            (sid, end, "OBSERVATION_PERIOD//END")]
+    return [
+        (sid, None, "GENDER//F"),
+        (sid, "1950-01-01", "MEDS_BIRTH"),
+        (sid, "2009-01-01", "VISIT"),
+        (sid, end, "OBSERVATION_PERIOD//END"),
+    ]
 
 
 @pytest.fixture
 def tiny():
-    rows = (_base(1) + [(1, "2012-06-01", MI)]                      # MI in year 1 after 2012-01-01
-            + _base(2) + [(2, "2010-06-01", MI)]                    # prior MI: excluded
-            + _base(3, end="2012-03-01")                            # lost to follow-up: censored
-            + _base(4, end="2012-07-01") + [(4, "2012-07-01", "MEDS_DEATH")]  # died, no MI: negative
-            + _base(5, end="2013-06-01") + [(5, "2013-05-01", MI)])  # MI in year 2, followed beyond
+    rows = (
+        _base(1)
+        + [(1, "2012-06-01", MI)]  # MI in year 1 after 2012-01-01
+        + _base(2)
+        + [(2, "2010-06-01", MI)]  # prior MI: excluded
+        + _base(3, end="2012-03-01")  # lost to follow-up: censored
+        + _base(4, end="2012-07-01")
+        + [(4, "2012-07-01", "MEDS_DEATH")]  # died, no MI: negative
+        + _base(5, end="2013-06-01")
+        + [(5, "2013-05-01", MI)]
+    )  # MI in year 2, followed beyond
     return _events(rows)
 
 
 def _task(**kw):
-    spec = {"name": "t", "outcomes": {"mi": {"codes": [MI]}}, "horizons_days": [365, 730],
-            "prediction_times": {"start": "2012-01-01", "every_days": 10_000}, "split": {"strategy": "random"}}
+    spec = {
+        "name": "t",
+        "outcomes": {"mi": {"codes": [MI]}},
+        "horizons_days": [365, 730],
+        "prediction_times": {"start": "2012-01-01", "every_days": 10_000},
+        "split": {"strategy": "random"},
+    }
     spec.update(kw)
     return TaskDefinition.model_validate(spec)
 
@@ -45,9 +60,9 @@ def _v(x):
 def test_label_rules_on_hand_built_subjects(tiny):
     lab = build_labels(tiny, task=_task()).labels.set_index("subject_id")
     assert _v(lab.loc[1, "mi_365d"]) is True and _v(lab.loc[1, "mi_730d"]) is True
-    assert _v(lab.loc[2, "mi_365d"]) is None                       # prior outcome: no label
-    assert _v(lab.loc[3, "mi_365d"]) is None                       # censored, not a negative
-    assert _v(lab.loc[4, "mi_365d"]) is False                      # death competes: a negative
+    assert _v(lab.loc[2, "mi_365d"]) is None  # prior outcome: no label
+    assert _v(lab.loc[3, "mi_365d"]) is None  # censored, not a negative
+    assert _v(lab.loc[4, "mi_365d"]) is False  # death competes: a negative
     assert _v(lab.loc[5, "mi_365d"]) is False and _v(lab.loc[5, "mi_730d"]) is None  # followed < 730d
 
 
@@ -58,8 +73,10 @@ def test_attrition_counts_each_rule(tiny):
 
 
 def test_every_visit_with_a_cap_and_subject_level_splits(events, splits):
-    task = _task(prediction_times={"strategy": "every_visit", "visit_prefixes": ["SNOMED/185349003"],
-                                   "max_per_subject": 3}, split={"strategy": "meds"})
+    task = _task(
+        prediction_times={"strategy": "every_visit", "visit_prefixes": ["SNOMED/185349003"], "max_per_subject": 3},
+        split={"strategy": "meds"},
+    )
     lab = build_labels(events, task=task, subject_splits=splits).labels
     assert lab.groupby("subject_id").size().max() <= 3
     assert (lab.groupby("subject_id")["split"].nunique() == 1).all()

@@ -3,8 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from twinml.evaluation import (bootstrap_ci, calibration_slope_intercept, evaluate_risks,
-                               expected_calibration_error)
+from twinml.evaluation import bootstrap_ci, calibration_slope_intercept, evaluate_risks, expected_calibration_error
 
 
 @pytest.fixture
@@ -41,8 +40,12 @@ def test_subject_bootstrap_is_wider_than_row_bootstrap_on_repeated_rows(calibrat
 def test_no_bootstrap_gives_nan_bounds_and_the_point_estimate(calibrated):
     y, p = calibrated
     assert np.isnan(bootstrap_ci(roc_auc_score, y, p, n_boot=0)).all()
-    res = evaluate_risks(pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": y}),
-                         pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": p}), columns=["x_365d"], n_boot=0)
+    res = evaluate_risks(
+        pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": y}),
+        pd.DataFrame({"subject_id": np.arange(y.size), "x_365d": p}),
+        columns=["x_365d"],
+        n_boot=0,
+    )
     assert res["auroc"].iloc[0] == pytest.approx(roc_auc_score(y, p)) and np.isnan(res["auroc_lo"].iloc[0])
 
 

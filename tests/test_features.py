@@ -18,7 +18,9 @@ def index(events, task, splits):
 
 @pytest.fixture(scope="module")
 def fitted(events):
-    return TabularFeaturizer(min_code_count=5, aggregates=("count", "last", "mean", "min", "max", "recency")).fit(events)
+    return TabularFeaturizer(min_code_count=5, aggregates=("count", "last", "mean", "min", "max", "recency")).fit(
+        events
+    )
 
 
 def _resort(df):
@@ -44,8 +46,11 @@ def test_events_after_prediction_time_never_change_features(events, index, fitte
     ev.loc[later, "numeric_value"] = ev.loc[later, "numeric_value"] * np.float32(scale)
     ev = ev[~(later & (rng.random(len(ev)) < drop))]
     # new events a microsecond after each prediction time, with codes from the vocabulary
-    extra = index.assign(time=index["prediction_time"] + pd.Timedelta(microseconds=1),
-                         code=rng.choice(fitted.vocabulary_, len(index)), numeric_value=np.float32(1e4))
+    extra = index.assign(
+        time=index["prediction_time"] + pd.Timedelta(microseconds=1),
+        code=rng.choice(fitted.vocabulary_, len(index)),
+        numeric_value=np.float32(1e4),
+    )
     ev = _resort(pd.concat([ev, extra.drop(columns="prediction_time")], ignore_index=True))
     after = fitted.transform(ev, index)
     assert (before != after).nnz == 0
@@ -83,7 +88,7 @@ def test_matches_a_plain_pandas_reference(events, index, fitted):
                     for agg, val in [("mean", v.mean()), ("min", v.min()), ("max", v.max()), ("last", v.iloc[-1])]:
                         z = (val - fitted.value_mean_[k]) / fitted.value_std_[k]
                         assert X[i, names.index(f"{code}/{wname}/{agg}")] == pytest.approx(z, abs=1e-4)
-        age = (pt - events[(events["subject_id"] == s) & (events["code"] == "MEDS_BIRTH")]["time"].iloc[0])
+        age = pt - events[(events["subject_id"] == s) & (events["code"] == "MEDS_BIRTH")]["time"].iloc[0]
         assert X[i, 0] == pytest.approx(age / pd.Timedelta(days=365.25), abs=1e-4)
 
 
@@ -99,7 +104,10 @@ def test_vocabulary_comes_from_training_events_only(events, index):
 
 
 def test_bad_parameters_are_named(events):
-    with pytest.raises(ConfigError, match=r"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got -7 instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got -7 instead.",
+    ):
         TabularFeaturizer(windows_days=(-7,)).fit(events)
 
 
@@ -111,15 +119,23 @@ def test_chunking_over_subjects_does_not_change_features(events, index, fitted, 
     assert (fitted.transform(events, index) != whole).nnz == 0
 
 
-@pytest.mark.parametrize("make", [lambda: TabularFeaturizer(min_code_count=5), lambda: __import__(
-    "twinml.features", fromlist=["SequenceFeaturizer"]).SequenceFeaturizer(min_code_count=5)])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TabularFeaturizer(min_code_count=5),
+        lambda: __import__("twinml.features", fromlist=["SequenceFeaturizer"]).SequenceFeaturizer(min_code_count=5),
+    ],
+)
 def test_prediction_index_errors_name_the_column(events, index, make):
     from twinml._validation import TwinmlInputError
 
     f = make().fit(events)
     bad = index.copy()
     bad.loc[3, "prediction_time"] = pd.NaT
-    with pytest.raises(TwinmlInputError, match=r"prediction index: column 'prediction_time' must not be null \(example: row 3, subject_id="):
+    with pytest.raises(
+        TwinmlInputError,
+        match=r"prediction index: column 'prediction_time' must not be null \(example: row 3, subject_id=",
+    ):
         f.transform(events, bad)
     with pytest.raises(TwinmlInputError, match="prediction index: column 'subject_id' is required"):
         f.transform(events, index.drop(columns="subject_id"))

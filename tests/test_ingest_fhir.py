@@ -67,9 +67,13 @@ def test_bulk_ndjson_gives_the_same_events_as_bundles(ingested, tmp_path):
 def test_unknown_subjects_are_quarantined(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    obs = {"resourceType": "Observation", "subject": {"reference": "Patient/nobody"},
-           "effectiveDateTime": "2020-01-01T00:00:00Z", "valueQuantity": {"value": 6.0},
-           "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}}
+    obs = {
+        "resourceType": "Observation",
+        "subject": {"reference": "Patient/nobody"},
+        "effectiveDateTime": "2020-01-01T00:00:00Z",
+        "valueQuantity": {"value": 6.0},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+    }
     pat = {"resourceType": "Patient", "id": "p1", "birthDate": "1950-01-01", "gender": "female"}
     (src / "x.ndjson").write_bytes(orjson.dumps(pat) + b"\n" + orjson.dumps(obs) + b"\n")
     report = ingest("fhir", src, tmp_path / "out", reference_time=WHEN)
@@ -89,7 +93,9 @@ def test_chunked_bucketed_ingestion_gives_what_one_pass_gives(ingested, tmp_path
     from ._ingest_compare import assert_same_ingestion
 
     small = ingest("fhir", SAMPLE, tmp_path / "small", reference_time=WHEN, chunk_rows=40, bucket_rows=40)
-    assert small.rows_read == ingested[0].rows_read and len(list((tmp_path / "small" / "data").rglob("*.parquet"))) == 3  # one bucket per patient
+    assert (
+        small.rows_read == ingested[0].rows_read and len(list((tmp_path / "small" / "data").rglob("*.parquet"))) == 3
+    )  # one bucket per patient
     assert_same_ingestion(tmp_path / "small", ingested[1])
     write_synthea_csv(SAMPLE, tmp_path / "csv")
     ingest("synthea-csv", tmp_path / "csv", tmp_path / "csv_one", reference_time=WHEN)
@@ -98,12 +104,17 @@ def test_chunked_bucketed_ingestion_gives_what_one_pass_gives(ingested, tmp_path
 
 
 def test_chunk_and_bucket_sizes_are_checked(tmp_path):
-    with pytest.raises(ConfigError, match=r"The 'chunk_rows' parameter of ingest must be a positive int. Got 0 instead."):
+    with pytest.raises(
+        ConfigError, match=r"The 'chunk_rows' parameter of ingest must be a positive int. Got 0 instead."
+    ):
         ingest("fhir", SAMPLE, tmp_path / "x", chunk_rows=0)
 
 
 def test_unknown_source_is_named():
-    with pytest.raises(ConfigError, match=r"ingest: 'source' must be one of \['fhir', 'synthea-csv', 'omop', 'meds'\]. Got 'hl7v2' instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"ingest: 'source' must be one of \['fhir', 'synthea-csv', 'omop', 'meds'\]. Got 'hl7v2' instead.",
+    ):
         ingest("hl7v2", SAMPLE, "x")
 
 
@@ -133,7 +144,9 @@ def test_a_short_key_is_refused(tmp_path):
     from twinml.ingest import load_pseudonym_key
 
     (tmp_path / "k").write_text("short")
-    with pytest.raises(ConfigError, match=r"pseudonymisation: the key from key file .* must be at least 16 bytes; got 5."):
+    with pytest.raises(
+        ConfigError, match=r"pseudonymisation: the key from key file .* must be at least 16 bytes; got 5."
+    ):
         load_pseudonym_key(key_file=tmp_path / "k")
 
 
@@ -153,7 +166,8 @@ def test_the_same_patients_through_fhir_and_synthea_csv_give_the_same_events(ing
     fhir_desc = read_code_metadata(ingested[1]).set_index("code")["description"]
     assert csv_desc.notna().mean() > 0.8, csv_desc[csv_desc.isna()].index[:5].tolist()
     assert csv_desc.get("LOINC/8480-6") == fhir_desc.get("LOINC/8480-6") == "Systolic blood pressure"
-    # newer Synthea writes a SYSTEM column of URLs (immunizations: http://hl7.org/fhir/sid/cvx): mapped as FHIR maps them
+    # newer Synthea writes a SYSTEM column of URLs (immunizations: http://hl7.org/fhir/sid/cvx):
+    # mapped as FHIR maps them
     imm = pd.read_csv(tmp_path / "csv" / "immunizations.csv", dtype=str)
     imm.insert(3, "SYSTEM", "http://hl7.org/fhir/sid/cvx")
     imm.to_csv(tmp_path / "csv" / "immunizations.csv", index=False)

@@ -5,14 +5,18 @@ from hypothesis import strategies as st
 
 from twinml.ingest import REASONS, QualityGate
 
-SUBJECTS = pd.DataFrame({"subject_id": [1, 2], "birth": pd.to_datetime(["1950-01-01", "1960-01-01"]),
-                         "death": pd.to_datetime([None, "2019-06-01"])})
+SUBJECTS = pd.DataFrame(
+    {
+        "subject_id": [1, 2],
+        "birth": pd.to_datetime(["1950-01-01", "1960-01-01"]),
+        "death": pd.to_datetime([None, "2019-06-01"]),
+    }
+)
 GOOD = {"subject_id": "1", "time": "2018-03-04T10:00:00", "code": "LOINC/4548-4", "numeric_value": "6.1"}
 
 
 def _gate(rows):
-    return QualityGate(reference_time="2026-11-22").apply(pd.DataFrame(rows), table="observations",
-                                                           subjects=SUBJECTS)
+    return QualityGate(reference_time="2026-11-22").apply(pd.DataFrame(rows), table="observations", subjects=SUBJECTS)
 
 
 CASES = [
@@ -47,8 +51,9 @@ def test_exact_duplicates_are_counted_not_kept_twice():
 
 
 def test_tolerance_and_static_rows():
-    res = _gate([{**GOOD, "time": "1949-12-31T12:00"}, {**GOOD, "time": None, "code": "GENDER//F",
-                                                          "numeric_value": None}])
+    res = _gate(
+        [{**GOOD, "time": "1949-12-31T12:00"}, {**GOOD, "time": None, "code": "GENDER//F", "numeric_value": None}]
+    )
     assert len(res.kept) == 2 and res.kept["time"].isna().sum() == 1  # within a day of birth; static kept
 
 
@@ -63,15 +68,31 @@ def test_summary_counts_reasons_and_the_identity():
     assert s["read"] == 4 and s["kept"] == 1 and s["read"] == s.drop(["read"]).sum()
 
 
-_junk = st.one_of(st.none(), st.text(max_size=12), st.integers(-10**20, 10**20).map(str),
-                  st.floats(allow_nan=True, allow_infinity=True).map(str), st.sampled_from(["", " ", "NaN", "1e400"]))
+_junk = st.one_of(
+    st.none(),
+    st.text(max_size=12),
+    st.integers(-(10**20), 10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["", " ", "NaN", "1e400"]),
+)
 _time = st.one_of(_junk, st.datetimes().map(lambda d: d.isoformat()), st.sampled_from(["2018-01-01", "0001-01-01"]))
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.fixed_dictionaries({"subject_id": st.one_of(_junk, st.sampled_from(["1", "2", "1.0"])),
-                                       "time": _time, "code": st.one_of(_junk, st.sampled_from(["LOINC/8480-6", "X"])),
-                                       "numeric_value": _junk}), min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "subject_id": st.one_of(_junk, st.sampled_from(["1", "2", "1.0"])),
+                "time": _time,
+                "code": st.one_of(_junk, st.sampled_from(["LOINC/8480-6", "X"])),
+                "numeric_value": _junk,
+            }
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_malformed_records_never_break_the_count_identity(rows):
     res = _gate(rows)  # nothing may escape as an untyped exception
     assert len(res.kept) + len(res.quarantined) == len(rows)

@@ -45,8 +45,10 @@ def test_string_in_numeric_value_shows_the_bad_value(meds_dir, tmp_path):
     root, rel = _copy_with(meds_dir, tmp_path, _table(numeric_value=pa.array(["", "5.6", "high"])))
     with pytest.raises(MEDSValidationError) as err:
         read_meds(root)
-    assert str(err.value) == (f"{rel}: column 'numeric_value' must be float32; got type string "
-                              "(example: 'high'). Put text results in 'text_value'.")
+    assert str(err.value) == (
+        f"{rel}: column 'numeric_value' must be float32; got type string "
+        "(example: 'high'). Put text results in 'text_value'."
+    )
 
 
 def test_null_code_names_the_row():
@@ -62,17 +64,26 @@ def test_wrong_time_type():
 
 
 def test_unsorted_time_within_subject():
-    t = _table(subject_id=pa.array([1, 1, 1], pa.int64()),
-               time=pa.array([None, 1_600_000_000_000_000, 1_500_000_000_000_000], pa.timestamp("us")))
+    t = _table(
+        subject_id=pa.array([1, 1, 1], pa.int64()),
+        time=pa.array([None, 1_600_000_000_000_000, 1_500_000_000_000_000], pa.timestamp("us")),
+    )
     with pytest.raises(MEDSValidationError) as err:
         validate_events_table(t, name="x.parquet")
-    assert "column 'time' must not decrease within a subject (static rows with null time first) (example: subject_id=1: 2020-09-13 12:26:40 then " \
-           "2017-07-14 02:40:00). Sort by subject_id, then time." in str(err.value)
+    assert (
+        "column 'time' must not decrease within a subject (static rows with null time first) (example: subject_id=1: "
+        "2020-09-13 12:26:40 then "
+        "2017-07-14 02:40:00). Sort by subject_id, then time." in str(err.value)
+    )
 
 
 def test_subject_split_across_rows_and_files(meds_dir, tmp_path):
     t = _table(subject_id=pa.array([1, 2, 1], pa.int64()))
-    with pytest.raises(MEDSValidationError, match=r"x.parquet: column 'subject_id' must keep each subject's rows together \(sorted by subject\) \(example: 1\)"):
+    with pytest.raises(
+        MEDSValidationError,
+        match=r"x.parquet: column 'subject_id' must keep each subject's rows together \(sorted by subject\) "
+        r"\(example: 1\)",
+    ):
         validate_events_table(t, name="x.parquet")
     root = tmp_path / "dup"
     shutil.copytree(meds_dir, root)
@@ -89,9 +100,16 @@ def test_write_is_atomic(tmp_path, small_cohort):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_meds(out, events=small_cohort.events, subject_splits=small_cohort.subject_splits,
-                   codes=pd.DataFrame({"code": ["x"], "description": ["x"], "parent_codes": [[]]}),
-                   dataset_name="t", etl_name="t", etl_version="0", extra={"boom.txt": explode})
+        write_meds(
+            out,
+            events=small_cohort.events,
+            subject_splits=small_cohort.subject_splits,
+            codes=pd.DataFrame({"code": ["x"], "description": ["x"], "parent_codes": [[]]}),
+            dataset_name="t",
+            etl_name="t",
+            etl_version="0",
+            extra={"boom.txt": explode},
+        )
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary directory left behind either
 

@@ -34,8 +34,9 @@ def label_files(events, splits, task, tmp_path_factory):
 
 
 def _task(files, **extra):
-    return TaskDefinition.model_validate({"name": "from-files", "labels": {k: str(v) for k, v in files.items()},
-                                          "horizons_days": [365], **extra})
+    return TaskDefinition.model_validate(
+        {"name": "from-files", "labels": {k: str(v) for k, v in files.items()}, "horizons_days": [365], **extra}
+    )
 
 
 def test_label_files_give_the_same_rows_labels_and_splits_as_the_computed_task(label_files, events, splits):
@@ -46,8 +47,11 @@ def test_label_files_give_the_same_rows_labels_and_splits_as_the_computed_task(l
     # a row is in the joined frame when at least one file has it; its labels equal the computed ones
     known = computed[computed["t2d_365d"].notna() | computed["mi_365d"].notna()]
     known = known.sort_values(["subject_id", "prediction_time"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got[["subject_id", "prediction_time", "split"]],
-                                  known[["subject_id", "prediction_time", "split"]], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        got[["subject_id", "prediction_time", "split"]],
+        known[["subject_id", "prediction_time", "split"]],
+        check_dtype=False,
+    )
     for c in ("t2d_365d", "mi_365d"):
         assert got[c].equals(known[c].astype("boolean"))
     counts = cohort.label_counts.set_index("label")
@@ -64,20 +68,32 @@ def _bad(files, tmp_path, change):
     return {"mi": _write(tmp_path / "mi.parquet", change(frame))}
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda f: f.drop(columns="boolean_value"),
-     "{file}: column 'boolean_value' is required by the MEDS label schema but missing. "
-     "Columns present: ['subject_id', 'prediction_time']"),
-    (lambda f: f.assign(boolean_value=f["boolean_value"].astype(int)),
-     "{file}: column 'boolean_value' must be bool; got type int64 (example: 0)"),
-    (lambda f: f.assign(subject_id=f["subject_id"].where(f.index != 3, 987654321)),
-     "{file}: column 'subject_id' must name a subject of the dataset (one with events) (example: 987654321)"),
-    (lambda f: pd.concat([f, f.iloc[[5]]], ignore_index=True),
-     "{file}: column 'prediction_time' must be unique per subject_id (one label row per prediction) "
-     "(example: subject_id={sid5}, prediction_time={t5})"),
-])
-def test_bad_label_files_are_refused_naming_file_column_rule_and_example(label_files, events, splits, tmp_path,
-                                                                         change, message):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda f: f.drop(columns="boolean_value"),
+            "{file}: column 'boolean_value' is required by the MEDS label schema but missing. "
+            "Columns present: ['subject_id', 'prediction_time']",
+        ),
+        (
+            lambda f: f.assign(boolean_value=f["boolean_value"].astype(int)),
+            "{file}: column 'boolean_value' must be bool; got type int64 (example: 0)",
+        ),
+        (
+            lambda f: f.assign(subject_id=f["subject_id"].where(f.index != 3, 987654321)),
+            "{file}: column 'subject_id' must name a subject of the dataset (one with events) (example: 987654321)",
+        ),
+        (
+            lambda f: pd.concat([f, f.iloc[[5]]], ignore_index=True),
+            "{file}: column 'prediction_time' must be unique per subject_id (one label row per prediction) "
+            "(example: subject_id={sid5}, prediction_time={t5})",
+        ),
+    ],
+)
+def test_bad_label_files_are_refused_naming_file_column_rule_and_example(
+    label_files, events, splits, tmp_path, change, message
+):
     files, _ = label_files
     bad = _bad(files, tmp_path, change)
     first = pd.read_parquet(files["mi"])
@@ -97,12 +113,15 @@ def test_a_prediction_time_before_birth_is_refused(label_files, events, splits, 
     bad = {"mi": _write(tmp_path / "mi.parquet", frame.drop_duplicates(["subject_id", "prediction_time"]))}
     with pytest.raises(ValueError) as err:
         build_labels(events, task=_task(bad), subject_splits=splits)
-    assert str(err.value) == (f"{bad['mi']}: column 'prediction_time' must not be before the subject's birth "
-                              f"(MEDS_BIRTH) (example: subject_id={sid}, prediction_time={early}, birth={birth})")
+    assert str(err.value) == (
+        f"{bad['mi']}: column 'prediction_time' must not be before the subject's birth "
+        f"(MEDS_BIRTH) (example: subject_id={sid}, prediction_time={early}, birth={birth})"
+    )
 
 
-def test_a_missing_label_file_and_a_task_with_both_outcomes_and_labels_are_clear_errors(label_files, events, splits,
-                                                                                       tmp_path):
+def test_a_missing_label_file_and_a_task_with_both_outcomes_and_labels_are_clear_errors(
+    label_files, events, splits, tmp_path
+):
     files, _ = label_files
     gone = tmp_path / "nope.parquet"
     with pytest.raises(ValueError) as err:
@@ -119,12 +138,15 @@ def trained_from_files(label_files, meds_dir, tmp_path_factory):
     """``twinml train`` from the CLI on ACES-style label files, writing MEDS prediction files."""
     files, _ = label_files
     root = tmp_path_factory.mktemp("cli-labels")
-    config = {"name": "labels-from-files", "seed": 0,
-              "data": {"source": "meds", "path": str(meds_dir)},
-              "task": {"name": "from-files", "labels": {k: str(v) for k, v in files.items()}, "horizons_days": [365]},
-              "model": {"kind": "logistic"},
-              "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-              "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "labels"}}
+    config = {
+        "name": "labels-from-files",
+        "seed": 0,
+        "data": {"source": "meds", "path": str(meds_dir)},
+        "task": {"name": "from-files", "labels": {k: str(v) for k, v in files.items()}, "horizons_days": [365]},
+        "model": {"kind": "logistic"},
+        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+        "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "labels"},
+    }
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["train", str(root / "config.yaml"), "--predictions-dir", str(root / "pred")])
     assert result.exit_code == 0, result.output
@@ -143,8 +165,11 @@ def test_label_files_train_a_model_end_to_end_from_the_cli(trained_from_files, l
         want = want[want["subject_id"].isin(held_out)].sort_values(["subject_id", "prediction_time"])
         got = table.to_pandas()
         assert len(got) == len(want) > 0
-        pd.testing.assert_frame_equal(got[["subject_id", "prediction_time", "boolean_value"]].reset_index(drop=True),
-                                      want.reset_index(drop=True), check_dtype=False)
+        pd.testing.assert_frame_equal(
+            got[["subject_id", "prediction_time", "boolean_value"]].reset_index(drop=True),
+            want.reset_index(drop=True),
+            check_dtype=False,
+        )
 
 
 def _meds_evaluation_cli() -> str:
@@ -161,8 +186,12 @@ def test_meds_evaluation_scores_the_predictions_file_as_twinml_does(trained_from
     root, _ = trained_from_files
     pred = root / "pred" / "held_out" / "mi_365d.parquet"
     out = tmp_path / "eval.json"
-    run = subprocess.run([_meds_evaluation_cli(), f"predictions_path={pred}", f"output_file={out}"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [_meds_evaluation_cli(), f"predictions_path={pred}", f"output_file={out}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads(out.read_text())["samples_equally_weighted"]
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")

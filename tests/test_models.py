@@ -6,16 +6,22 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from twinml._validation import ConfigError
 from twinml.models import LightGBMClassifier, MaskedMultiLabelClassifier, TabularRiskModel, make_baseline
 
-
-_WEIGHTS = ("the wrapped MaxAbsScaler ignores sample weights, so zero-weight rows still shape the scaling; "
-            "the wrapper itself passes weights through")
+_WEIGHTS = (
+    "the wrapped MaxAbsScaler ignores sample weights, so zero-weight rows still shape the scaling; "
+    "the wrapper itself passes weights through"
+)
 
 
 @parametrize_with_checks(
     [MaskedMultiLabelClassifier(make_baseline("logistic")), LightGBMClassifier(params={"n_estimators": 20})],
-    expected_failed_checks=lambda est: {} if isinstance(est, LightGBMClassifier) else {
-        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
-        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS},
+    expected_failed_checks=lambda est: (
+        {}
+        if isinstance(est, LightGBMClassifier)
+        else {
+            "check_sample_weight_equivalence_on_dense_data": _WEIGHTS,
+            "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS,
+        }
+    ),
 )
 def test_sklearn_contract(estimator, check):
     check(estimator)
@@ -66,19 +72,25 @@ def test_calibrator_is_fitted_on_tuning_rows_and_travels_inside(events, labels, 
 
 
 def test_unknown_model_kind_is_named():
-    with pytest.raises(ConfigError, match=r"The 'kind' parameter of make_baseline must be one of \['logistic', 'hist_gb', 'lightgbm'\]. Got 'xgb' instead."):
+    with pytest.raises(
+        ConfigError,
+        match=r"The 'kind' parameter of make_baseline must be one of \['logistic', 'hist_gb', 'lightgbm'\]. Got "
+        r"'xgb' instead.",
+    ):
         make_baseline("xgb")
 
 
 def test_lightgbm_early_stops_on_each_labels_known_tuning_rows(events, labels):
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
-    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2},
-                         random_state=0).fit(events, train, tuning_labels=tune)
+    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2}, random_state=0).fit(
+        events, train, tuning_labels=tune
+    )
     fitted = [e for e in m.classifier_.estimators_ if e is not None]
     assert fitted and all(e.best_iteration_ < 400 for e in fitted)  # stopped early on the tuning rows
-    again = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2},
-                             random_state=0).fit(events, train, tuning_labels=tune)
+    again = TabularRiskModel(
+        kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2}, random_state=0
+    ).fit(events, train, tuning_labels=tune)
     held = labels[labels["split"] == "held_out"].reset_index(drop=True)
     pd.testing.assert_frame_equal(m.predict_risk(events, held), again.predict_risk(events, held))
     # without tuning rows there is nothing to stop on: every tree is kept
@@ -97,6 +109,7 @@ def test_lightgbm_sweep_keeps_its_best_trial_by_tuning_log_loss():
     best = est.trials_[int(np.argmin(losses))]
     assert {k: est.best_params_[k] for k in best["params"]} == best["params"]
     from sklearn.metrics import log_loss
+
     assert log_loss(y[2000:], est.predict_proba(X[2000:])[:, 1]) == pytest.approx(min(losses))
     again = LightGBMClassifier(n_trials=4, params={"n_estimators": 200}, random_state=1)
     again.fit(X[:2000], y[:2000], eval_set=(X[2000:], y[2000:]))
@@ -105,7 +118,9 @@ def test_lightgbm_sweep_keeps_its_best_trial_by_tuning_log_loss():
 
 def test_a_sweep_on_a_model_that_cannot_early_stop_is_refused(events, labels):
     train = labels[labels["split"] == "train"].reset_index(drop=True)
-    with pytest.raises(ConfigError, match="The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only"):
+    with pytest.raises(
+        ConfigError, match="The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only"
+    ):
         TabularRiskModel(kind="logistic", n_trials=3).fit(events, train)
 
 
@@ -142,7 +157,8 @@ def test_lightgbm_labels_share_one_binning_and_match_a_fit_of_their_own():
     est = LightGBMClassifier(params={"n_estimators": 30, "min_child_samples": 5}, n_jobs=1)
     multi = MaskedMultiLabelClassifier(est).fit(X, Y, eval_set=(Xe, Ye))
     alone = LightGBMClassifier(params={"n_estimators": 30, "min_child_samples": 5}, n_jobs=1).fit(
-        X, y_all.astype(int), eval_set=(Xe, Ye[:, 0].astype(int)))
+        X, y_all.astype(int), eval_set=(Xe, Ye[:, 0].astype(int))
+    )
     np.testing.assert_array_equal(multi.estimators_[0].predict_proba(X), alone.predict_proba(X))
     assert multi.estimators_[0].best_iteration_ == alone.best_iteration_
     assert multi.estimators_[1].estimator_.num_trees() >= 1
@@ -157,12 +173,17 @@ def test_lightgbm_binning_parameters_reach_the_shared_binning():
     X = sp.random(400, 10, density=0.5, format="csr", random_state=1, dtype=np.float32)
     y = (X[:, 0].toarray().ravel() > 0.5).astype(float)
     Y = np.column_stack([y, y])
-    coarse = MaskedMultiLabelClassifier(LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5,
-                                                                   "max_bin": 3}, n_jobs=1)).fit(X, Y)
-    fine = MaskedMultiLabelClassifier(LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5},
-                                                         n_jobs=1)).fit(X, Y)
-    thresholds = lambda m: {n["threshold"] for t in m.estimators_[0].estimator_.dump_model()["tree_info"]  # noqa: E731
-                            for n in _nodes(t["tree_structure"])}
+    coarse = MaskedMultiLabelClassifier(
+        LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5, "max_bin": 3}, n_jobs=1)
+    ).fit(X, Y)
+    fine = MaskedMultiLabelClassifier(
+        LightGBMClassifier(params={"n_estimators": 20, "min_child_samples": 5}, n_jobs=1)
+    ).fit(X, Y)
+    thresholds = lambda m: {  # noqa: E731
+        n["threshold"]
+        for t in m.estimators_[0].estimator_.dump_model()["tree_info"]
+        for n in _nodes(t["tree_structure"])
+    }
     assert len(thresholds(coarse)) < len(thresholds(fine))
 
 

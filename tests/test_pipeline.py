@@ -15,14 +15,17 @@ from .conftest import TASK
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    cfg = load_config({
-        "name": "unit", "seed": 1,
-        "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 900, "seed": 4}},
-        "task": TASK,
-        "model": {"kind": "hist_gb", "params": {"max_iter": 25}},
-        "evaluation": {"splits": ["tuning", "held_out"], "n_bootstrap": 20},
-        "tracking": {"experiment": "unit-tests"},
-    })
+    cfg = load_config(
+        {
+            "name": "unit",
+            "seed": 1,
+            "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 900, "seed": 4}},
+            "task": TASK,
+            "model": {"kind": "hist_gb", "params": {"max_iter": 25}},
+            "evaluation": {"splits": ["tuning", "held_out"], "n_bootstrap": 20},
+            "tracking": {"experiment": "unit-tests"},
+        }
+    )
     uri = f"sqlite:///{root / 'mlflow.db'}"
     return train(cfg, tracking_uri=uri), cfg, uri
 
@@ -36,7 +39,8 @@ def test_one_run_with_params_metrics_artifacts_and_model(trained):
     assert "held_out/mi_365d/auroc" in run.data.metrics and "tuning/t2d_730d/ece" in run.data.metrics
     assert {"twinml.data_fingerprint", "twinml.config_hash", "twinml.code_version"} <= set(run.data.tags)
     arts = {a.path for a in client.list_artifacts(res.run_id)} | {
-        a.path for d in ("cohort", "evaluation") for a in client.list_artifacts(res.run_id, d)}
+        a.path for d in ("cohort", "evaluation") for a in client.list_artifacts(res.run_id, d)
+    }
     assert {"cohort/attrition.csv", "evaluation/held_out_metrics.csv", "evaluation/reliability_held_out.png"} <= arts
 
 
@@ -46,7 +50,9 @@ def test_no_subject_level_data_in_params_or_input_example(trained, events):
     ids = {str(s) for s in res.cohort.labels["subject_id"].unique()}
     assert not any(i in v for v in run.data.params.values() for i in ids)
     mlflow.set_tracking_uri(uri)
-    example = mlflow.models.Model.load(res.model_uri).load_input_example(mlflow.artifacts.download_artifacts(res.model_uri))
+    example = mlflow.models.Model.load(res.model_uri).load_input_example(
+        mlflow.artifacts.download_artifacts(res.model_uri)
+    )
     assert set(example["subject_id"]) == {0}
 
 
@@ -59,8 +65,9 @@ def test_pyfunc_takes_meds_events_and_matches_the_model(trained):
     mlflow.set_tracking_uri(uri)
     pyfunc = mlflow.pyfunc.load_model(res.model_uri)
     out = pyfunc.predict(as_pyfunc_input(some), params={"prediction_time": "2016-06-01"})
-    index = pd.DataFrame({"subject_id": some["subject_id"].unique(),
-                          "prediction_time": pd.Timestamp("2016-06-01").as_unit("us")})
+    index = pd.DataFrame(
+        {"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp("2016-06-01").as_unit("us")}
+    )
     expected = res.model.predict_risk(some, index)
     pd.testing.assert_frame_equal(out.reset_index(drop=True), expected, check_dtype=False)
 
@@ -73,19 +80,28 @@ def test_evaluate_reproduces_the_logged_metric(trained):
 
 
 def test_a_lightgbm_sweep_logs_each_trial_as_a_nested_run(tmp_path):
-    cfg = load_config({
-        "name": "sweep", "seed": 0,
-        "data": {"source": "simulator", "path": str(tmp_path / "meds"), "simulator": {"n_subjects": 900, "seed": 4}},
-        "task": {**TASK, "outcomes": {"mi": TASK["outcomes"]["mi"]}, "horizons_days": [365]},
-        "model": {"kind": "lightgbm", "params": {"n_estimators": 50}, "search": {"n_trials": 3}},
-        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-        "tracking": {"experiment": "sweep"},
-    })
+    cfg = load_config(
+        {
+            "name": "sweep",
+            "seed": 0,
+            "data": {
+                "source": "simulator",
+                "path": str(tmp_path / "meds"),
+                "simulator": {"n_subjects": 900, "seed": 4},
+            },
+            "task": {**TASK, "outcomes": {"mi": TASK["outcomes"]["mi"]}, "horizons_days": [365]},
+            "model": {"kind": "lightgbm", "params": {"n_estimators": 50}, "search": {"n_trials": 3}},
+            "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+            "tracking": {"experiment": "sweep"},
+        }
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = train(cfg, tracking_uri=uri)
     client = MlflowClient(tracking_uri=uri)
-    children = client.search_runs([client.get_experiment_by_name("sweep").experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'")
+    children = client.search_runs(
+        [client.get_experiment_by_name("sweep").experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{res.run_id}'",
+    )
     trials = res.model.search_trials_["mi_365d"]
     assert len(children) == len(trials) == 3
     logged = sorted(r.data.metrics["tuning/log_loss"] for r in children)

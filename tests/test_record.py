@@ -16,8 +16,9 @@ SMALL = dict(d_model=16, max_epochs=4, batch_size=16, lr=3e-3, n_threads=1, rand
 
 @pytest.fixture(scope="module")
 def fitted(events, labels):
-    return RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
-                                                             tuning_labels=split_rows(labels, "tuning"))
+    return RecordRiskModel(calibration="platt", **SMALL).fit(
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
 
 
 def test_readout_is_the_last_visit_at_or_before_the_prediction_time_and_the_record_is_whole(events, labels):
@@ -59,8 +60,9 @@ def test_one_pass_per_subject_equals_reading_each_row_from_its_own_truncated_rec
 
 
 def test_seeded_training_is_reproducible_to_the_last_digit(events, labels, fitted):
-    b = RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
-                                                          tuning_labels=split_rows(labels, "tuning"))
+    b = RecordRiskModel(calibration="platt", **SMALL).fit(
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
     assert [h["tuning_loss"] for h in fitted.history_] == [h["tuning_loss"] for h in b.history_]
     held = split_rows(labels, "held_out")
     pd.testing.assert_frame_equal(fitted.predict_risk(events, held), b.predict_risk(events, held))
@@ -86,7 +88,11 @@ def test_rows_of_subjects_without_events_get_the_initial_state(events, fitted):
 def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path, monkeypatch):
     from .conftest import train_and_serve
 
-    res, run = train_and_serve(tmp_path, {"kind": "record", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}}, n_subjects=400)
+    res, run = train_and_serve(
+        tmp_path,
+        {"kind": "record", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1}},
+        n_subjects=400,
+    )
     assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "record"
 
     # batch scoring writes the trajectory forecasts beside the scores, long format, both files or neither
@@ -96,22 +102,45 @@ def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path,
     from twinml.scoring import SCORED, read_score_metadata, score
 
     uri, as_of = f"sqlite:///{tmp_path / 'mlflow.db'}", "2017-01-01"
-    report = score(res.model_uri, tmp_path / "meds", as_of, tmp_path / "scores.parquet", tracking_uri=uri,
-                   trajectories=tmp_path / "forecasts.parquet", subjects_per_slice=150)
+    report = score(
+        res.model_uri,
+        tmp_path / "meds",
+        as_of,
+        tmp_path / "scores.parquet",
+        tracking_uri=uri,
+        trajectories=tmp_path / "forecasts.parquet",
+        subjects_per_slice=150,
+    )
     scores, fc = pd.read_parquet(tmp_path / "scores.parquet"), pd.read_parquet(tmp_path / "forecasts.parquet")
     scored = scores.loc[scores["status"] == SCORED, "subject_id"].to_numpy()
     codes = res.model.trajectory_codes_
     assert len(fc) == scored.size * len(codes) * 3 and set(fc["subject_id"]) == set(scored)
-    assert list(fc.columns) == ["subject_id", "code", "horizon_days", "forecast", "lower_80", "upper_80", "model_version"]
+    assert list(fc.columns) == [
+        "subject_id",
+        "code",
+        "horizon_days",
+        "forecast",
+        "lower_80",
+        "upper_80",
+        "model_version",
+    ]
     events = read_meds(tmp_path / "meds")
     index = pd.DataFrame({"subject_id": scored, "prediction_time": pd.Timestamp(as_of).as_unit("us")})
-    want = res.model.predict_trajectory(events, index).sort_values(["subject_id", "code", "horizon_days"], kind="stable")
+    want = res.model.predict_trajectory(events, index).sort_values(
+        ["subject_id", "code", "horizon_days"], kind="stable"
+    )
     np.testing.assert_allclose(fc["forecast"].to_numpy(), want["forecast"].to_numpy(), rtol=1e-5)
     assert read_score_metadata(tmp_path / "forecasts.parquet") == read_score_metadata(tmp_path / "scores.parquet")
     assert report.scored == scored.size and pq.read_metadata(tmp_path / "forecasts.parquet").num_rows == len(fc)
     with pytest.raises(FileExistsError, match="forecasts.parquet exists"):
-        score(res.model_uri, tmp_path / "meds", as_of, tmp_path / "other.parquet", tracking_uri=uri,
-              trajectories=tmp_path / "forecasts.parquet")
+        score(
+            res.model_uri,
+            tmp_path / "meds",
+            as_of,
+            tmp_path / "other.parquet",
+            tracking_uri=uri,
+            trajectories=tmp_path / "forecasts.parquet",
+        )
     assert not (tmp_path / "other.parquet").exists()
     # both files or neither: the scores' rename fails after the forecasts' was done
     import os
@@ -128,8 +157,15 @@ def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path,
     before = {n: (tmp_path / n).read_bytes() for n in ("scores.parquet", "forecasts.parquet")}
     monkeypatch.setattr(scoring_module.os, "replace", failing_replace)
     with pytest.raises(OSError, match="injected"):
-        score(res.model_uri, tmp_path / "meds", "2018-01-01", tmp_path / "scores.parquet", tracking_uri=uri,
-              trajectories=tmp_path / "forecasts.parquet", overwrite=True)
+        score(
+            res.model_uri,
+            tmp_path / "meds",
+            "2018-01-01",
+            tmp_path / "scores.parquet",
+            tracking_uri=uri,
+            trajectories=tmp_path / "forecasts.parquet",
+            overwrite=True,
+        )
     monkeypatch.undo()
     assert {n: (tmp_path / n).read_bytes() for n in before} == before  # both as they were
     # the CLI
@@ -137,9 +173,24 @@ def test_record_model_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path,
 
     from twinml.cli import app
 
-    out = CliRunner().invoke(app, ["score", "--model", res.model_uri, "--events", str(tmp_path / "meds"), "--as-of", as_of,
-                                   "--out", str(tmp_path / "cli.parquet"), "--trajectories", str(tmp_path / "cli-fc.parquet"),
-                                   "--tracking-uri", uri])
+    out = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--model",
+            res.model_uri,
+            "--events",
+            str(tmp_path / "meds"),
+            "--as-of",
+            as_of,
+            "--out",
+            str(tmp_path / "cli.parquet"),
+            "--trajectories",
+            str(tmp_path / "cli-fc.parquet"),
+            "--tracking-uri",
+            uri,
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert "trajectory forecasts:" in out.output
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cli-fc.parquet"), fc)
@@ -151,7 +202,10 @@ def test_parameters_are_checked(events, labels):
 
     with pytest.raises(ConfigError, match="The 'batch_size' parameter of RecordRiskModel must be a positive int"):
         RecordRiskModel(**{**SMALL, "batch_size": 0}).fit(events, split_rows(labels, "train"))
-    with pytest.raises(ConfigError, match=r"^The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got -1 instead.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got -1 instead.$",
+    ):
         RecordRiskModel(**{**SMALL, "n_last_values": -1}).fit(events, split_rows(labels, "train"))
     assert "max_len" not in RecordRiskModel().get_params()
 
@@ -176,8 +230,15 @@ def test_explanations_add_up_and_point_at_events_that_matter(events, labels, fit
         for i in range(len(held)):
             b = _record_row(data, i)
             full = _cumulative_logit(fitted.net_(**b)[:, o, : j + 1]).item()
-            empty = _cumulative_logit(fitted.net_(**dict(b, event_code=torch.full_like(b["event_code"], UNKNOWN),
-                                                          event_value=torch.zeros_like(b["event_value"])))[:, o, : j + 1]).item()
+            empty = _cumulative_logit(
+                fitted.net_(
+                    **dict(
+                        b,
+                        event_code=torch.full_like(b["event_code"], UNKNOWN),
+                        event_value=torch.zeros_like(b["event_value"]),
+                    )
+                )[:, o, : j + 1]
+            ).item()
             gaps.append(full - empty)
     gaps = np.array(gaps)
     assert np.abs(sums.to_numpy() - gaps).mean() < 0.25 * np.abs(gaps).mean(), (sums.to_numpy(), gaps)
@@ -218,7 +279,8 @@ def test_the_end_of_observation_marker_is_not_an_input(events, labels, fitted):
     held = split_rows(labels, "held_out")["subject_id"].unique()[:200]
     at_end = pd.DataFrame({"subject_id": held, "prediction_time": ends.reindex(held).to_numpy()})
     gru = SequenceRiskModel(calibration="platt", d_model=16, max_epochs=1, n_threads=1, trajectory_codes=None).fit(
-        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
     tab = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"))
     for model in (fitted, gru, tab):
         with_end = model.predict_risk(events, at_end)

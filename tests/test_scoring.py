@@ -26,15 +26,18 @@ NAME = "panel-risk"
 
 
 def _config(root, name=NAME):
-    return load_config({
-        "name": "scoring", "seed": 3,
-        "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 600, "seed": 5}},
-        "task": TASK,
-        "features": {"min_code_count": 1},
-        "model": {"kind": "gru", "params": {"d_model": 16, "max_epochs": 2, "trajectory_codes": None}},
-        "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-        "tracking": {"experiment": "scoring-tests", "register_as": name},
-    })
+    return load_config(
+        {
+            "name": "scoring",
+            "seed": 3,
+            "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 600, "seed": 5}},
+            "task": TASK,
+            "features": {"min_code_count": 1},
+            "model": {"kind": "gru", "params": {"d_model": 16, "max_epochs": 2, "trajectory_codes": None}},
+            "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+            "tracking": {"experiment": "scoring-tests", "register_as": name},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +74,12 @@ def test_every_subject_is_scored_or_reported_and_scores_match_the_model(register
     # the scores are the model's own predictions at the as-of time (events after it unseen)
     some = df[df["status"] == SCORED].head(50)
     ev = events[events["subject_id"].isin(some["subject_id"])].reset_index(drop=True)
-    index = pd.DataFrame({"subject_id": some["subject_id"].to_numpy(),
-                          "prediction_time": np.full(len(some), pd.Timestamp(AS_OF).to_datetime64())})
+    index = pd.DataFrame(
+        {
+            "subject_id": some["subject_id"].to_numpy(),
+            "prediction_time": np.full(len(some), pd.Timestamp(AS_OF).to_datetime64()),
+        }
+    )
     direct = res.model.predict_risk(ev, index)
     np.testing.assert_allclose(some[label_cols].to_numpy(), direct[label_cols].to_numpy(), rtol=0, atol=1e-6)
     assert (df["model_version"] == "1").all()
@@ -104,10 +111,27 @@ def test_rerun_writes_the_same_bytes_whatever_the_slice_size(registered, scored,
 def test_a_killed_run_leaves_no_output_and_the_rerun_is_byte_identical(registered, tmp_path):
     root, uri, _ = registered
     out = tmp_path / "scores.parquet"
-    cmd = [sys.executable, "-m", "twinml.cli", "score", "--model", f"models:/{NAME}/1", "--events", str(root / "meds"),
-           "--as-of", AS_OF, "--out", str(out), "--tracking-uri", uri, "--subjects-per-slice", "3"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "twinml.cli",
+        "score",
+        "--model",
+        f"models:/{NAME}/1",
+        "--events",
+        str(root / "meds"),
+        "--as-of",
+        AS_OF,
+        "--out",
+        str(out),
+        "--tracking-uri",
+        uri,
+        "--subjects-per-slice",
+        "3",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     for line in proc.stdout:  # wait until it is midway through the panel
         if "subjects scored" in line:
             break
@@ -123,16 +147,22 @@ def test_a_killed_run_leaves_no_output_and_the_rerun_is_byte_identical(registere
 
 def test_promotion_needs_a_passed_audit_or_a_recorded_override(registered):
     _, uri, _ = registered
-    with pytest.raises(ConfigError, match=r"promote: panel-risk version 1 cannot become @champion: it has no audit "
-                                          r"result \(tag twinml.audit.passed=None\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"promote: panel-risk version 1 cannot become @champion: it has no audit "
+        r"result \(tag twinml.audit.passed=None\)",
+    ):
         promote(NAME, 1, "champion", tracking_uri=uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
-    with pytest.raises(Exception):
+    with pytest.raises(mlflow.exceptions.MlflowException):
         client.get_model_version_by_alias(NAME, "champion")
     res = promote(NAME, 1, "champion", override_reason="pilot before the audit exists", tracking_uri=uri)
     assert res["override"]
     mv = client.get_model_version_by_alias(NAME, "champion")
-    assert str(mv.version) == "1" and mv.tags["twinml.promotion.champion.override_reason"] == "pilot before the audit exists"
+    assert (
+        str(mv.version) == "1"
+        and mv.tags["twinml.promotion.champion.override_reason"] == "pilot before the audit exists"
+    )
     client.set_model_version_tag(NAME, "1", AUDIT_PASSED_TAG, "true")
     assert not promote(NAME, 1, "production", tracking_uri=uri)["override"]
     assert client.get_model_version_by_alias(NAME, "production").tags["twinml.promotion.production"] == "audit passed"
@@ -149,8 +179,22 @@ def test_cli_refuses_promotion_and_unknown_models_in_one_line(registered):
     res = runner.invoke(app, ["promote", NAME, "--version", "1", "--alias", "canary", "--tracking-uri", uri])
     assert res.exit_code == 2 and "cannot become @canary: its audit failed" in res.output
     assert "Traceback" not in res.output
-    res = runner.invoke(app, ["score", "--model", "models:/no-such-model@champion", "--events", str(root / "meds"),
-                              "--as-of", AS_OF, "--out", str(root / "x.parquet"), "--tracking-uri", uri])
+    res = runner.invoke(
+        app,
+        [
+            "score",
+            "--model",
+            "models:/no-such-model@champion",
+            "--events",
+            str(root / "meds"),
+            "--as-of",
+            AS_OF,
+            "--out",
+            str(root / "x.parquet"),
+            "--tracking-uri",
+            uri,
+        ],
+    )
     assert res.exit_code == 2 and "error: MLflow:" in res.output and "no-such-model" in res.output, res.output
     assert not (root / "x.parquet").exists()
 
@@ -162,11 +206,24 @@ def test_bad_inputs_are_named(registered, tmp_path):
     with pytest.raises(ConfigError, match=r"score: 'as_of' must be a date or timestamp"):
         score(f"models:/{NAME}/1", root / "meds", "soon", tmp_path / "x.parquet", tracking_uri=uri)
     with pytest.raises(ConfigError, match=r"score --trajectories: .* has no trajectory forecasts"):
-        score(f"models:/{NAME}/1", root / "meds", AS_OF, tmp_path / "x.parquet", tracking_uri=uri,
-              trajectories=tmp_path / "t.parquet")
+        score(
+            f"models:/{NAME}/1",
+            root / "meds",
+            AS_OF,
+            tmp_path / "x.parquet",
+            tracking_uri=uri,
+            trajectories=tmp_path / "t.parquet",
+        )
     with pytest.raises(ConfigError, match="local engine without a twin state only"):
-        score(f"models:/{NAME}/1", root / "meds", AS_OF, tmp_path / "x.parquet", tracking_uri=uri, engine="spark",
-              trajectories=tmp_path / "t.parquet")
+        score(
+            f"models:/{NAME}/1",
+            root / "meds",
+            AS_OF,
+            tmp_path / "x.parquet",
+            tracking_uri=uri,
+            engine="spark",
+            trajectories=tmp_path / "t.parquet",
+        )
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "t.parquet").exists()
 
 
@@ -177,11 +234,14 @@ def test_spark_engine_gives_the_local_scores(registered, scored, tmp_path):
     root, uri, res = registered
     _, local_out = scored
     out = tmp_path / "spark.parquet"
-    report = score(f"models:/{NAME}/1", root / "meds", AS_OF, out, engine="spark", spark_master="local[2]",
-                   tracking_uri=uri)
+    report = score(
+        f"models:/{NAME}/1", root / "meds", AS_OF, out, engine="spark", spark_master="local[2]", tracking_uri=uri
+    )
     a, b = pq.read_table(local_out).to_pandas(), pq.read_table(out).to_pandas()
     assert report.engine == "spark" and len(a) == len(b)
-    pd.testing.assert_frame_equal(a[["subject_id", "status", "model_version"]], b[["subject_id", "status", "model_version"]])
+    pd.testing.assert_frame_equal(
+        a[["subject_id", "status", "model_version"]], b[["subject_id", "status", "model_version"]]
+    )
     cols = list(res.model.label_columns_)
     np.testing.assert_allclose(a[cols].to_numpy(), b[cols].to_numpy(), rtol=0, atol=1e-6)
 
@@ -196,9 +256,22 @@ def mlflow_server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -228,9 +301,16 @@ def test_train_register_promote_and_score_through_a_real_tracking_server(mlflow_
     res = train(_config(tmp_path, name="served-risk"), tracking_uri=mlflow_server)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     assert client.get_run(res.run_id).info.status == "FINISHED"
-    assert promote("served-risk", 1, "champion", override_reason="integration test", tracking_uri=mlflow_server)["override"]
-    report = score("models:/served-risk@champion", tmp_path / "meds", AS_OF, tmp_path / "scores.parquet",
-                   tracking_uri=mlflow_server)
+    assert promote("served-risk", 1, "champion", override_reason="integration test", tracking_uri=mlflow_server)[
+        "override"
+    ]
+    report = score(
+        "models:/served-risk@champion",
+        tmp_path / "meds",
+        AS_OF,
+        tmp_path / "scores.parquet",
+        tracking_uri=mlflow_server,
+    )
     assert report.model_name == "served-risk" and report.model_version == "1"
     df = pq.read_table(tmp_path / "scores.parquet").to_pandas()
     assert len(df) == report.subjects and (df["model_version"] == "1").all()

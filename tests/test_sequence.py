@@ -17,7 +17,12 @@ SMALL = dict(d_model=16, max_epochs=2, batch_size=64, max_len=64, n_threads=1, r
 
 @pytest.fixture(scope="module")
 def index(labels):
-    return labels.groupby("subject_id", sort=False).head(1)[["subject_id", "prediction_time"]].head(200).reset_index(drop=True)
+    return (
+        labels.groupby("subject_id", sort=False)
+        .head(1)[["subject_id", "prediction_time"]]
+        .head(200)
+        .reset_index(drop=True)
+    )
 
 
 def _batch(events, index, featurizer):
@@ -32,8 +37,11 @@ def test_sequence_features_ignore_events_after_prediction_time(events, index):
     ev = events.copy()
     ev.loc[later, "numeric_value"] = ev.loc[later, "numeric_value"] * 7
     ev.loc[later, "time"] = ev.loc[later, "time"] + pd.Timedelta(days=3)
-    extra = index.assign(time=index["prediction_time"] + pd.Timedelta(microseconds=1), code=f.vocabulary_[0],
-                         numeric_value=np.float32(99)).drop(columns="prediction_time")
+    extra = index.assign(
+        time=index["prediction_time"] + pd.Timedelta(microseconds=1),
+        code=f.vocabulary_[0],
+        numeric_value=np.float32(99),
+    ).drop(columns="prediction_time")
     ev = pd.concat([ev, extra]).sort_values(["subject_id", "time"], na_position="first", kind="stable")
     ev["code"] = ev["code"].astype(str).astype("category")
     after = _batch(ev.reset_index(drop=True), index, f)
@@ -63,7 +71,7 @@ def test_window_holds_the_most_recent_events(events, index):
     for i in range(0, len(index), 20):
         s, pt = index.loc[i, "subject_id"], index.loc[i, "prediction_time"]
         expected = dyn[(dyn["subject_id"] == s) & (dyn["time"] <= pt)]["time"].tail(8).to_numpy("datetime64[us]")
-        got = data.time[data.lo[i]:data.hi[i]].astype("datetime64[us]")
+        got = data.time[data.lo[i] : data.hi[i]].astype("datetime64[us]")
         np.testing.assert_array_equal(got, expected)
 
 
@@ -93,11 +101,13 @@ def test_seeded_training_is_reproducible_to_the_last_digit(events, labels):
     pd.testing.assert_frame_equal(a.predict_risk(events, held), b.predict_risk(events, held))
 
 
-@pytest.mark.parametrize("kind,calibration", [("gru", "platt"), ("transformer", "platt"), ("gru", "temperature"),
-                                              ("gru", "isotonic")])
+@pytest.mark.parametrize(
+    "kind,calibration", [("gru", "platt"), ("transformer", "platt"), ("gru", "temperature"), ("gru", "isotonic")]
+)
 def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
     m = SequenceRiskModel(kind=kind, calibration=calibration, **SMALL).fit(
-        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning"))
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
     held = split_rows(labels, "held_out")
     curve = m.predict_risk_curve(events, held)
     assert curve.shape[1:] == (len(m.outcomes_), len(m.horizons_))
@@ -111,7 +121,15 @@ def test_calibrated_curves_stay_monotone(events, labels, kind, calibration):
 def test_gru_trains_through_the_pipeline_and_serves_as_pyfunc(tmp_path):
     from .conftest import train_and_serve
 
-    res, run = train_and_serve(tmp_path, {"kind": "gru", "calibration": "platt", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None}}, n_subjects=500)
+    res, run = train_and_serve(
+        tmp_path,
+        {
+            "kind": "gru",
+            "calibration": "platt",
+            "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "trajectory_codes": None},
+        },
+        n_subjects=500,
+    )
     assert "tuning/loss" in run.data.metrics and run.data.params["model.kind"] == "gru"
 
 
@@ -121,10 +139,21 @@ def test_calibration_must_fit_the_model_kind():
 
     from .conftest import TASK
 
-    with pytest.raises(ConfigError, match="calibration 'sigmoid' does not apply to kind 'gru'; use 'platt' or 'temperature' or 'isotonic' or null"):
-        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "sigmoid"}})
-    with pytest.raises(ConfigError, match="calibration 'platt' does not apply to kind 'logistic'; use 'sigmoid' or 'isotonic' or 'temperature' or null"):
-        load_config({"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "logistic", "calibration": "platt"}})
+    with pytest.raises(
+        ConfigError,
+        match="calibration 'sigmoid' does not apply to kind 'gru'; use 'platt' or 'temperature' or 'isotonic' or null",
+    ):
+        load_config(
+            {"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "gru", "calibration": "sigmoid"}}
+        )
+    with pytest.raises(
+        ConfigError,
+        match="calibration 'platt' does not apply to kind 'logistic'; use 'sigmoid' or 'isotonic' or 'temperature' "
+        "or null",
+    ):
+        load_config(
+            {"name": "x", "data": {"path": "p"}, "task": TASK, "model": {"kind": "logistic", "calibration": "platt"}}
+        )
 
 
 def test_future_readings_are_the_next_reading_within_the_horizon_of_the_same_subject():
@@ -133,13 +162,20 @@ def test_future_readings_are_the_next_reading_within_the_horizon_of_the_same_sub
     day = pd.Timedelta(days=1)
     t0 = pd.Timestamp("2020-01-01")
     rows = [  # subject, time, code, value
-        (1, t0, "LAB//A", 1.0), (1, t0, "DX//X", np.nan), (1, t0 + 10 * day, "LAB//A", 3.0),
-        (1, t0 + 20 * day, "LAB//A", 5.0), (1, t0 + 400 * day, "LAB//B", 7.0),
-        (2, t0, "LAB//B", 2.0), (2, t0 + 5 * day, "DX//X", np.nan),
-        (3, t0, "LAB//A", 4.0), (3, t0 + 30 * day, "LAB//B", 6.0),
+        (1, t0, "LAB//A", 1.0),
+        (1, t0, "DX//X", np.nan),
+        (1, t0 + 10 * day, "LAB//A", 3.0),
+        (1, t0 + 20 * day, "LAB//A", 5.0),
+        (1, t0 + 400 * day, "LAB//B", 7.0),
+        (2, t0, "LAB//B", 2.0),
+        (2, t0 + 5 * day, "DX//X", np.nan),
+        (3, t0, "LAB//A", 4.0),
+        (3, t0 + 30 * day, "LAB//B", 6.0),
     ]
     ev = pd.DataFrame(rows, columns=["subject_id", "time", "code", "numeric_value"])
-    ev = pd.concat([ev] * 4, ignore_index=True).sort_values(["subject_id", "time"], kind="stable")  # codes pass min count
+    ev = pd.concat([ev] * 4, ignore_index=True).sort_values(
+        ["subject_id", "time"], kind="stable"
+    )  # codes pass min count
     ev["time"] = ev["time"].astype("datetime64[us]")
     ev["code"] = ev["code"].astype("category")
     f = SequenceFeaturizer(min_code_count=1).fit(ev)

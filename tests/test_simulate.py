@@ -31,8 +31,11 @@ def test_deterministic_by_seed():
 def test_codes_carry_their_namespaces(small_cohort):
     codes = set(small_cohort.events.column("code").unique().to_pylist())
     assert {"MEDS_BIRTH", "LOINC/4548-4", "SNOMED/44054006", "RxNorm/6809", "GENDER//F"} <= codes
-    assert all(c.split("/")[0] in {"LOINC", "SNOMED", "RxNorm", "MEDS_BIRTH", "MEDS_DEATH", "GENDER", "RACE", "SDOH", "OBSERVATION_PERIOD"}
-               for c in codes)
+    assert all(
+        c.split("/")[0]
+        in {"LOINC", "SNOMED", "RxNorm", "MEDS_BIRTH", "MEDS_DEATH", "GENDER", "RACE", "SDOH", "OBSERVATION_PERIOD"}
+        for c in codes
+    )
 
 
 def test_cumulative_incidence_matches_monte_carlo():
@@ -61,8 +64,13 @@ def test_cumulative_incidence_matches_monte_carlo():
 def test_truth_is_calibrated_against_realised_labels():
     """True risks average to the observed label rate (the oracle is honest)."""
     sim = simulate(n_subjects=6000, seed=2)
-    task = TaskDefinition(name="t", outcomes={"mi": {"codes": ["SNOMED/22298006"]}, "death": {"codes": ["MEDS_DEATH"]}},
-                          horizons_days=[365], prediction_times={"start": "2012-01-01"}, split={"strategy": "random"})
+    task = TaskDefinition(
+        name="t",
+        outcomes={"mi": {"codes": ["SNOMED/22298006"]}, "death": {"codes": ["MEDS_DEATH"]}},
+        horizons_days=[365],
+        prediction_times={"start": "2012-01-01"},
+        split={"strategy": "random"},
+    )
     labels = build_labels(sim.events.to_pandas(), task=task).labels
     truth = sim.truth[sim.truth["plan"] == "observed"]
     m = labels.merge(truth, on=["subject_id", "prediction_time"], suffixes=("", "_true"))
@@ -106,7 +114,9 @@ def test_underdiagnosis_knob_hides_diagnoses_in_the_group():
 
 
 def test_bad_arguments_get_clear_errors():
-    with pytest.raises(ConfigError, match=r"The 'n_subjects' parameter of simulate must be a positive int. Got -3 instead."):
+    with pytest.raises(
+        ConfigError, match=r"The 'n_subjects' parameter of simulate must be a positive int. Got -3 instead."
+    ):
         simulate(n_subjects=-3)
     with pytest.raises(ConfigError, match="bias knob is set but 'bias_group' is not"):
         simulate(n_subjects=10, underdiagnosis_rate=0.5)

@@ -27,17 +27,21 @@ def _events(rows):
 def test_target_is_the_reading_nearest_the_horizon_within_half_of_it_and_after_t():
     t = pd.Timestamp("2020-01-01")
     day = pd.Timedelta(days=1)
-    ev = _events([
-        (1, t - 10 * day, HBA1C, 5.0),   # before t: never a target
-        (1, t, HBA1C, 5.1),              # at t: not after it
-        (1, t + 70 * day, HBA1C, 5.2),   # 90d: 20 days off
-        (1, t + 95 * day, HBA1C, 5.3),   # 90d: 5 days off -> the target
-        (1, t + 300 * day, HBA1C, 5.4),  # 365d: 65 days off, inside +/-182.5
-        (1, t + 95 * day, SBP, 120.0),   # another code
-        (2, t + 150 * day, HBA1C, 6.0),  # 90d window is [45, 135]: none; 180d: 30 days off; 365d: none
-        (3, t + 30 * day, HBA1C, 7.0),   # subject 3 exists but has nothing in any window
-    ])
-    index = pd.DataFrame({"subject_id": [1, 2, 3, 4], "prediction_time": [t] * 4}).astype({"prediction_time": "datetime64[us]"})
+    ev = _events(
+        [
+            (1, t - 10 * day, HBA1C, 5.0),  # before t: never a target
+            (1, t, HBA1C, 5.1),  # at t: not after it
+            (1, t + 70 * day, HBA1C, 5.2),  # 90d: 20 days off
+            (1, t + 95 * day, HBA1C, 5.3),  # 90d: 5 days off -> the target
+            (1, t + 300 * day, HBA1C, 5.4),  # 365d: 65 days off, inside +/-182.5
+            (1, t + 95 * day, SBP, 120.0),  # another code
+            (2, t + 150 * day, HBA1C, 6.0),  # 90d window is [45, 135]: none; 180d: 30 days off; 365d: none
+            (3, t + 30 * day, HBA1C, 7.0),  # subject 3 exists but has nothing in any window
+        ]
+    )
+    index = pd.DataFrame({"subject_id": [1, 2, 3, 4], "prediction_time": [t] * 4}).astype(
+        {"prediction_time": "datetime64[us]"}
+    )
     values, times = readings_near_horizons(ev, index, [HBA1C, SBP], (90, 180, 365))
     np.testing.assert_allclose(values[0, 0], [5.3, 5.3, 5.4], rtol=1e-6)  # 180d: 95 (85 off) beats 300 (120 off)
     np.testing.assert_allclose(values[0, 1], [120.0, 120.0, np.nan], rtol=1e-6)  # 365d: 270 days off > 182.5
@@ -61,7 +65,15 @@ def test_predict_trajectory_is_long_ordered_and_its_intervals_cover_the_tuning_r
     model, _, tune = fitted
     index = tune[["subject_id", "prediction_time"]]
     tr = model.predict_trajectory(events, index)
-    assert list(tr.columns) == ["subject_id", "prediction_time", "code", "horizon_days", "forecast", "lower_80", "upper_80"]
+    assert list(tr.columns) == [
+        "subject_id",
+        "prediction_time",
+        "code",
+        "horizon_days",
+        "forecast",
+        "lower_80",
+        "upper_80",
+    ]
     assert len(tr) == len(index) * 2 * 3
     assert (tr["lower_80"] <= tr["forecast"]).all() and (tr["forecast"] <= tr["upper_80"]).all()
     assert (tr["upper_80"] > tr["lower_80"]).mean() > 0.99
@@ -124,8 +136,12 @@ def test_the_simulators_reading_truth_is_each_reading_without_its_noise():
     ev = c.events.to_pandas()
     numeric = ev[ev["time"].notna() & ev["numeric_value"].notna()]
     assert len(c.readings) == len(numeric)  # one truth row per dynamic reading, none missing
-    m = numeric.merge(c.readings.assign(code=c.readings["code"].astype(str)), on=["subject_id", "time", "code"],
-                      how="left", validate="one_to_one")
+    m = numeric.merge(
+        c.readings.assign(code=c.readings["code"].astype(str)),
+        on=["subject_id", "time", "code"],
+        how="left",
+        validate="one_to_one",
+    )
     assert m["expected_value"].notna().all()
     from twinml.simulate._codes import MEASUREMENTS
 
@@ -155,8 +171,16 @@ def test_reading_history_matches_a_direct_computation():
     # start later, overlapping each other: a row's value must not depend on the other rows
     for rows_lo in (whole, np.maximum(whole, rows_hi - 40)):
         for pick in (np.arange(rows_hi.size), np.arange(rows_hi.size)[::3]):
-            data = SimpleNamespace(lo=rows_lo[pick], hi=rows_hi[pick], end=rows_end[pick], code=code, has_value=has,
-                                   value=value, time=time, prediction_time=time[np.maximum(rows_hi[pick] - 1, 0)] + 86_400_000_000)
+            data = SimpleNamespace(
+                lo=rows_lo[pick],
+                hi=rows_hi[pick],
+                end=rows_end[pick],
+                code=code,
+                has_value=has,
+                value=value,
+                time=time,
+                prediction_time=time[np.maximum(rows_hi[pick] - 1, 0)] + 86_400_000_000,
+            )
             _check_history(data, code, has, value, time)
             _check_recency(data, code, time)
 
@@ -174,7 +198,7 @@ def _check_recency(data, code, time):
             want = np.zeros(3)
             if e.size:
                 want = [1.0, np.log1p((data.prediction_time[r] - time[e[-1]]) / 86_400e6) / 10, np.log1p(e.size) / 3]
-            np.testing.assert_allclose(got[r, 3 * k:3 * k + 3], want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[r, 3 * k : 3 * k + 3], want, rtol=1e-5, atol=1e-6)
 
 
 def _check_history(data, code, has, value, time):
@@ -194,4 +218,4 @@ def _check_history(data, code, has, value, time):
                 for j, tau in enumerate(_DECAYS_YEARS):
                     w = np.exp(-(time[e[-1]] - time[e]) / _YEAR_US / tau)
                     want[2 + j] = (w * value[e]).sum() / w.sum()
-            np.testing.assert_allclose(got[r, 4 * k:4 * k + 4], want, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got[r, 4 * k : 4 * k + 4], want, rtol=1e-5, atol=1e-6)

@@ -15,15 +15,25 @@ from twinml.scoring import TwinState, advance, state_risks
 from .conftest import split_rows
 
 # two layers and read-out readings: every part of the state is exercised
-SMALL = dict(d_model=16, n_layers=2, n_last_values=4, max_epochs=3, batch_size=16, lr=3e-3, n_threads=1, trajectory_codes=None,
-             random_state=3)
+SMALL = dict(
+    d_model=16,
+    n_layers=2,
+    n_last_values=4,
+    max_epochs=3,
+    batch_size=16,
+    lr=3e-3,
+    n_threads=1,
+    trajectory_codes=None,
+    random_state=3,
+)
 CUTS = ["2013-06-30", "2015-01-01", "2016-03-15", "2018-07-01", "2020-01-01"]
 
 
 @pytest.fixture(scope="module")
 def model(events, labels):
-    return RecordRiskModel(calibration="platt", **SMALL).fit(events, split_rows(labels, "train"),
-                                                             tuning_labels=split_rows(labels, "tuning"))
+    return RecordRiskModel(calibration="platt", **SMALL).fit(
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +80,22 @@ def test_state_advanced_in_five_batches_equals_a_full_rescore_at_each(model, pan
         upto = upto[upto["subject_id"].isin(state.subject_id)].reset_index(drop=True)
         got = state_risks(model, state, hi)
         want = full_rescore(model, upto, state.subject_id, hi)
-        np.testing.assert_allclose(got[model.label_columns_].to_numpy(), want[model.label_columns_].to_numpy(),
-                                   rtol=0, atol=1e-5, err_msg=f"after batch {k + 1}")
+        np.testing.assert_allclose(
+            got[model.label_columns_].to_numpy(),
+            want[model.label_columns_].to_numpy(),
+            rtol=0,
+            atol=1e-5,
+            err_msg=f"after batch {k + 1}",
+        )
     # read later than the last batch (time since the last visit and age move on): still equal
-    np.testing.assert_allclose(state_risks(model, state, "2021-06-01")[model.label_columns_].to_numpy(),
-                               full_rescore(model, window(panel, None, CUTS[-1]), state.subject_id,
-                                            "2021-06-01")[model.label_columns_].to_numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(
+        state_risks(model, state, "2021-06-01")[model.label_columns_].to_numpy(),
+        full_rescore(model, window(panel, None, CUTS[-1]), state.subject_id, "2021-06-01")[
+            model.label_columns_
+        ].to_numpy(),
+        rtol=0,
+        atol=1e-5,
+    )
 
 
 def test_digest_and_counts_do_not_depend_on_how_the_events_were_batched(model, panel):
@@ -128,8 +148,11 @@ def test_a_state_of_another_architecture_or_a_non_record_model_is_refused(model,
 
     other = RecordRiskModel(**{**SMALL, "n_last_values": 0, "max_epochs": 1}).fit(events, split_rows(labels, "train"))
     state, _ = advance(other, TwinState.empty(other), window(panel, None, CUTS[0]), CUTS[0])
-    with pytest.raises(ConfigError, match=r"^twin state: field 'last_value' has shape \(0,\) float32, but this "
-                                          r"model's state has \(4,\) float32: the state is from another model\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^twin state: field 'last_value' has shape \(0,\) float32, but this "
+        r"model's state has \(4,\) float32: the state is from another model\.$",
+    ):
         advance(model, state, window(panel, CUTS[0], CUTS[1]), CUTS[1])
     # a state without read-out codes (fields of width 0) goes through its files too
     from twinml.scoring import _twin as store
@@ -140,8 +163,11 @@ def test_a_state_of_another_architecture_or_a_non_record_model_is_refused(model,
     assert back.last_value.shape == (len(state), 0)
     np.testing.assert_array_equal(back.hidden, state.hidden)
     tab = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"))
-    with pytest.raises(ConfigError, match=r"^advance: needs a whole-record model \(model.kind: record\); this "
-                                          r"model is TabularRiskModel, which keeps no state to continue from\.$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^advance: needs a whole-record model \(model.kind: record\); this "
+        r"model is TabularRiskModel, which keeps no state to continue from\.$",
+    ):
         advance(tab, state, panel, CUTS[0])
 
 
@@ -155,10 +181,14 @@ def _write_events(frame, root):
     import pyarrow.parquet as pq
 
     (root / "data").mkdir(parents=True)
-    table = pa.table({"subject_id": pa.array(frame["subject_id"].to_numpy("int64")),
-                      "time": pa.array(frame["time"].astype("datetime64[us]")),
-                      "code": pa.array(frame["code"].astype(str)),
-                      "numeric_value": pa.array(frame["numeric_value"].astype("float32"))})
+    table = pa.table(
+        {
+            "subject_id": pa.array(frame["subject_id"].to_numpy("int64")),
+            "time": pa.array(frame["time"].astype("datetime64[us]")),
+            "code": pa.array(frame["code"].astype(str)),
+            "numeric_value": pa.array(frame["numeric_value"].astype("float32")),
+        }
+    )
     pq.write_table(table, root / "data" / "0.parquet")
     return root
 
@@ -173,13 +203,21 @@ def served(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("twin")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    cfg = load_config({"name": "twin", "seed": 3,
-                       "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 400, "seed": 5}},
-                       "task": TASK, "features": {"min_code_count": 1},
-                       "model": {"kind": "record", "params": {"d_model": 16, "max_epochs": 2, "n_last_values": 3,
-                                                              "trajectory_codes": None}},
-                       "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
-                       "tracking": {"experiment": "twin-tests", "register_as": "twin-risk"}})
+    cfg = load_config(
+        {
+            "name": "twin",
+            "seed": 3,
+            "data": {"source": "simulator", "path": str(root / "meds"), "simulator": {"n_subjects": 400, "seed": 5}},
+            "task": TASK,
+            "features": {"min_code_count": 1},
+            "model": {
+                "kind": "record",
+                "params": {"d_model": 16, "max_epochs": 2, "n_last_values": 3, "trajectory_codes": None},
+            },
+            "evaluation": {"splits": ["held_out"], "n_bootstrap": 0},
+            "tracking": {"experiment": "twin-tests", "register_as": "twin-risk"},
+        }
+    )
     train(cfg, tracking_uri=uri)
     events = read_meds(root / "meds")
     t = events["time"]
@@ -209,14 +247,34 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
 
     root, uri = served
     model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
-    r = _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", root / "s1.parquet",
-             "--state", root / "state")
+    r = _cli(
+        "score",
+        *model,
+        "--events",
+        root / "first",
+        "--as-of",
+        T1,
+        "--out",
+        root / "s1.parquet",
+        "--state",
+        root / "state",
+    )
     assert r.exit_code == 0, r.output
     base = json.loads((root / "state" / "manifest.json").read_text())["parts"]
     base_bytes = (root / "state" / base[0]["file"]).read_bytes()
     before = _part(root / "state" / base[0]["file"])
-    r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
-             "--out", root / "u.parquet")
+    r = _cli(
+        "update",
+        *model,
+        "--state",
+        root / "state",
+        "--events",
+        root / "new",
+        "--as-of",
+        T2,
+        "--out",
+        root / "u.parquet",
+    )
     assert r.exit_code == 0, r.output
     r = _cli("score", *model, "--events", root / "meds", "--as-of", T2, "--out", root / "full.parquet")
     assert r.exit_code == 0, r.output
@@ -241,8 +299,19 @@ def test_cli_update_equals_a_full_rescore_and_touches_only_the_subjects_with_new
 
     # the same events again: refused as a whole (the update already committed), nothing written
     out_bytes = (root / "u.parquet").read_bytes()
-    r = _cli("update", *model, "--state", root / "state", "--events", root / "new", "--as-of", T2,
-             "--out", root / "u.parquet", "--overwrite")
+    r = _cli(
+        "update",
+        *model,
+        "--state",
+        root / "state",
+        "--events",
+        root / "new",
+        "--as-of",
+        T2,
+        "--out",
+        root / "u.parquet",
+        "--overwrite",
+    )
     assert r.exit_code == 2 and "were already absorbed into the twin state" in " ".join(r.output.split()), r.output
     assert json.loads((root / "state" / "manifest.json").read_text())["parts"] == parts
     assert (root / "u.parquet").read_bytes() == out_bytes
@@ -260,14 +329,31 @@ def test_cli_update_reports_events_after_as_of_and_refuses_late_ones(served, tmp
     root, uri = served
     model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
     state = tmp_path / "state"
-    assert _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", tmp_path / "s.parquet",
-                "--state", state).exit_code == 0
+    assert (
+        _cli(
+            "score",
+            *model,
+            "--events",
+            root / "first",
+            "--as-of",
+            T1,
+            "--out",
+            tmp_path / "s.parquet",
+            "--state",
+            state,
+        ).exit_code
+        == 0
+    )
     mid = "2011-12-31"
-    r = _cli("update", *model, "--state", state, "--events", root / "new", "--as-of", mid, "--out", tmp_path / "u1.parquet")
+    r = _cli(
+        "update", *model, "--state", state, "--events", root / "new", "--as-of", mid, "--out", tmp_path / "u1.parquet"
+    )
     assert r.exit_code == 0 and "after --as-of and were not absorbed" in " ".join(r.output.split()), r.output
     u1 = pq.read_table(tmp_path / "u1.parquet").to_pandas().set_index("subject_id")
     assert (u1["status"] == NOT_YET).any() and (u1["status"] == "scored").any()
-    r = _cli("update", *model, "--state", state, "--events", root / "new", "--as-of", T2, "--out", tmp_path / "u2.parquet")
+    r = _cli(
+        "update", *model, "--state", state, "--events", root / "new", "--as-of", T2, "--out", tmp_path / "u2.parquet"
+    )
     assert r.exit_code == 0, r.output
     u2 = pq.read_table(tmp_path / "u2.parquet").to_pandas().set_index("subject_id")
     advanced_before = u1.index[u1["status"] == "scored"]
@@ -283,8 +369,24 @@ def test_updates_compact_through_update(served, tmp_path, monkeypatch):
 
     root, uri = served
     state = tmp_path / "state"
-    assert _cli("score", "--model", "models:/twin-risk/1", "--tracking-uri", uri, "--events", root / "first",
-                "--as-of", T1, "--out", tmp_path / "s.parquet", "--state", state).exit_code == 0
+    assert (
+        _cli(
+            "score",
+            "--model",
+            "models:/twin-risk/1",
+            "--tracking-uri",
+            uri,
+            "--events",
+            root / "first",
+            "--as-of",
+            T1,
+            "--out",
+            tmp_path / "s.parquet",
+            "--state",
+            state,
+        ).exit_code
+        == 0
+    )
     n_base = store.read_state_metadata(state)["subjects"]
     monkeypatch.setattr(store, "COMPACT_AFTER", 0)
     report = update("models:/twin-risk/1", state, root / "new", T2, tmp_path / "u.parquet", tracking_uri=uri)
@@ -302,27 +404,68 @@ def test_cli_update_names_bad_input_and_writes_nothing(served, tmp_path):
     root, uri = served
     model = ("--model", "models:/twin-risk/1", "--tracking-uri", uri)
     state = tmp_path / "state"
-    assert _cli("score", *model, "--events", root / "first", "--as-of", T1, "--out", tmp_path / "s.parquet",
-                "--state", state).exit_code == 0
+    assert (
+        _cli(
+            "score",
+            *model,
+            "--events",
+            root / "first",
+            "--as-of",
+            T1,
+            "--out",
+            tmp_path / "s.parquet",
+            "--state",
+            state,
+        ).exit_code
+        == 0
+    )
     before = {f.name: f.read_bytes() for f in state.iterdir()}
     new = pd.read_parquet(root / "new" / "data" / "0.parquet")
     unsorted = _write_events(new.iloc[::-1], tmp_path / "unsorted")
     bad_dtype = tmp_path / "bad_dtype" / "data"
     bad_dtype.mkdir(parents=True)
-    pq.write_table(pa.table({"subject_id": new["subject_id"], "time": new["time"].astype(str),
-                             "code": new["code"].astype(str), "numeric_value": new["numeric_value"]}),
-                   bad_dtype / "0.parquet")
-    cases = [(unsorted, rf"^error: {tmp_path}/unsorted/data/0.parquet: column 'time' must not decrease within a "
-                        r"subject \(example: subject_id=\d+\)\. Sort by subject_id, then time\.$"),
-             (tmp_path / "bad_dtype", rf"^error: {bad_dtype}/0.parquet: column 'time' must be a timestamp \(MEDS\); "
-                                      r"got (large_)?string\.$")]
+    pq.write_table(
+        pa.table(
+            {
+                "subject_id": new["subject_id"],
+                "time": new["time"].astype(str),
+                "code": new["code"].astype(str),
+                "numeric_value": new["numeric_value"],
+            }
+        ),
+        bad_dtype / "0.parquet",
+    )
+    cases = [
+        (
+            unsorted,
+            rf"^error: {tmp_path}/unsorted/data/0.parquet: column 'time' must not decrease within a "
+            r"subject \(example: subject_id=\d+\)\. Sort by subject_id, then time\.$",
+        ),
+        (
+            tmp_path / "bad_dtype",
+            rf"^error: {bad_dtype}/0.parquet: column 'time' must be a timestamp \(MEDS\); "
+            r"got (large_)?string\.$",
+        ),
+    ]
     for events_dir, message in cases:
-        r = _cli("update", *model, "--state", state, "--events", events_dir, "--as-of", T2, "--out", tmp_path / "u.parquet")
+        r = _cli(
+            "update", *model, "--state", state, "--events", events_dir, "--as-of", T2, "--out", tmp_path / "u.parquet"
+        )
         assert r.exit_code == 2, r.output
         assert re.match(message, " ".join(r.output.split())), r.output
         assert not (tmp_path / "u.parquet").exists() and {f.name: f.read_bytes() for f in state.iterdir()} == before
-    r = _cli("update", *model, "--state", tmp_path / "nowhere", "--events", root / "new", "--as-of", T2,
-             "--out", tmp_path / "u.parquet")
+    r = _cli(
+        "update",
+        *model,
+        "--state",
+        tmp_path / "nowhere",
+        "--events",
+        root / "new",
+        "--as-of",
+        T2,
+        "--out",
+        tmp_path / "u.parquet",
+    )
     assert r.exit_code == 2 and "no twin state here" in r.output, r.output
 
 
@@ -331,12 +474,19 @@ def test_a_state_from_another_model_version_is_refused(model, panel, tmp_path):
     from twinml.scoring import _twin as store
 
     state, _ = advance(model, TwinState.empty(model), window(panel, None, CUTS[0]), CUTS[0])
-    store.write_state(state, tmp_path, {"model_name": "twin-risk", "model_version": "1",
-                                        "model_digest": model_digest(model)}, base=True)
+    store.write_state(
+        state,
+        tmp_path,
+        {"model_name": "twin-risk", "model_version": "1", "model_digest": model_digest(model)},
+        base=True,
+    )
     identity = {"model_name": "twin-risk", "model_version": "2", "model_digest": "0" * 64}
-    with pytest.raises(ConfigError, match=r"manifest.json: this twin state was made by twin-risk version 1 "
-                                          r"\(parameters [0-9a-f]{12}\), not by twin-risk version 2 \(parameters "
-                                          r"000000000000\); a state is only advanced by the model that made it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"manifest.json: this twin state was made by twin-risk version 1 "
+        r"\(parameters [0-9a-f]{12}\), not by twin-risk version 2 \(parameters "
+        r"000000000000\); a state is only advanced by the model that made it",
+    ):
         store.read_state(tmp_path, model, identity)
 
 
@@ -353,8 +503,13 @@ def test_updates_compact_into_a_new_base_and_the_merged_state_is_the_same(served
         held = state.subject_id
         state, touched = advance(model, state, window(panel, CUTS[k - 1], CUTS[k]), CUTS[k])
         adv = np.sort(touched["subject_id"].to_numpy(np.int64))
-        store.write_state(state.take(np.searchsorted(state.subject_id, adv)), tmp_path, identity, base=False,
-                          new_subjects=int((~np.isin(adv, held)).sum()))
+        store.write_state(
+            state.take(np.searchsorted(state.subject_id, adv)),
+            tmp_path,
+            identity,
+            base=False,
+            new_subjects=int((~np.isin(adv, held)).sum()),
+        )
     manifest = store.read_state_metadata(tmp_path)
     assert [p["base"] for p in manifest["parts"]] == [True, False, False] and manifest["subjects"] == len(state)
     merged = store.read_state(tmp_path, model, identity)
@@ -401,7 +556,11 @@ def test_on_synthea_records_the_state_in_five_batches_equals_a_full_rescore(mode
         assert (touched["status"] == "").all()
         upto = window(ev, None, hi)
         upto = upto[upto["subject_id"].isin(state.subject_id)].reset_index(drop=True)
-        np.testing.assert_allclose(state_risks(model, state, hi)[model.label_columns_].to_numpy(),
-                                   full_rescore(model, upto, state.subject_id, hi)[model.label_columns_].to_numpy(),
-                                   rtol=0, atol=1e-5, err_msg=f"after batch {k + 1}")
+        np.testing.assert_allclose(
+            state_risks(model, state, hi)[model.label_columns_].to_numpy(),
+            full_rescore(model, upto, state.subject_id, hi)[model.label_columns_].to_numpy(),
+            rtol=0,
+            atol=1e-5,
+            err_msg=f"after batch {k + 1}",
+        )
     assert len(state) == 3

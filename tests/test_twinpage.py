@@ -27,11 +27,20 @@ def registered(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("twinpage")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg = load_config({"name": "page", "data": {"path": str(tmp / "meds"), "simulator": {"n_subjects": 600}},
-                       "task": TASK, "evaluation": {"n_bootstrap": 10, "splits": ["held_out"]},
-                       "model": {"kind": "record", "params": {"d_model": 16, "max_epochs": 2, "batch_size": 32,
-                                                               "lr": 3e-3, "n_threads": 1}, "calibration": "platt"},
-                       "tracking": {"uri": uri, "experiment": "twinpage-tests", "register_as": "page"}})
+    cfg = load_config(
+        {
+            "name": "page",
+            "data": {"path": str(tmp / "meds"), "simulator": {"n_subjects": 600}},
+            "task": TASK,
+            "evaluation": {"n_bootstrap": 10, "splits": ["held_out"]},
+            "model": {
+                "kind": "record",
+                "params": {"d_model": 16, "max_epochs": 2, "batch_size": 32, "lr": 3e-3, "n_threads": 1},
+                "calibration": "platt",
+            },
+            "tracking": {"uri": uri, "experiment": "twinpage-tests", "register_as": "page"},
+        }
+    )
     res = train(cfg)
     return tmp, uri, res
 
@@ -51,11 +60,14 @@ def pages(registered, tmp_path_factory):
     ingest("fhir", FHIR_SAMPLE, synthea, reference_time="2025-01-02")
     sim_id = int(res.cohort.labels.query("split == 'held_out'")["subject_id"].iloc[3])
     out = {}
-    for name, meds, sid in (("sim", tmp / "meds", sim_id),
-                            ("synthea", synthea, int(read_meds(synthea)["subject_id"].iloc[0]))):
+    for name, meds, sid in (
+        ("sim", tmp / "meds", sim_id),
+        ("synthea", synthea, int(read_meds(synthea)["subject_id"].iloc[0])),
+    ):
         page = tmp / f"page-{name}"
-        r = _invoke("--model", "models:/page/1", "--events", meds, "--subject", sid, "--out", page,
-                    "--tracking-uri", uri)
+        r = _invoke(
+            "--model", "models:/page/1", "--events", meds, "--subject", sid, "--out", page, "--tracking-uri", uri
+        )
         out[name] = (page, meds, sid, r)
     return out
 
@@ -96,8 +108,9 @@ def test_cli_writes_a_page_whose_numbers_are_the_models(registered, pages):
     traj = pd.read_csv(out / "trajectory.csv")
     want = res.model.predict_trajectory(mine, index)
     assert list(traj["code"]) == list(want["code"])
-    np.testing.assert_allclose(traj[["forecast", "lower_80", "upper_80"]], want[["forecast", "lower_80", "upper_80"]],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        traj[["forecast", "lower_80", "upper_80"]], want[["forecast", "lower_80", "upper_80"]], rtol=1e-5
+    )
     drivers = pd.read_csv(out / "drivers.csv")
     assert set(drivers["label"]) == {"t2d_730d", "mi_730d", "death_730d"}  # each outcome at its longest horizon
     assert drivers.groupby("outcome").size().max() <= 8 and set(drivers["direction"]) <= {"raises", "lowers"}
@@ -127,7 +140,15 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(registered, tmp_path):
     assert r.exit_code == 2 and "--at" in r.output and "not-a-date" in r.output and not out.exists()
     r = _invoke(*common, "--subject", sid, "--out", out, "--at", "1900-01-01")
     assert r.exit_code == 2 and "before subject" in r.output and not out.exists()
-    r = _invoke(*common, "--subject", sid, "--out", out, "--plans", Path(__file__).resolve().parents[1] / "configs" / "plans.yaml")
+    r = _invoke(
+        *common,
+        "--subject",
+        sid,
+        "--out",
+        out,
+        "--plans",
+        Path(__file__).resolve().parents[1] / "configs" / "plans.yaml",
+    )
     assert r.exit_code == 2 and "not a what-if model" in r.output and not out.exists()
     out.mkdir()
     r = _invoke(*common, "--subject", sid, "--out", out)
@@ -140,8 +161,9 @@ def test_a_tabular_model_page_says_why_it_has_no_trajectories(events, labels):
 
     from .conftest import split_rows
 
-    model = TabularRiskModel(kind="logistic").fit(events, split_rows(labels, "train"),
-                                                  tuning_labels=split_rows(labels, "tuning"))
+    model = TabularRiskModel(kind="logistic").fit(
+        events, split_rows(labels, "train"), tuning_labels=split_rows(labels, "tuning")
+    )
     sid = int(split_rows(labels, "held_out")["subject_id"].iloc[0])
     mine = events[events["subject_id"] == sid]
     shuffled = mine.sample(frac=1.0, random_state=0)  # the Python API takes any order
@@ -194,14 +216,30 @@ def test_pages_render_in_headless_chromium(pages, name, tmp_path):
     page, _, _, r = pages[name]
     assert r.exit_code == 0, r.output
     html_uri = (page / "twin.html").resolve().as_uri()
-    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_uri],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     for key in SECTIONS:  # every section is in the DOM Chromium built
         assert f'<section id="{key}">' in dom.stdout, dom.stderr[-2000:]
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1280,3000", html_uri],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1280,3000",
+            html_uri,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.exists(), proc.stderr[-2000:]
     img = imread(shot)[..., :3]
     assert img.std() > 0.05  # not blank: text, tables and figures drawn

@@ -13,8 +13,12 @@ from twinml.whatif import NOT_TRAINED, what_if
 
 PLANS = "configs/plans.yaml"
 SMALL = {"d_model": 16, "max_epochs": 3, "batch_size": 256, "n_boot": 10, "n_threads": 2, "random_state": 0}
-TASK = TaskDefinition(name="whatif", outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
-                      horizons_days=[365, 730], prediction_times={"start": "2012-01-01"})
+TASK = TaskDefinition(
+    name="whatif",
+    outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
+    horizons_days=[365, 730],
+    prediction_times={"start": "2012-01-01"},
+)
 
 
 def _events(rows):
@@ -27,18 +31,30 @@ def _events(rows):
 
 def test_factual_plan_reads_starts_inside_the_decision_window_only():
     statin, metformin = "RxNorm/83367", "RxNorm/6809"
-    ev = _events([
-        (1, "2010-01-01", "V"), (1, "2012-01-31", statin),                          # starts statin on day 30 (window: 30 days)
-        (2, "2010-01-01", "V"), (2, "2012-06-01", statin),                          # day 152: after the window
-        (3, "2010-01-01", "V"), (3, "2012-01-10", statin), (3, "2012-01-20", metformin),  # two starts: no plan
-        (4, "2010-01-01", statin), (4, "2012-01-31", statin),                       # already on statin
-        (5, "2010-01-01", "V"), (5, "2012-01-01", statin),                          # at t: before, not a start
-    ])
-    index = pd.DataFrame({"subject_id": [1, 2, 3, 4, 5],
-                          "prediction_time": pd.Timestamp("2012-01-01").as_unit("us")})
+    ev = _events(
+        [
+            (1, "2010-01-01", "V"),
+            (1, "2012-01-31", statin),  # starts statin on day 30 (window: 30 days)
+            (2, "2010-01-01", "V"),
+            (2, "2012-06-01", statin),  # day 152: after the window
+            (3, "2010-01-01", "V"),
+            (3, "2012-01-10", statin),
+            (3, "2012-01-20", metformin),  # two starts: no plan
+            (4, "2010-01-01", statin),
+            (4, "2012-01-31", statin),  # already on statin
+            (5, "2010-01-01", "V"),
+            (5, "2012-01-01", statin),  # at t: before, not a start
+        ]
+    )
+    index = pd.DataFrame({"subject_id": [1, 2, 3, 4, 5], "prediction_time": pd.Timestamp("2012-01-01").as_unit("us")})
     fp = factual_plans(ev, index, load_plans(PLANS))
-    assert fp["plan"].fillna("<none>").tolist() == ["start_statin", "no_new_treatment", "<none>", "no_new_treatment",
-                                                    "no_new_treatment"]
+    assert fp["plan"].fillna("<none>").tolist() == [
+        "start_statin",
+        "no_new_treatment",
+        "<none>",
+        "no_new_treatment",
+        "no_new_treatment",
+    ]
     assert fp["already_on/start_statin"].tolist() == [False, False, False, True, True]
     assert not fp["already_on/no_new_treatment"].any()
 
@@ -59,7 +75,8 @@ def test_yearly_reviews_make_the_records_decisions_the_ground_truth_plans():
     truth = sim.truth.assign(plan=sim.truth["plan"].astype(str))
     observed = truth[truth["plan"] == "observed"].drop(columns="plan")
     got = rows.merge(truth, on=["subject_id", "prediction_time", "plan"]).merge(
-        observed, on=["subject_id", "prediction_time"], suffixes=("", "_observed"))
+        observed, on=["subject_id", "prediction_time"], suffixes=("", "_observed")
+    )
     assert len(got) == len(rows) and (got["plan"] != "no_new_treatment").sum() > 100
     for col in ("t2d_365d", "mi_365d", "stroke_365d"):
         np.testing.assert_allclose(got[col], got[f"{col}_observed"], rtol=1e-6)
@@ -102,8 +119,9 @@ def test_without_a_treatment_effect_bands_contain_zero(no_effect):
     assert n > 1000
     assert contain / n >= 0.8, f"only {contain / n:.0%} of in-support bands contain zero"
     # the truth agrees: every plan's true risk equals the reference's
-    truth = sim.truth.pivot_table(index=["subject_id", "prediction_time"], columns="plan", values="mi_365d",
-                                  observed=True)
+    truth = sim.truth.pivot_table(
+        index=["subject_id", "prediction_time"], columns="plan", values="mi_365d", observed=True
+    )
     assert np.allclose(truth["start_statin"], truth["no_new_treatment"], equal_nan=True)
 
 
@@ -209,19 +227,43 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     from .conftest import TASK as BASE_TASK
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config({"name": "wi", "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 1500}},
-                       "task": {**BASE_TASK, "treatment": PLANS},
-                       "model": {"kind": "whatif", "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4,
-                                                                     "n_encoders": 1}},
-                       "evaluation": {"n_bootstrap": 10},
-                       "tracking": {"uri": uri, "experiment": "whatif-tests", "register_as": "twin"}})
+    cfg = load_config(
+        {
+            "name": "wi",
+            "data": {"path": str(tmp_path / "meds"), "simulator": {"n_subjects": 1500}},
+            "task": {**BASE_TASK, "treatment": PLANS},
+            "model": {
+                "kind": "whatif",
+                "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4, "n_encoders": 1},
+            },
+            "evaluation": {"n_bootstrap": 10},
+            "tracking": {"uri": uri, "experiment": "whatif-tests", "register_as": "twin"},
+        }
+    )
     res = train(cfg)
     ids = res.cohort.labels.query("split == 'held_out'")["subject_id"].unique()[:2]
     runner = CliRunner()
     out = tmp_path / "wi"
-    r = runner.invoke(app, ["whatif", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
-                            "--subjects", ",".join(map(str, ids)), "--at", "2016-01-01", "--out", str(out),
-                            "--html", "--tracking-uri", uri], env={"COLUMNS": "160"})
+    r = runner.invoke(
+        app,
+        [
+            "whatif",
+            "--model",
+            "models:/twin/1",
+            "--events",
+            str(tmp_path / "meds"),
+            "--subjects",
+            ",".join(map(str, ids)),
+            "--at",
+            "2016-01-01",
+            "--out",
+            str(out),
+            "--html",
+            "--tracking-uri",
+            uri,
+        ],
+        env={"COLUMNS": "160"},
+    )
     assert r.exit_code == 0, r.output
     assert "Start atorvastatin now" in r.output and f"subject {ids[0]}" in r.output and "%" in r.output
     table = pd.read_csv(out / "whatif.csv")
@@ -230,8 +272,24 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     # its twin page: risk under each plan with support flags; no drivers, saying why
     page = tmp_path / "twin"
-    r = runner.invoke(app, ["twin", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
-                            "--subject", str(ids[0]), "--at", "2016-01-01", "--out", str(page), "--tracking-uri", uri])
+    r = runner.invoke(
+        app,
+        [
+            "twin",
+            "--model",
+            "models:/twin/1",
+            "--events",
+            str(tmp_path / "meds"),
+            "--subject",
+            str(ids[0]),
+            "--at",
+            "2016-01-01",
+            "--out",
+            str(page),
+            "--tracking-uri",
+            uri,
+        ],
+    )
     assert r.exit_code == 0, r.output
     text = (page / "twin.html").read_text()
     assert "Start atorvastatin now" in text and "in support" in text and "reads risk networks" in text
@@ -239,11 +297,35 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
     assert set(plans_at["plan"]) == set(load_plans(PLANS).names) and set(plans_at["subject_id"]) == {ids[0]}
     assert not (page / "drivers.csv").exists()
     # the audit covers risk models: a what-if model gets one clear line, exit code 2
-    refused = runner.invoke(app, ["audit", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
-                                  "--out", str(tmp_path / "audit"), "--tracking-uri", uri])
+    refused = runner.invoke(
+        app,
+        [
+            "audit",
+            "--model",
+            "models:/twin/1",
+            "--events",
+            str(tmp_path / "meds"),
+            "--out",
+            str(tmp_path / "audit"),
+            "--tracking-uri",
+            uri,
+        ],
+    )
     assert refused.exit_code == 2 and "what-if (treatment-response) model" in refused.output
     assert not (tmp_path / "audit").exists()
     # bad subject ids: one clear line, exit code 2
-    bad = runner.invoke(app, ["whatif", "--model", "models:/twin/1", "--events", str(tmp_path / "meds"),
-                              "--subjects", "nope", "--tracking-uri", uri])
+    bad = runner.invoke(
+        app,
+        [
+            "whatif",
+            "--model",
+            "models:/twin/1",
+            "--events",
+            str(tmp_path / "meds"),
+            "--subjects",
+            "nope",
+            "--tracking-uri",
+            uri,
+        ],
+    )
     assert bad.exit_code == 2 and "comma-separated integer subject ids" in bad.output

@@ -43,8 +43,11 @@ class EventArrays:
             code = code.astype("category")
         self.code = code.cat.codes.to_numpy().astype(np.int32)
         self.vocab = np.asarray(code.cat.categories, dtype=object)
-        self.value = events["numeric_value"].to_numpy(np.float32, na_value=np.nan) \
-            if "numeric_value" in events else np.full(len(events), np.nan, np.float32)
+        self.value = (
+            events["numeric_value"].to_numpy(np.float32, na_value=np.nan)
+            if "numeric_value" in events
+            else np.full(len(events), np.nan, np.float32)
+        )
 
     def __len__(self):
         return self.subject_id.size
@@ -98,12 +101,16 @@ def _check_layout(subjects, subject, time):
     if np.unique(subjects).size != subjects.size:
         _, first = np.unique(subjects, return_index=True)
         dup = subjects[np.setdiff1d(np.arange(subjects.size), first)[0]]
-        raise MEDSValidationError(f"events: column 'subject_id' must keep each subject's rows together "
-                                  f"(example: subject_id={dup}). Sort by subject_id, then time.")
+        raise MEDSValidationError(
+            f"events: column 'subject_id' must keep each subject's rows together "
+            f"(example: subject_id={dup}). Sort by subject_id, then time."
+        )
     back = np.flatnonzero((subject[1:] == subject[:-1]) & (time[1:] < time[:-1]))
     if back.size:
-        raise MEDSValidationError(f"events: column 'time' must not decrease within a subject "
-                                  f"(example: subject_id={subjects[subject[back[0]]]}). Sort by subject_id, then time.")
+        raise MEDSValidationError(
+            f"events: column 'time' must not decrease within a subject "
+            f"(example: subject_id={subjects[subject[back[0]]]}). Sort by subject_id, then time."
+        )
 
 
 def segment_bounds(seg_sorted: np.ndarray, n_segments: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,17 +146,17 @@ _US = 1_000_000
 class Segments:
     """Events in (subject, code, time) order with their segment boundaries."""
 
-    time: np.ndarray       # int64 microseconds
-    value: np.ndarray      # float32, NaN where absent
-    start: np.ndarray      # first event of each segment
-    end: np.ndarray        # one past the last event
-    subject: np.ndarray    # subject rank of each segment
-    code: np.ndarray       # vocabulary index of each segment
-    key: np.ndarray        # monotone int64 key: segment * span + seconds
-    t0: int                # seconds origin of the key
+    time: np.ndarray  # int64 microseconds
+    value: np.ndarray  # float32, NaN where absent
+    start: np.ndarray  # first event of each segment
+    end: np.ndarray  # one past the last event
+    subject: np.ndarray  # subject rank of each segment
+    code: np.ndarray  # vocabulary index of each segment
+    key: np.ndarray  # monotone int64 key: segment * span + seconds
+    t0: int  # seconds origin of the key
     span: int
-    whole_seconds: bool    # every event time is a whole second
-    order: np.ndarray      # positions of the input events in segment order
+    whole_seconds: bool  # every event time is a whole second
+    order: np.ndarray  # positions of the input events in segment order
 
 
 def make_segments(subject, time, code, value, n_codes) -> Segments:
@@ -167,8 +174,19 @@ def make_segments(subject, time, code, value, n_codes) -> Segments:
     if (start.size + 1) * span >= 2**62:
         raise OverflowError(f"{start.size} segments x {span} seconds do not fit int64 keys")
     key = seg * np.int64(span) + (secs - t0)
-    return Segments(time, value, start, end.astype(np.int64), subject[start], code[start], key, t0, span,
-                    not (time % _US).any(), order)
+    return Segments(
+        time,
+        value,
+        start,
+        end.astype(np.int64),
+        subject[start],
+        code[start],
+        key,
+        t0,
+        span,
+        not (time % _US).any(),
+        order,
+    )
 
 
 def count_upto(seg: Segments, pair_seg, t_query):

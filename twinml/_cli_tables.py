@@ -17,9 +17,11 @@ def _print_whatif(result):
     console = _console()
     for row in range(len(p.index)):
         t = pd.Timestamp(p.index["prediction_time"].iloc[row])
-        table = Table(title=f"subject {p.index['subject_id'].iloc[row]} at {t:%Y-%m-%d}: risk under each plan "
-                            f"(effect vs {result.descriptions[p.plans[0]]}, {int(p.band * 100)}% band)",
-                      title_justify="left")
+        table = Table(
+            title=f"subject {p.index['subject_id'].iloc[row]} at {t:%Y-%m-%d}: risk under each plan "
+            f"(effect vs {result.descriptions[p.plans[0]]}, {int(p.band * 100)}% band)",
+            title_justify="left",
+        )
         table.add_column("plan")
         table.add_column("outcome")
         for h in p.horizons:
@@ -36,8 +38,10 @@ def _print_whatif(result):
                 for i in range(len(p.horizons)):
                     cell = f"{100 * p.risk[row, j, k, i]:.1f}%"
                     if j:
-                        cell += (f" ({100 * p.effect[row, j, k, i]:+.1f} [{100 * p.effect_lo[row, j, k, i]:+.1f}, "
-                                 f"{100 * p.effect_hi[row, j, k, i]:+.1f}])")
+                        cell += (
+                            f" ({100 * p.effect[row, j, k, i]:+.1f} [{100 * p.effect_lo[row, j, k, i]:+.1f}, "
+                            f"{100 * p.effect_hi[row, j, k, i]:+.1f}])"
+                        )
                     cells.append(cell)
                 table.add_row(name, outcome, *cells, end_section=k == len(p.outcomes) - 1)
         console.print(table)
@@ -48,8 +52,10 @@ def _print_gates(report, *, failed_only=False):
     from rich.table import Table
 
     n_failed = sum(g["passed"] is False for g in report["gates"])
-    t = Table(title=f"audit gates: {'PASSED' if report['passed'] else 'FAILED'} "
-                    f"({n_failed} of {len(report['gates'])} failed{'; failing ones shown' if failed_only else ''})")
+    t = Table(
+        title=f"audit gates: {'PASSED' if report['passed'] else 'FAILED'} "
+        f"({n_failed} of {len(report['gates'])} failed{'; failing ones shown' if failed_only else ''})"
+    )
     for col in ("gate", "label", "value", "rule", "result", "groups / note"):
         t.add_column(col)
     for g in report["gates"]:
@@ -72,13 +78,32 @@ def _print_metrics(table, *, title):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in ("label", "n", "pos", "AUROC [95% CI]", "AUPRC", "oracle AUROC", "model/oracle", "Brier", "ECE", "slope"):
+    for col in (
+        "label",
+        "n",
+        "pos",
+        "AUROC [95% CI]",
+        "AUPRC",
+        "oracle AUROC",
+        "model/oracle",
+        "Brier",
+        "ECE",
+        "slope",
+    ):
         t.add_column(col, justify="left" if col == "label" else "right")
     for r in table.to_dict("records"):
-        t.add_row(r["label"], str(r["n"]), str(r["positives"]),
-                  f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'))}, {_fmt(r.get('auroc_hi'))}]",
-                  _fmt(r.get("auprc")), _fmt(r.get("oracle_auroc")), _fmt(r.get("auroc_vs_oracle"), 2),
-                  _fmt(r.get("brier"), 4), _fmt(r.get("ece"), 4), _fmt(r.get("calibration_slope"), 2))
+        t.add_row(
+            r["label"],
+            str(r["n"]),
+            str(r["positives"]),
+            f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'))}, {_fmt(r.get('auroc_hi'))}]",
+            _fmt(r.get("auprc")),
+            _fmt(r.get("oracle_auroc")),
+            _fmt(r.get("auroc_vs_oracle"), 2),
+            _fmt(r.get("brier"), 4),
+            _fmt(r.get("ece"), 4),
+            _fmt(r.get("calibration_slope"), 2),
+        )
     _console().print(t)
 
 

@@ -9,12 +9,13 @@ import pandas as pd
 
 __all__ = ["render_twin_html"]
 
-N_LABS = 8          # small lab plots on the timeline
-N_LATEST = 15       # rows of the latest-events table
+N_LABS = 8  # small lab plots on the timeline
+N_LATEST = 15  # rows of the latest-events table
 TRAJECTORY_YEARS = 3  # readings shown before the forecasts
 
 
 # --- figures -----------------------------------------------------------------------------------
+
 
 def _plt():
     from .audit._figures import _plt as plt
@@ -36,7 +37,7 @@ def _grid(n, max_cols, width, height):
 def _label(code, descriptions, width=34):
     d = descriptions.get(code) or ""
     text = f"{d} ({code})" if d else code
-    text = text if len(text) <= width else text[:width - 1] + "…"
+    text = text if len(text) <= width else text[: width - 1] + "…"
     return text.replace("$", r"\$")  # matplotlib would read $...$ as mathematics
 
 
@@ -90,9 +91,14 @@ def _risk_figure(page):
     for ax, o in zip(axes, outcomes):
         r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
         if r["horizon_days"].isna().any():  # a label without a horizon in its name: one point and its band
-            ax.errorbar([0], 100 * r["risk"].to_numpy()[:1], fmt="o",
-                        yerr=None if r["band_lo"].isna().any() else
-                        [100 * (r["risk"] - r["band_lo"]).to_numpy()[:1], 100 * (r["band_hi"] - r["risk"]).to_numpy()[:1]])
+            ax.errorbar(
+                [0],
+                100 * r["risk"].to_numpy()[:1],
+                fmt="o",
+                yerr=None
+                if r["band_lo"].isna().any()
+                else [100 * (r["risk"] - r["band_lo"]).to_numpy()[:1], 100 * (r["band_hi"] - r["risk"]).to_numpy()[:1]],
+            )
             ax.set_xticks([0], [o])
         else:
             x = np.r_[0, r["horizon_days"].to_numpy(np.int64)]
@@ -124,8 +130,13 @@ def _trajectory_figure(page):
         ax.fill_between(when, f["lower_80"], f["upper_80"], color="C1", alpha=0.25, lw=0, label="80% interval")
         ax.plot(when, f["forecast"], "o-", ms=3, color="C1", label="forecast")
         if len(r):
-            ax.plot([r["time"].iloc[-1], when[0]], [r["numeric_value"].iloc[-1], f["forecast"].iloc[0]], ":",
-                    color="C1", lw=0.8)
+            ax.plot(
+                [r["time"].iloc[-1], when[0]],
+                [r["numeric_value"].iloc[-1], f["forecast"].iloc[0]],
+                ":",
+                color="C1",
+                lw=0.8,
+            )
         ax.axvline(page.prediction_time, color="k", lw=0.6)
         ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
         ax.tick_params(labelsize=6)
@@ -142,8 +153,11 @@ def _drivers_figure(page):
     fig, axes = _grid(len(outcomes), 3, 3.9, 0.23 * d.groupby("outcome").size().max() + 1.1)
     for ax, o in zip(axes, outcomes):
         r = d[d["outcome"] == o].iloc[::-1]
-        ax.barh([_label(c, page.descriptions, 26) for c in r["code"]], r["attribution"],
-                color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"))
+        ax.barh(
+            [_label(c, page.descriptions, 26) for c in r["code"]],
+            r["attribution"],
+            color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"),
+        )
         ax.axvline(0, color="k", lw=0.5)
         ax.set_title(r["label"].iloc[0].replace("$", r"\$"), fontsize=9)
         ax.tick_params(axis="y", labelsize=6)
@@ -156,9 +170,11 @@ def _drivers_figure(page):
 # --- HTML --------------------------------------------------------------------------------------
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1150px;color:#222;line-height:1.4}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1150px;
+color:#222;line-height:1.4}
 h1{font-size:1.5em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.82em}td,th{border:1px solid #ddd;padding:2px 7px;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.82em}td,th{border:1px solid #ddd;padding:2px 7px;
+text-align:left}
 th{background:#f4f4f4}td.n{text-align:right}.note{color:#555;font-size:.9em}.no{color:#b21f2d}
 img{max-width:100%;border:1px solid #eee}
 """
@@ -200,9 +216,11 @@ def _record_html(page):
     ev = page.events
     timed = ev.dropna(subset=["time"])
     traits = "; ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in page.traits.items())
-    parts = [f"<p>{traits}. {len(timed):,} events of {timed['code'].nunique():,} codes from "
-             f"{timed['time'].min():%Y-%m-%d} to {timed['time'].max():%Y-%m-%d}.</p>",
-             _img(_timeline_figure(page), "timeline of the record")]
+    parts = [
+        f"<p>{traits}. {len(timed):,} events of {timed['code'].nunique():,} codes from "
+        f"{timed['time'].min():%Y-%m-%d} to {timed['time'].max():%Y-%m-%d}.</p>",
+        _img(_timeline_figure(page), "timeline of the record"),
+    ]
     labs = _lab_codes(page)
     if labs:
         parts += ["<h3>Labs and measurements</h3>", _img(_labs_figure(page, labs), "lab values over time")]
@@ -218,22 +236,40 @@ def _record_html(page):
 
 
 def _risk_html(page):
-    rows = [[_e(r.outcome), _n("—" if pd.isna(r.horizon_days) else r.horizon_days), _n(_pct(r.risk)),
-             _n(f"{_pct(r.band_lo)}–{_pct(r.band_hi)}" if np.isfinite(r.band_lo) else "—")]
-            for r in page.risk.itertuples()]
-    return [_img(_risk_figure(page), "risk curves"), f"<p class='note'>{_e(page.band_note)}</p>",
-            _table(["outcome", "within days", "risk", "band"], rows)]
+    rows = [
+        [
+            _e(r.outcome),
+            _n("—" if pd.isna(r.horizon_days) else r.horizon_days),
+            _n(_pct(r.risk)),
+            _n(f"{_pct(r.band_lo)}–{_pct(r.band_hi)}" if np.isfinite(r.band_lo) else "—"),
+        ]
+        for r in page.risk.itertuples()
+    ]
+    return [
+        _img(_risk_figure(page), "risk curves"),
+        f"<p class='note'>{_e(page.band_note)}</p>",
+        _table(["outcome", "within days", "risk", "band"], rows),
+    ]
 
 
 def _trajectory_html(page):
     if page.trajectory is None:
         return [f"<p class='note'>{_e(page.notes['trajectory'])}</p>"]
-    rows = [[_e(_label(r.code, page.descriptions, 60)), _n(r.horizon_days), _n(_num(r.forecast, 4)),
-             _n(f"{_num(r.lower_80, 4)} – {_num(r.upper_80, 4)}")] for r in page.trajectory.itertuples()]
-    return [_img(_trajectory_figure(page), "trajectory forecasts"),
-            f"<p class='note'>Readings of the last {TRAJECTORY_YEARS} years, then the median forecast of the "
-            "reading nearest each horizon with its 80 % interval (conformalised on the tuning rows).</p>",
-            _table(["code", "days ahead", "forecast", "80% interval"], rows)]
+    rows = [
+        [
+            _e(_label(r.code, page.descriptions, 60)),
+            _n(r.horizon_days),
+            _n(_num(r.forecast, 4)),
+            _n(f"{_num(r.lower_80, 4)} – {_num(r.upper_80, 4)}"),
+        ]
+        for r in page.trajectory.itertuples()
+    ]
+    return [
+        _img(_trajectory_figure(page), "trajectory forecasts"),
+        f"<p class='note'>Readings of the last {TRAJECTORY_YEARS} years, then the median forecast of the "
+        "reading nearest each horizon with its 80 % interval (conformalised on the tuning rows).</p>",
+        _table(["code", "days ahead", "forecast", "80% interval"], rows),
+    ]
 
 
 def _whatif_html(page):
@@ -245,13 +281,24 @@ def _whatif_html(page):
     rows = []
     for r in w.table().itertuples():
         support = "yes" if r.in_support else f"<span class='no'>no: {_e(r.support_note)}</span>"
-        rows.append([_e(w.descriptions.get(r.plan, r.plan)), _e(r.outcome), _n(r.horizon_days), _n(_pct(r.risk)),
-                     _n(f"{_pct(r.risk_lo)}–{_pct(r.risk_hi)}"), _n(_pct(r.effect)),
-                     _n(f"{_pct(r.effect_lo)}–{_pct(r.effect_hi)}"), support])
-    return [_img(plan_curves_figure(w, 0), "risk under each plan"),
-            f"<p class='note'>Effects are against <b>{_e(p.plans[0])}</b>; bands are {int(p.band * 100)} % "
-            "bootstrap bands. A plan outside the data's support is not estimated.</p>",
-            _table(["plan", "outcome", "within days", "risk", "band", "effect", "band", "in support"], rows)]
+        rows.append(
+            [
+                _e(w.descriptions.get(r.plan, r.plan)),
+                _e(r.outcome),
+                _n(r.horizon_days),
+                _n(_pct(r.risk)),
+                _n(f"{_pct(r.risk_lo)}–{_pct(r.risk_hi)}"),
+                _n(_pct(r.effect)),
+                _n(f"{_pct(r.effect_lo)}–{_pct(r.effect_hi)}"),
+                support,
+            ]
+        )
+    return [
+        _img(plan_curves_figure(w, 0), "risk under each plan"),
+        f"<p class='note'>Effects are against <b>{_e(p.plans[0])}</b>; bands are {int(p.band * 100)} % "
+        "bootstrap bands. A plan outside the data's support is not estimated.</p>",
+        _table(["plan", "outcome", "within days", "risk", "band", "effect", "band", "in support"], rows),
+    ]
 
 
 def _drivers_html(page):
@@ -260,26 +307,42 @@ def _drivers_html(page):
     if page.drivers.empty:
         return ["<p class='note'>No code moved this patient's risk (every attribution is zero).</p>"]
     skipped = [f"<p class='note'>{_e(page.notes['drivers'])}</p>"] if "drivers" in page.notes else []
-    rows = [[_e(r.outcome), _e(r.code), _e(r.description), _n(f"{r.attribution:+.3f}"), _e(r.direction),
-             _n("—" if pd.isna(r.last_days_before) else f"{int(r.last_days_before):,}")]
-            for r in page.drivers.itertuples()]
-    return [_img(_drivers_figure(page), "top drivers of the risk"),
-            "<p class='note'>SHAP attributions of each outcome's log-odds at its longest horizon, summed over "
-            "each code's events (as in the audit's explanations).</p>",
-            _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows),
-            *skipped]
+    rows = [
+        [
+            _e(r.outcome),
+            _e(r.code),
+            _e(r.description),
+            _n(f"{r.attribution:+.3f}"),
+            _e(r.direction),
+            _n("—" if pd.isna(r.last_days_before) else f"{int(r.last_days_before):,}"),
+        ]
+        for r in page.drivers.itertuples()
+    ]
+    return [
+        _img(_drivers_figure(page), "top drivers of the risk"),
+        "<p class='note'>SHAP attributions of each outcome's log-odds at its longest horizon, summed over "
+        "each code's events (as in the audit's explanations).</p>",
+        _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows),
+        *skipped,
+    ]
 
 
 def render_twin_html(page) -> str:
     """The page as one HTML string (figures embedded; opens offline and fetches nothing)."""
-    sections = [("record", "1. Record", _record_html), ("risk", "2. Risk", _risk_html),
-                ("trajectories", "3. Trajectories", _trajectory_html), ("whatif", "4. What-if plans", _whatif_html),
-                ("drivers", "5. Drivers of the risk", _drivers_html)]
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">",
-             f"<title>twinml twin: subject {page.subject_id}</title><style>{_CSS}</style></head><body>",
-             f"<h1>Twin of subject {page.subject_id} at {page.prediction_time:%Y-%m-%d %H:%M}</h1>",
-             f"<p class='note'>{_e(page.model)} · events after the prediction time are not shown or used.</p>"]
+    sections = [
+        ("record", "1. Record", _record_html),
+        ("risk", "2. Risk", _risk_html),
+        ("trajectories", "3. Trajectories", _trajectory_html),
+        ("whatif", "4. What-if plans", _whatif_html),
+        ("drivers", "5. Drivers of the risk", _drivers_html),
+    ]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{_CSP}\">",
+        f"<title>twinml twin: subject {page.subject_id}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Twin of subject {page.subject_id} at {page.prediction_time:%Y-%m-%d %H:%M}</h1>",
+        f"<p class='note'>{_e(page.model)} · events after the prediction time are not shown or used.</p>",
+    ]
     for key, title, body in sections:
         parts += [f"<section id='{key}'><h2>{title}</h2>", *body(page), "</section>"]
     parts.append("</body></html>")

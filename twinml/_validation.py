@@ -38,8 +38,13 @@ def _show(value: Any) -> str:
 
 
 def input_error(
-    *, table: str, column: str | None, rule: str, example: Any = None,
-    cls: type[TwinmlInputError] = TwinmlInputError, hint: str | None = None,
+    *,
+    table: str,
+    column: str | None,
+    rule: str,
+    example: Any = None,
+    cls: type[TwinmlInputError] = TwinmlInputError,
+    hint: str | None = None,
 ) -> TwinmlInputError:
     """Build an error naming table, column, rule and an example value.
 
@@ -65,9 +70,7 @@ def check_positive_int(value: Any, *, name: str, owner: str) -> int:
     twinml._validation.ConfigError: The 'horizon_days' parameter of TaskConfig must be a positive int. Got -30 instead.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(
-            f"The {name!r} parameter of {owner} must be a positive int. Got {value!r} instead."
-        )
+        raise ConfigError(f"The {name!r} parameter of {owner} must be a positive int. Got {value!r} instead.")
     return value
 
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ._cli_tables import _console, _print_gates, _print_metrics, _print_quickstart, _print_whatif
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="twinml: machine-learning digital twins of patients.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="twinml: machine-learning digital twins of patients."
+)
 
 _TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
 
@@ -44,49 +44,73 @@ def simulate(
     seed: int = typer.Option(0, help="Random seed; the output is deterministic given it."),
     out: Path = typer.Option(..., "--out", help="MEDS directory to write."),
     years: int = typer.Option(10, help="Length of the recorded period."),
-    bias_group: Optional[str] = typer.Option(None, help="Group for the bias knobs, e.g. RACE//Black."),
+    bias_group: str | None = typer.Option(None, help="Group for the bias knobs, e.g. RACE//Black."),
     underdiagnosis_rate: float = typer.Option(0.0, help="Share of T2D/CKD diagnoses never recorded in the group."),
     visit_rate_ratio: float = typer.Option(1.0, help="Visit rate of the group relative to others."),
     treatment_effect_scale: float = typer.Option(1.0, help="Multiplies every treatment's effect (0: inert)."),
     treatment_rate_scale: float = typer.Option(1.0, help="Multiplies the prescribing policy's start probabilities."),
-    treatment_decisions: str = typer.Option("visits", help="visits, or yearly_review (treatments start only at "
-                                            "yearly reviews, the ground-truth times)."),
+    treatment_decisions: str = typer.Option(
+        "visits", help="visits, or yearly_review (treatments start only at yearly reviews, the ground-truth times)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Simulate patients whose true risks are known; write MEDS + ground truth."""
+
     def body():
         from .pipeline import Progress
         from .simulate import simulate as run
 
         say = Progress(_console().print)
-        cohort = run(n_subjects=n_subjects, seed=seed, years=years, bias_group=bias_group,
-                     underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
-                     treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
-                     treatment_decisions=treatment_decisions, progress=say)
+        cohort = run(
+            n_subjects=n_subjects,
+            seed=seed,
+            years=years,
+            bias_group=bias_group,
+            underdiagnosis_rate=underdiagnosis_rate,
+            visit_rate_ratio=visit_rate_ratio,
+            treatment_effect_scale=treatment_effect_scale,
+            treatment_rate_scale=treatment_rate_scale,
+            treatment_decisions=treatment_decisions,
+            progress=say,
+        )
         cohort.write(out, overwrite=overwrite)
-        say(f"wrote {cohort.events.num_rows:,} events for {n_subjects:,} subjects to {out} "
-            f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})")
+        say(
+            f"wrote {cohort.events.num_rows:,} events for {n_subjects:,} subjects to {out} "
+            f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})"
+        )
+
     _run(body)
 
 
 @app.command()
 def ingest(
     path: Path = typer.Argument(..., help="The export: a directory or file."),
-    source: str = typer.Option(..., "--source", help="fhir (bundles or bulk NDJSON, optionally .gz), "
-                               "synthea-csv, omop (CDM v5.4 tables as CSV/Parquet) or meds (validate only)."),
-    source_namespace: list[str] = typer.Option([], "--source-namespace", help="OMOP: TABLE=VOCAB codes that "
-                                               "table's source values as VOCAB/value, e.g. condition_occurrence=ICD10CM."),
-    out: Optional[Path] = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),
-    reference_time: Optional[str] = typer.Option(None, help="Events after it are future-dated (default: now)."),
+    source: str = typer.Option(
+        ...,
+        "--source",
+        help="fhir (bundles or bulk NDJSON, optionally .gz), "
+        "synthea-csv, omop (CDM v5.4 tables as CSV/Parquet) or meds (validate only).",
+    ),
+    source_namespace: list[str] = typer.Option(
+        [],
+        "--source-namespace",
+        help="OMOP: TABLE=VOCAB codes that table's source values as VOCAB/value, e.g. condition_occurrence=ICD10CM.",
+    ),
+    out: Path | None = typer.Option(None, "--out", help="MEDS directory to write (not for --source meds)."),
+    reference_time: str | None = typer.Option(None, help="Events after it are future-dated (default: now)."),
     seed: int = typer.Option(0, help="Seed of the subject-level splits."),
-    pseudonymise: bool = typer.Option(False, help="Replace subject ids by a keyed hash (key from "
-                                      "$TWINML_PSEUDONYM_KEY or --key-file; never written anywhere)."),
-    key_file: Optional[Path] = typer.Option(None, help="File holding the pseudonymisation key."),
+    pseudonymise: bool = typer.Option(
+        False,
+        help="Replace subject ids by a keyed hash (key from "
+        "$TWINML_PSEUDONYM_KEY or --key-file; never written anywhere).",
+    ),
+    key_file: Path | None = typer.Option(None, help="File holding the pseudonymisation key."),
     chunk_rows: int = typer.Option(500_000, help="Source rows read at a time (bounds memory)."),
     bucket_rows: int = typer.Option(1_000_000, help="Rough rows per subject bucket gated at once (bounds memory)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Bring records in as MEDS through the data-quality gate; print what was kept and quarantined."""
+
     def body():
         from rich.table import Table
 
@@ -100,43 +124,68 @@ def ingest(
         if bad:
             raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
         namespaces = dict(p.split("=") for p in source_namespace)
-        report = run(source, path, out, reference_time=reference_time, seed=seed, pseudonym_key=key,
-                     source_namespaces=namespaces, overwrite=overwrite, chunk_rows=chunk_rows,
-                     bucket_rows=bucket_rows, progress=Progress(_console().print))
-        t = Table(title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
-                        f"{report.rows_quarantined:,} quarantined")
+        report = run(
+            source,
+            path,
+            out,
+            reference_time=reference_time,
+            seed=seed,
+            pseudonym_key=key,
+            source_namespaces=namespaces,
+            overwrite=overwrite,
+            chunk_rows=chunk_rows,
+            bucket_rows=bucket_rows,
+            progress=Progress(_console().print),
+        )
+        t = Table(
+            title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
+            f"{report.rows_quarantined:,} quarantined"
+        )
         for col in ("table", "reason", "rows"):
             t.add_column(col, justify="right" if col == "rows" else "left")
         for r in report.summary.to_dict("records"):
             t.add_row(r["table"], r["reason"], f"{r['rows']:,}")
         _console().print(t)
         if report.out is not None:
-            _console().print(f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
-                             f"summary: {report.out / 'quality' / 'summary.json'}")
+            _console().print(
+                f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
+                f"summary: {report.out / 'quality' / 'summary.json'}"
+            )
+
     _run(body)
 
 
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Experiment YAML (see configs/)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     overwrite_data: bool = typer.Option(False, help="Re-simulate data.path even if it exists."),
-    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Also write the evaluated "
-                                                   "splits' predictions here, as MEDS prediction files."),
+    predictions_dir: Path | None = typer.Option(
+        None, "--predictions-dir", help="Also write the evaluated splits' predictions here, as MEDS prediction files."
+    ),
     overwrite: bool = typer.Option(False, help="Replace --predictions-dir if it exists."),
 ):
     """Train the configured model as one MLflow run and print its metrics."""
+
     def body():
         from .config import load_config
-        from .pipeline import Progress, train as run
+        from .pipeline import Progress
+        from .pipeline import train as run
 
         cfg = load_config(config)
-        res = run(cfg, tracking_uri=tracking_uri, config_text=config.read_text(),
-                  overwrite_data=overwrite_data, predictions_dir=predictions_dir, overwrite=overwrite,
-                  progress=Progress(_console().print))
+        res = run(
+            cfg,
+            tracking_uri=tracking_uri,
+            config_text=config.read_text(),
+            overwrite_data=overwrite_data,
+            predictions_dir=predictions_dir,
+            overwrite=overwrite,
+            progress=Progress(_console().print),
+        )
         for split, table in res.metrics.items():
             _print_metrics(table, title=f"{cfg.name} [{cfg.model.kind}] on {split}")
         _console().print(f"MLflow run {res.run_id} at {res.tracking_uri}\nmodel: {res.model_uri}")
+
     _run(body)
 
 
@@ -146,21 +195,35 @@ def evaluate(
     events: Path = typer.Option(..., "--events", help="MEDS directory."),
     task: Path = typer.Option(..., "--task", help="Task YAML, or an experiment YAML with a task: section."),
     split: str = typer.Option("held_out", help="Which split's labels to score."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     n_bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals."),
-    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Write the predictions here, "
-                                                   "as MEDS prediction files ({split}/{label}.parquet)."),
+    predictions_dir: Path | None = typer.Option(
+        None,
+        "--predictions-dir",
+        help="Write the predictions here, as MEDS prediction files ({split}/{label}.parquet).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace --predictions-dir if it exists."),
 ):
     """Score a logged model on a MEDS dataset and print discrimination and calibration."""
+
     def body():
         from .cohort import load_task
-        from .pipeline import Progress, evaluate as run
+        from .pipeline import Progress
+        from .pipeline import evaluate as run
 
-        table = run(model, meds_dir=events, task=load_task(task), split=split, tracking_uri=tracking_uri,
-                    n_boot=n_bootstrap, predictions_dir=predictions_dir, overwrite=overwrite,
-                    progress=Progress(_console().print))
+        table = run(
+            model,
+            meds_dir=events,
+            task=load_task(task),
+            split=split,
+            tracking_uri=tracking_uri,
+            n_boot=n_bootstrap,
+            predictions_dir=predictions_dir,
+            overwrite=overwrite,
+            progress=Progress(_console().print),
+        )
         _print_metrics(table, title=f"{model} on {events} ({split})")
+
     _run(body)
 
 
@@ -171,54 +234,93 @@ def score(
     as_of: str = typer.Option(..., "--as-of", help="Score at this date/time; later events are ignored."),
     out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
     engine: str = typer.Option("local", help="local, or spark (needs Java and pyspark)."),
-    spark_master: Optional[str] = typer.Option(None, help="Spark master URL (default local[*])."),
+    spark_master: str | None = typer.Option(None, help="Spark master URL (default local[*])."),
     subjects_per_slice: int = typer.Option(20_000, help="Local engine: whole subjects scored at once (bounds memory)."),
-    state: Optional[Path] = typer.Option(None, "--state", help="Also save each subject's twin state in this directory "
-                                         "(a record model, local engine), for `twinml update`."),
-    trajectories: Optional[Path] = typer.Option(None, "--trajectories", help="Also write each scored subject's "
-                                                "lab trajectory forecasts (long format) to this Parquet file "
-                                                "(a sequence model with a trajectory head, local engine)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    state: Path | None = typer.Option(
+        None,
+        "--state",
+        help="Also save each subject's twin state in this directory "
+        "(a record model, local engine), for `twinml update`.",
+    ),
+    trajectories: Path | None = typer.Option(
+        None,
+        "--trajectories",
+        help="Also write each scored subject's "
+        "lab trajectory forecasts (long format) to this Parquet file "
+        "(a sequence model with a trajectory head, local engine).",
+    ),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     overwrite: bool = typer.Option(False, help="Replace OUT (and the state or trajectories) if it exists."),
 ):
     """Score every subject of a MEDS panel at an as-of time with a registered model."""
+
     def body():
         from .pipeline import Progress
         from .scoring import score as run
 
-        report = run(model, events, as_of, out, engine=engine, spark_master=spark_master, tracking_uri=tracking_uri,
-                     subjects_per_slice=subjects_per_slice, overwrite=overwrite, state_dir=state,
-                     trajectories=trajectories, progress=Progress(_console().print))
-        _console().print(f"model {report.model_name or report.model_uri}"
-                         + (f" version {report.model_version}" if report.model_version else "")
-                         + f"; input {report.input_fingerprint}; {report.events_read:,} events read")
+        report = run(
+            model,
+            events,
+            as_of,
+            out,
+            engine=engine,
+            spark_master=spark_master,
+            tracking_uri=tracking_uri,
+            subjects_per_slice=subjects_per_slice,
+            overwrite=overwrite,
+            state_dir=state,
+            trajectories=trajectories,
+            progress=Progress(_console().print),
+        )
+        _console().print(
+            f"model {report.model_name or report.model_uri}"
+            + (f" version {report.model_version}" if report.model_version else "")
+            + f"; input {report.input_fingerprint}; {report.events_read:,} events read"
+        )
+
     _run(body)
 
 
 @app.command()
 def update(
     model: str = typer.Option(..., "--model", help="The model that made the state (models:/..., runs:/... or a path)."),
-    state: Path = typer.Option(..., "--state", help="Twin state directory from `twinml score --state`; advanced in place."),
+    state: Path = typer.Option(
+        ..., "--state", help="Twin state directory from `twinml score --state`; advanced in place."
+    ),
     events: Path = typer.Option(..., "--events", help="MEDS directory of the events since the state was saved."),
     as_of: str = typer.Option(..., "--as-of", help="Advance to this date/time; later events are not read."),
     out: Path = typer.Option(..., "--out", help="Parquet scores of the subjects the new events touch (atomic)."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
 ):
     """Advance the twins of a scored panel over new events; score only the subjects they touch."""
+
     def body():
         from .pipeline import Progress
         from .scoring import update as run
 
-        report = run(model, state, events, as_of, out, tracking_uri=tracking_uri, overwrite=overwrite,
-                     progress=Progress(_console().print))
+        report = run(
+            model,
+            state,
+            events,
+            as_of,
+            out,
+            tracking_uri=tracking_uri,
+            overwrite=overwrite,
+            progress=Progress(_console().print),
+        )
         if report.refused:
-            _console().print(f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
-                             f"an as-of before their state, or static rows again): their status in {out} says why; "
-                             "rescore them in full.")
+            _console().print(
+                f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
+                f"an as-of before their state, or static rows again): their status in {out} says why; "
+                "rescore them in full."
+            )
         if report.events_after_as_of:
-            _console().print(f"{report.events_after_as_of:,} new events are after --as-of and were not absorbed "
-                             f"({report.not_yet:,} subjects had no earlier one): send them again with a later update.")
+            _console().print(
+                f"{report.events_after_as_of:,} new events are after --as-of and were not absorbed "
+                f"({report.not_yet:,} subjects had no earlier one): send them again with a later update."
+            )
+
     _run(body)
 
 
@@ -227,17 +329,20 @@ def promote(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str = typer.Option(..., "--version", help="Model version to promote."),
     alias: str = typer.Option("champion", "--alias", help="Alias to point at the version."),
-    override: Optional[str] = typer.Option(None, "--override", help="Promote without a passed audit; the reason is "
-                                           "recorded on the version."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    override: str | None = typer.Option(
+        None, "--override", help="Promote without a passed audit; the reason is recorded on the version."
+    ),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
 ):
     """Point an alias at a model version, only if its audit gates passed (or with a recorded override)."""
+
     def body():
         from .tracking import promote as run
 
         res = run(name, version, alias, override_reason=override, tracking_uri=tracking_uri)
         how = "OVERRIDE recorded on the version" if res["override"] else "audit passed"
         _console().print(f"{name}@{alias} -> version {res['version']} ({how})")
+
     _run(body)
 
 
@@ -245,26 +350,40 @@ def promote(
 def audit(
     model: str = typer.Option(..., "--model", help="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."),
     events: Path = typer.Option(..., "--events", help="MEDS directory with the subjects to audit on."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Audit policy YAML (default: built-in defaults, "
-                                          "see configs/audit_policy.yaml)."),
+    policy: Path | None = typer.Option(
+        None, "--policy", help="Audit policy YAML (default: built-in defaults, see configs/audit_policy.yaml)."
+    ),
     out: Path = typer.Option(..., "--out", help="Directory for report.html, audit.json, model_card.md."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Experiment YAML giving the task (default: the "
-                                          "config logged with the model's training run)."),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="Experiment YAML giving the task (default: the config logged with the model's training run).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
 ):
     """Audit a model: calibration, subgroup fairness, explanations, policy gates; exit 1 if a gate fails."""
+
     def body():
         from .audit import load_policy, run_audit
         from .config import load_config
         from .pipeline import Progress
 
         say = Progress(_console().print)
-        res = run_audit(model, events, policy=load_policy(policy), out=out, overwrite=overwrite,
-                        config=load_config(config) if config else None, tracking_uri=tracking_uri, progress=say)
+        res = run_audit(
+            model,
+            events,
+            policy=load_policy(policy),
+            out=out,
+            overwrite=overwrite,
+            config=load_config(config) if config else None,
+            tracking_uri=tracking_uri,
+            progress=say,
+        )
         _print_gates(res.report)
         _console().print(f"report: {res.out_dir / 'report.html'}")
         return res
+
     res = _run(body)
     if not res.passed:
         raise typer.Exit(code=1)
@@ -272,20 +391,29 @@ def audit(
 
 @app.command()
 def whatif(
-    model: str = typer.Option(..., "--model", help="A model trained with model.kind whatif: models:/NAME/VERSION, "
-                              "models:/NAME@ALIAS or runs:/RUN_ID/model."),
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="A model trained with model.kind whatif: models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model.",
+    ),
     events: Path = typer.Option(..., "--events", help="MEDS directory holding the patients."),
     subjects: str = typer.Option(..., "--subjects", help="Comma-separated subject ids."),
-    plans: Optional[Path] = typer.Option(None, "--plans", help="Plans YAML (default: the plans the model was "
-                                         "trained on); matched to the model's plans by what they start."),
-    at: Optional[str] = typer.Option(None, "--at", help="Prediction time (default: each subject's last event); "
-                                     "later events are ignored."),
+    plans: Path | None = typer.Option(
+        None,
+        "--plans",
+        help="Plans YAML (default: the plans the model was "
+        "trained on); matched to the model's plans by what they start.",
+    ),
+    at: str | None = typer.Option(
+        None, "--at", help="Prediction time (default: each subject's last event); later events are ignored."
+    ),
     out: Path = typer.Option(Path("runs/whatif"), "--out", help="Directory for whatif.csv and the risk-curve PNGs."),
     html_report: bool = typer.Option(False, "--html", help="Also write report.html with the plots and tables."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
 ):
     """Risk of each outcome under each treatment plan, with bands and support flags, for chosen patients."""
+
     def body():
         from ._validation import ConfigError
         from .cohort import load_plans
@@ -296,21 +424,27 @@ def whatif(
 
         loaded = load_registered_model(model, tracking_uri=tracking_uri)
         if not hasattr(loaded.model, "predict_plans"):
-            raise ConfigError(f"--model {model}: a {type(loaded.model).__name__}, not a what-if model; "
-                              "train one with model.kind: whatif and task.treatment.")
+            raise ConfigError(
+                f"--model {model}: a {type(loaded.model).__name__}, not a what-if model; "
+                "train one with model.kind: whatif and task.treatment."
+            )
         ids = _subject_ids(subjects)
         ev = read_meds(events)
         ev = ev[ev["subject_id"].isin(ids)].reset_index(drop=True)
         missing = sorted(set(ids) - set(ev["subject_id"].unique()))
         if missing:
-            raise ConfigError(f"--subjects: subject {missing[0]} has no events in {events} "
-                              f"({len(missing)} of {len(ids)} missing).")
+            raise ConfigError(
+                f"--subjects: subject {missing[0]} has no events in {events} ({len(missing)} of {len(ids)} missing)."
+            )
         index = prediction_index(ev, at)
         result = what_if(loaded.model, ev, index, load_plans(plans) if plans else None)
         _print_whatif(result)
         path = write_whatif(result, out, html_report=html_report, overwrite=overwrite)
-        _console().print(f"wrote {path / 'whatif.csv'} and {len(index)} risk-curve plot(s) to {path}"
-                         + (f"; report {path / 'report.html'}" if html_report else ""))
+        _console().print(
+            f"wrote {path / 'whatif.csv'} and {len(index)} risk-curve plot(s) to {path}"
+            + (f"; report {path / 'report.html'}" if html_report else "")
+        )
+
     _run(body)
 
 
@@ -319,23 +453,28 @@ def twin(
     model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a path."),
     events: Path = typer.Option(..., "--events", help="MEDS directory holding the patient."),
     subject: int = typer.Option(..., "--subject", help="The subject id."),
-    plans: Optional[Path] = typer.Option(None, "--plans", help="What-if models: plans YAML to compare (default: "
-                                         "the plans the model was trained on)."),
-    at: Optional[str] = typer.Option(None, "--at", help="Prediction time (default: the subject's last event); "
-                                     "later events are neither shown nor used."),
+    plans: Path | None = typer.Option(
+        None, "--plans", help="What-if models: plans YAML to compare (default: the plans the model was trained on)."
+    ),
+    at: str | None = typer.Option(
+        None,
+        "--at",
+        help="Prediction time (default: the subject's last event); later events are neither shown nor used.",
+    ),
     out: Path = typer.Option(Path("runs/twin"), "--out", help="Directory for twin.html and its tables (CSV)."),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
 ):
     """One patient's twin as a self-contained HTML page: record, risk, trajectories, what-if, drivers."""
+
     def body():
+        import pandas as pd
+
         from ._validation import ConfigError
         from .cohort import load_plans
         from .data import read_code_metadata, read_meds
         from .pipeline import Progress
         from .tracking import load_registered_model
-        import pandas as pd
-
         from .twinpage import twin_page, write_twin_page
 
         if out.exists() and not overwrite:
@@ -347,19 +486,33 @@ def twin(
         asked = load_plans(plans) if plans else None
         loaded = load_registered_model(model, tracking_uri=tracking_uri)
         if asked is not None and not hasattr(loaded.model, "predict_plans"):
-            raise ConfigError(f"--plans: {model} is a {type(loaded.model).__name__}, not a what-if model; "
-                              "train one with model.kind: whatif to compare plans.")
+            raise ConfigError(
+                f"--plans: {model} is a {type(loaded.model).__name__}, not a what-if model; "
+                "train one with model.kind: whatif to compare plans."
+            )
         meta = read_code_metadata(events)
-        descriptions = ({} if "description" not in meta else
-                        dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str))))
+        descriptions = (
+            {}
+            if "description" not in meta
+            else dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str)))
+        )
         uri = f"models:/{loaded.name}/{loaded.version}" if loaded.version else model
         ev = read_meds(events, subjects=[subject])
         if ev.empty:
             raise ConfigError(f"--subject: subject {subject} has no events in {events}.")
-        page = twin_page(loaded.model, ev, subject, at=when, plans=asked,
-                         code_descriptions=descriptions, model_uri=uri, progress=Progress(_console().print))
+        page = twin_page(
+            loaded.model,
+            ev,
+            subject,
+            at=when,
+            plans=asked,
+            code_descriptions=descriptions,
+            model_uri=uri,
+            progress=Progress(_console().print),
+        )
         path = write_twin_page(page, out, overwrite=overwrite)
         _console().print(f"wrote {path / 'twin.html'} (and its tables as CSV in {path})")
+
     _run(body)
 
 
@@ -380,14 +533,17 @@ def quickstart(
     config: Path = typer.Option(Path("configs/quickstart.yaml"), help="Base experiment YAML."),
     workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data goes."),
     n_subjects: int = typer.Option(6_000, help="Cohort size."),
-    tracking_uri: Optional[str] = typer.Option(None, help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     policy: Path = typer.Option(Path("configs/audit_policy.yaml"), help="Audit policy for the lightgbm model's audit."),
 ):
-    """Simulate a cohort, train logistic and LightGBM models, evaluate, print model vs oracle, and audit the LightGBM one."""
+    """Simulate a cohort, train logistic and LightGBM models, evaluate, print model vs oracle, and audit the
+    LightGBM one."""
+
     def body():
         from .audit import load_policy, run_audit
         from .config import load_config
-        from .pipeline import Progress, train as run
+        from .pipeline import Progress
+        from .pipeline import train as run
 
         say = Progress(_console().print)
         cfg_path, policy_path = _repo_default(config), _repo_default(policy)
@@ -397,16 +553,29 @@ def quickstart(
             res = run(cfg, tracking_uri=tracking_uri, progress=say)
             tables[kind] = (res.metrics["held_out"], res.run_id)
         _print_quickstart(tables, tracking_uri=res.tracking_uri)
-        audit = run_audit(res.model_uri, cfg.data.path, policy=load_policy(policy_path), out=workdir / "audit",
-                          overwrite=True, tracking_uri=tracking_uri, progress=say)
+        audit = run_audit(
+            res.model_uri,
+            cfg.data.path,
+            policy=load_policy(policy_path),
+            out=workdir / "audit",
+            overwrite=True,
+            tracking_uri=tracking_uri,
+            progress=say,
+        )
         _print_gates(audit.report, failed_only=True)
-        _console().print(f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
-                         f"{(workdir / 'audit' / 'report.html').resolve()}")
+        _console().print(
+            f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
+            f"{(workdir / 'audit' / 'report.html').resolve()}"
+        )
         if not audit.passed:
-            _console().print(f"next: the gates judge 95 % bounds, and {n_subjects:,} simulated patients leave few held-out "
-                             "cases in each subgroup, so a demo cohort often fails them; the report gives each gate's "
-                             f"figures and rule ({policy_path}). Raise --n-subjects, or audit a model of your own with "
-                             "`twinml audit`.", soft_wrap=True)
+            _console().print(
+                f"next: the gates judge 95 % bounds, and {n_subjects:,} simulated patients leave few held-out "
+                "cases in each subgroup, so a demo cohort often fails them; the report gives each gate's "
+                f"figures and rule ({policy_path}). Raise --n-subjects, or audit a model of your own with "
+                "`twinml audit`.",
+                soft_wrap=True,
+            )
+
     _run(body)
 
 
@@ -423,7 +592,9 @@ def _quickstart_config(config: Path, workdir: Path, n_subjects: int, kind: str) 
     import yaml
 
     if not config.exists():
-        raise FileNotFoundError(f"{config}: quickstart config not found (run from the repository root or pass --config).")
+        raise FileNotFoundError(
+            f"{config}: quickstart config not found (run from the repository root or pass --config)."
+        )
     base = yaml.safe_load(config.read_text())
     base["name"] = f"quickstart-{kind}"
     base["data"]["path"] = str(workdir / "meds")

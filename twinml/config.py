@@ -10,12 +10,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .cohort import TaskDefinition
 from ._validation import PositiveInt
+from .cohort import TaskDefinition
 from .cohort._task import load_validated
 
-__all__ = ["ExperimentConfig", "DataConfig", "SimulatorSettings", "FeaturesConfig", "ModelConfig", "SearchConfig",
-           "EvaluationConfig", "TrackingConfig", "load_config"]
+__all__ = [
+    "ExperimentConfig",
+    "DataConfig",
+    "SimulatorSettings",
+    "FeaturesConfig",
+    "ModelConfig",
+    "SearchConfig",
+    "EvaluationConfig",
+    "TrackingConfig",
+    "load_config",
+]
 
 
 class _Strict(BaseModel):
@@ -47,7 +56,13 @@ class DataConfig(_Strict):
 class FeaturesConfig(_Strict):
     windows_days: tuple[int | None, ...] = (30, 365, None)
     aggregates: tuple[Literal["count", "last", "mean", "min", "max", "recency"], ...] = (
-        "count", "last", "mean", "min", "max", "recency")
+        "count",
+        "last",
+        "mean",
+        "min",
+        "max",
+        "recency",
+    )
     min_code_count: int = 10
 
     @field_validator("windows_days")
@@ -73,7 +88,8 @@ class ModelConfig(_Strict):
     over each subject's whole record, read out at every prediction time
     (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``blend``: that GRU and LightGBM as
     one model, their hazard logits averaged (:class:`~twinml.models.BlendRiskModel`; ``params``
-    ``record_weight``, ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations). ``whatif``: the treatment-response model
+    ``record_weight``, ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations).
+    ``whatif``: the treatment-response model
     (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
     kind: Literal["lightgbm", "logistic", "hist_gb", "record", "blend", "gru", "transformer", "whatif"] = "lightgbm"
@@ -86,13 +102,17 @@ class ModelConfig(_Strict):
         if self.search is not None and self.kind != "lightgbm":
             raise ValueError(f"search applies to kind 'lightgbm' only; got kind {self.kind!r}")
         if self.kind == "whatif" and self.calibration is not None:
-            raise ValueError("calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
-                             "recalibrated); use null")
+            raise ValueError(
+                "calibration does not apply to kind 'whatif' (risks under unobserved plans cannot be "
+                "recalibrated); use null"
+            )
         sequence = self.kind in ("record", "blend", "gru", "transformer", "whatif")
         allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
         if self.calibration is not None and self.calibration not in allowed:
             allowed = " or ".join(repr(a) for a in allowed)
-            raise ValueError(f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null")
+            raise ValueError(
+                f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null"
+            )
         return self
 
 

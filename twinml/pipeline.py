@@ -21,7 +21,16 @@ from .evaluation import evaluate_risks, meds_predictions, reliability_figure, wr
 from .evaluation._fairness import MIN_CELL
 from .models import TabularRiskModel
 
-__all__ = ["prepare_data", "train", "evaluate", "build_model", "TrainResult", "Progress", "load_truth", "load_reading_truth"]
+__all__ = [
+    "prepare_data",
+    "train",
+    "evaluate",
+    "build_model",
+    "TrainResult",
+    "Progress",
+    "load_truth",
+    "load_reading_truth",
+]
 
 TRUTH_FILE = Path("truth") / "ground_truth.parquet"
 READINGS_TRUTH_FILE = Path("truth") / "readings.parquet"
@@ -70,8 +79,10 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
         if have is not None and all(have.get(k, defaults[k]) == v for k, v in wanted.items()):
             progress(f"reusing simulated cohort at {path}")
             return path
-        raise ConfigError(f"data.path: {path} exists but was not simulated with these settings {wanted}; "
-                          "remove it, choose another path, or pass --overwrite.")
+        raise ConfigError(
+            f"data.path: {path} exists but was not simulated with these settings {wanted}; "
+            "remove it, choose another path, or pass --overwrite."
+        )
     progress(f"simulating {data.simulator.n_subjects:,} subjects -> {path}")
     simulate(**wanted, progress=progress).write(path, overwrite=True)
     return path
@@ -84,11 +95,14 @@ def build_model(config: ExperimentConfig):
         from .models import TreatmentResponseModel
 
         if config.task.treatment is None:
-            raise ConfigError("config: model.kind 'whatif' needs task.treatment (a plans file such as "
-                              "configs/plans.yaml, or the plans inline).")
+            raise ConfigError(
+                "config: model.kind 'whatif' needs task.treatment (a plans file such as "
+                "configs/plans.yaml, or the plans inline)."
+            )
         try:
-            return TreatmentResponseModel(plans=config.task.treatment, random_state=config.seed,
-                                          min_code_count=f.min_code_count, **dict(m.params))
+            return TreatmentResponseModel(
+                plans=config.task.treatment, random_state=config.seed, min_code_count=f.min_code_count, **dict(m.params)
+            )
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
     if m.kind in ("record", "blend", "gru", "transformer"):
@@ -98,21 +112,45 @@ def build_model(config: ExperimentConfig):
             if m.kind == "blend":
                 params = dict(m.params)
                 record = {"min_code_count": f.min_code_count, **(params.pop("record_params", None) or {})}
-                tabular = {"windows_days": f.windows_days, "aggregates": f.aggregates,
-                           "min_code_count": f.min_code_count, **(params.pop("tabular_params", None) or {})}
-                return BlendRiskModel(calibration=m.calibration, random_state=config.seed, record_params=record,
-                                      tabular_params=tabular, **params)
+                tabular = {
+                    "windows_days": f.windows_days,
+                    "aggregates": f.aggregates,
+                    "min_code_count": f.min_code_count,
+                    **(params.pop("tabular_params", None) or {}),
+                }
+                return BlendRiskModel(
+                    calibration=m.calibration,
+                    random_state=config.seed,
+                    record_params=record,
+                    tabular_params=tabular,
+                    **params,
+                )
             if m.kind == "record":
-                return RecordRiskModel(calibration=m.calibration, random_state=config.seed,
-                                       min_code_count=f.min_code_count, **dict(m.params))
-            return SequenceRiskModel(kind=m.kind, calibration=m.calibration, random_state=config.seed,
-                                     min_code_count=f.min_code_count, **dict(m.params))
+                return RecordRiskModel(
+                    calibration=m.calibration,
+                    random_state=config.seed,
+                    min_code_count=f.min_code_count,
+                    **dict(m.params),
+                )
+            return SequenceRiskModel(
+                kind=m.kind,
+                calibration=m.calibration,
+                random_state=config.seed,
+                min_code_count=f.min_code_count,
+                **dict(m.params),
+            )
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
-    return TabularRiskModel(kind=m.kind, model_params=dict(m.params), n_trials=m.search.n_trials if m.search else 0,
-                            windows_days=f.windows_days,
-                            aggregates=f.aggregates, min_code_count=f.min_code_count, calibration=m.calibration,
-                            random_state=config.seed)
+    return TabularRiskModel(
+        kind=m.kind,
+        model_params=dict(m.params),
+        n_trials=m.search.n_trials if m.search else 0,
+        windows_days=f.windows_days,
+        aggregates=f.aggregates,
+        min_code_count=f.min_code_count,
+        calibration=m.calibration,
+        random_state=config.seed,
+    )
 
 
 def load_truth(meds_dir) -> pd.DataFrame | None:
@@ -136,8 +174,16 @@ def _predictions(labels, risks, columns) -> dict:
     return {c: meds_predictions(labels, risks, c) for c in columns}
 
 
-def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_text: str | None = None,
-          overwrite_data: bool = False, predictions_dir=None, overwrite: bool = False, progress=_quiet) -> TrainResult:
+def train(
+    config: ExperimentConfig,
+    *,
+    tracking_uri: str | None = None,
+    config_text: str | None = None,
+    overwrite_data: bool = False,
+    predictions_dir=None,
+    overwrite: bool = False,
+    progress=_quiet,
+) -> TrainResult:
     """Run one experiment end to end as one MLflow run.
 
     Predictions of every evaluated split are logged in the MEDS prediction schema (artifacts
@@ -164,9 +210,15 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
         rows = _label_rows(labels, split)
         risks[split] = model.predict_risk(events, rows)
         predictions[split] = _predictions(rows, risks[split], model.label_columns_)
-        metrics[split] = evaluate_risks(rows, risks[split], columns=model.label_columns_, truth=truth,
-                                        n_boot=config.evaluation.n_bootstrap, ece_bins=config.evaluation.ece_bins,
-                                        seed=config.seed)
+        metrics[split] = evaluate_risks(
+            rows,
+            risks[split],
+            columns=model.label_columns_,
+            truth=truth,
+            n_boot=config.evaluation.n_bootstrap,
+            ece_bins=config.evaluation.ece_bins,
+            seed=config.seed,
+        )
         progress(f"evaluated {split}: {len(rows):,} rows")
 
     uri = tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri)
@@ -175,10 +227,15 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
     cfg_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
     with mlflow.start_run(run_name=config.name) as run:
         mlflow.log_params(tracking.flatten_params(config.model_dump(mode="json")))
-        mlflow.set_tags({"twinml.code_version": tracking.code_version(),
-                         "twinml.data_fingerprint": tracking.data_fingerprint(root),
-                         "twinml.config_hash": hashlib.sha256(cfg_json.encode()).hexdigest()[:16],
-                         "twinml.data_source": config.data.source, "twinml.seed": str(config.seed)})
+        mlflow.set_tags(
+            {
+                "twinml.code_version": tracking.code_version(),
+                "twinml.data_fingerprint": tracking.data_fingerprint(root),
+                "twinml.config_hash": hashlib.sha256(cfg_json.encode()).hexdigest()[:16],
+                "twinml.data_source": config.data.source,
+                "twinml.seed": str(config.seed),
+            }
+        )
         mlflow.log_text(config_text or cfg_json, "config.yaml" if config_text else "config.json")
         tracking.log_frame(cohort.attrition, "cohort/attrition.csv")
         tracking.log_frame(cohort.label_counts, "cohort/label_counts.csv")
@@ -188,13 +245,23 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
             if n >= MIN_CELL:
                 mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
         for rec in getattr(model, "history_", []):
-            mlflow.log_metrics({"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"],
-                                "train/epoch_seconds": rec["seconds"]}, step=rec["epoch"])
+            mlflow.log_metrics(
+                {
+                    "train/loss": rec["train_loss"],
+                    "tuning/loss": rec["tuning_loss"],
+                    "train/epoch_seconds": rec["seconds"],
+                },
+                step=rec["epoch"],
+            )
         for split, table in metrics.items():
             tracking.log_metrics_table(table, split=split)
             tracking.log_frame(table, f"evaluation/{split}_metrics.csv")
-            fig = reliability_figure(_label_rows(labels, split), risks[split], model.label_columns_,
-                                     title=f"{config.name}: reliability ({split})")
+            fig = reliability_figure(
+                _label_rows(labels, split),
+                risks[split],
+                model.label_columns_,
+                title=f"{config.name}: reliability ({split})",
+            )
             mlflow.log_figure(fig, f"evaluation/reliability_{split}.png")
             _close(fig)
         tracking.log_predictions(predictions)
@@ -207,9 +274,19 @@ def train(config: ExperimentConfig, *, tracking_uri: str | None = None, config_t
     return TrainResult(run.info.run_id, info.model_uri, uri, metrics, cohort, model)
 
 
-def evaluate(model_uri: str, *, meds_dir, task: TaskDefinition, split: str = "held_out",
-             tracking_uri: str | None = None, n_boot: int = 200, seed: int = 0, predictions_dir=None,
-             overwrite: bool = False, progress=_quiet) -> pd.DataFrame:
+def evaluate(
+    model_uri: str,
+    *,
+    meds_dir,
+    task: TaskDefinition,
+    split: str = "held_out",
+    tracking_uri: str | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    predictions_dir=None,
+    overwrite: bool = False,
+    progress=_quiet,
+) -> pd.DataFrame:
     """Score a logged model on a MEDS dataset's labels for ``task`` and return its metrics.
 
     With ``predictions_dir`` the predictions are written there in the MEDS prediction schema
@@ -230,11 +307,13 @@ def evaluate(model_uri: str, *, meds_dir, task: TaskDefinition, split: str = "he
     progress(f"scoring {len(rows):,} {split} rows")
     risks = model.predict_risk(events, rows[["subject_id", "prediction_time"]])
     if predictions_dir is not None:
-        write_meds_predictions(predictions_dir, {split: _predictions(rows, risks, model.label_columns_)},
-                               overwrite=overwrite)
+        write_meds_predictions(
+            predictions_dir, {split: _predictions(rows, risks, model.label_columns_)}, overwrite=overwrite
+        )
         progress(f"wrote MEDS predictions to {predictions_dir}")
-    return evaluate_risks(rows, risks, columns=model.label_columns_, truth=load_truth(meds_dir),
-                          n_boot=n_boot, seed=seed)
+    return evaluate_risks(
+        rows, risks, columns=model.label_columns_, truth=load_truth(meds_dir), n_boot=n_boot, seed=seed
+    )
 
 
 def _close(fig):

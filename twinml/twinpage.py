@@ -44,13 +44,13 @@ class TwinPage:
 
     subject_id: int
     prediction_time: pd.Timestamp
-    model: str                      # the model's class and, when known, its URI
-    events: pd.DataFrame            # the subject's events up to the prediction time (static ones included)
-    traits: dict                    # age, sex, race, ...
-    risk: pd.DataFrame              # outcome, horizon_days, risk, band_lo, band_hi
+    model: str  # the model's class and, when known, its URI
+    events: pd.DataFrame  # the subject's events up to the prediction time (static ones included)
+    traits: dict  # age, sex, race, ...
+    risk: pd.DataFrame  # outcome, horizon_days, risk, band_lo, band_hi
     trajectory: pd.DataFrame | None
-    whatif: object | None           # a WhatIfResult
-    drivers: pd.DataFrame | None    # outcome, label, code, description, attribution, direction, last_days_before
+    whatif: object | None  # a WhatIfResult
+    drivers: pd.DataFrame | None  # outcome, label, code, description, attribution, direction, last_days_before
     descriptions: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)  # section -> why it is empty or what it means
     band_note: str = ""
@@ -68,8 +68,10 @@ def _split_label(label):
 def _subject_events(events, subject_id, at):
     ev = events[events["subject_id"] == subject_id]
     if ev.empty:
-        raise ConfigError(f"subject {subject_id} has no events in the events given "
-                          f"({events['subject_id'].nunique():,} subjects there).")
+        raise ConfigError(
+            f"subject {subject_id} has no events in the events given "
+            f"({events['subject_id'].nunique():,} subjects there)."
+        )
     timed = ev["time"].dropna()
     if timed.empty:
         raise ConfigError(f"subject {subject_id} has only static rows (no dated event) in the events given.")
@@ -108,8 +110,16 @@ def _risk_table(model, ev, index):
         outcome, h = _split_label(c)
         p = float(risk[c].iloc[0])
         lo, hi = bands.interval(c, [p]) if bands is not None else (np.array([np.nan]), np.array([np.nan]))
-        rows.append({"outcome": outcome, "horizon_days": h, "label": c, "risk": p,
-                     "band_lo": float(lo[0]), "band_hi": float(hi[0])})
+        rows.append(
+            {
+                "outcome": outcome,
+                "horizon_days": h,
+                "label": c,
+                "risk": p,
+                "band_lo": float(lo[0]),
+                "band_hi": float(hi[0]),
+            }
+        )
     return pd.DataFrame(rows).astype({"horizon_days": "Int64"})
 
 
@@ -134,9 +144,20 @@ def _drivers(model, ev, index, labels, descriptions, *, top, n_samples, seed):
     return (pd.concat(parts, ignore_index=True) if parts else None), skipped
 
 
-def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=None, code_descriptions=None,
-              model_uri: str | None = None, n_drivers: int = 8, n_samples: int = 16, seed: int = 0,
-              progress=None) -> TwinPage:
+def twin_page(
+    model,
+    events: pd.DataFrame,
+    subject_id: int,
+    *,
+    at=None,
+    plans=None,
+    code_descriptions=None,
+    model_uri: str | None = None,
+    n_drivers: int = 8,
+    n_samples: int = 16,
+    seed: int = 0,
+    progress=None,
+) -> TwinPage:
     """Everything the page shows for ``subject_id`` at ``at`` (default: the subject's last event).
 
     Parameters
@@ -160,9 +181,11 @@ def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=No
     say(f"subject {subject_id}: {ev['time'].notna().sum():,} events up to {t}")
 
     risk = _risk_table(model, ev, index)
-    band_note = ("Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
-                 "same bin as this patient's (tenths of the tuning rows; fewer bins under 500 rows); those rows "
-                 "also early-stopped or calibrated the model, so the band leans optimistic.")
+    band_note = (
+        "Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
+        "same bin as this patient's (tenths of the tuning rows; fewer bins under 500 rows); those rows "
+        "also early-stopped or calibrated the model, so the band leans optimistic."
+    )
     if getattr(model, "risk_bands_", None) is None:
         band_note = "No band: this model was fitted without tuning rows, or before twinml kept risk bands."
     say("risk: scored")
@@ -174,8 +197,10 @@ def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=No
         except ConfigError as err:  # fitted without the head: the model says why
             notes["trajectory"] = f"No lab trajectories: {err}."
     else:
-        notes["trajectory"] = (f"No lab trajectories: a {type(model).__name__} does not forecast them (the "
-                               "sequence, record and blend models do).")
+        notes["trajectory"] = (
+            f"No lab trajectories: a {type(model).__name__} does not forecast them (the "
+            "sequence, record and blend models do)."
+        )
     if trajectory is not None:
         say(f"trajectories: {trajectory['code'].nunique()} codes")
 
@@ -186,33 +211,55 @@ def twin_page(model, events: pd.DataFrame, subject_id: int, *, at=None, plans=No
         whatif = what_if(model, ev, index, plans)
         say(f"what-if: {len(whatif.prediction.plans)} plans")
     else:
-        notes["whatif"] = ("This model compares no treatment plans; train one with model.kind: whatif and "
-                           "task.treatment to see risk under each plan.")
+        notes["whatif"] = (
+            "This model compares no treatment plans; train one with model.kind: whatif and "
+            "task.treatment to see risk under each plan."
+        )
 
     drivers = None
     if hasattr(model, "predict_plans"):
-        notes["drivers"] = ("The audit's explainer reads risk networks, not what-if models, so no drivers are "
-                            "shown; explain a risk model of the same task.")
-    elif type(model).__name__ == "TabularRiskModel" and model.kind == "logistic" and \
-            getattr(model, "feature_means_", None) is None:
-        notes["drivers"] = ("This logistic model was fitted before twinml kept its training feature means, which "
-                            "one patient is explained against; refit it to see its drivers.")
+        notes["drivers"] = (
+            "The audit's explainer reads risk networks, not what-if models, so no drivers are "
+            "shown; explain a risk model of the same task."
+        )
+    elif (
+        type(model).__name__ == "TabularRiskModel"
+        and model.kind == "logistic"
+        and getattr(model, "feature_means_", None) is None
+    ):
+        notes["drivers"] = (
+            "This logistic model was fitted before twinml kept its training feature means, which "
+            "one patient is explained against; refit it to see its drivers."
+        )
     else:
         longest = {}  # outcome -> its label at the longest horizon
         for c in model.label_columns_:
             outcome, h = _split_label(c)
             if outcome not in longest or (h or 0) > (_split_label(longest[outcome])[1] or 0):
                 longest[outcome] = c
-        drivers, skipped = _drivers(model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples,
-                                    seed=seed)
+        drivers, skipped = _drivers(
+            model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples, seed=seed
+        )
         if skipped:
             notes["drivers"] = "Not explained: " + " ".join(skipped)
         if drivers is None:
             notes.setdefault("drivers", "No label could be explained.")
         say(f"drivers: explained {len(longest) - len(skipped)} labels")
     name = type(model).__name__ + (f" {model_uri}" if model_uri else "")
-    return TwinPage(int(subject_id), t, name, ev, _traits(ev, index), risk, trajectory, whatif, drivers,
-                    descriptions, notes, band_note)
+    return TwinPage(
+        int(subject_id),
+        t,
+        name,
+        ev,
+        _traits(ev, index),
+        risk,
+        trajectory,
+        whatif,
+        drivers,
+        descriptions,
+        notes,
+        band_note,
+    )
 
 
 def write_twin_page(page: TwinPage, out, *, overwrite: bool = False) -> Path:

@@ -27,7 +27,7 @@ NOT_TRAINED = "not a plan the model was trained on"
 
 @dataclass
 class WhatIfResult:
-    prediction: PlanPrediction      # in the order of the asked plans
+    prediction: PlanPrediction  # in the order of the asked plans
     descriptions: dict[str, str]
 
     def table(self) -> pd.DataFrame:
@@ -36,6 +36,7 @@ class WhatIfResult:
 
 def match_plans(model_plans: PlanSet, asked: PlanSet) -> dict[str, str | None]:
     """Asked plan name -> the model's plan that starts the same codes at the same time (None if none)."""
+
     def key(p):
         return frozenset(p.codes), p.start_days if p.codes else 0
 
@@ -48,8 +49,9 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
     plans = plans or model.plans_
     mapping = match_plans(model.plans_, plans)
     if mapping[plans.reference] is None:
-        raise ConfigError("plans: the reference plan must start nothing, like the model's reference "
-                          f"{model.plans_.reference!r}.")
+        raise ConfigError(
+            f"plans: the reference plan must start nothing, like the model's reference {model.plans_.reference!r}."
+        )
     pred = model.predict_plans(events, index)
     pos = {name: pred.plans.index(m) if m is not None else None for name, m in mapping.items()}
     n = len(pred.index)
@@ -65,10 +67,17 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
 
     reason = take(pred.reason, NOT_TRAINED)
     prop = take(pred.propensity, np.nan)
-    res = PlanPrediction(pred.index, names, pred.outcomes, pred.horizons,
-                         *(take(getattr(pred, a), np.nan) for a in ("risk", "risk_lo", "risk_hi", "effect",
-                                                                     "effect_lo", "effect_hi")),
-                         prop, reason == "", reason, pred.band)
+    res = PlanPrediction(
+        pred.index,
+        names,
+        pred.outcomes,
+        pred.horizons,
+        *(take(getattr(pred, a), np.nan) for a in ("risk", "risk_lo", "risk_hi", "effect", "effect_lo", "effect_hi")),
+        prop,
+        reason == "",
+        reason,
+        pred.band,
+    )
     desc = {name: plans.plans[name].description or name for name in names}
     return WhatIfResult(res, desc)
 
@@ -88,9 +97,15 @@ def plan_curves_figure(result: WhatIfResult, row: int):
             if not p.in_support[row, j]:
                 continue
             y = np.r_[0.0, p.risk[row, j, k]]
-            line, = ax.plot(x, 100 * y, marker="o", ms=3, label=result.descriptions[plan])
-            ax.fill_between(x, 100 * np.r_[0.0, p.risk_lo[row, j, k]], 100 * np.r_[0.0, p.risk_hi[row, j, k]],
-                            color=line.get_color(), alpha=0.15, lw=0)
+            (line,) = ax.plot(x, 100 * y, marker="o", ms=3, label=result.descriptions[plan])
+            ax.fill_between(
+                x,
+                100 * np.r_[0.0, p.risk_lo[row, j, k]],
+                100 * np.r_[0.0, p.risk_hi[row, j, k]],
+                color=line.get_color(),
+                alpha=0.15,
+                lw=0,
+            )
         ax.set_title(outcome)
         ax.set_xlabel("days after the prediction time")
         ax.set_xticks(x)
@@ -132,22 +147,28 @@ def _fmt_pct(v):
 
 def _render_html(result, table, pngs, uri):
     p = result.prediction
-    parts = ["<!doctype html><meta charset='utf-8'><title>twinml what-if</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;text-align:right}</style>",
-             f"<h1>What-if: risk under each plan</h1><p>Effects are against <b>{html.escape(p.plans[0])}</b>; "
-             f"bands are {int(p.band * 100)}% bootstrap bands. A plan outside the data's support is not estimated.</p>"]
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>twinml what-if</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;text-align:right}</style>",
+        f"<h1>What-if: risk under each plan</h1><p>Effects are against <b>{html.escape(p.plans[0])}</b>; "
+        f"bands are {int(p.band * 100)}% bootstrap bands. A plan outside the data's support is not estimated.</p>",
+    ]
     for row, data in pngs:
         sid, t = p.index["subject_id"].iloc[row], pd.Timestamp(p.index["prediction_time"].iloc[row]).date()
         sub = table[(table["subject_id"] == sid) & (table["prediction_time"] == p.index["prediction_time"].iloc[row])]
         parts.append(f"<h2>Subject {html.escape(str(sid))} at {t}</h2><img src='{uri(data)}' alt='risk curves'>")
-        parts.append("<table><tr><th>plan</th><th>outcome</th><th>days</th><th>risk</th><th>band</th>"
-                     "<th>effect</th><th>band</th><th>support</th></tr>")
+        parts.append(
+            "<table><tr><th>plan</th><th>outcome</th><th>days</th><th>risk</th><th>band</th>"
+            "<th>effect</th><th>band</th><th>support</th></tr>"
+        )
         for r in sub.itertuples():
             support = "yes" if r.in_support else html.escape(f"no: {r.support_note}")
-            parts.append(f"<tr><td>{html.escape(r.plan)}</td><td>{html.escape(r.outcome)}</td><td>{r.horizon_days}</td>"
-                         f"<td>{_fmt_pct(r.risk)}</td><td>{_fmt_pct(r.risk_lo)}–{_fmt_pct(r.risk_hi)}</td>"
-                         f"<td>{_fmt_pct(r.effect)}</td><td>{_fmt_pct(r.effect_lo)}–{_fmt_pct(r.effect_hi)}</td>"
-                         f"<td>{support}</td></tr>")
+            parts.append(
+                f"<tr><td>{html.escape(r.plan)}</td><td>{html.escape(r.outcome)}</td><td>{r.horizon_days}</td>"
+                f"<td>{_fmt_pct(r.risk)}</td><td>{_fmt_pct(r.risk_lo)}–{_fmt_pct(r.risk_hi)}</td>"
+                f"<td>{_fmt_pct(r.effect)}</td><td>{_fmt_pct(r.effect_lo)}–{_fmt_pct(r.effect_hi)}</td>"
+                f"<td>{support}</td></tr>"
+            )
         parts.append("</table>")
     return "\n".join(parts)

@@ -5,5 +5,17 @@ from ._policy import AuditPolicy, ExplainPolicy, Gates, load_policy
 from ._render import render_html, render_model_card
 from ._run import AUDIT_FILES, AuditResult, run_audit
 
-__all__ = ["AuditPolicy", "ExplainPolicy", "Gates", "load_policy", "AuditInputs", "compute_audit",
-           "suppress_small_counts", "render_html", "render_model_card", "run_audit", "AuditResult", "AUDIT_FILES"]
+__all__ = [
+    "AuditPolicy",
+    "ExplainPolicy",
+    "Gates",
+    "load_policy",
+    "AuditInputs",
+    "compute_audit",
+    "suppress_small_counts",
+    "render_html",
+    "render_model_card",
+    "run_audit",
+    "AuditResult",
+    "AUDIT_FILES",
+]

@@ -12,8 +12,19 @@ import numpy as np
 import pandas as pd
 
 from .._validation import ConfigError
-from ..evaluation import (SUPPRESSED, calibration_summary, code_importance, evaluate_risks, explain_model, faithfulness,
-                          reliability_table, subgroup_metrics, subject_attributes, threshold_tradeoff, window_importance)
+from ..evaluation import (
+    SUPPRESSED,
+    calibration_summary,
+    code_importance,
+    evaluate_risks,
+    explain_model,
+    faithfulness,
+    reliability_table,
+    subgroup_metrics,
+    subject_attributes,
+    threshold_tradeoff,
+    window_importance,
+)
 from ..evaluation._metrics import _oracle_frame
 from ._policy import AuditPolicy
 
@@ -28,8 +39,8 @@ class AuditInputs:
 
     model: object
     events: pd.DataFrame
-    cohort: object            # twinml.cohort.Cohort
-    task: object              # TaskDefinition
+    cohort: object  # twinml.cohort.Cohort
+    task: object  # TaskDefinition
     truth: pd.DataFrame | None
     lineage: dict = field(default_factory=dict)
     code_descriptions: dict = field(default_factory=dict)  # code -> description (metadata/codes.parquet)
@@ -65,20 +76,28 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     audited = policy.labels or list(model.label_columns_)
     unknown = [c for c in audited + (policy.gate_labels or []) if c not in model.label_columns_]
     if unknown:
-        raise ConfigError(f"policy.labels: the model does not predict {unknown[0]!r}; it predicts {model.label_columns_}.")
+        raise ConfigError(
+            f"policy.labels: the model does not predict {unknown[0]!r}; it predicts {model.label_columns_}."
+        )
     outside = [c for c in policy.gate_labels or [] if c not in audited]
     if outside:
-        raise ConfigError(f"policy.gate_labels: {outside[0]!r} is not audited; gate labels must be among "
-                          f"policy.labels {audited}.")
+        raise ConfigError(
+            f"policy.gate_labels: {outside[0]!r} is not audited; gate labels must be among policy.labels {audited}."
+        )
     rows = labels[labels["split"] == policy.split].reset_index(drop=True)
     if rows.empty:
         raise ConfigError(f"policy.split: no prediction times of this task fall in split {policy.split!r}.")
     progress(f"audit: scoring {len(rows):,} {policy.split} rows")
     risks = model.predict_risk(inputs.events, rows)
     raw = model.predict_risk(inputs.events, rows, calibrated=False)
-    report = {"model": {"class": type(model).__name__, "params": _params(model)},
-              "policy": policy.model_dump(mode="json"), "lineage": inputs.lineage | {"packages": _versions()},
-              "task": inputs.task.model_dump(mode="json"), "split": policy.split, "labels": audited}
+    report = {
+        "model": {"class": type(model).__name__, "params": _params(model)},
+        "policy": policy.model_dump(mode="json"),
+        "lineage": inputs.lineage | {"packages": _versions()},
+        "task": inputs.task.model_dump(mode="json"),
+        "split": policy.split,
+        "labels": audited,
+    }
     report["cohort"] = _cohort_section(inputs.cohort, rows, audited, policy.min_cell)
     report["data"] = _data_section(inputs.events)
     progress("audit: discrimination and calibration")
@@ -105,8 +124,10 @@ def _clean_tree(obj):
 
 
 def _params(model):
-    return {k: _clean(v) if not isinstance(v, (list, tuple, dict)) else json.loads(json.dumps(v, default=str))
-            for k, v in model.get_params().items()}
+    return {
+        k: _clean(v) if not isinstance(v, (list, tuple, dict)) else json.loads(json.dumps(v, default=str))
+        for k, v in model.get_params().items()
+    }
 
 
 def _versions():
@@ -123,20 +144,31 @@ def _data_section(events):
     """Size and period of the data; the period in months and without births (no one's exact date)."""
     t = events.loc[events["code"].astype(str) != "MEDS_BIRTH", "time"].dropna()
     month = (lambda x: pd.Timestamp(x).strftime("%Y-%m")) if len(t) else (lambda x: None)
-    return {"events": int(len(events)), "subjects": int(events["subject_id"].nunique()),
-            "first_event": month(t.min()) if len(t) else None, "last_event": month(t.max()) if len(t) else None,
-            "distinct_codes": int(events["code"].nunique())}
+    return {
+        "events": int(len(events)),
+        "subjects": int(events["subject_id"].nunique()),
+        "first_event": month(t.min()) if len(t) else None,
+        "last_event": month(t.max()) if len(t) else None,
+        "distinct_codes": int(events["code"].nunique()),
+    }
 
 
 def _cohort_section(cohort, rows, audited, min_cell):
     counts = cohort.label_counts[cohort.label_counts["label"].isin(audited)]
     cols = ["n", "positives", "excluded_prior", "censored"]
-    audited_counts = pd.DataFrame([{"label": c, "n": int(rows[c].notna().sum()),
-                                    "positives": int(rows[c].fillna(False).astype(bool).sum())} for c in audited])
-    return {"attrition": _records(suppress_small_counts(cohort.attrition, ["rows", "subjects"], min_cell)),
-            "label_counts_all_splits": _records(suppress_small_counts(counts, cols, min_cell)),
-            "audited_rows": int(len(rows)), "audited_subjects": int(rows["subject_id"].nunique()),
-            "label_counts_audited": _records(suppress_small_counts(audited_counts, ["n", "positives"], min_cell))}
+    audited_counts = pd.DataFrame(
+        [
+            {"label": c, "n": int(rows[c].notna().sum()), "positives": int(rows[c].fillna(False).astype(bool).sum())}
+            for c in audited
+        ]
+    )
+    return {
+        "attrition": _records(suppress_small_counts(cohort.attrition, ["rows", "subjects"], min_cell)),
+        "label_counts_all_splits": _records(suppress_small_counts(counts, cols, min_cell)),
+        "audited_rows": int(len(rows)),
+        "audited_subjects": int(rows["subject_id"].nunique()),
+        "label_counts_audited": _records(suppress_small_counts(audited_counts, ["n", "positives"], min_cell)),
+    }
 
 
 def _known(rows, risks, c, raw=None):
@@ -155,7 +187,9 @@ def _calibration_section(rows, risks, raw, audited, min_cell):
         entry = {"label": c, "after": calibration_summary(y, p), "before": calibration_summary(y, p_raw)}
         rel = reliability_table(y, p)
         entry["reliability"] = _records(suppress_small_counts(rel, ["n", "events"], min_cell))
-        entry["reliability_before"] = _records(suppress_small_counts(reliability_table(y, p_raw), ["n", "events"], min_cell))
+        entry["reliability_before"] = _records(
+            suppress_small_counts(reliability_table(y, p_raw), ["n", "events"], min_cell)
+        )
         for side in ("after", "before"):
             s = entry[side]
             if 0 < s["events"] < min_cell:
@@ -173,16 +207,35 @@ def _fairness_section(inputs, rows, risks, audited, policy, seed):
     for c in audited:
         y, p, k = _known(rows, risks, c)
         threshold = float(np.quantile(p, 1 - policy.operating_top_fraction)) if p.size else float("nan")
-        res = subgroup_metrics(y, p, attrs[k].reset_index(drop=True), subject_id=rows["subject_id"].to_numpy()[k],
-                               label=c, threshold=threshold,
-                               true_risk=None if truth is None else truth[c].to_numpy()[k],
-                               intersections=intersections, min_cell=policy.min_cell,
-                               n_boot=policy.n_bootstrap, seed=seed)
-        out.append({"label": c, "threshold": threshold, "by_group": _records(res.by_group),
-                    "disparities": _records(res.disparities)})
+        res = subgroup_metrics(
+            y,
+            p,
+            attrs[k].reset_index(drop=True),
+            subject_id=rows["subject_id"].to_numpy()[k],
+            label=c,
+            threshold=threshold,
+            true_risk=None if truth is None else truth[c].to_numpy()[k],
+            intersections=intersections,
+            min_cell=policy.min_cell,
+            n_boot=policy.n_bootstrap,
+            seed=seed,
+        )
+        out.append(
+            {
+                "label": c,
+                "threshold": threshold,
+                "by_group": _records(res.by_group),
+                "disparities": _records(res.disparities),
+            }
+        )
         unsuppressed[c] = res.unsuppressed
-    return {"attributes": list(attrs.columns), "intersections": [list(p) for p in intersections],
-            "ground_truth": truth is not None, "min_cell": policy.min_cell, "labels": out}, unsuppressed
+    return {
+        "attributes": list(attrs.columns),
+        "intersections": [list(p) for p in intersections],
+        "ground_truth": truth is not None,
+        "min_cell": policy.min_cell,
+        "labels": out,
+    }, unsuppressed
 
 
 def _mitigation_section(inputs, labels, rows, risks, audited, fairness, policy, seed):
@@ -192,14 +245,19 @@ def _mitigation_section(inputs, labels, rows, risks, audited, fairness, policy, 
     if mp.attribute is None:
         return None
     if mp.attribute not in fairness["attributes"]:
-        raise ConfigError(f"policy.mitigation.attribute: the data have no attribute {mp.attribute!r} "
-                          f"(attributes: {fairness['attributes']}).")
+        raise ConfigError(
+            f"policy.mitigation.attribute: the data have no attribute {mp.attribute!r} "
+            f"(attributes: {fairness['attributes']})."
+        )
     fit_rows = labels[labels["split"] == mp.fit_split].reset_index(drop=True)
     if fit_rows.empty:
         raise ConfigError(f"policy.mitigation.fit_split: no prediction times in split {mp.fit_split!r}.")
     fit_risks = inputs.model.predict_risk(inputs.events, fit_rows)
-    kw = {"attributes": {mp.attribute: policy.attributes[mp.attribute]}} if mp.attribute != "age_band" else \
-        {"attributes": {}, "age_bands": policy.age_bands}
+    kw = (
+        {"attributes": {mp.attribute: policy.attributes[mp.attribute]}}
+        if mp.attribute != "age_band"
+        else {"attributes": {}, "age_bands": policy.age_bands}
+    )
     g_fit = subject_attributes(inputs.events, fit_rows, **kw)[mp.attribute].to_numpy(object)
     g_eval = subject_attributes(inputs.events, rows, **kw)[mp.attribute].to_numpy(object)
     out = []
@@ -214,11 +272,26 @@ def _mitigation_section(inputs, labels, rows, risks, audited, fairness, policy, 
         gf = np.where(np.isin(g_fit[k_f], both), g_fit[k_f], pooled)
         ge = np.where(np.isin(g_eval[k_e], both), g_eval[k_e], pooled)
         if len(both) < 2 or np.unique(y_f[gf == pooled]).size == 1:
-            out.append({"label": c, "table": [], "note": "fewer than two shown groups with events and non-events "
-                        f"in the {mp.fit_split} split"})
+            out.append(
+                {
+                    "label": c,
+                    "table": [],
+                    "note": f"fewer than two shown groups with events and non-events in the {mp.fit_split} split",
+                }
+            )
             continue
-        table = threshold_tradeoff(y_f, p_f, gf, y_e, p_e, ge, threshold=lab["threshold"], shown_groups=both,
-                                   constraints=mp.constraints, seed=seed)
+        table = threshold_tradeoff(
+            y_f,
+            p_f,
+            gf,
+            y_e,
+            p_e,
+            ge,
+            threshold=lab["threshold"],
+            shown_groups=both,
+            constraints=mp.constraints,
+            seed=seed,
+        )
         out.append({"label": c, "table": _records(table), "note": None})
     return {"attribute": mp.attribute, "fit_split": mp.fit_split, "labels": out}
 
@@ -235,18 +308,25 @@ def _explanation_section(inputs, rows, audited, policy, seed, progress):
     ep = policy.explain
     label = ep.label or audited[0]
     if label not in inputs.model.label_columns_:
-        raise ConfigError(f"policy.explain.label: the model does not predict {label!r}; it predicts "
-                          f"{inputs.model.label_columns_}.")
+        raise ConfigError(
+            f"policy.explain.label: the model does not predict {label!r}; it predicts {inputs.model.label_columns_}."
+        )
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(rows), size=min(ep.n_rows, len(rows)), replace=False))
     sample = rows.iloc[pick].reset_index(drop=True)[["subject_id", "prediction_time"]]
-    attr = explain_model(inputs.model, inputs.events, sample, label=label, n_samples=ep.n_samples, seed=seed,
-                         progress=progress)
+    attr = explain_model(
+        inputs.model, inputs.events, sample, label=label, n_samples=ep.n_samples, seed=seed, progress=progress
+    )
     codes = code_importance(attr)
     codes.insert(1, "description", codes["code"].map(inputs.code_descriptions).fillna(""))
-    out = {"label": label, "method": attr.method, "rows_explained": attr.n_rows, "seconds": attr.seconds,
-           "codes": _records(_suppress_code_rows(codes, policy.min_cell)),
-           "windows": _records(window_importance(attr))}
+    out = {
+        "label": label,
+        "method": attr.method,
+        "rows_explained": attr.n_rows,
+        "seconds": attr.seconds,
+        "codes": _records(_suppress_code_rows(codes, policy.min_cell)),
+        "windows": _records(window_importance(attr)),
+    }
     if hasattr(inputs.model, "net_"):
         out["faithfulness"] = faithfulness(inputs.model, inputs.events, sample, attr, k=ep.top_k, seed=seed)
     else:
@@ -277,13 +357,28 @@ def _gates(report, unsuppressed, policy, audited):
     for c in gated:
         if g.min_auroc_lower_bound is not None:
             v = _num(perf[c].get("auroc_lo"))
-            out.append(_gate("AUROC lower 95% bound", c, v, f">= {g.min_auroc_lower_bound}",
-                             v is not None and v >= g.min_auroc_lower_bound,
-                             note="could not be computed (one class, or no bootstrap)" if v is None else None))
+            out.append(
+                _gate(
+                    "AUROC lower 95% bound",
+                    c,
+                    v,
+                    f">= {g.min_auroc_lower_bound}",
+                    v is not None and v >= g.min_auroc_lower_bound,
+                    note="could not be computed (one class, or no bootstrap)" if v is None else None,
+                )
+            )
         if g.max_ece is not None:
             v = _num(cal[c]["after"]["ece"])
-            out.append(_gate("ECE", c, v, f"<= {g.max_ece}", v is not None and v <= g.max_ece,
-                             note="could not be computed" if v is None else None))
+            out.append(
+                _gate(
+                    "ECE",
+                    c,
+                    v,
+                    f"<= {g.max_ece}",
+                    v is not None and v <= g.max_ece,
+                    note="could not be computed" if v is None else None,
+                )
+            )
         table = _records(unsuppressed[c])
         overall = table[0]
         groups = [r for r in table[1:] if r["n_subjects"] >= policy.min_cell]
@@ -293,10 +388,18 @@ def _gates(report, unsuppressed, policy, audited):
             worse = [r for r in groups if _num(r["auroc_hi"]) is not None and r["auroc_hi"] < floor]
             checked = [r for r in groups if _num(r["auroc_hi"]) is not None]
             worst = min(worse or checked, key=lambda r: r["auroc_hi"], default=None)
-            out.append(_gate("subgroup AUROC gap", c, None if worst is None else worst["auroc_hi"],
-                             f"no group's AUROC upper bound < overall {overall['auroc']:.3f} - {g.max_subgroup_auroc_gap}",
-                             None if not checked else not worse, groups=[f"{r['attribute']}={r['group']}" for r in worse],
-                             note=None if checked else "no group with an AUROC interval", worst=worst))
+            out.append(
+                _gate(
+                    "subgroup AUROC gap",
+                    c,
+                    None if worst is None else worst["auroc_hi"],
+                    f"no group's AUROC upper bound < overall {overall['auroc']:.3f} - {g.max_subgroup_auroc_gap}",
+                    None if not checked else not worse,
+                    groups=[f"{r['attribute']}={r['group']}" for r in worse],
+                    note=None if checked else "no group with an AUROC interval",
+                    worst=worst,
+                )
+            )
         if g.min_observed_expected_ratio is not None:
             out.append(_observed_expected_gate(c, overall, groups, g.min_observed_expected_ratio, g.subgroup_reference))
         if g.min_true_risk_ratio is not None:
@@ -307,9 +410,16 @@ def _gates(report, unsuppressed, policy, audited):
     fa = report["explanations"].get("faithfulness")
     if g.min_faithfulness_ratio is not None:
         v = None if not fa else _num(fa["ratio"])
-        out.append(_gate("explanation faithfulness (top-k / random-k change)", report["explanations"]["label"], v,
-                         f">= {g.min_faithfulness_ratio}", None if v is None else v >= g.min_faithfulness_ratio,
-                         note=None if fa else "not computed for tabular models"))
+        out.append(
+            _gate(
+                "explanation faithfulness (top-k / random-k change)",
+                report["explanations"]["label"],
+                v,
+                f">= {g.min_faithfulness_ratio}",
+                None if v is None else v >= g.min_faithfulness_ratio,
+                note=None if fa else "not computed for tabular models",
+            )
+        )
     return out
 
 
@@ -320,11 +430,16 @@ def _references(overall, groups, key, reference):
         return {id(g): base for g in groups if base and _num(g[key]) is not None}
     largest = {}
     for g in groups:
-        if g["group"] != "unknown" and _num(g[key]) is not None and g[key] > 0 and \
-                g["n_subjects"] > largest.get(g["attribute"], {"n_subjects": -1})["n_subjects"]:
+        if (
+            g["group"] != "unknown"
+            and _num(g[key]) is not None
+            and g[key] > 0
+            and g["n_subjects"] > largest.get(g["attribute"], {"n_subjects": -1})["n_subjects"]
+        ):
             largest[g["attribute"]] = g
-    return {id(g): largest[g["attribute"]][key] for g in groups
-            if g["attribute"] in largest and _num(g[key]) is not None}
+    return {
+        id(g): largest[g["attribute"]][key] for g in groups if g["attribute"] in largest and _num(g[key]) is not None
+    }
 
 
 def _reference_name(reference):
@@ -336,13 +451,22 @@ def _observed_expected_gate(label, overall, groups, r, reference):
     base = _references(overall, groups, "observed_expected", reference)
     checked = [g for g in groups if id(g) in base]
     rel = {id(g): g["observed_expected"] / base[id(g)] for g in checked}
-    bad = [g for g in checked if g["observed_expected_hi"] / base[id(g)] < r
-           or g["observed_expected_lo"] / base[id(g)] > 1 / r]
+    bad = [
+        g
+        for g in checked
+        if g["observed_expected_hi"] / base[id(g)] < r or g["observed_expected_lo"] / base[id(g)] > 1 / r
+    ]
     worst = max(bad or checked, key=lambda g: abs(math.log(max(rel[id(g)], 1e-9))), default=None)
-    return _gate("subgroup observed / expected events", label, None if worst is None else rel[id(worst)],
-                 f"no group's O/E interval entirely outside [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
-                 None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
-                 note=None if checked else "no group to compare", worst=worst)
+    return _gate(
+        "subgroup observed / expected events",
+        label,
+        None if worst is None else rel[id(worst)],
+        f"no group's O/E interval entirely outside [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
+        None if not checked else not bad,
+        groups=[f"{g['attribute']}={g['group']}" for g in bad],
+        note=None if checked else "no group to compare",
+        worst=worst,
+    )
 
 
 def _true_risk_gate(label, overall, groups, r, reference):
@@ -356,16 +480,29 @@ def _true_risk_gate(label, overall, groups, r, reference):
     rel = {id(g): g["true_risk_ratio"] / base[id(g)] for g in checked}
     bad = [g for g in checked if not r <= rel[id(g)] <= 1 / r]
     worst = max(bad or checked, key=lambda g: abs(math.log(max(rel[id(g)], 1e-9))), default=None)
-    return _gate("subgroup calibration against true risk", label, None if worst is None else rel[id(worst)],
-                 f"each group's predicted/true risk within [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
-                 None if not checked else not bad, groups=[f"{g['attribute']}={g['group']}" for g in bad],
-                 note=None if checked else "no ground truth (only simulated data carry true risks)", worst=worst)
+    return _gate(
+        "subgroup calibration against true risk",
+        label,
+        None if worst is None else rel[id(worst)],
+        f"each group's predicted/true risk within [{r:.2f}, {1 / r:.2f}] x {_reference_name(reference)}",
+        None if not checked else not bad,
+        groups=[f"{g['attribute']}={g['group']}" for g in bad],
+        note=None if checked else "no ground truth (only simulated data carry true risks)",
+        worst=worst,
+    )
 
 
 def _gate(name, label, value, rule, passed, groups=None, note=None, worst=None):
     """One gate result; ``worst`` (the group the value is about) being suppressed hides the value."""
-    out = {"gate": name, "label": label, "value": value, "rule": rule, "passed": passed,
-           "groups": groups or [], "note": note}
+    out = {
+        "gate": name,
+        "label": label,
+        "value": value,
+        "rule": rule,
+        "passed": passed,
+        "groups": groups or [],
+        "note": note,
+    }
     if worst is not None and worst["suppressed"]:
         out["_worst_suppressed"] = True
     return out

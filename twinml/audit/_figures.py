@@ -52,8 +52,7 @@ def importance_figure(codes, *, title):
     shown = [r for r in codes if isinstance(r["mean_abs"], (int, float))][:15][::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * max(len(shown), 4) + 1.3))
     names = [f"{r['code']} {r.get('description') or ''}".strip()[:48] for r in shown]
-    ax.barh(names, [r["mean_abs"] for r in shown],
-            color=["#c0392b" if r["mean"] >= 0 else "#2471a3" for r in shown])
+    ax.barh(names, [r["mean_abs"] for r in shown], color=["#c0392b" if r["mean"] >= 0 else "#2471a3" for r in shown])
     ax.set_xlabel("mean |attribution| (log-odds)\nred: raises risk on average; blue: lowers it", fontsize=8)
     ax.set_title(title, fontsize=10)
     ax.tick_params(axis="y", labelsize=7)

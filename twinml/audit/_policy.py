@@ -50,19 +50,19 @@ class Gates(_Strict):
 
 
 class ExplainPolicy(_Strict):
-    label: str | None = None          # default: the first audited label
-    n_rows: PositiveInt = 1000                # explained rows, sampled from the audited split
-    n_samples: PositiveInt = 16               # expected-gradient samples per row (sequence models)
-    top_k: PositiveInt = 5                    # events removed in the faithfulness check
+    label: str | None = None  # default: the first audited label
+    n_rows: PositiveInt = 1000  # explained rows, sampled from the audited split
+    n_samples: PositiveInt = 16  # expected-gradient samples per row (sequence models)
+    top_k: PositiveInt = 5  # events removed in the faithfulness check
 
 
 class MitigationPolicy(_Strict):
     """Report what fairlearn's ThresholdOptimizer would change (never applied to the model)."""
 
-    attribute: str | None = None      # e.g. race; null: no trade-off table
-    constraints: list[Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity",
-                              "false_positive_rate_parity"]] = Field(
-        default_factory=lambda: ["true_positive_rate_parity", "equalized_odds"])
+    attribute: str | None = None  # e.g. race; null: no trade-off table
+    constraints: list[
+        Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity"]
+    ] = Field(default_factory=lambda: ["true_positive_rate_parity", "equalized_odds"])
     fit_split: Literal["train", "tuning", "held_out"] = "tuning"
 
 
@@ -70,19 +70,21 @@ class AuditPolicy(_Strict):
     """What the audit measures and the gates it applies (``configs/audit_policy.yaml``)."""
 
     split: Literal["train", "tuning", "held_out"] = "held_out"
-    labels: list[str] | None = None            # audited labels; default all the model predicts
-    gate_labels: list[str] | None = None       # labels the gates apply to; default the audited ones
+    labels: list[str] | None = None  # audited labels; default all the model predicts
+    gate_labels: list[str] | None = None  # labels the gates apply to; default the audited ones
     attributes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
     age_bands: list[int] = Field(default_factory=lambda: [18, 45, 65])
     intersections: list[tuple[str, str]] = Field(default_factory=lambda: [("sex", "race")])
     min_cell: PositiveInt = MIN_CELL
-    operating_top_fraction: float = 0.1        # threshold = risk of the top 10% of audited rows
+    operating_top_fraction: float = 0.1  # threshold = risk of the top 10% of audited rows
     n_bootstrap: int = 200
     explain: ExplainPolicy = Field(default_factory=ExplainPolicy)
     mitigation: MitigationPolicy = Field(default_factory=MitigationPolicy)
     gates: Gates = Field(default_factory=Gates)
-    intended_use: str = ("Decision support: ranks adult patients by their risk of the audited outcomes "
-                         "for preventive outreach. Not for diagnosis, and not a substitute for clinical judgement.")
+    intended_use: str = (
+        "Decision support: ranks adult patients by their risk of the audited outcomes "
+        "for preventive outreach. Not for diagnosis, and not a substitute for clinical judgement."
+    )
     limitations: list[str] = Field(default_factory=list)
 
     @field_validator("operating_top_fraction")

@@ -9,13 +9,16 @@ from ._figures import png_data_uri
 __all__ = ["render_html", "render_model_card"]
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.4}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
+color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px solid #ddd;padding:3px 7px;
+text-align:left}
 th{background:#f4f4f4}td.n{text-align:right}.sup{color:#888;font-style:italic}
 .pass{color:#1e7e34;font-weight:600}.fail{color:#b21f2d;font-weight:600}.na{color:#777}
 .banner{padding:.8em 1em;border-radius:6px;font-size:1.1em;margin:1em 0}.banner.pass{background:#e6f4ea}
-.banner.fail{background:#fdecea}.scroll{overflow-x:auto}.figs img{margin:4px;border:1px solid #eee}.small{font-size:.85em;color:#555}
+.banner.fail{background:#fdecea}.scroll{overflow-x:auto}.figs img{margin:4px;border:1px solid #eee}
+.small{font-size:.85em;color:#555}
 """
 
 
@@ -46,30 +49,39 @@ def _table(rows, columns, *, headers=None, digits=3):
 
 def _status(passed):
     return {True: '<span class="pass">pass</span>', False: '<span class="fail">FAIL</span>'}.get(
-        passed, '<span class="na">n/a</span>')
+        passed, '<span class="na">n/a</span>'
+    )
 
 
 def _gates_html(report):
     rows = "".join(
         f"<tr><td>{html.escape(g['gate'])}</td><td>{html.escape(g['label'])}</td>{_td(g['value'], 3)}"
         f"<td>{html.escape(g['rule'])}</td><td>{_status(g['passed'])}</td>"
-        f"<td>{html.escape(', '.join(g['groups']) or (g['note'] or ''))}</td></tr>" for g in report["gates"])
-    return ("<table><tr><th>gate</th><th>label</th><th>value</th><th>rule</th><th>result</th>"
-            f"<th>groups / note</th></tr>{rows}</table>")
+        f"<td>{html.escape(', '.join(g['groups']) or (g['note'] or ''))}</td></tr>"
+        for g in report["gates"]
+    )
+    return (
+        "<table><tr><th>gate</th><th>label</th><th>value</th><th>rule</th><th>result</th>"
+        f"<th>groups / note</th></tr>{rows}</table>"
+    )
 
 
 def render_html(report: dict, figures: dict[str, bytes]) -> str:
     """The whole report; ``figures`` maps names to PNG bytes, embedded as data URIs (opens offline)."""
     r, lin = report, report["lineage"]
     verdict = "pass" if r["passed"] else "fail"
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>twinml audit: "
-             f"{html.escape(lin.get('model_name') or lin.get('model_uri', 'model'))}</title><style>{_CSS}</style></head><body>",
-             f"<h1>Model audit: {html.escape(lin.get('model_uri', ''))}</h1>",
-             f"<p class='small'>{_registered(lin)} · audited split <b>{html.escape(r['split'])}</b> · "
-             f"{html.escape(r['model']['class'])} · training run {html.escape(str(lin.get('run_id')))}</p>",
-             f"<div class='banner {verdict}'>Audit {'PASSED' if r['passed'] else 'FAILED'}: "
-             f"{sum(g['passed'] is False for g in r['gates'])} of {len(r['gates'])} gates failed.</div>",
-             "<h2>1. Policy gates</h2>", _gates_html(r)]
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>twinml audit: "
+        f"{html.escape(lin.get('model_name') or lin.get('model_uri', 'model'))}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Model audit: {html.escape(lin.get('model_uri', ''))}</h1>",
+        f"<p class='small'>{_registered(lin)} · audited split <b>{html.escape(r['split'])}</b> · "
+        f"{html.escape(r['model']['class'])} · training run {html.escape(str(lin.get('run_id')))}</p>",
+        f"<div class='banner {verdict}'>Audit {'PASSED' if r['passed'] else 'FAILED'}: "
+        f"{sum(g['passed'] is False for g in r['gates'])} of {len(r['gates'])} gates failed.</div>",
+        "<h2>1. Policy gates</h2>",
+        _gates_html(r),
+    ]
     parts += _data_html(r) + _performance_html(r) + _calibration_html(r, figures) + _fairness_html(r)
     parts += _mitigation_html(r) + _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
     parts.append("</body></html>")
@@ -78,7 +90,9 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
 
 def _registered(lin):
     if lin.get("model_version"):
-        return f"Registered model {html.escape(str(lin['model_name']))} version {html.escape(str(lin['model_version']))}"
+        return (
+            f"Registered model {html.escape(str(lin['model_name']))} version {html.escape(str(lin['model_version']))}"
+        )
     return "Not a registered model version (no registry tag is set)"
 
 
@@ -87,7 +101,8 @@ def _data_html(r):
     outcomes = [{"outcome": k, "codes": ", ".join(v["codes"])} for k, v in task["outcomes"].items()]
     return [
         "<h2>2. Data source and dates</h2>",
-        f"<p>MEDS events: {d['events']:,} events of {d['subjects']:,} subjects, {d['distinct_codes']:,} distinct codes, "
+        f"<p>MEDS events: {d['events']:,} events of {d['subjects']:,} subjects, {d['distinct_codes']:,} distinct "
+        "codes, "
         f"recorded from {html.escape(str(d['first_event']))} to {html.escape(str(d['last_event']))} (months; births "
         "not counted). Data fingerprint "
         f"<code>{html.escape(str(r['lineage'].get('data_fingerprint')))}</code>; "
@@ -104,7 +119,9 @@ def _data_html(r):
         "before the prediction time (the leakage rule) plus static traits; model settings under Lineage.</p>",
         "<h2>5. Sample size and events per outcome</h2>",
         f"<p>Audited split: {c['audited_rows']:,} prediction times of {c['audited_subjects']:,} subjects.</p>",
-        _table(c["label_counts_audited"], ["label", "n", "positives"], headers=["label", "rows with known label", "events"]),
+        _table(
+            c["label_counts_audited"], ["label", "n", "positives"], headers=["label", "rows with known label", "events"]
+        ),
         "<p class='small'>All splits:</p>",
         _table(c["label_counts_all_splits"], ["label", "n", "positives", "excluded_prior", "censored"]),
         "<h2>6. Missing data</h2>",
@@ -112,14 +129,28 @@ def _data_html(r):
         "tabular models see a zero count and no value aggregate (gradient boosting treats it as missing); sequence "
         "models see only the events that exist. Codes rarer than the model's minimum count share one 'rare code' "
         "identity. Labels whose status is unknown (censored, or excluded by a prior outcome) are left out of "
-        "training and of every metric.</p>"]
+        "training and of every metric.</p>",
+    ]
 
 
 def _performance_html(r):
     rows = r["performance"]
-    cols = ["label", "n", "positives", "auroc", "auroc_lo", "auroc_hi", "auprc", "brier", "oracle_auroc", "auroc_vs_oracle"]
-    return ["<h2>7. Performance (95% subject-level bootstrap intervals)</h2>",
-            _table(rows, [c for c in cols if any(c in x for x in rows)])]
+    cols = [
+        "label",
+        "n",
+        "positives",
+        "auroc",
+        "auroc_lo",
+        "auroc_hi",
+        "auprc",
+        "brier",
+        "oracle_auroc",
+        "auroc_vs_oracle",
+    ]
+    return [
+        "<h2>7. Performance (95% subject-level bootstrap intervals)</h2>",
+        _table(rows, [c for c in cols if any(c in x for x in rows)]),
+    ]
 
 
 def _calibration_html(r, figures):
@@ -127,31 +158,81 @@ def _calibration_html(r, figures):
     for e in r["calibration"]:
         for side in ("before", "after"):
             rows.append({"label": e["label"], "calibrator": side, **e[side]})
-    cols = ["label", "calibrator", "brier", "ece", "calibration_in_the_large", "calibration_slope", "calibration_intercept"]
-    imgs = "".join(f"<img alt='reliability {html.escape(e['label'])}' src='{png_data_uri(figures[f'reliability_' + e['label']])}' width='320'>"
-                   for e in r["calibration"] if f"reliability_{e['label']}" in figures)
-    return ["<h2>8. Calibration</h2>",
-            "<p>ECE uses 10 equal-mass bins; calibration-in-the-large is observed rate minus mean predicted risk; slope "
-            "and intercept come from a logistic fit of the outcome on logit(risk) (ideal 1 and 0). 'before' is the "
-            "model without its tuning-split calibrator (identical when it has none).</p>",
-            _table(rows, cols, digits=4), f"<div class='figs'>{imgs}</div>"]
+    cols = [
+        "label",
+        "calibrator",
+        "brier",
+        "ece",
+        "calibration_in_the_large",
+        "calibration_slope",
+        "calibration_intercept",
+    ]
+    imgs = "".join(
+        f"<img alt='reliability {html.escape(e['label'])}' "
+        f"src='{png_data_uri(figures['reliability_' + e['label']])}' width='320'>"
+        for e in r["calibration"]
+        if f"reliability_{e['label']}" in figures
+    )
+    return [
+        "<h2>8. Calibration</h2>",
+        "<p>ECE uses 10 equal-mass bins; calibration-in-the-large is observed rate minus mean predicted risk; slope "
+        "and intercept come from a logistic fit of the outcome on logit(risk) (ideal 1 and 0). 'before' is the "
+        "model without its tuning-split calibrator (identical when it has none).</p>",
+        _table(rows, cols, digits=4),
+        f"<div class='figs'>{imgs}</div>",
+    ]
 
 
 def _fairness_html(r):
     f = r["fairness"]
-    out = ["<h2>9. Fairness across groups</h2>",
-           f"<p>Groups by {', '.join(html.escape(a) for a in f['attributes'])}"
-           f"{' and ' + ', '.join(' × '.join(p) for p in f['intersections']) if f['intersections'] else ''} "
-           "(fairlearn MetricFrame). TPR, FPR and PPV are at the operating threshold (the risk of the top "
-           f"{100 * r['policy']['operating_top_fraction']:.0f}% of audited rows). Groups with fewer than "
-           f"{f['min_cell']} subjects, events or non-events are <span class='sup'>suppressed</span>, and so is the next "
-           "smallest group of a partition when only one is. AUROC intervals: 95% bootstrap over subjects. O/E: "
-           "observed events over the sum of predicted risks, with an exact Poisson interval.</p>"]
-    cols = ["attribute", "group", "n_rows", "n_subjects", "events", "auroc", "auroc_lo", "auroc_hi", "tpr", "fpr", "ppv",
-            "calibration_in_the_large", "ece", "observed_expected", "observed_expected_lo", "observed_expected_hi",
-            "mean_risk"]
-    heads = ["attribute", "group", "rows", "subjects", "events", "AUROC", "lo", "hi", "TPR", "FPR", "PPV", "CITL",
-             "ECE", "O/E", "lo", "hi", "mean risk"]
+    out = [
+        "<h2>9. Fairness across groups</h2>",
+        f"<p>Groups by {', '.join(html.escape(a) for a in f['attributes'])}"
+        f"{' and ' + ', '.join(' × '.join(p) for p in f['intersections']) if f['intersections'] else ''} "
+        "(fairlearn MetricFrame). TPR, FPR and PPV are at the operating threshold (the risk of the top "
+        f"{100 * r['policy']['operating_top_fraction']:.0f}% of audited rows). Groups with fewer than "
+        f"{f['min_cell']} subjects, events or non-events are <span class='sup'>suppressed</span>, and so is the next "
+        "smallest group of a partition when only one is. AUROC intervals: 95% bootstrap over subjects. O/E: "
+        "observed events over the sum of predicted risks, with an exact Poisson interval.</p>",
+    ]
+    cols = [
+        "attribute",
+        "group",
+        "n_rows",
+        "n_subjects",
+        "events",
+        "auroc",
+        "auroc_lo",
+        "auroc_hi",
+        "tpr",
+        "fpr",
+        "ppv",
+        "calibration_in_the_large",
+        "ece",
+        "observed_expected",
+        "observed_expected_lo",
+        "observed_expected_hi",
+        "mean_risk",
+    ]
+    heads = [
+        "attribute",
+        "group",
+        "rows",
+        "subjects",
+        "events",
+        "AUROC",
+        "lo",
+        "hi",
+        "TPR",
+        "FPR",
+        "PPV",
+        "CITL",
+        "ECE",
+        "O/E",
+        "lo",
+        "hi",
+        "mean risk",
+    ]
     if f["ground_truth"]:
         cols += ["mean_true_risk", "true_risk_ratio"]
         heads += ["mean true risk", "predicted / true"]
@@ -160,8 +241,12 @@ def _fairness_html(r):
         out.append(_table(lab["by_group"], cols, headers=heads))
         if lab["disparities"]:
             out.append("<p class='small'>Largest disparities among shown groups:</p>")
-            out.append(_table(lab["disparities"], ["attribute", "metric", "best_group", "best", "worst_group", "worst",
-                                                    "difference", "ratio"]))
+            out.append(
+                _table(
+                    lab["disparities"],
+                    ["attribute", "metric", "best_group", "best", "worst_group", "worst", "difference", "ratio"],
+                )
+            )
         else:
             out.append("<p class='small'>No disparity summary: fewer than two groups of any attribute are shown.</p>")
     return out
@@ -171,15 +256,30 @@ def _mitigation_html(r):
     m = r.get("mitigation")
     if not m:
         return []
-    out = [f"<h3>Mitigation trade-off by {html.escape(m['attribute'])} (not applied)</h3>",
-           f"<p>fairlearn's ThresholdOptimizer (objective: balanced accuracy) fitted on the {html.escape(m['fit_split'])} "
-           "split and judged on the audited rows, next to the single threshold in use. Groups too small to be shown are "
-           "pooled. The model is unchanged: this shows what group-specific thresholds would cost and buy.</p>"]
+    out = [
+        f"<h3>Mitigation trade-off by {html.escape(m['attribute'])} (not applied)</h3>",
+        f"<p>fairlearn's ThresholdOptimizer (objective: balanced accuracy) fitted on the {html.escape(m['fit_split'])} "
+        "split and judged on the audited rows, next to the single threshold in use. Groups too small to be shown are "
+        "pooled. The model is unchanged: this shows what group-specific thresholds would cost and buy.</p>",
+    ]
     for lab in m["labels"]:
         out.append(f"<p class='small'>{html.escape(lab['label'])}</p>")
         if lab["table"]:
-            out.append(_table(lab["table"], ["policy", "tpr", "fpr", "ppv", "selection_rate", "balanced_accuracy",
-                                             "tpr_difference", "fpr_difference"]))
+            out.append(
+                _table(
+                    lab["table"],
+                    [
+                        "policy",
+                        "tpr",
+                        "fpr",
+                        "ppv",
+                        "selection_rate",
+                        "balanced_accuracy",
+                        "tpr_difference",
+                        "fpr_difference",
+                    ],
+                )
+            )
         else:
             out.append(f"<p class='small'>{html.escape(lab['note'])}</p>")
     return out
@@ -187,22 +287,33 @@ def _mitigation_html(r):
 
 def _explanations_html(r, figures):
     e = r["explanations"]
-    out = ["<h2>10. Explanations</h2>",
-           f"<p>Label <b>{html.escape(e['label'])}</b>, {e['rows_explained']:,} audited rows explained in "
-           f"{e['seconds']:.1f} s with {html.escape(e['method'])}. Attributions are on the log-odds before the "
-           "calibrator, aggregated per code and per time window before the prediction time.</p>"]
+    out = [
+        "<h2>10. Explanations</h2>",
+        f"<p>Label <b>{html.escape(e['label'])}</b>, {e['rows_explained']:,} audited rows explained in "
+        f"{e['seconds']:.1f} s with {html.escape(e['method'])}. Attributions are on the log-odds before the "
+        "calibrator, aggregated per code and per time window before the prediction time.</p>",
+    ]
     if "importance" in figures:
         out.append(f"<div class='figs'><img alt='code importance' src='{png_data_uri(figures['importance'])}'></div>")
-    out.append(_table(e["codes"], ["code", "description", "mean_abs", "mean", "rows"],
-                      headers=["code", "description", "mean |attribution|", "mean attribution", "rows attributed"],
-                      digits=4))
-    out.append(_table(e["windows"], ["window", "share_of_abs_attribution"], headers=["time window", "share of |attribution|"]))
+    out.append(
+        _table(
+            e["codes"],
+            ["code", "description", "mean_abs", "mean", "rows"],
+            headers=["code", "description", "mean |attribution|", "mean attribution", "rows attributed"],
+            digits=4,
+        )
+    )
+    out.append(
+        _table(e["windows"], ["window", "share_of_abs_attribution"], headers=["time window", "share of |attribution|"])
+    )
     fa = e.get("faithfulness")
     if fa:
-        out.append(f"<p>Faithfulness: deleting each row's top {fa['k']} attributed events changed the log-odds by "
-                   f"{fa['top_k_change']:.4f} on average, deleting {fa['k']} random events by {fa['random_k_change']:.4f} "
-                   f"(ratio {fa['ratio']:.2f}; top-k larger in {100 * fa['share_rows_top_k_larger']:.0f}% of "
-                   f"{fa['rows']:,} rows).</p>")
+        out.append(
+            f"<p>Faithfulness: deleting each row's top {fa['k']} attributed events changed the log-odds by "
+            f"{fa['top_k_change']:.4f} on average, deleting {fa['k']} random events by {fa['random_k_change']:.4f} "
+            f"(ratio {fa['ratio']:.2f}; top-k larger in {100 * fa['share_rows_top_k_larger']:.0f}% of "
+            f"{fa['rows']:,} rows).</p>"
+        )
     else:
         out.append("<p>Faithfulness check: not computed for tabular models.</p>")
     return out
@@ -211,20 +322,27 @@ def _explanations_html(r, figures):
 def _use_html(r):
     p = r["policy"]
     lim = list(p["limitations"]) + _auto_limitations(r)
-    return ["<h2>11. Intended use and limitations</h2>", f"<p>{html.escape(p['intended_use'])}</p>",
-            "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lim) + "</ul>"]
+    return [
+        "<h2>11. Intended use and limitations</h2>",
+        f"<p>{html.escape(p['intended_use'])}</p>",
+        "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lim) + "</ul>",
+    ]
 
 
 def _auto_limitations(r):
     out = []
     if r["fairness"]["ground_truth"]:
-        out.append("The data are simulated (twinml simulator): figures show how the model behaves on the simulator, "
-                   "not on any real population.")
+        out.append(
+            "The data are simulated (twinml simulator): figures show how the model behaves on the simulator, "
+            "not on any real population."
+        )
     n_sup = sum(g["suppressed"] for lab in r["fairness"]["labels"] for g in lab["by_group"])
     if n_sup:
         out.append(f"{n_sup} group cells were suppressed for small numbers; no statement is made about those groups.")
-    out.append("Labels come from recorded codes: outcomes that are never recorded (under-diagnosis) look like "
-               "non-events, which no metric computed from the labels alone can reveal.")
+    out.append(
+        "Labels come from recorded codes: outcomes that are never recorded (under-diagnosis) look like "
+        "non-events, which no metric computed from the labels alone can reveal."
+    )
     return out
 
 
@@ -239,22 +357,37 @@ def _lineage_html(r):
 def render_model_card(report: dict) -> str:
     """A short Markdown model card: what the model is, how it did, where it may fail, where it came from."""
     r, lin = report, report["lineage"]
-    lines = [f"# Model card: {lin.get('model_name') or lin.get('model_uri')}", "",
-             f"- Model URI: `{lin.get('model_uri')}`; registered version: {lin.get('model_version')}",
-             f"- Class: {r['model']['class']}; training run: {lin.get('run_id')}; seed: {lin.get('seed')}",
-             f"- Code version: {lin.get('code_version')}; config hash: {lin.get('config_hash')}; "
-             f"data fingerprint: {lin.get('data_fingerprint')}",
-             f"- Audit: **{'passed' if r['passed'] else 'FAILED'}** on split `{r['split']}`", "",
-             "## Intended use", "", r["policy"]["intended_use"], "", "## Task", "",
-             f"Task `{r['task']['name']}`; outcomes: " + ", ".join(
-                 f"{k} ({', '.join(v['codes'])})" for k, v in r["task"]["outcomes"].items()),
-             f"; horizons {r['task']['horizons_days']} days.", "", "## Performance", "",
-             "| label | n | events | AUROC [95% CI] | ECE | calibration slope |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Model card: {lin.get('model_name') or lin.get('model_uri')}",
+        "",
+        f"- Model URI: `{lin.get('model_uri')}`; registered version: {lin.get('model_version')}",
+        f"- Class: {r['model']['class']}; training run: {lin.get('run_id')}; seed: {lin.get('seed')}",
+        f"- Code version: {lin.get('code_version')}; config hash: {lin.get('config_hash')}; "
+        f"data fingerprint: {lin.get('data_fingerprint')}",
+        f"- Audit: **{'passed' if r['passed'] else 'FAILED'}** on split `{r['split']}`",
+        "",
+        "## Intended use",
+        "",
+        r["policy"]["intended_use"],
+        "",
+        "## Task",
+        "",
+        f"Task `{r['task']['name']}`; outcomes: "
+        + ", ".join(f"{k} ({', '.join(v['codes'])})" for k, v in r["task"]["outcomes"].items()),
+        f"; horizons {r['task']['horizons_days']} days.",
+        "",
+        "## Performance",
+        "",
+        "| label | n | events | AUROC [95% CI] | ECE | calibration slope |",
+        "|---|---|---|---|---|---|",
+    ]
     cal = {e["label"]: e["after"] for e in r["calibration"]}
     for p in r["performance"]:
-        lines.append(f"| {p['label']} | {p['n']} | {p['positives']} | {_md(p.get('auroc'))} "
-                     f"[{_md(p.get('auroc_lo'))}, {_md(p.get('auroc_hi'))}] | {_md(cal[p['label']]['ece'], 4)} | "
-                     f"{_md(cal[p['label']]['calibration_slope'], 2)} |")
+        lines.append(
+            f"| {p['label']} | {p['n']} | {p['positives']} | {_md(p.get('auroc'))} "
+            f"[{_md(p.get('auroc_lo'))}, {_md(p.get('auroc_hi'))}] | {_md(cal[p['label']]['ece'], 4)} | "
+            f"{_md(cal[p['label']]['calibration_slope'], 2)} |"
+        )
     lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")

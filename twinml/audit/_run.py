@@ -40,24 +40,35 @@ def _run_config(run_id):
         import yaml
 
         return load_config(yaml.safe_load(text))
-    raise ConfigError(f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
-                      "pass the experiment config with --config.")
+    raise ConfigError(
+        f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
+        "pass the experiment config with --config."
+    )
 
 
 def _run_id_of(model_uri, mv):
     if mv is not None:
         return mv.run_id
     if model_uri.startswith("runs:/"):
-        return model_uri[len("runs:/"):].split("/", 1)[0]
+        return model_uri[len("runs:/") :].split("/", 1)[0]
     if model_uri.startswith("models:/"):  # MLflow 3 logged model: models:/m-<id>
         import mlflow
 
-        return mlflow.get_logged_model(model_uri[len("models:/"):].strip("/")).source_run_id
+        return mlflow.get_logged_model(model_uri[len("models:/") :].strip("/")).source_run_id
     return None
 
 
-def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None, tracking_uri=None,
-              overwrite: bool = False, progress=print) -> AuditResult:
+def run_audit(
+    model_uri: str,
+    meds_dir,
+    *,
+    policy: AuditPolicy,
+    out,
+    config=None,
+    tracking_uri=None,
+    overwrite: bool = False,
+    progress=print,
+) -> AuditResult:
     """Audit a logged or registered twinml model on a MEDS dataset; write ``out`` and log it to MLflow.
 
     The task comes from the model's training run (its logged config) unless ``config`` (an
@@ -76,9 +87,11 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
         raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite.")
     loaded = tracking.load_registered_model(model_uri, tracking_uri=tracking_uri)
     if hasattr(loaded.model, "predict_plans"):
-        raise ConfigError(f"audit: {model_uri!r} is a what-if (treatment-response) model; the audit covers risk "
-                          "models (its explanations read a risk network). Score its plans with `twinml whatif` "
-                          "and benchmarks/whatif.py.")
+        raise ConfigError(
+            f"audit: {model_uri!r} is a what-if (treatment-response) model; the audit covers risk "
+            "models (its explanations read a risk network). Score its plans with `twinml whatif` "
+            "and benchmarks/whatif.py."
+        )
     mv = tracking.resolve_model_version(model_uri) if loaded.version else None
     run_id = _run_id_of(model_uri, mv)
     if config is None:
@@ -89,16 +102,25 @@ def run_audit(model_uri: str, meds_dir, *, policy: AuditPolicy, out, config=None
     events = read_meds(meds_dir)
     cohort = build_labels(events, task=config.task, subject_splits=read_subject_splits(meds_dir))
     cfg_json = config.model_dump(mode="json")
-    lineage = {"model_uri": model_uri, "model_name": loaded.name, "model_version": loaded.version, "run_id": run_id,
-               "data_fingerprint": tracking.data_fingerprint(meds_dir), "config_hash": config_hash(cfg_json),
-               "code_version": tracking.code_version(), "seed": config.seed, "policy_hash": config_hash(policy.model_dump(mode="json"))}
+    lineage = {
+        "model_uri": model_uri,
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "run_id": run_id,
+        "data_fingerprint": tracking.data_fingerprint(meds_dir),
+        "config_hash": config_hash(cfg_json),
+        "code_version": tracking.code_version(),
+        "seed": config.seed,
+        "policy_hash": config_hash(policy.model_dump(mode="json")),
+    }
     codes = read_code_metadata(meds_dir)
     descriptions = dict(zip(codes["code"], codes["description"].fillna(""))) if "description" in codes else {}
     inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage, descriptions)
     report, figs = compute_audit(inputs, policy, seed=config.seed, progress=progress)
     figures = {name: png_bytes(f) for name, f in figs.items()}
-    figures["importance"] = png_bytes(importance_figure(report["explanations"]["codes"],
-                                                        title=f"drivers of {report['explanations']['label']}"))
+    figures["importance"] = png_bytes(
+        importance_figure(report["explanations"]["codes"], title=f"drivers of {report['explanations']['label']}")
+    )
     _write(out, report, figures, overwrite=overwrite)
     progress(f"audit {'PASSED' if report['passed'] else 'FAILED'}; report: {out / 'report.html'}")
     audit_run = _log(report, out, config, loaded, tracking_uri)
@@ -125,15 +147,26 @@ def _log(report, out, config, loaded, tracking_uri):
     experiment = client.get_experiment_by_name(config.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
     name = f"audit {loaded.name} v{loaded.version}" if loaded.version else f"audit {report['lineage']['model_uri']}"
-    run = client.create_run(experiment_id, run_name=name, tags={
-        "twinml.audit.model_uri": report["lineage"]["model_uri"], "twinml.audit.passed": str(report["passed"]).lower(),
-        "twinml.data_fingerprint": report["lineage"]["data_fingerprint"]})
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            "twinml.audit.model_uri": report["lineage"]["model_uri"],
+            "twinml.audit.passed": str(report["passed"]).lower(),
+            "twinml.data_fingerprint": report["lineage"]["data_fingerprint"],
+        },
+    )
     run_id = run.info.run_id
     status = "FAILED"
     try:
-        metrics = {f"audit/{p['label']}/auroc": p["auroc"] for p in report["performance"] if isinstance(p.get("auroc"), float)}
-        metrics |= {f"audit/{e['label']}/ece": e["after"]["ece"] for e in report["calibration"]
-                    if isinstance(e["after"].get("ece"), float)}
+        metrics = {
+            f"audit/{p['label']}/auroc": p["auroc"] for p in report["performance"] if isinstance(p.get("auroc"), float)
+        }
+        metrics |= {
+            f"audit/{e['label']}/ece": e["after"]["ece"]
+            for e in report["calibration"]
+            if isinstance(e["after"].get("ece"), float)
+        }
         metrics["audit/gates_failed"] = float(sum(g["passed"] is False for g in report["gates"]))
         for key, value in metrics.items():  # overall figures only: no group-level number reaches MLflow
             client.log_metric(run_id, key, value)
@@ -142,6 +175,8 @@ def _log(report, out, config, loaded, tracking_uri):
     finally:
         client.set_terminated(run_id, status=status)
     if loaded.version:
-        client.set_model_version_tag(loaded.name, loaded.version, tracking.AUDIT_PASSED_TAG, str(report["passed"]).lower())
+        client.set_model_version_tag(
+            loaded.name, loaded.version, tracking.AUDIT_PASSED_TAG, str(report["passed"]).lower()
+        )
         client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
     return run_id

@@ -5,6 +5,19 @@ from ._meds_labels import read_label_files
 from ._plans import PlanSet, TreatmentPlan, factual_plans, load_plans
 from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task, load_validated
 
-__all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
-           "Cohort", "build_labels", "to_meds_labels", "read_label_files", "PlanSet", "TreatmentPlan", "factual_plans", "load_plans",
-           "load_validated"]
+__all__ = [
+    "TaskDefinition",
+    "OutcomeDefinition",
+    "PredictionTimes",
+    "SplitDefinition",
+    "load_task",
+    "Cohort",
+    "build_labels",
+    "to_meds_labels",
+    "read_label_files",
+    "PlanSet",
+    "TreatmentPlan",
+    "factual_plans",
+    "load_plans",
+    "load_validated",
+]

@@ -111,9 +111,15 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
             col = pd.array(positive, dtype="boolean")
             col[censored | excluded] = pd.NA
             labels[f"{name}_{h}d"] = col
-            counts.append({"label": f"{name}_{h}d", "n": int((~(censored | excluded)).sum()),
-                           "positives": int((positive & ~excluded & ~censored).sum()),
-                           "excluded_prior": int(excluded.sum()), "censored": int((censored & ~excluded).sum())})
+            counts.append(
+                {
+                    "label": f"{name}_{h}d",
+                    "n": int((~(censored | excluded)).sum()),
+                    "positives": int((positive & ~excluded & ~censored).sum()),
+                    "excluded_prior": int(excluded.sum()),
+                    "censored": int((censored & ~excluded).sum()),
+                }
+            )
     attrition = pd.DataFrame([{"step": s, "rows": int(x.size), "subjects": int(np.unique(x).size)} for s, x in steps])
     return Cohort(labels.reset_index(drop=True), attrition, pd.DataFrame(counts))
 
@@ -128,13 +134,20 @@ def _cohort_from_files(events, task, subject_splits) -> Cohort:
     for name, path in task.labels.items():
         col = labels[f"{name}_{task.horizons_days[0]}d"]
         known = col.notna().to_numpy()
-        steps.append({"step": f"label file {path} ({name})", "rows": int(known.sum()),
-                      "subjects": int(labels.loc[known, "subject_id"].nunique())})
+        steps.append(
+            {
+                "step": f"label file {path} ({name})",
+                "rows": int(known.sum()),
+                "subjects": int(labels.loc[known, "subject_id"].nunique()),
+            }
+        )
         # the files' producer made its own exclusions and censoring: twinml excludes nothing more
-        counts.append({"label": col.name, "n": int(known.sum()), "positives": int(col.sum()),
-                       "excluded_prior": 0, "censored": 0})
-    steps.append({"step": "prediction rows (files joined)", "rows": len(labels),
-                  "subjects": int(labels["subject_id"].nunique())})
+        counts.append(
+            {"label": col.name, "n": int(known.sum()), "positives": int(col.sum()), "excluded_prior": 0, "censored": 0}
+        )
+    steps.append(
+        {"step": "prediction rows (files joined)", "rows": len(labels), "subjects": int(labels["subject_id"].nunique())}
+    )
     return Cohort(labels, pd.DataFrame(steps), pd.DataFrame(counts))
 
 
@@ -165,14 +178,18 @@ def _candidate_times(ev, task, first, last, dynamic):
 def _splits(subject_ids, subj, task, subject_splits):
     if task.split.strategy == "meds":
         if subject_splits is None:
-            raise ConfigError("task.split.strategy: 'meds' needs the dataset's metadata/subject_splits.parquet; "
-                              "none was given (use strategy: random to draw splits).")
+            raise ConfigError(
+                "task.split.strategy: 'meds' needs the dataset's metadata/subject_splits.parquet; "
+                "none was given (use strategy: random to draw splits)."
+            )
         mapping = pd.Series(subject_splits["split"].to_numpy(), index=subject_splits["subject_id"].to_numpy())
         out = mapping.reindex(subject_ids[subj]).to_numpy()
         if pd.isna(out).any():
             missing = subject_ids[subj][pd.isna(out)][0]
-            raise ConfigError(f"metadata/subject_splits.parquet: column 'subject_id' lacks subject {missing} "
-                              "that has events; every subject needs a split.")
+            raise ConfigError(
+                f"metadata/subject_splits.parquet: column 'subject_id' lacks subject {missing} "
+                "that has events; every subject needs a split."
+            )
         return out.astype(object)
     rng = np.random.default_rng(task.split.seed)
     draw = rng.random(subject_ids.size)
@@ -183,6 +200,10 @@ def _splits(subject_ids, subj, task, subject_splits):
 def to_meds_labels(labels: pd.DataFrame, column: str) -> pd.DataFrame:
     """One label column in the strict MEDS label schema (unlabelled rows dropped)."""
     kept = labels[labels[column].notna()]
-    return pd.DataFrame({"subject_id": kept["subject_id"].astype("int64"),
-                         "prediction_time": kept["prediction_time"],
-                         "boolean_value": kept[column].astype(bool)}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "subject_id": kept["subject_id"].astype("int64"),
+            "prediction_time": kept["prediction_time"],
+            "boolean_value": kept[column].astype(bool),
+        }
+    ).reset_index(drop=True)

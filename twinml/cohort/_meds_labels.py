@@ -48,25 +48,43 @@ def _read_one(path: Path) -> pd.DataFrame:
         name = str(f)
         missing = [c for c in ("subject_id", "prediction_time", "boolean_value") if c not in tbl.column_names]
         if missing:
-            raise input_error(table=name, column=missing[0], rule="is required by the MEDS label schema but missing",
-                              hint=f"Columns present: {tbl.column_names}")
-        checks = {"subject_id": (pa.types.is_integer, "int64"),
-                  "prediction_time": (pa.types.is_timestamp, "timestamp[us]"),
-                  "boolean_value": (pa.types.is_boolean, "bool")}
+            raise input_error(
+                table=name,
+                column=missing[0],
+                rule="is required by the MEDS label schema but missing",
+                hint=f"Columns present: {tbl.column_names}",
+            )
+        checks = {
+            "subject_id": (pa.types.is_integer, "int64"),
+            "prediction_time": (pa.types.is_timestamp, "timestamp[us]"),
+            "boolean_value": (pa.types.is_boolean, "bool"),
+        }
         for col, (ok, want) in checks.items():
             c = tbl.column(col)
             if not ok(c.type):
                 valid = c.drop_null()
-                raise input_error(table=name, column=col, rule=f"must be {want}; got type {c.type}",
-                                  example=valid[0].as_py() if len(valid) else None)
+                raise input_error(
+                    table=name,
+                    column=col,
+                    rule=f"must be {want}; got type {c.type}",
+                    example=valid[0].as_py() if len(valid) else None,
+                )
             if c.null_count:
                 row = pc.index(pc.is_null(c), True).as_py()
                 raise input_error(table=name, column=col, rule="must not be null", example=f"row {row}")
-        tables.append(pd.DataFrame({"subject_id": tbl.column("subject_id").to_numpy().astype(np.int64),
-                                    "prediction_time": tbl.column("prediction_time").cast(pa.timestamp("us"))
-                                    .to_numpy().astype("datetime64[us]"),
-                                    "boolean_value": tbl.column("boolean_value").to_numpy(zero_copy_only=False),
-                                    "_file": name}))
+        tables.append(
+            pd.DataFrame(
+                {
+                    "subject_id": tbl.column("subject_id").to_numpy().astype(np.int64),
+                    "prediction_time": tbl.column("prediction_time")
+                    .cast(pa.timestamp("us"))
+                    .to_numpy()
+                    .astype("datetime64[us]"),
+                    "boolean_value": tbl.column("boolean_value").to_numpy(zero_copy_only=False),
+                    "_file": name,
+                }
+            )
+        )
     return pd.concat(tables, ignore_index=True)
 
 
@@ -115,23 +133,31 @@ def _check_rows(rows: pd.DataFrame, subjects: np.ndarray, birth: np.ndarray) -> 
     rank = pd.Index(subjects).get_indexer(rows["subject_id"].to_numpy())
     if (rank < 0).any():
         i = int(np.flatnonzero(rank < 0)[0])
-        raise input_error(table=rows["_file"].iloc[i], column="subject_id",
-                          rule="must name a subject of the dataset (one with events)",
-                          example=int(rows["subject_id"].iloc[i]))
+        raise input_error(
+            table=rows["_file"].iloc[i],
+            column="subject_id",
+            rule="must name a subject of the dataset (one with events)",
+            example=int(rows["subject_id"].iloc[i]),
+        )
     dup = rows.duplicated(_KEY, keep="first").to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
-        raise input_error(table=rows["_file"].iloc[i], column="prediction_time",
-                          rule="must be unique per subject_id (one label row per prediction)",
-                          example=f"subject_id={rows['subject_id'].iloc[i]}, "
-                                  f"prediction_time={rows['prediction_time'].iloc[i]}")
+        raise input_error(
+            table=rows["_file"].iloc[i],
+            column="prediction_time",
+            rule="must be unique per subject_id (one label row per prediction)",
+            example=f"subject_id={rows['subject_id'].iloc[i]}, prediction_time={rows['prediction_time'].iloc[i]}",
+        )
     b = birth[rank]
     t = rows["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
     early = (b != NAT) & (t < b)
     if early.any():
         i = int(np.flatnonzero(early)[0])
-        raise input_error(table=rows["_file"].iloc[i], column="prediction_time",
-                          rule="must not be before the subject's birth (MEDS_BIRTH)",
-                          example=f"subject_id={rows['subject_id'].iloc[i]}, "
-                                  f"prediction_time={rows['prediction_time'].iloc[i]}, "
-                                  f"birth={pd.Timestamp(int(b[i]), unit='us')}")
+        raise input_error(
+            table=rows["_file"].iloc[i],
+            column="prediction_time",
+            rule="must not be before the subject's birth (MEDS_BIRTH)",
+            example=f"subject_id={rows['subject_id'].iloc[i]}, "
+            f"prediction_time={rows['prediction_time'].iloc[i]}, "
+            f"birth={pd.Timestamp(int(b[i]), unit='us')}",
+        )

@@ -63,8 +63,10 @@ class PlanSet(_Strict):
         if self.reference not in self.plans:
             raise ValueError(f"reference {self.reference!r} is not one of the plans {sorted(self.plans)}")
         if self.plans[self.reference].codes:
-            raise ValueError(f"the reference plan {self.reference!r} must start nothing (codes: []); "
-                             f"got {list(self.plans[self.reference].codes)}")
+            raise ValueError(
+                f"the reference plan {self.reference!r} must start nothing (codes: []); "
+                f"got {list(self.plans[self.reference].codes)}"
+            )
         seen = {}
         for name, plan in self.plans.items():
             if not name.replace("_", "").isalnum():

@@ -17,8 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .._validation import ConfigError, PositiveInt
 from ._plans import PlanSet
 
-__all__ = ["TaskDefinition", "OutcomeDefinition", "PredictionTimes", "SplitDefinition", "load_task",
-           "format_validation_error"]
+__all__ = [
+    "TaskDefinition",
+    "OutcomeDefinition",
+    "PredictionTimes",
+    "SplitDefinition",
+    "load_task",
+    "format_validation_error",
+]
 
 
 class _Strict(BaseModel):
@@ -74,7 +80,9 @@ class SplitDefinition(_Strict):
     @classmethod
     def _sum_to_one(cls, v):
         if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError(f"must be three non-negative shares (train, tuning, held_out) summing to 1. Got {list(v)} instead")
+            raise ValueError(
+                f"must be three non-negative shares (train, tuning, held_out) summing to 1. Got {list(v)} instead"
+            )
         return v
 
 
@@ -126,13 +134,16 @@ class TaskDefinition(_Strict):
     @model_validator(mode="after")
     def _outcomes_or_labels(self):
         if self.labels is not None and self.outcomes:
-            raise ValueError("give either 'outcomes' (labels computed by twinml) or 'labels' (MEDS label files), "
-                             "not both")
+            raise ValueError(
+                "give either 'outcomes' (labels computed by twinml) or 'labels' (MEDS label files), not both"
+            )
         if self.labels is None and not self.outcomes:
             raise ValueError("must define at least one outcome (or 'labels': MEDS label files per outcome)")
         if self.labels is not None and (not self.labels or len(self.horizons_days) != 1):
-            raise ValueError("'labels' needs at least one file and exactly one horizon in 'horizons_days' "
-                             f"(the window the files were made with). Got {len(self.horizons_days)} horizons")
+            raise ValueError(
+                "'labels' needs at least one file and exactly one horizon in 'horizons_days' "
+                f"(the window the files were made with). Got {len(self.horizons_days)} horizons"
+            )
         return self
 
     @field_validator("treatment", mode="before")
@@ -196,8 +207,9 @@ def load_validated(model: type[BaseModel], path_or_dict, *, what: str, source: s
         raw = yaml.safe_load(Path(path_or_dict).read_text())
         raw = {} if raw is None and empty_is_default else raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a{'n' if what[0] in 'aeiou' else ''} {what} must be a mapping of keys; "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: a{'n' if what[0] in 'aeiou' else ''} {what} must be a mapping of keys; got {type(raw).__name__}"
+        )
     try:
         return model.model_validate(raw)
     except ValidationError as err:

@@ -26,9 +26,17 @@ __all__ = ["write_meds", "read_meds", "read_subject_splits", "read_code_metadata
 
 
 def write_meds(
-    out_dir, *, events: pa.Table | Iterable[pa.Table], subject_splits: pd.DataFrame, codes: pd.DataFrame,
-    dataset_name: str, etl_name: str, etl_version: str, shard_size: int = 50_000,
-    overwrite: bool = False, extra: dict | None = None,
+    out_dir,
+    *,
+    events: pa.Table | Iterable[pa.Table],
+    subject_splits: pd.DataFrame,
+    codes: pd.DataFrame,
+    dataset_name: str,
+    etl_name: str,
+    etl_version: str,
+    shard_size: int = 50_000,
+    overwrite: bool = False,
+    extra: dict | None = None,
 ) -> Path:
     """Write a MEDS dataset directory atomically.
 
@@ -58,8 +66,13 @@ def write_meds(
         pq.write_table(meds.CodeMetadataSchema.align(code_tbl), tmp / meds.code_metadata_filepath)
         split_tbl = pa.Table.from_pandas(subject_splits[["subject_id", "split"]], preserve_index=False)
         pq.write_table(meds.SubjectSplitSchema.align(split_tbl), tmp / meds.subject_splits_filepath)
-        meta = {"dataset_name": dataset_name, "dataset_version": "1", "etl_name": etl_name,
-                "etl_version": etl_version, "meds_version": meds.__version__}
+        meta = {
+            "dataset_name": dataset_name,
+            "dataset_version": "1",
+            "etl_name": etl_name,
+            "etl_version": etl_version,
+            "meds_version": meds.__version__,
+        }
         meds.DatasetMetadataSchema.validate(meta)
         (tmp / meds.dataset_metadata_filepath).write_text(json.dumps(meta, indent=2))
         for rel, writer in (extra or {}).items():
@@ -68,15 +81,22 @@ def write_meds(
     return out
 
 
-def _write_shards(root: Path, events: pa.Table, subject_splits: pd.DataFrame, shard_size: int, prefix: str = "") -> None:
+def _write_shards(
+    root: Path, events: pa.Table, subject_splits: pd.DataFrame, shard_size: int, prefix: str = ""
+) -> None:
     sid = events.column("subject_id").to_numpy()
     split_of = pd.Series(subject_splits["split"].to_numpy(), index=subject_splits["subject_id"].to_numpy())
     names = sorted(split_of.unique())
     rank = pd.Index(names).get_indexer(split_of.reindex(sid).to_numpy())
     if (rank < 0).any():
         bad = sid[rank < 0][0]
-        raise input_error(table="subject_splits", column="subject_id",
-                          rule="must list every subject in the events", example=int(bad), cls=MEDSValidationError)
+        raise input_error(
+            table="subject_splits",
+            column="subject_id",
+            rule="must list every subject in the events",
+            example=int(bad),
+            cls=MEDSValidationError,
+        )
     order = np.argsort(rank, kind="stable")
     events, sid, rank = events.take(order), sid[order], rank[order]
     for r, split in enumerate(names):
@@ -132,8 +152,9 @@ def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
     if subjects is not None:
         ids = [] if isinstance(subjects, (str, bytes, int)) else list(subjects)
         if not ids or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-            raise MEDSValidationError(f"read_meds: 'subjects' must be a non-empty list of integer subject ids; "
-                                      f"got {subjects!r}.")
+            raise MEDSValidationError(
+                f"read_meds: 'subjects' must be a non-empty list of integer subject ids; got {subjects!r}."
+            )
         wanted = [("subject_id", "in", [int(i) for i in ids])]  # built once: a generator would be spent on shard 1
     tables, seen = [], {}
     for f in files:
@@ -153,22 +174,27 @@ def _check_disjoint(ids, name, seen):
     for other, other_ids in seen.items():
         both = np.intersect1d(ids, other_ids, assume_unique=True)
         if both.size:
-            raise input_error(table=name, column="subject_id",
-                              rule=f"each subject must be in one file only; also in {other}",
-                              example=int(both[0]), cls=MEDSValidationError)
+            raise input_error(
+                table=name,
+                column="subject_id",
+                rule=f"each subject must be in one file only; also in {other}",
+                example=int(both[0]),
+                cls=MEDSValidationError,
+            )
     seen[name] = ids
 
 
 def validate_events_table(tbl: pa.Table, *, name: str) -> pa.Table:
     """Check one table of MEDS events and return it cast to the MEDS types."""
+
     def fail(column, rule, example=None, hint=None):
-        return input_error(table=name, column=column, rule=rule, example=example, hint=hint,
-                           cls=MEDSValidationError)
+        return input_error(table=name, column=column, rule=rule, example=example, hint=hint, cls=MEDSValidationError)
 
     missing = [c for c in ("subject_id", "time", "code") if c not in tbl.column_names]
     if missing:
-        raise fail(missing[0], "is required by the MEDS data schema but missing",
-                   hint=f"Columns present: {tbl.column_names}")
+        raise fail(
+            missing[0], "is required by the MEDS data schema but missing", hint=f"Columns present: {tbl.column_names}"
+        )
     cols = {"subject_id": tbl.column("subject_id"), "time": tbl.column("time"), "code": tbl.column("code")}
     t = cols["subject_id"].type
     if not pa.types.is_integer(t):
@@ -207,8 +233,7 @@ def _numeric(col, fail):
         blank = text.isna() | (text.astype(str).str.strip() == "")
         bad = pd.to_numeric(text.where(~blank), errors="coerce").isna() & ~blank
         example = repr(text[bad].iloc[0]) if bad.any() else None
-        raise fail("numeric_value", f"must be float32; got type {t}", example,
-                   hint="Put text results in 'text_value'.")
+        raise fail("numeric_value", f"must be float32; got type {t}", example, hint="Put text results in 'text_value'.")
     raise fail("numeric_value", f"must be float32; got type {t}", _first_valid(col))
 
 
@@ -226,14 +251,21 @@ def _check_sorted(tbl, fail):
     if np.unique(sid[starts]).size != starts.size:
         _, first = np.unique(sid[starts], return_index=True)
         dup = sid[starts][np.setdiff1d(np.arange(starts.size), first)[0]]
-        raise fail("subject_id", "must keep each subject's rows together (sorted by subject)", int(dup),
-                   hint="Sort by subject_id, then time.")
+        raise fail(
+            "subject_id",
+            "must keep each subject's rows together (sorted by subject)",
+            int(dup),
+            hint="Sort by subject_id, then time.",
+        )
     time = tbl.column("time")
     t = time.cast(pa.int64()).fill_null(np.iinfo(np.int64).min).to_numpy()
     same = sid[1:] == sid[:-1]
     back = np.flatnonzero(same & (t[1:] < t[:-1]))
     if back.size:
         i = back[0]
-        raise fail("time", "must not decrease within a subject (static rows with null time first)",
-                   f"subject_id={int(sid[i])}: {time[i].as_py()} then {time[i + 1].as_py()}",
-                   hint="Sort by subject_id, then time.")
+        raise fail(
+            "time",
+            "must not decrease within a subject (static rows with null time first)",
+            f"subject_id={int(sid[i])}: {time[i].as_py()} then {time[i + 1].as_py()}",
+            hint="Sort by subject_id, then time.",
+        )

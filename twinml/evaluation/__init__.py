@@ -1,17 +1,44 @@
-"""Evaluation: discrimination, calibration, subgroup fairness and explanations, and the oracle ceiling on simulated data."""
+"""Evaluation: discrimination, calibration, subgroup fairness and explanations, and the oracle ceiling on
+simulated data."""
 
 from ._calibration import calibration_summary, reliability_table
 from ._display import reliability_figure
-from ._explain import (Attributions, code_importance, explain_model, faithfulness, patient_drivers,
-                       window_importance)
+from ._explain import Attributions, code_importance, explain_model, faithfulness, patient_drivers, window_importance
 from ._fairness import DEFAULT_ATTRIBUTES, MIN_CELL, SUPPRESSED, FairnessResult, subgroup_metrics, subject_attributes
-from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predictions
+from ._metrics import (
+    binary_metrics,
+    bootstrap_ci,
+    calibration_slope_intercept,
+    evaluate_risks,
+    expected_calibration_error,
+)
 from ._mitigation import RiskColumnClassifier, threshold_tradeoff
-from ._metrics import (binary_metrics, bootstrap_ci, calibration_slope_intercept, evaluate_risks,
-                       expected_calibration_error)
+from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predictions
 
-__all__ = ["binary_metrics", "bootstrap_ci", "calibration_slope_intercept", "evaluate_risks",
-           "expected_calibration_error", "reliability_figure", "reliability_table", "calibration_summary",
-           "subject_attributes", "subgroup_metrics", "FairnessResult", "SUPPRESSED", "DEFAULT_ATTRIBUTES", "MIN_CELL",
-           "threshold_tradeoff", "RiskColumnClassifier", "explain_model", "Attributions", "code_importance", "window_importance", "patient_drivers", "faithfulness",
-           "meds_predictions", "write_meds_predictions", "PREDICTION_SCHEMA"]
+__all__ = [
+    "binary_metrics",
+    "bootstrap_ci",
+    "calibration_slope_intercept",
+    "evaluate_risks",
+    "expected_calibration_error",
+    "reliability_figure",
+    "reliability_table",
+    "calibration_summary",
+    "subject_attributes",
+    "subgroup_metrics",
+    "FairnessResult",
+    "SUPPRESSED",
+    "DEFAULT_ATTRIBUTES",
+    "MIN_CELL",
+    "threshold_tradeoff",
+    "RiskColumnClassifier",
+    "explain_model",
+    "Attributions",
+    "code_importance",
+    "window_importance",
+    "patient_drivers",
+    "faithfulness",
+    "meds_predictions",
+    "write_meds_predictions",
+    "PREDICTION_SCHEMA",
+]

@@ -39,10 +39,20 @@ def reliability_table(y_true, y_prob, *, n_bins: int = 10, confidence: float = 0
         for i, b in enumerate(np.array_split(order, min(n_bins, y.size))):
             k, n = int(y[b].sum()), int(b.size)
             ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-            rows.append({"bin": i, "n": n, "events": k, "mean_predicted": float(p[b].mean()),
-                         "observed": k / n, "observed_lo": float(ci.low), "observed_hi": float(ci.high)})
-    return pd.DataFrame(rows, columns=["bin", "n", "events", "mean_predicted", "observed", "observed_lo",
-                                       "observed_hi"])
+            rows.append(
+                {
+                    "bin": i,
+                    "n": n,
+                    "events": k,
+                    "mean_predicted": float(p[b].mean()),
+                    "observed": k / n,
+                    "observed_lo": float(ci.low),
+                    "observed_hi": float(ci.high),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["bin", "n", "events", "mean_predicted", "observed", "observed_lo", "observed_hi"]
+    )
 
 
 def calibration_summary(y_true, y_prob, *, n_bins: int = 10) -> dict:
@@ -52,10 +62,17 @@ def calibration_summary(y_true, y_prob, *, n_bins: int = 10) -> dict:
     """
     y, p = np.asarray(y_true, int), np.asarray(y_prob, float)
     if y.size == 0:
-        return {k: float("nan") for k in ("brier", "ece", "calibration_in_the_large", "calibration_slope",
-                                           "calibration_intercept")} | {"n": 0, "events": 0}
+        return {
+            k: float("nan")
+            for k in ("brier", "ece", "calibration_in_the_large", "calibration_slope", "calibration_intercept")
+        } | {"n": 0, "events": 0}
     slope, intercept = calibration_slope_intercept(y, p)
-    return {"n": int(y.size), "events": int(y.sum()), "brier": float(np.mean((p - y) ** 2)),
-            "ece": expected_calibration_error(y, p, n_bins=n_bins),
-            "calibration_in_the_large": float(y.mean() - p.mean()),
-            "calibration_slope": slope, "calibration_intercept": intercept}
+    return {
+        "n": int(y.size),
+        "events": int(y.sum()),
+        "brier": float(np.mean((p - y) ** 2)),
+        "ece": expected_calibration_error(y, p, n_bins=n_bins),
+        "calibration_in_the_large": float(y.mean() - p.mean()),
+        "calibration_slope": slope,
+        "calibration_intercept": intercept,
+    }

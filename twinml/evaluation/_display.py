@@ -33,8 +33,10 @@ def reliability_figure(labels, risks, columns, *, n_bins=10, title=None):
             continue
         CalibrationDisplay.from_predictions(y, p, n_bins=n_bins, strategy="quantile", ax=ax, name=c)
         top = float(max(np.quantile(p, 0.99), y.mean()) * 1.3)
-        ax.set_xlim(0, min(1.0, top)); ax.set_ylim(0, min(1.0, top))
-        ax.set_title(c); ax.legend(loc="upper left", fontsize=7)
+        ax.set_xlim(0, min(1.0, top))
+        ax.set_ylim(0, min(1.0, top))
+        ax.set_title(c)
+        ax.legend(loc="upper left", fontsize=7)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     if title:

@@ -26,9 +26,9 @@ def true_plan_risks(truth: pd.DataFrame, index: pd.DataFrame, plans, column: str
     keys = index[["subject_id", "prediction_time"]].reset_index(drop=True)
     keys = keys.assign(prediction_time=keys["prediction_time"].astype("datetime64[us]"))
     t = truth[truth["plan"].astype(str).isin(list(plans))][["subject_id", "prediction_time", "plan", column]]
-    wide = t.assign(plan=t["plan"].astype(str), prediction_time=t["prediction_time"].astype("datetime64[us]")) \
-        .pivot_table(index=["subject_id", "prediction_time"], columns="plan", values=column, observed=True,
-                     dropna=False)
+    wide = t.assign(
+        plan=t["plan"].astype(str), prediction_time=t["prediction_time"].astype("datetime64[us]")
+    ).pivot_table(index=["subject_id", "prediction_time"], columns="plan", values=column, observed=True, dropna=False)
     out = keys.merge(wide.reset_index(), on=["subject_id", "prediction_time"], how="left")
     return np.column_stack([out[p].to_numpy(np.float64) if p in out else np.full(len(keys), np.nan) for p in plans])
 
@@ -37,9 +37,12 @@ def effect_scores(effect, true_effect, support, lo=None, hi=None) -> dict:
     """PEHE, ATE error, coverage and counts for one plan's effects (arrays over rows)."""
     ok = support & np.isfinite(true_effect) & np.isfinite(effect)
     e, t = effect[ok], true_effect[ok]
-    out = {"n": int(ok.sum()), "pehe": float(np.sqrt(np.mean((e - t) ** 2))) if ok.any() else np.nan,
-           "ate_true": float(t.mean()) if ok.any() else np.nan,
-           "ate_est": float(e.mean()) if ok.any() else np.nan}
+    out = {
+        "n": int(ok.sum()),
+        "pehe": float(np.sqrt(np.mean((e - t) ** 2))) if ok.any() else np.nan,
+        "ate_true": float(t.mean()) if ok.any() else np.nan,
+        "ate_est": float(e.mean()) if ok.any() else np.nan,
+    }
     out["ate_error"] = abs(out["ate_est"] - out["ate_true"])
     out["coverage"] = float(np.mean((lo[ok] <= t) & (t <= hi[ok]))) if lo is not None and ok.any() else np.nan
     return out
@@ -63,7 +66,11 @@ def policy_value(est_effect, true_risk, support) -> dict:
     gain = r[:, 0] - r[np.arange(r.shape[0]), pick]
     oracle = r[:, 0] - r[np.arange(r.shape[0]), best]
     unrestricted = r[:, 0] - r.min(axis=1)
-    return {"rows": int(rows.sum()), "reduction": float(gain.mean()), "oracle_reduction": float(oracle.mean()),
-            "oracle_any_plan": float(unrestricted.mean()),
-            "share_of_oracle": float(gain.mean() / oracle.mean()) if oracle.mean() > 0 else np.nan,
-            "treated_share": float((pick != 0).mean())}
+    return {
+        "rows": int(rows.sum()),
+        "reduction": float(gain.mean()),
+        "oracle_reduction": float(oracle.mean()),
+        "oracle_any_plan": float(unrestricted.mean()),
+        "share_of_oracle": float(gain.mean() / oracle.mean()) if oracle.mean() > 0 else np.nan,
+        "treated_share": float((pick != 0).mean()),
+    }

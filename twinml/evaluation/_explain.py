@@ -24,8 +24,15 @@ from torch import nn
 
 from .._validation import ConfigError
 
-__all__ = ["Attributions", "explain_model", "code_importance", "window_importance", "patient_drivers",
-           "faithfulness", "WINDOWS_DAYS"]
+__all__ = [
+    "Attributions",
+    "explain_model",
+    "code_importance",
+    "window_importance",
+    "patient_drivers",
+    "faithfulness",
+    "WINDOWS_DAYS",
+]
 
 WINDOWS_DAYS = (90, 365, 1095)  # edges of the time windows before the prediction time
 
@@ -75,8 +82,9 @@ def code_importance(attr: Attributions, *, top: int = 20) -> pd.DataFrame:
     per_row = attr.table.groupby(["row", "code"], observed=True)["attribution"].sum().reset_index()
     per_row = per_row[per_row["attribution"] != 0]
     g = per_row.groupby("code", observed=True)["attribution"]
-    out = pd.DataFrame({"mean_abs": g.apply(lambda s: s.abs().sum()) / attr.n_rows, "mean": g.sum() / attr.n_rows,
-                        "rows": g.size()})
+    out = pd.DataFrame(
+        {"mean_abs": g.apply(lambda s: s.abs().sum()) / attr.n_rows, "mean": g.sum() / attr.n_rows, "rows": g.size()}
+    )
     return out.sort_values("mean_abs", ascending=False).head(top).reset_index()
 
 
@@ -107,8 +115,17 @@ def _label_position(model, label):
     return model.label_columns_.index(label)
 
 
-def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: str, n_samples: int = 16,
-                  trim_padding: bool = True, seed: int = 0, progress=None) -> Attributions:
+def explain_model(
+    model,
+    events: pd.DataFrame,
+    index: pd.DataFrame,
+    *,
+    label: str,
+    n_samples: int = 16,
+    trim_padding: bool = True,
+    seed: int = 0,
+    progress=None,
+) -> Attributions:
     """SHAP attributions of ``label`` for each row of ``index``, for a sequence, record, blend or tabular
     twinml model (a blend: each member's, weighted as the blend weighs their log-odds).
 
@@ -121,15 +138,26 @@ def explain_model(model, events: pd.DataFrame, index: pd.DataFrame, *, label: st
         padded ``max_len`` window, as a plain call would).
     """
     if type(model).__name__ == "BlendRiskModel":
-        return _explain_blend(model, events, index, label, n_samples=n_samples, trim_padding=trim_padding,
-                              seed=seed, progress=progress)
+        return _explain_blend(
+            model, events, index, label, n_samples=n_samples, trim_padding=trim_padding, seed=seed, progress=progress
+        )
     pos = _label_position(model, label)
     if _is_record(model):
-        return _explain_record(model, events, index, label, pos, n_samples=n_samples, seed=seed,
-                               progress=progress or (lambda m: None))
+        return _explain_record(
+            model, events, index, label, pos, n_samples=n_samples, seed=seed, progress=progress or (lambda m: None)
+        )
     if hasattr(model, "net_"):
-        return _explain_sequence(model, events, index, label, pos, n_samples=n_samples, trim=trim_padding,
-                                 seed=seed, progress=progress or (lambda m: None))
+        return _explain_sequence(
+            model,
+            events,
+            index,
+            label,
+            pos,
+            n_samples=n_samples,
+            trim=trim_padding,
+            seed=seed,
+            progress=progress or (lambda m: None),
+        )
     return _explain_tabular(model, events, index, label, pos)
 
 
@@ -188,10 +216,18 @@ def _record_row(data, i):
         return None
     n_vis = int(b["readout"][0]) + 1
     n_ev = int(b["event_offsets"][n_vis]) if n_vis < b["event_offsets"].size else b["event_code"].size
-    out = dict(b, event_code=b["event_code"][:n_ev], event_value=b["event_value"][:n_ev],
-               event_offsets=b["event_offsets"][:n_vis], visit_slot=b["visit_slot"][:n_vis],
-               visit_features=b["visit_features"][:n_vis], width=np.int64(n_vis))
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else int(v) for k, v in out.items()}
+    out = dict(
+        b,
+        event_code=b["event_code"][:n_ev],
+        event_value=b["event_value"][:n_ev],
+        event_offsets=b["event_offsets"][:n_vis],
+        visit_slot=b["visit_slot"][:n_vis],
+        visit_features=b["visit_features"][:n_vis],
+        width=np.int64(n_vis),
+    )
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else int(v) for k, v in out.items()
+    }
 
 
 def _explain_blend(model, events, index, label, **kw):
@@ -201,19 +237,27 @@ def _explain_blend(model, events, index, label, **kw):
     w, records = model.record_weight, model.record_members()
     parts = [explain_model(m, events, index, label=label, **kw) for m in records]
     parts.append(explain_model(model.tabular_, events, index, label=label))
-    gru_rows = pd.concat([p.table.assign(attribution=p.table["attribution"] * (w / len(records))) for p in parts[:-1]],
-                         ignore_index=True)
+    gru_rows = pd.concat(
+        [p.table.assign(attribution=p.table["attribution"] * (w / len(records))) for p in parts[:-1]], ignore_index=True
+    )
     if len(records) > 1:  # the GRUs explain the same events of the same rows
         keys = [c for c in parts[0].table.columns if c != "attribution"]
-        gru_rows = (gru_rows.groupby(keys, sort=False, observed=True, dropna=False)["attribution"].sum()
-                    .reset_index()[list(parts[0].table.columns)])
-    tables = [gru_rows.assign(member="record"),
-              parts[-1].table.assign(attribution=parts[-1].table["attribution"] * (1.0 - w), member="tabular")]
+        gru_rows = (
+            gru_rows.groupby(keys, sort=False, observed=True, dropna=False)["attribution"]
+            .sum()
+            .reset_index()[list(parts[0].table.columns)]
+        )
+    tables = [
+        gru_rows.assign(member="record"),
+        parts[-1].table.assign(attribution=parts[-1].table["attribution"] * (1.0 - w), member="tabular"),
+    ]
     gru = parts[0].method if len(records) == 1 else f"the mean of {len(records)} GRUs, each {parts[0].method}"
-    method = (f"blend of {w:g} x ({gru}) and {1 - w:g} x ({parts[-1].method}), on the blend's "
-              "log-odds before calibration")
-    return Attributions(label, pd.concat(tables, ignore_index=True), parts[0].n_rows,
-                        sum(p.seconds for p in parts), method)
+    method = (
+        f"blend of {w:g} x ({gru}) and {1 - w:g} x ({parts[-1].method}), on the blend's log-odds before calibration"
+    )
+    return Attributions(
+        label, pd.concat(tables, ignore_index=True), parts[0].n_rows, sum(p.seconds for p in parts), method
+    )
 
 
 def _explain_record(model, events, index, label, pos, *, n_samples, seed, progress):
@@ -241,18 +285,33 @@ def _explain_record(model, events, index, label, pos, *, n_samples, seed, progre
                 explainer = shap.GradientExplainer(f, base, batch_size=min(n_samples, 64))
                 sv = explainer.shap_values(x, nsamples=n_samples)
             a = np.asarray(sv).reshape(code.numel(), -1).sum(-1)
-            t_ev = data.time[data.lo[i]:data.lo[i] + code.numel()]
+            t_ev = data.time[data.lo[i] : data.lo[i] + code.numel()]
             days = (data.prediction_time[i] - t_ev) / 86_400e6
-            parts.append(pd.DataFrame({"row": i, "position": np.arange(code.numel()), "code": vocab[code.numpy()],
-                                       "days_before": days, "window": _window_of(days), "attribution": a}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "row": i,
+                        "position": np.arange(code.numel()),
+                        "code": vocab[code.numpy()],
+                        "days_before": days,
+                        "window": _window_of(days),
+                        "attribution": a,
+                    }
+                )
+            )
             if (i + 1) % 200 == 0:
                 progress(f"explained {i + 1:,} / {len(data):,} rows ({time.perf_counter() - t0:.1f}s)")
     finally:
         np.random.set_state(rng_state)
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["row", "position", "code", "days_before", "window", "attribution"])
-    method = (f"shap.GradientExplainer on event embeddings of the whole record, nsamples={n_samples}, "
-              "baseline = events without content")
+    table = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["row", "position", "code", "days_before", "window", "attribution"])
+    )
+    method = (
+        f"shap.GradientExplainer on event embeddings of the whole record, nsamples={n_samples}, "
+        "baseline = events without content"
+    )
     return Attributions(label, table, len(data), time.perf_counter() - t0, method)
 
 
@@ -280,8 +339,12 @@ def _explain_sequence(model, events, index, label, pos, *, n_samples, trim, seed
             b = _pad_to(b, width)
             with torch.no_grad():
                 x = net.embed(b["code"], b["value"], b["has_value"], b["log_days"])
-                base = net.embed(torch.where(b["mask"], 1, 0), torch.zeros_like(b["value"]),
-                                 torch.zeros_like(b["has_value"]), b["log_days"])
+                base = net.embed(
+                    torch.where(b["mask"], 1, 0),
+                    torch.zeros_like(b["value"]),
+                    torch.zeros_like(b["has_value"]),
+                    b["log_days"],
+                )
             f = _EmbeddedRisk(net, pos[0], pos[1], b["static"], b["log_days"], n)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -289,17 +352,32 @@ def _explain_sequence(model, events, index, label, pos, *, n_samples, trim, seed
                 sv = explainer.shap_values(x, nsamples=n_samples)
             a = np.asarray(sv).reshape(width, -1).sum(-1)[:n]
             days = np.expm1(b["log_days"][0, :n].numpy().astype(float))
-            parts.append(pd.DataFrame({"row": i, "position": np.arange(n), "code": vocab[b["code"][0, :n].numpy()],
-                                       "days_before": days, "window": _window_of(days), "attribution": a}))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "row": i,
+                        "position": np.arange(n),
+                        "code": vocab[b["code"][0, :n].numpy()],
+                        "days_before": days,
+                        "window": _window_of(days),
+                        "attribution": a,
+                    }
+                )
+            )
             if (i + 1) % 200 == 0:
                 progress(f"explained {i + 1:,} / {len(data):,} rows ({time.perf_counter() - t0:.1f}s)")
     finally:
         np.random.set_state(rng_state)
     secs = time.perf_counter() - t0
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-        columns=["row", "position", "code", "days_before", "window", "attribution"])
-    method = (f"shap.GradientExplainer on event embeddings, nsamples={n_samples}, "
-              f"{'own length' if trim else f'padded to {model.max_len}'}, baseline = events without content")
+    table = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=["row", "position", "code", "days_before", "window", "attribution"])
+    )
+    method = (
+        f"shap.GradientExplainer on event embeddings, nsamples={n_samples}, "
+        f"{'own length' if trim else f'padded to {model.max_len}'}, baseline = events without content"
+    )
     return Attributions(label, table, len(data), secs, method)
 
 
@@ -345,7 +423,8 @@ def _explain_tabular(model, events, index, label, j):
     code, window = _feature_units(names)
     rows, cols = np.nonzero(sv)
     table = pd.DataFrame({"row": rows, "code": code[cols], "window": window[cols], "attribution": sv[rows, cols]})
-    method = f"shap.{'LinearExplainer' if type(clf).__name__ == 'LogisticRegression' else 'TreeExplainer'} on tabular features"
+    explainer = "LinearExplainer" if type(clf).__name__ == "LogisticRegression" else "TreeExplainer"
+    method = f"shap.{explainer} on tabular features"
     return Attributions(label, table, X.shape[0], time.perf_counter() - t0, method)
 
 
@@ -361,8 +440,16 @@ def _feature_units(names):
     return np.array(code, object), np.array(window, object)
 
 
-def faithfulness(model, events: pd.DataFrame, index: pd.DataFrame, attr: Attributions, *, k: int = 5,
-                 n_random: int = 5, seed: int = 0) -> dict:
+def faithfulness(
+    model,
+    events: pd.DataFrame,
+    index: pd.DataFrame,
+    attr: Attributions,
+    *,
+    k: int = 5,
+    n_random: int = 5,
+    seed: int = 0,
+) -> dict:
     """Does removing the ``k`` most attributed events move the risk more than removing ``k`` random ones?
 
     For each explained row with more than ``k`` events, the label's log-odds is recomputed with the
@@ -382,8 +469,14 @@ def faithfulness(model, events: pd.DataFrame, index: pd.DataFrame, attr: Attribu
     top = t.sort_values(["row", "abs_a"], ascending=[True, False], kind="stable").groupby("row").head(k)
     rows = np.unique(top["row"].to_numpy())
     if rows.size == 0:
-        return {"rows": 0, "k": k, "top_k_change": float("nan"), "random_k_change": float("nan"),
-                "ratio": float("nan"), "share_rows_top_k_larger": float("nan")}
+        return {
+            "rows": 0,
+            "k": k,
+            "top_k_change": float("nan"),
+            "random_k_change": float("nan"),
+            "ratio": float("nan"),
+            "share_rows_top_k_larger": float("nan"),
+        }
     base = _log_odds(model, data, rows, None, o, j)
     drop_top = np.zeros((rows.size, int(lengths[rows].max())), bool)
     r_idx = np.searchsorted(rows, top["row"].to_numpy())
@@ -396,9 +489,14 @@ def faithfulness(model, events: pd.DataFrame, index: pd.DataFrame, attr: Attribu
         drop = np.zeros_like(drop_top)
         np.put_along_axis(drop, picks, True, axis=1)
         d_rand += np.abs(_log_odds(model, data, rows, drop, o, j) - base) / n_random
-    return {"rows": int(rows.size), "k": k, "top_k_change": float(d_top.mean()),
-            "random_k_change": float(d_rand.mean()), "ratio": float(d_top.mean() / max(d_rand.mean(), 1e-12)),
-            "share_rows_top_k_larger": float((d_top > d_rand).mean())}
+    return {
+        "rows": int(rows.size),
+        "k": k,
+        "top_k_change": float(d_top.mean()),
+        "random_k_change": float(d_rand.mean()),
+        "ratio": float(d_top.mean() / max(d_rand.mean(), 1e-12)),
+        "share_rows_top_k_larger": float((d_top > d_rand).mean()),
+    }
 
 
 def _log_odds(model, data, rows, drop, o, j, batch_size=512):
@@ -419,12 +517,12 @@ def _log_odds(model, data, rows, drop, o, j, batch_size=512):
         return out
     with torch.inference_mode():
         for s in range(0, rows.size, batch_size):
-            b = data.batch(rows[s:s + batch_size])
+            b = data.batch(rows[s : s + batch_size])
             if drop is not None:
-                b = _delete(b, drop[s:s + batch_size])
+                b = _delete(b, drop[s : s + batch_size])
             tb = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
             logits = net(**tb)
-            out[s:s + batch_size] = _cumulative_logit(logits[:, o, : j + 1]).numpy()
+            out[s : s + batch_size] = _cumulative_logit(logits[:, o, : j + 1]).numpy()
     return out
 
 

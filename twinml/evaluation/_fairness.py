@@ -29,13 +29,27 @@ __all__ = ["SUPPRESSED", "DEFAULT_ATTRIBUTES", "subject_attributes", "subgroup_m
 SUPPRESSED = "suppressed"
 DEFAULT_ATTRIBUTES = {"sex": "GENDER//", "race": "RACE//", "ethnicity": "ETHNICITY//"}
 COUNT_COLUMNS = ("n_rows", "n_subjects", "events")
-METRIC_COLUMNS = ("auroc", "auroc_lo", "auroc_hi", "tpr", "fpr", "ppv", "calibration_in_the_large", "ece",
-                  "observed_expected", "observed_expected_lo", "observed_expected_hi",
-                  "mean_risk", "mean_true_risk", "true_risk_ratio")
+METRIC_COLUMNS = (
+    "auroc",
+    "auroc_lo",
+    "auroc_hi",
+    "tpr",
+    "fpr",
+    "ppv",
+    "calibration_in_the_large",
+    "ece",
+    "observed_expected",
+    "observed_expected_lo",
+    "observed_expected_hi",
+    "mean_risk",
+    "mean_true_risk",
+    "true_risk_ratio",
+)
 
 
-def subject_attributes(events: pd.DataFrame, index: pd.DataFrame, *, attributes=None,
-                       age_bands=(18, 45, 65)) -> pd.DataFrame:
+def subject_attributes(
+    events: pd.DataFrame, index: pd.DataFrame, *, attributes=None, age_bands=(18, 45, 65)
+) -> pd.DataFrame:
     """Sensitive attributes of each row of ``index`` (``subject_id``, ``prediction_time``).
 
     Parameters
@@ -56,8 +70,12 @@ def subject_attributes(events: pd.DataFrame, index: pd.DataFrame, *, attributes=
         hit = static[codes.str.startswith(prefix).to_numpy()]
         if hit.empty:
             continue
-        first = (hit.assign(group=hit["code"].astype(str).str[len(prefix):])
-                 .sort_values(["subject_id", "group"]).drop_duplicates("subject_id").set_index("subject_id")["group"])
+        first = (
+            hit.assign(group=hit["code"].astype(str).str[len(prefix) :])
+            .sort_values(["subject_id", "group"])
+            .drop_duplicates("subject_id")
+            .set_index("subject_id")["group"]
+        )
         out[name] = pd.Series(subjects).map(first).fillna("unknown").to_numpy(object)
     if age_bands:
         out["age_band"] = _age_bands(events, index, age_bands)
@@ -65,7 +83,9 @@ def subject_attributes(events: pd.DataFrame, index: pd.DataFrame, *, attributes=
 
 
 def _age_bands(events, index, edges):
-    birth = events[events["code"].astype(str) == "MEDS_BIRTH"].drop_duplicates("subject_id").set_index("subject_id")["time"]
+    birth = (
+        events[events["code"].astype(str) == "MEDS_BIRTH"].drop_duplicates("subject_id").set_index("subject_id")["time"]
+    )
     b = pd.Series(index["subject_id"].to_numpy()).map(birth).to_numpy("datetime64[us]")
     age = (index["prediction_time"].to_numpy("datetime64[us]") - b) / np.timedelta64(1, "D") / 365.25
     edges = sorted(edges)
@@ -108,9 +128,20 @@ class FairnessResult:
     unsuppressed: pd.DataFrame
 
 
-def subgroup_metrics(y_true, y_prob, attributes: pd.DataFrame, *, subject_id, label: str, threshold: float,
-                     true_risk=None, intersections=(), min_cell: int = MIN_CELL, n_boot: int = 100,
-                     seed: int = 0) -> FairnessResult:
+def subgroup_metrics(
+    y_true,
+    y_prob,
+    attributes: pd.DataFrame,
+    *,
+    subject_id,
+    label: str,
+    threshold: float,
+    true_risk=None,
+    intersections=(),
+    min_cell: int = MIN_CELL,
+    n_boot: int = 100,
+    seed: int = 0,
+) -> FairnessResult:
     """AUROC (with bootstrap interval), TPR, FPR, PPV at ``threshold``, calibration per group.
 
     Parameters
@@ -146,35 +177,53 @@ def subgroup_metrics(y_true, y_prob, attributes: pd.DataFrame, *, subject_id, la
     for cols in partitions:
         missing = [c for c in cols if c not in attributes.columns]
         if missing:
-            raise ConfigError(f"fairness: intersection names attribute {missing[0]!r}, which the data do not have "
-                              f"(attributes: {list(attributes.columns)}).")
-        frames.append(_partition(y, p, pred, sid, truth, attributes[cols], min_cell=min_cell, n_boot=n_boot,
-                                 seed=seed))
+            raise ConfigError(
+                f"fairness: intersection names attribute {missing[0]!r}, which the data do not have "
+                f"(attributes: {list(attributes.columns)})."
+            )
+        frames.append(_partition(y, p, pred, sid, truth, attributes[cols], min_cell=min_cell, n_boot=n_boot, seed=seed))
     raw = pd.concat(frames, ignore_index=True)
     by_group = _suppress(raw)
     return FairnessResult(label, float(threshold), by_group, _disparities(by_group), raw)
 
 
 def _metric_frame(y, p, pred, sid, truth, sensitive):
-    scores = {"auroc": partial(_safe, roc_auc_score), "mean_risk": lambda t, s: float(np.mean(s)),
-              "n_rows": lambda t, s: float(t.size), "events": lambda t, s: float(np.sum(t)),
-              "ece": lambda t, s: expected_calibration_error(t, s),
-              "calibration_in_the_large": lambda t, s: float(np.mean(t) - np.mean(s)),
-              "n_subjects": _n_subjects, "mean_true_risk": _mean_true}
+    scores = {
+        "auroc": partial(_safe, roc_auc_score),
+        "mean_risk": lambda t, s: float(np.mean(s)),
+        "n_rows": lambda t, s: float(t.size),
+        "events": lambda t, s: float(np.sum(t)),
+        "ece": lambda t, s: expected_calibration_error(t, s),
+        "calibration_in_the_large": lambda t, s: float(np.mean(t) - np.mean(s)),
+        "n_subjects": _n_subjects,
+        "mean_true_risk": _mean_true,
+    }
     params = {"n_subjects": {"subject_id": sid}, "mean_true_risk": {"true_risk": truth}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fairlearn/sklearn warn on groups with one class; those give NaN
         point = MetricFrame(metrics=scores, y_true=y, y_pred=p, sensitive_features=sensitive, sample_params=params)
-        rates = MetricFrame(metrics={"tpr": true_positive_rate, "fpr": false_positive_rate,
-                                     "ppv": partial(precision_score, zero_division=np.nan)},
-                            y_true=y, y_pred=pred, sensitive_features=sensitive)
+        rates = MetricFrame(
+            metrics={
+                "tpr": true_positive_rate,
+                "fpr": false_positive_rate,
+                "ppv": partial(precision_score, zero_division=np.nan),
+            },
+            y_true=y,
+            y_pred=pred,
+            sensitive_features=sensitive,
+        )
     return point, rates
 
 
 def _overall(y, p, pred, sid, truth):
     point, rates = _metric_frame(y, p, pred, sid, truth, np.zeros(y.size))
-    row = {"attribute": "overall", "group": "all", **point.overall.to_dict(), **rates.overall.to_dict(),
-           "suppressed": False}
+    row = {
+        "attribute": "overall",
+        "group": "all",
+        **point.overall.to_dict(),
+        **rates.overall.to_dict(),
+        "suppressed": False,
+    }
     row["auroc_lo"] = row["auroc_hi"] = float("nan")
     return _finish(pd.DataFrame([row]))
 
@@ -188,8 +237,15 @@ def _partition(y, p, pred, sid, truth, sensitive, *, min_cell, n_boot, seed):
     table.insert(0, "group", table[names].astype(str).agg(" × ".join, axis=1))
     table.insert(0, "attribute", " × ".join(names))
     table = table.drop(columns=names)
-    small = ((table["n_subjects"] < min_cell) | (table["events"] < min_cell)
-             | (table["n_rows"] - table["events"] < min_cell)).to_numpy().copy()
+    small = (
+        (
+            (table["n_subjects"] < min_cell)
+            | (table["events"] < min_cell)
+            | (table["n_rows"] - table["events"] < min_cell)
+        )
+        .to_numpy()
+        .copy()
+    )
     if small.sum() == 1 and len(table) > 1:  # secondary suppression: the total would reveal the one cell
         small[np.argsort(np.where(small, np.inf, table["n_rows"].to_numpy()))[0]] = True
     table["suppressed"] = small
@@ -237,8 +293,16 @@ def _disparities(by_group: pd.DataFrame) -> pd.DataFrame:
     rows = []
     shown = by_group[(by_group["attribute"] != "overall") & ~by_group["suppressed"]]
     for attribute, part in shown.groupby("attribute", sort=False):
-        for metric in ("auroc", "tpr", "fpr", "ppv", "calibration_in_the_large", "ece", "observed_expected",
-                       "true_risk_ratio"):
+        for metric in (
+            "auroc",
+            "tpr",
+            "fpr",
+            "ppv",
+            "calibration_in_the_large",
+            "ece",
+            "observed_expected",
+            "true_risk_ratio",
+        ):
             v = pd.to_numeric(part[metric], errors="coerce")
             ok = v.notna()
             if ok.sum() < 2:
@@ -251,9 +315,18 @@ def _disparities(by_group: pd.DataFrame) -> pd.DataFrame:
             best, worst = (key.idxmin(), key.idxmax()) if low_is_good else (key.idxmax(), key.idxmin())
             hi = max(v[best], v[worst])
             signed = metric == "calibration_in_the_large"
-            rows.append({"attribute": attribute, "metric": metric, "best_group": groups[best],
-                         "best": float(v[best]), "worst_group": groups[worst], "worst": float(v[worst]),
-                         "difference": float(abs(v[best] - v[worst])),
-                         "ratio": float(min(v[best], v[worst]) / hi) if hi > 0 and not signed else float("nan")})
-    return pd.DataFrame(rows, columns=["attribute", "metric", "best_group", "best", "worst_group", "worst",
-                                       "difference", "ratio"])
+            rows.append(
+                {
+                    "attribute": attribute,
+                    "metric": metric,
+                    "best_group": groups[best],
+                    "best": float(v[best]),
+                    "worst_group": groups[worst],
+                    "worst": float(v[worst]),
+                    "difference": float(abs(v[best] - v[worst])),
+                    "ratio": float(min(v[best], v[worst]) / hi) if hi > 0 and not signed else float("nan"),
+                }
+            )
+    return pd.DataFrame(
+        rows, columns=["attribute", "metric", "best_group", "best", "worst_group", "worst", "difference", "ratio"]
+    )

@@ -9,8 +9,13 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from .._arrays import ragged_arange
 
-__all__ = ["expected_calibration_error", "calibration_slope_intercept", "bootstrap_ci", "binary_metrics",
-           "evaluate_risks"]
+__all__ = [
+    "expected_calibration_error",
+    "calibration_slope_intercept",
+    "bootstrap_ci",
+    "binary_metrics",
+    "evaluate_risks",
+]
 
 _EPS = 1e-6
 
@@ -72,14 +77,28 @@ def binary_metrics(y_true, y_prob, *, groups=None, n_boot=200, ece_bins=10, seed
     y, p = np.asarray(y_true, int), np.asarray(y_prob, float)
     out = {"n": int(y.size), "positives": int(y.sum())}
     if y.size == 0 or np.unique(y).size < 2:
-        return out | {k: float("nan") for k in ("auroc", "auroc_lo", "auroc_hi", "auprc", "auprc_lo", "auprc_hi",
-                                                 "brier", "ece", "calibration_in_the_large",
-                                                 "calibration_slope", "calibration_intercept")}
+        return out | {
+            k: float("nan")
+            for k in (
+                "auroc",
+                "auroc_lo",
+                "auroc_hi",
+                "auprc",
+                "auprc_lo",
+                "auprc_hi",
+                "brier",
+                "ece",
+                "calibration_in_the_large",
+                "calibration_slope",
+                "calibration_intercept",
+            )
+        }
     out["auroc"] = float(roc_auc_score(y, p))
     out["auroc_lo"], out["auroc_hi"] = bootstrap_ci(roc_auc_score, y, p, groups=groups, n_boot=n_boot, seed=seed)
     out["auprc"] = float(average_precision_score(y, p))
-    out["auprc_lo"], out["auprc_hi"] = bootstrap_ci(average_precision_score, y, p, groups=groups,
-                                                    n_boot=n_boot, seed=seed)
+    out["auprc_lo"], out["auprc_hi"] = bootstrap_ci(
+        average_precision_score, y, p, groups=groups, n_boot=n_boot, seed=seed
+    )
     out["brier"] = float(brier_score_loss(y, p))
     out["ece"] = expected_calibration_error(y, p, n_bins=ece_bins)
     out["calibration_in_the_large"] = float(y.mean() - p.mean())
@@ -87,8 +106,16 @@ def binary_metrics(y_true, y_prob, *, groups=None, n_boot=200, ece_bins=10, seed
     return out
 
 
-def evaluate_risks(labels: pd.DataFrame, risks: pd.DataFrame, *, columns, truth: pd.DataFrame | None = None,
-                   n_boot=200, ece_bins=10, seed=0) -> pd.DataFrame:
+def evaluate_risks(
+    labels: pd.DataFrame,
+    risks: pd.DataFrame,
+    *,
+    columns,
+    truth: pd.DataFrame | None = None,
+    n_boot=200,
+    ece_bins=10,
+    seed=0,
+) -> pd.DataFrame:
     """Metrics per label column on rows where the label is known.
 
     ``labels`` and ``risks`` are aligned row by row (same ``subject_id``, ``prediction_time``).
@@ -112,7 +139,8 @@ def evaluate_risks(labels: pd.DataFrame, risks: pd.DataFrame, *, columns, truth:
             rec["oracle_n"] = int(ok.sum())
             rec["oracle_auroc"] = float(roc_auc_score(yk[ok], o[ok])) if np.unique(yk[ok]).size == 2 else float("nan")
             rec["model_auroc_on_oracle_rows"] = (
-                float(roc_auc_score(yk[ok], pk[ok])) if np.unique(yk[ok]).size == 2 else float("nan"))
+                float(roc_auc_score(yk[ok], pk[ok])) if np.unique(yk[ok]).size == 2 else float("nan")
+            )
             rec["auroc_vs_oracle"] = rec["model_auroc_on_oracle_rows"] / rec["oracle_auroc"]
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -124,5 +152,6 @@ def _oracle_frame(labels, truth, columns):
     if not cols:
         return None
     merged = labels[["subject_id", "prediction_time"]].merge(
-        observed[["subject_id", "prediction_time", *cols]], on=["subject_id", "prediction_time"], how="left")
+        observed[["subject_id", "prediction_time", *cols]], on=["subject_id", "prediction_time"], how="left"
+    )
     return merged[cols]

@@ -38,19 +38,39 @@ def _summary(name, y, pred, groups, shown):
     keep = np.isin(groups, shown)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mf = MetricFrame(metrics={"tpr": true_positive_rate, "fpr": false_positive_rate}, y_true=y[keep],
-                         y_pred=pred[keep], sensitive_features=groups[keep])
+        mf = MetricFrame(
+            metrics={"tpr": true_positive_rate, "fpr": false_positive_rate},
+            y_true=y[keep],
+            y_pred=pred[keep],
+            sensitive_features=groups[keep],
+        )
         ppv = precision_score(y, pred, zero_division=np.nan)
     diff = mf.difference()
-    return {"policy": name, "tpr": float(true_positive_rate(y, pred)), "fpr": float(false_positive_rate(y, pred)),
-            "ppv": float(ppv), "selection_rate": float(selection_rate(y, pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
-            "tpr_difference": float(diff["tpr"]), "fpr_difference": float(diff["fpr"])}
+    return {
+        "policy": name,
+        "tpr": float(true_positive_rate(y, pred)),
+        "fpr": float(false_positive_rate(y, pred)),
+        "ppv": float(ppv),
+        "selection_rate": float(selection_rate(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "tpr_difference": float(diff["tpr"]),
+        "fpr_difference": float(diff["fpr"]),
+    }
 
 
-def threshold_tradeoff(y_fit, p_fit, groups_fit, y_eval, p_eval, groups_eval, *, threshold: float,
-                       shown_groups, constraints=("true_positive_rate_parity", "equalized_odds"),
-                       seed: int = 0) -> pd.DataFrame:
+def threshold_tradeoff(
+    y_fit,
+    p_fit,
+    groups_fit,
+    y_eval,
+    p_eval,
+    groups_eval,
+    *,
+    threshold: float,
+    shown_groups,
+    constraints=("true_positive_rate_parity", "equalized_odds"),
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per policy: the current single threshold, then ThresholdOptimizer under each constraint.
 
     Parameters
@@ -67,12 +87,24 @@ def threshold_tradeoff(y_fit, p_fit, groups_fit, y_eval, p_eval, groups_eval, *,
     y_fit, y_eval = np.asarray(y_fit, int), np.asarray(y_eval, int)
     g_fit, g_eval = np.asarray(groups_fit, object), np.asarray(groups_eval, object)
     p_eval = np.asarray(p_eval, float)
-    rows = [_summary(f"single threshold {threshold:.4f} (in use)", y_eval, (p_eval >= threshold).astype(int),
-                     g_eval, shown_groups)]
+    rows = [
+        _summary(
+            f"single threshold {threshold:.4f} (in use)",
+            y_eval,
+            (p_eval >= threshold).astype(int),
+            g_eval,
+            shown_groups,
+        )
+    ]
     score = RiskColumnClassifier().fit(None)
     for c in constraints:
-        opt = ThresholdOptimizer(estimator=score, constraints=c, objective="balanced_accuracy_score", prefit=True,
-                                 predict_method="predict_proba")
+        opt = ThresholdOptimizer(
+            estimator=score,
+            constraints=c,
+            objective="balanced_accuracy_score",
+            prefit=True,
+            predict_method="predict_proba",
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             opt.fit(np.asarray(p_fit, float)[:, None], y_fit, sensitive_features=g_fit)

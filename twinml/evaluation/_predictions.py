@@ -19,9 +19,15 @@ from .._io import atomic_directory
 
 __all__ = ["meds_predictions", "write_meds_predictions", "PREDICTION_SCHEMA"]
 
-PREDICTION_SCHEMA = pa.schema([("subject_id", pa.int64()), ("prediction_time", pa.timestamp("us")),
-                               ("boolean_value", pa.bool_()), ("predicted_boolean_value", pa.bool_()),
-                               ("predicted_boolean_probability", pa.float32())])
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("subject_id", pa.int64()),
+        ("prediction_time", pa.timestamp("us")),
+        ("boolean_value", pa.bool_()),
+        ("predicted_boolean_value", pa.bool_()),
+        ("predicted_boolean_probability", pa.float32()),
+    ]
+)
 
 
 def meds_predictions(labels: pd.DataFrame, risks: pd.DataFrame, column: str, *, threshold: float = 0.5) -> pd.DataFrame:
@@ -41,13 +47,15 @@ def meds_predictions(labels: pd.DataFrame, risks: pd.DataFrame, column: str, *, 
         raise ValueError("meds_predictions: labels and risks must be aligned row by row (subject_id differs).")
     known = labels[column].notna().to_numpy()
     p = risks[column].to_numpy(np.float64)[known]
-    return pd.DataFrame({
-        "subject_id": labels["subject_id"].to_numpy(np.int64)[known],
-        "prediction_time": labels["prediction_time"].to_numpy("datetime64[us]")[known],
-        "boolean_value": labels[column].to_numpy(bool, na_value=False)[known],
-        "predicted_boolean_value": p >= threshold,
-        "predicted_boolean_probability": p.astype(np.float32),
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": labels["subject_id"].to_numpy(np.int64)[known],
+            "prediction_time": labels["prediction_time"].to_numpy("datetime64[us]")[known],
+            "boolean_value": labels[column].to_numpy(bool, na_value=False)[known],
+            "predicted_boolean_value": p >= threshold,
+            "predicted_boolean_probability": p.astype(np.float32),
+        }
+    )
 
 
 def write_meds_predictions(out, predictions: dict[str, dict[str, pd.DataFrame]], *, overwrite: bool = False) -> Path:

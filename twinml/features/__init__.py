@@ -5,5 +5,16 @@ from ._record import RecordData, RecordFeaturizer, last_readings, last_value_fea
 from ._sequence import END_OF_RECORD, PAD, UNKNOWN, SequenceData, SequenceFeaturizer
 from ._tabular import TabularFeaturizer
 
-__all__ = ["TabularFeaturizer", "SequenceFeaturizer", "SequenceData", "RecordFeaturizer", "RecordData", "PAD", "UNKNOWN",
-           "last_readings", "last_value_features", "readings_near_horizons", "END_OF_RECORD"]
+__all__ = [
+    "TabularFeaturizer",
+    "SequenceFeaturizer",
+    "SequenceData",
+    "RecordFeaturizer",
+    "RecordData",
+    "PAD",
+    "UNKNOWN",
+    "last_readings",
+    "last_value_features",
+    "readings_near_horizons",
+    "END_OF_RECORD",
+]

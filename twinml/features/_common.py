@@ -17,8 +17,8 @@ YEAR_US = 365.25 * 86_400 * 1_000_000
 class CodeStats:
     """Vocabulary and value statistics of dynamic codes, and the static-code vocabulary."""
 
-    vocabulary: np.ndarray       # dynamic codes kept, sorted
-    numeric: np.ndarray          # whether each carries numeric values (at least half its rows)
+    vocabulary: np.ndarray  # dynamic codes kept, sorted
+    numeric: np.ndarray  # whether each carries numeric values (at least half its rows)
     value_mean: np.ndarray
     value_std: np.ndarray
     static_vocabulary: np.ndarray
@@ -45,9 +45,12 @@ def fit_code_stats(ev: EventArrays, *, min_code_count: int) -> CodeStats:
     s_idx = np.flatnonzero(s_counts >= min_code_count)
     s_idx = s_idx[np.argsort(ev.vocab[s_idx].astype(str))]
     return CodeStats(
-        vocabulary=ev.vocab[idx].astype(str), numeric=with_value[idx] >= 0.5 * counts[idx], value_mean=mean,
+        vocabulary=ev.vocab[idx].astype(str),
+        numeric=with_value[idx] >= 0.5 * counts[idx],
+        value_mean=mean,
         value_std=np.sqrt(np.maximum(squares[idx] / k - mean**2, 1e-12)),
-        static_vocabulary=ev.vocab[s_idx].astype(str), static_numeric=s_with_value[s_idx] >= 0.5 * s_counts[s_idx],
+        static_vocabulary=ev.vocab[s_idx].astype(str),
+        static_numeric=s_with_value[s_idx] >= 0.5 * s_counts[s_idx],
         count=counts[idx],
     )
 
@@ -61,8 +64,12 @@ def prediction_queries(ev: EventArrays, index: pd.DataFrame) -> tuple[np.ndarray
     q_time = index["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
     if (q_time == NAT).any():
         row = int(np.flatnonzero(q_time == NAT)[0])
-        raise input_error(table="prediction index", column="prediction_time", rule="must not be null",
-                          example=f"row {row}, subject_id={index['subject_id'].iloc[row]}")
+        raise input_error(
+            table="prediction index",
+            column="prediction_time",
+            rule="must not be null",
+            example=f"row {row}, subject_id={index['subject_id'].iloc[row]}",
+        )
     return q_rank, q_time
 
 

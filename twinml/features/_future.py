@@ -34,8 +34,9 @@ def _first_at_or_after(times, lo, hi, target):
     return lo
 
 
-def readings_near_horizons(events: pd.DataFrame, index: pd.DataFrame, codes, horizons_days=(90, 180, 365),
-                           *, window: float = 0.5):
+def readings_near_horizons(
+    events: pd.DataFrame, index: pd.DataFrame, codes, horizons_days=(90, 180, 365), *, window: float = 0.5
+):
     """The reading of each code nearest each horizon after each row's prediction time.
 
     Parameters

@@ -34,13 +34,13 @@ class RecordData(SequenceData):
     before the prediction time (-1: none).
     """
 
-    visit_start: np.ndarray | None = None    # int64 (n_visits + 1,)
-    visit_time: np.ndarray | None = None     # int64 µs
+    visit_start: np.ndarray | None = None  # int64 (n_visits + 1,)
+    visit_time: np.ndarray | None = None  # int64 µs
     visit_features: np.ndarray | None = None  # float32 (n_visits, 3): log gap days, log events, age / 100
     subject_visits: np.ndarray | None = None  # int64 (n_subjects, 2)
     row_subject: np.ndarray | None = None
     readout: np.ndarray | None = None
-    last_values: np.ndarray | None = None     # float32 (n_rows, 3 * n codes): value, seen, log days since
+    last_values: np.ndarray | None = None  # float32 (n_rows, 3 * n codes): value, seen, log days since
 
     def subjects_of(self, rows) -> np.ndarray:
         return np.unique(self.row_subject[np.asarray(rows)])
@@ -63,16 +63,25 @@ class RecordData(SequenceData):
         local = self.readout[rows] - sv[pos, 0]
         readout = np.where(self.readout[rows] >= 0, pos * width + local, -1)
         # (no visit at all in the data: every row reads the initial state)
-        read_at = self.visit_time[np.maximum(self.readout[rows], 0)] if self.visit_time.size else self.prediction_time[rows]
+        read_at = (
+            self.visit_time[np.maximum(self.readout[rows], 0)] if self.visit_time.size else self.prediction_time[rows]
+        )
         days = np.where(self.readout[rows] >= 0, (self.prediction_time[rows] - read_at) / _DAY_US, 0.0)
         gap = np.stack([np.log1p(np.maximum(days, 0.0)) / 5.0, (self.readout[rows] < 0).astype(np.float64)], axis=1)
         if self.last_values is not None and self.last_values.shape[1]:
             gap = np.concatenate([gap, self.last_values[rows]], axis=1)
-        return {"event_code": self.code[events].astype(np.int64), "event_value": self.value[events] * self.has_value[events],
-                "event_offsets": (np.cumsum(n_ev) - n_ev).astype(np.int64), "visit_slot": slot,
-                "visit_features": self.visit_features[visits], "n_subjects": np.int64(uniq.size),
-                "width": np.int64(width), "readout": readout, "readout_features": gap.astype(np.float32),
-                "static": self.static[rows]}
+        return {
+            "event_code": self.code[events].astype(np.int64),
+            "event_value": self.value[events] * self.has_value[events],
+            "event_offsets": (np.cumsum(n_ev) - n_ev).astype(np.int64),
+            "visit_slot": slot,
+            "visit_features": self.visit_features[visits],
+            "n_subjects": np.int64(uniq.size),
+            "width": np.int64(width),
+            "readout": readout,
+            "readout_features": gap.astype(np.float32),
+            "static": self.static[rows],
+        }
 
 
 class RecordFeaturizer(SequenceFeaturizer):
@@ -121,23 +130,29 @@ class RecordFeaturizer(SequenceFeaturizer):
         n_ev = np.diff(np.r_[visit_start, t.size])
         # the readout: the visit of the row's last event at or before t (-1: none, or no events at all)
         q_rank = extra["q_rank"]
-        readout = np.where((q_rank >= 0) & (base.hi > base.lo), visit_of[np.maximum(base.hi - 1, 0)] if t.size else -1, -1)
+        readout = np.where(
+            (q_rank >= 0) & (base.hi > base.lo), visit_of[np.maximum(base.hi - 1, 0)] if t.size else -1, -1
+        )
         first, _ = segment_bounds(v_subj, n_subj)
         last = np.full(n_subj, -1, np.int64)  # each subject's last visit any row reads
         np.maximum.at(last, q_rank[readout >= 0], readout[readout >= 0])
         subject_visits = np.stack([first, np.where(last >= 0, last + 1, first)], axis=1).astype(np.int64)
         prev = np.r_[NAT, v_time[:-1]]
-        gap_days = np.where((np.r_[True, v_subj[1:] != v_subj[:-1]]) | (prev == NAT), 0.0,
-                            (v_time - prev) / _DAY_US)
+        gap_days = np.where((np.r_[True, v_subj[1:] != v_subj[:-1]]) | (prev == NAT), 0.0, (v_time - prev) / _DAY_US)
         birth = extra["birth"][v_subj] if v_subj.size else np.zeros(0, np.int64)
         age = np.where(birth != NAT, (v_time - birth) / _YEAR_US / 100.0, 0.0)
         feats = np.stack([np.log1p(np.maximum(gap_days, 0.0)) / 5.0, np.log1p(n_ev) / 3.0, age], axis=1)
         row_subject = np.where(q_rank >= 0, q_rank, -1)
-        return RecordData(**{f: getattr(base, f) for f in SequenceData.__dataclass_fields__},
-                          visit_start=np.r_[visit_start, t.size].astype(np.int64), visit_time=v_time,
-                          visit_features=feats.astype(np.float32), subject_visits=subject_visits,
-                          row_subject=row_subject.astype(np.int64), readout=readout.astype(np.int64),
-                          last_values=self._last_values(base, getattr(self, "last_value_codes_", np.empty(0, np.int32))))
+        return RecordData(
+            **{f: getattr(base, f) for f in SequenceData.__dataclass_fields__},
+            visit_start=np.r_[visit_start, t.size].astype(np.int64),
+            visit_time=v_time,
+            visit_features=feats.astype(np.float32),
+            subject_visits=subject_visits,
+            row_subject=row_subject.astype(np.int64),
+            readout=readout.astype(np.int64),
+            last_values=self._last_values(base, getattr(self, "last_value_codes_", np.empty(0, np.int32))),
+        )
 
 
 def last_readings(data, codes) -> tuple[np.ndarray, np.ndarray]:

@@ -38,14 +38,14 @@ PAD, UNKNOWN = 0, 1
 class SequenceData:
     """Event arrays plus, per prediction row, the slice of its events and its static vector."""
 
-    code: np.ndarray       # int32 (n_events,)
-    value: np.ndarray      # float32 normalised value, 0 where none
+    code: np.ndarray  # int32 (n_events,)
+    value: np.ndarray  # float32 normalised value, 0 where none
     has_value: np.ndarray  # float32 0/1
-    time: np.ndarray       # int64 microseconds
-    lo: np.ndarray         # int64 (n_rows,) first event of each row's window
-    hi: np.ndarray         # one past the last event at or before the prediction time
+    time: np.ndarray  # int64 microseconds
+    lo: np.ndarray  # int64 (n_rows,) first event of each row's window
+    hi: np.ndarray  # one past the last event at or before the prediction time
     prediction_time: np.ndarray  # int64 microseconds
-    static: np.ndarray     # float32 (n_rows, n_static)
+    static: np.ndarray  # float32 (n_rows, n_static)
     end: np.ndarray | None = None  # one past the subject's last event (future readings: training targets only)
 
     def __len__(self) -> int:
@@ -71,9 +71,15 @@ class SequenceData:
         value = np.where(valid, value, 0).astype(np.float32)
         has = np.where(valid, has, 0).astype(np.float32)
         days = np.where(valid, (self.prediction_time[rows, None] - t) / _DAY_US, 0.0)
-        return {"code": code, "value": value, "has_value": has,
-                "log_days": np.log1p(np.maximum(days, 0.0)).astype(np.float32),
-                "mask": valid, "length": np.maximum(length, 1), "static": self.static[rows]}
+        return {
+            "code": code,
+            "value": value,
+            "has_value": has,
+            "log_days": np.log1p(np.maximum(days, 0.0)).astype(np.float32),
+            "mask": valid,
+            "length": np.maximum(length, 1),
+            "static": self.static[rows],
+        }
 
 
 class SequenceFeaturizer(TransformerMixin, BaseEstimator):
@@ -96,7 +102,9 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
 
     def fit(self, events: pd.DataFrame, y=None):
         if isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len <= 0:
-            raise ConfigError(f"The 'max_len' parameter of SequenceFeaturizer must be a positive int. Got {self.max_len!r} instead.")
+            raise ConfigError(
+                f"The 'max_len' parameter of SequenceFeaturizer must be a positive int. Got {self.max_len!r} instead."
+            )
         stats = fit_code_stats(EventArrays(events), min_code_count=self.min_code_count)
         self.vocabulary_, self.numeric_ = stats.vocabulary, stats.numeric
         self.value_mean_, self.value_std_ = stats.value_mean, stats.value_std
@@ -117,10 +125,16 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "vocabulary_")
         ev = EventArrays(events).order_ties()  # simultaneous events in one order, whatever the storage
         q_rank, q_time = prediction_queries(ev, index)
-        rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
-                                          static_numeric=self.static_numeric_)
-        static = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                               shape=(len(index), self.n_static_)).toarray().astype(np.float32)
+        rows, cols, vals = static_entries(
+            ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_, static_numeric=self.static_numeric_
+        )
+        static = (
+            sp.coo_matrix(
+                (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(index), self.n_static_)
+            )
+            .toarray()
+            .astype(np.float32)
+        )
         static[:, 0] /= 100.0  # age in centuries keeps inputs near unit scale
         dyn = np.flatnonzero((ev.time != NAT) & ~ev.codes_matching(codes=END_OF_RECORD))
         lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))

@@ -62,13 +62,21 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
 
     def _validate_params(self):
         if not self.windows_days:
-            raise ConfigError("The 'windows_days' parameter of TabularFeaturizer must list at least one window. Got [] instead.")
+            raise ConfigError(
+                "The 'windows_days' parameter of TabularFeaturizer must list at least one window. Got [] instead."
+            )
         for w in self.windows_days:
             if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w <= 0):
-                raise ConfigError(f"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got {w!r} instead.")
+                raise ConfigError(
+                    f"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got {w!r} "
+                    "instead."
+                )
         bad = [a for a in self.aggregates if a not in _AGGS]
         if bad or "count" not in self.aggregates:
-            raise ConfigError(f"The 'aggregates' parameter of TabularFeaturizer must include 'count' and only {list(_AGGS)}. Got {list(self.aggregates)} instead.")
+            raise ConfigError(
+                f"The 'aggregates' parameter of TabularFeaturizer must include 'count' and only {list(_AGGS)}. Got "
+                f"{list(self.aggregates)} instead."
+            )
 
     def fit(self, events: pd.DataFrame, y=None):
         """Learn the vocabulary and value statistics from (training) events."""
@@ -107,8 +115,9 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "vocabulary_")
         ev = EventArrays(events)
         q_rank, q_time = prediction_queries(ev, index)
-        rows, cols, vals = static_entries(ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_,
-                                          static_numeric=self.static_numeric_)
+        rows, cols, vals = static_entries(
+            ev, q_rank, q_time, static_vocabulary=self.static_vocabulary_, static_numeric=self.static_numeric_
+        )
         lookup = pd.Index(self.vocabulary_).get_indexer(ev.vocab.astype(str))
         sub_start = np.searchsorted(ev.subject, np.arange(ev.subjects.size + 1))
         order = np.argsort(q_rank, kind="stable")
@@ -117,19 +126,34 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         # (page faults on fresh memory cost more than the arithmetic here) and memory stays bounded.
         for i, first in enumerate(range(0, ev.subjects.size, _CHUNK)):
             last = min(first + _CHUNK, ev.subjects.size)
-            q = order[q_bounds[i]:q_bounds[i + 1]]
+            q = order[q_bounds[i] : q_bounds[i + 1]]
             q = q[q_rank[q] >= 0]
             if q.size == 0:
                 continue
             e = slice(sub_start[first], sub_start[last])
-            self._windows(ev.subject[e] - first, ev.time[e], lookup[ev.code[e]], ev.value[e], last - first,
-                          q, q_rank[q] - first, q_time[q], rows, cols, vals)
+            self._windows(
+                ev.subject[e] - first,
+                ev.time[e],
+                lookup[ev.code[e]],
+                ev.value[e],
+                last - first,
+                q,
+                q_rank[q] - first,
+                q_time[q],
+                rows,
+                cols,
+                vals,
+            )
         shape = (len(index), self.feature_names_.size)
         if not rows:
             return sp.csr_matrix(shape, dtype=np.float32)
-        m = sp.coo_matrix((np.concatenate(vals).astype(np.float32, copy=False),
-                           (np.concatenate(rows).astype(np.int32, copy=False),
-                            np.concatenate(cols).astype(np.int32, copy=False))), shape=shape)
+        m = sp.coo_matrix(
+            (
+                np.concatenate(vals).astype(np.float32, copy=False),
+                (np.concatenate(rows).astype(np.int32, copy=False), np.concatenate(cols).astype(np.int32, copy=False)),
+            ),
+            shape=shape,
+        )
         # Every (row, column) is written once, so there is nothing to sum: skip scipy's sort.
         m.has_canonical_format = True
         return m.tocsr()
@@ -153,7 +177,8 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
         code_base = (self._head + self._code_offset[code]).astype(np.int32)
         if "recency" in self.aggregates:  # hi >= 1 event at or before pt for every started pair
             years = (pt - seg.time[hi - 1]) / (365.25 * 86_400 * 1_000_000)
-            rows.append(row); cols.append((self._recency + code).astype(np.int32))
+            rows.append(row)
+            cols.append((self._recency + code).astype(np.int32))
             vals.append((1.0 / (1.0 + years)).astype(np.float32))
         value_aggs = [a for a in _VALUE_AGGS if a in self.aggregates]
         if value_aggs:
@@ -166,7 +191,9 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
             n = hi - lo
             hit = n > 0
             base = code_base + np.int32(wi * self._block)
-            rows.append(row[hit]); cols.append(base[hit]); vals.append(n[hit].astype(np.float32))
+            rows.append(row[hit])
+            cols.append(base[hit])
+            vals.append(n[hit].astype(np.float32))
             if not value_aggs:
                 continue
             nv = cnum[hi] - cnum[lo]
@@ -182,4 +209,6 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
                 if self.standardize_values:
                     x = (x - mean_c) / std_c
                 ok = np.isfinite(x)
-                rows.append(r_m[ok]); cols.append(b_m[ok] + slot); vals.append(x[ok])
+                rows.append(r_m[ok])
+                cols.append(b_m[ok] + slot)
+                vals.append(x[ok])

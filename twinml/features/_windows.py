@@ -15,6 +15,7 @@ from .._arrays import Segments, ragged_arange, segment_bounds
 
 __all__ = ["RangeMinMax", "pairs_for_queries"]
 
+
 class RangeMinMax:
     """Sparse tables answering min and max of ``values[lo:hi]`` in O(1), ignoring NaN.
 
@@ -31,8 +32,8 @@ class RangeMinMax:
         self.maxs[0] = np.where(np.isnan(values), -np.inf, values)
         for k in range(1, levels):
             half = 1 << (k - 1)
-            np.minimum(self.mins[k - 1, :n - half], self.mins[k - 1, half:], out=self.mins[k, :n - half])
-            np.maximum(self.maxs[k - 1, :n - half], self.maxs[k - 1, half:], out=self.maxs[k, :n - half])
+            np.minimum(self.mins[k - 1, : n - half], self.mins[k - 1, half:], out=self.mins[k, : n - half])
+            np.maximum(self.maxs[k - 1, : n - half], self.maxs[k - 1, half:], out=self.maxs[k, : n - half])
 
     def query(self, lo, hi):
         k = np.frexp(np.maximum(hi - lo, 1).astype(np.float64))[1].astype(np.int64) - 1  # floor(log2(length))

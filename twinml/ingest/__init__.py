@@ -4,4 +4,13 @@ that quarantines bad rows with a reason and never loses one. Synthea CSV and OMO
 from ._gate import PLAUSIBLE_RANGES, REASONS, GateResult, QualityGate
 from ._ingest import SOURCES, IngestReport, ingest, load_pseudonym_key
 
-__all__ = ["ingest", "IngestReport", "SOURCES", "load_pseudonym_key", "QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS"]
+__all__ = [
+    "ingest",
+    "IngestReport",
+    "SOURCES",
+    "load_pseudonym_key",
+    "QualityGate",
+    "GateResult",
+    "PLAUSIBLE_RANGES",
+    "REASONS",
+]

@@ -31,12 +31,26 @@ NAMESPACES = {
 _US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
 # OMB categories by CDC code -> one canonical name (producers differ in displays: "white" vs "White")
 OMB_CATEGORIES = {
-    "2106-3": "White", "2054-5": "Black or African American", "2028-9": "Asian",
-    "1002-5": "American Indian or Alaska Native", "2076-8": "Native Hawaiian or Other Pacific Islander",
-    "2131-1": "Other", "2135-2": "Hispanic or Latino", "2186-5": "Not Hispanic or Latino",
+    "2106-3": "White",
+    "2054-5": "Black or African American",
+    "2028-9": "Asian",
+    "1002-5": "American Indian or Alaska Native",
+    "2076-8": "Native Hawaiian or Other Pacific Islander",
+    "2131-1": "Other",
+    "2135-2": "Hispanic or Latino",
+    "2186-5": "Not Hispanic or Latino",
 }
-INGESTED = ("Patient", "Encounter", "Condition", "Observation", "MedicationRequest", "MedicationStatement",
-            "MedicationAdministration", "Procedure", "Immunization")
+INGESTED = (
+    "Patient",
+    "Encounter",
+    "Condition",
+    "Observation",
+    "MedicationRequest",
+    "MedicationStatement",
+    "MedicationAdministration",
+    "Procedure",
+    "Immunization",
+)
 
 
 def subject_key(source_id: str, key: bytes | None = None) -> int:
@@ -54,8 +68,15 @@ def _open(path: Path):
 def iter_resources(path) -> Iterator[tuple[str, dict]]:
     """Yield ``(file name, resource)`` from Bundle JSON or NDJSON files (optionally .gz) under ``path``."""
     root = Path(path)
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and
-                                                 p.name.endswith((".json", ".ndjson", ".json.gz", ".ndjson.gz")))
+    files = (
+        [root]
+        if root.is_file()
+        else sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_file() and p.name.endswith((".json", ".ndjson", ".json.gz", ".ndjson.gz"))
+        )
+    )
     if not files:
         raise FileNotFoundError(f"{root}: no FHIR files (*.json bundles or *.ndjson, optionally .gz)")
     for f in files:
@@ -121,8 +142,9 @@ class RowCollector:
 
     def _add(self, table, subject, time, code, value=None, text=None):
         self.n_rows += 1
-        t = self.tables.setdefault(table, {"subject_ref": [], "time": [], "code": [], "numeric_value": [],
-                                           "text_value": []})
+        t = self.tables.setdefault(
+            table, {"subject_ref": [], "time": [], "code": [], "numeric_value": [], "text_value": []}
+        )
         t["subject_ref"].append(subject)
         t["time"].append(time)
         t["code"].append(code)
@@ -204,8 +226,9 @@ class RowCollector:
 
     def _procedure(self, r):
         self._note(r.get("code"))
-        self._add("Procedure", _ref(r.get("subject")), _start(r, "performedDateTime", "performedPeriod"),
-                  _code(r.get("code")))
+        self._add(
+            "Procedure", _ref(r.get("subject")), _start(r, "performedDateTime", "performedPeriod"), _code(r.get("code"))
+        )
 
     def _immunization(self, r):
         self._note(r.get("vaccineCode"))

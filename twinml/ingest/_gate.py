@@ -16,16 +16,16 @@ __all__ = ["QualityGate", "GateResult", "PLAUSIBLE_RANGES", "REASONS", "exact_in
 
 # Physiologically possible ranges (not normal ranges) for common labs and vitals, by code.
 PLAUSIBLE_RANGES: dict[str, tuple[float, float, str]] = {
-    "LOINC/4548-4": (2.0, 25.0, "%"),            # HbA1c
-    "LOINC/2345-7": (10.0, 2000.0, "mg/dL"),     # glucose
-    "LOINC/8480-6": (40.0, 300.0, "mm[Hg]"),     # systolic BP
-    "LOINC/8462-4": (20.0, 200.0, "mm[Hg]"),     # diastolic BP
-    "LOINC/39156-5": (8.0, 150.0, "kg/m2"),      # BMI
-    "LOINC/13457-7": (1.0, 1000.0, "mg/dL"),     # LDL
-    "LOINC/33914-3": (1.0, 200.0, "mL/min"),     # eGFR
-    "LOINC/8867-4": (15.0, 350.0, "/min"),       # heart rate
-    "LOINC/29463-7": (0.3, 650.0, "kg"),         # body weight
-    "LOINC/8302-2": (20.0, 280.0, "cm"),         # body height
+    "LOINC/4548-4": (2.0, 25.0, "%"),  # HbA1c
+    "LOINC/2345-7": (10.0, 2000.0, "mg/dL"),  # glucose
+    "LOINC/8480-6": (40.0, 300.0, "mm[Hg]"),  # systolic BP
+    "LOINC/8462-4": (20.0, 200.0, "mm[Hg]"),  # diastolic BP
+    "LOINC/39156-5": (8.0, 150.0, "kg/m2"),  # BMI
+    "LOINC/13457-7": (1.0, 1000.0, "mg/dL"),  # LDL
+    "LOINC/33914-3": (1.0, 200.0, "mL/min"),  # eGFR
+    "LOINC/8867-4": (15.0, 350.0, "/min"),  # heart rate
+    "LOINC/29463-7": (0.3, 650.0, "kg"),  # body weight
+    "LOINC/8302-2": (20.0, 280.0, "cm"),  # body height
 }
 
 REASONS = (
@@ -132,9 +132,14 @@ class QualityGate:
             flag(time.notna() & birth.notna() & (time < birth - self.tolerance), REASONS[7])
             flag(time.notna() & death.notna() & (time > death + self.tolerance), REASONS[8])
         flag(time.notna() & (time > self.reference_time), REASONS[9])
-        text = raw["text_value"].astype("string") if "text_value" in raw else pd.Series(pd.NA, index=raw.index, dtype="string")
-        typed = pd.DataFrame({"subject_id": sid, "time": time, "code": code, "numeric_value": value,
-                              "text_value": text})
+        text = (
+            raw["text_value"].astype("string")
+            if "text_value" in raw
+            else pd.Series(pd.NA, index=raw.index, dtype="string")
+        )
+        typed = pd.DataFrame(
+            {"subject_id": sid, "time": time, "code": code, "numeric_value": value, "text_value": text}
+        )
         ok_so_far = pd.Series(reason == None, index=raw.index)  # noqa: E711
         dup = typed[ok_so_far].duplicated(keep="first")
         flag(ok_so_far & dup.reindex(raw.index, fill_value=False), REASONS[10])
@@ -150,17 +155,26 @@ class QualityGate:
     def _result(raw, typed, reason, table) -> GateResult:
         held = reason != None  # noqa: E711
         kept = typed[~held].reset_index(drop=True)
-        kept = kept.assign(subject_id=kept["subject_id"].astype("int64"),
-                           time=kept["time"].astype("datetime64[us]"),
-                           code=kept["code"].astype(str),
-                           numeric_value=kept["numeric_value"].astype("float32"))
-        quarantined = raw[held].astype("string").assign(table=table, row=np.flatnonzero(held),
-                                                        reason=reason[held].astype(str))
+        kept = kept.assign(
+            subject_id=kept["subject_id"].astype("int64"),
+            time=kept["time"].astype("datetime64[us]"),
+            code=kept["code"].astype(str),
+            numeric_value=kept["numeric_value"].astype("float32"),
+        )
+        quarantined = (
+            raw[held].astype("string").assign(table=table, row=np.flatnonzero(held), reason=reason[held].astype(str))
+        )
         quarantined = quarantined.reset_index(drop=True)
         if len(kept) + len(quarantined) != len(raw):
-            raise RuntimeError(f"{table}: quality gate lost rows ({len(raw)} read, {len(kept)} kept, "
-                               f"{len(quarantined)} quarantined)")
+            raise RuntimeError(
+                f"{table}: quality gate lost rows ({len(raw)} read, {len(kept)} kept, {len(quarantined)} quarantined)"
+            )
         counts = quarantined.groupby("reason").size()
-        summary = pd.DataFrame({"table": table, "reason": ["read", "kept", *counts.index],
-                                "rows": [len(raw), len(kept), *counts.to_numpy()]})
+        summary = pd.DataFrame(
+            {
+                "table": table,
+                "reason": ["read", "kept", *counts.index],
+                "rows": [len(raw), len(kept), *counts.to_numpy()],
+            }
+        )
         return GateResult(kept, quarantined, summary)

@@ -33,15 +33,20 @@ class IngestReport:
     """Counts of what was read, kept and quarantined, per table and reason."""
 
     out: Path | None
-    summary: pd.DataFrame          # table, reason, rows (reasons plus "read" and "kept")
+    summary: pd.DataFrame  # table, reason, rows (reasons plus "read" and "kept")
     rows_read: int
     rows_kept: int
     rows_quarantined: int
     skipped_resources: dict
 
     def to_dict(self) -> dict:
-        return {"rows_read": self.rows_read, "rows_kept": self.rows_kept, "rows_quarantined": self.rows_quarantined,
-                "skipped_resources": self.skipped_resources, "by_table": self.summary.to_dict("records")}
+        return {
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "rows_quarantined": self.rows_quarantined,
+            "skipped_resources": self.skipped_resources,
+            "by_table": self.summary.to_dict("records"),
+        }
 
 
 def load_pseudonym_key(*, env_var: str = "TWINML_PSEUDONYM_KEY", key_file=None) -> bytes:
@@ -57,9 +62,21 @@ def load_pseudonym_key(*, env_var: str = "TWINML_PSEUDONYM_KEY", key_file=None) 
     return key
 
 
-def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, split_fractions=(0.8, 0.1, 0.1),
-           pseudonym_key: bytes | None = None, source_namespaces: dict | None = None, overwrite: bool = False,
-           chunk_rows: int = 500_000, bucket_rows: int = 1_000_000, progress=None) -> IngestReport:
+def ingest(
+    source: str,
+    path,
+    out=None,
+    *,
+    reference_time=None,
+    seed: int = 0,
+    split_fractions=(0.8, 0.1, 0.1),
+    pseudonym_key: bytes | None = None,
+    source_namespaces: dict | None = None,
+    overwrite: bool = False,
+    chunk_rows: int = 500_000,
+    bucket_rows: int = 1_000_000,
+    progress=None,
+) -> IngestReport:
     """Turn a source export into a MEDS dataset through the data-quality gate.
 
     The source streams through in chunks: raw rows are staged on disk in buckets of subjects, then
@@ -86,8 +103,7 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
     """
     say = progress or (lambda msg: None)
     if source not in SOURCES:
-        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)}. "
-                          f"Got {source!r} instead.")
+        raise ConfigError(f"ingest: 'source' must be one of {list(SOURCES)}. Got {source!r} instead.")
     check_positive_int(chunk_rows, name="chunk_rows", owner="ingest")
     check_positive_int(bucket_rows, name="bucket_rows", owner="ingest")
     if source == "meds":
@@ -113,9 +129,13 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
         staged = _gate_buckets(spool, source_rows.subjects(), QualityGate(reference_time=reference_time), say)
         read = int(staged.summary.loc[staged.summary["reason"] == "read", "rows"].sum())
         if staged.n_kept + staged.n_quarantined != read or read != spool.n_rows:
-            raise RuntimeError(f"ingest: {read} rows read but {staged.n_kept} kept + {staged.n_quarantined} quarantined")
+            raise RuntimeError(
+                f"ingest: {read} rows read but {staged.n_kept} kept + {staged.n_quarantined} quarantined"
+            )
         report = IngestReport(out, staged.summary, read, staged.n_kept, staged.n_quarantined, source_rows.skipped)
-        _write(out, staged, report, source_rows.displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}")
+        _write(
+            out, staged, report, source_rows.displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}"
+        )
     say(f"{read:,} rows read: {staged.n_kept:,} kept, {staged.n_quarantined:,} quarantined -> {out}")
     mlflow = sys.modules.get("mlflow")  # only when the caller tracks: plain ingestion never imports mlflow
     if mlflow is not None and mlflow.active_run() is not None:
@@ -126,8 +146,14 @@ def ingest(source: str, path, out=None, *, reference_time=None, seed: int = 0, s
 
 
 # Rough rows per input byte, to size the subject buckets before reading (over-estimates are cheap).
-_ROWS_PER_BYTE = {".json": 1 / 1500, ".ndjson": 1 / 1500, ".csv": 1 / 50, ".parquet": 1 / 10, ".duckdb": 1 / 10,
-                  ".db": 1 / 10}
+_ROWS_PER_BYTE = {
+    ".json": 1 / 1500,
+    ".ndjson": 1 / 1500,
+    ".csv": 1 / 50,
+    ".parquet": 1 / 10,
+    ".duckdb": 1 / 10,
+    ".db": 1 / 10,
+}
 
 
 def _bucket_count(path: Path, bucket_rows: int) -> int:
@@ -183,7 +209,9 @@ def _from_fhir(path, ids, chunk_rows) -> _SourceRows:
 
     def subjects():
         info = pd.DataFrame(collector.patients.values())
-        return _subject_frame(pd.Series(list(collector.patients), dtype=object), info.get("birth"), info.get("death"), ids)
+        return _subject_frame(
+            pd.Series(list(collector.patients), dtype=object), info.get("birth"), info.get("death"), ids
+        )
 
     return _SourceRows(chunks(), subjects, collector.skipped, collector.displays)
 
@@ -243,7 +271,9 @@ class _Spool:
         bucket = sid.fillna(0).to_numpy(np.int64) % self.n_buckets  # unparseable ids: bucket 0, quarantined there
         order = np.argsort(bucket, kind="stable")
         bounds = np.searchsorted(bucket[order], np.arange(self.n_buckets + 1))
-        staged = pa.Table.from_pandas(raw.astype("string").iloc[order], preserve_index=False).replace_schema_metadata(None)
+        staged = pa.Table.from_pandas(raw.astype("string").iloc[order], preserve_index=False).replace_schema_metadata(
+            None
+        )
         staged = staged.append_column("_row", pa.array(np.arange(start, start + n)[order]))
         self._seq += 1
         for b in np.flatnonzero(np.diff(bounds)):
@@ -255,7 +285,7 @@ class _Spool:
 
 @dataclass
 class _Gated:
-    kept_files: list        # per bucket: sorted, typed MEDS events (Parquet)
+    kept_files: list  # per bucket: sorted, typed MEDS events (Parquet)
     quarantine_files: list  # per bucket: quarantined rows as strings (Parquet)
     subject_ids: np.ndarray
     codes: list
@@ -264,8 +294,17 @@ class _Gated:
     n_quarantined: int
 
 
-_QUARANTINE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value", "table", "row", "reason",
-                       "subject_ref")
+_QUARANTINE_COLUMNS = (
+    "subject_id",
+    "time",
+    "code",
+    "numeric_value",
+    "text_value",
+    "table",
+    "row",
+    "reason",
+    "subject_ref",
+)
 
 
 def _gate_buckets(spool: _Spool, subjects: pd.DataFrame, gate: QualityGate, say) -> _Gated:
@@ -277,7 +316,8 @@ def _gate_buckets(spool: _Spool, subjects: pd.DataFrame, gate: QualityGate, say)
         kept, quarantined = [], []
         for table in dict.fromkeys(t for t, _ in parts):
             raw = pa.concat_tables([pq.read_table(f) for t, f in parts if t == table]).to_pandas(
-                types_mapper={pa.string(): pd.StringDtype()}.get)
+                types_mapper={pa.string(): pd.StringDtype()}.get
+            )
             rows = raw.pop("_row").to_numpy()
             refs = raw.pop("subject_ref") if "subject_ref" in raw else None
             res = gate.apply(raw, table=table, subjects=known)
@@ -287,8 +327,9 @@ def _gate_buckets(spool: _Spool, subjects: pd.DataFrame, gate: QualityGate, say)
             summaries.append(res.summary)
         if not parts:
             continue
-        events = pd.concat(kept, ignore_index=True).sort_values(["subject_id", "time", "code"], na_position="first",
-                                                                kind="stable")
+        events = pd.concat(kept, ignore_index=True).sort_values(
+            ["subject_id", "time", "code"], na_position="first", kind="stable"
+        )
         n_kept += len(events)
         ids.append(events["subject_id"].unique())
         codes.update(events["code"].unique())
@@ -297,17 +338,32 @@ def _gate_buckets(spool: _Spool, subjects: pd.DataFrame, gate: QualityGate, say)
         n_q += len(q)
         if len(q):
             q = q.reindex(columns=[c for c in _QUARANTINE_COLUMNS if c in q]).astype("string")
-            q_files.append(_write_part(spool.root / f"quarantine-{b}.parquet", pa.Table.from_pandas(q, preserve_index=False)))
+            q_files.append(
+                _write_part(spool.root / f"quarantine-{b}.parquet", pa.Table.from_pandas(q, preserve_index=False))
+            )
         say(f"gated subject bucket {b + 1}/{spool.n_buckets}")
-    empty = [pd.DataFrame({"table": t, "reason": ["read", "kept"], "rows": [0, 0]})
-             for t, n in spool.rows_per_table.items() if n == 0]
-    summary = pd.concat(summaries + empty, ignore_index=True) if summaries or empty else \
-        pd.DataFrame({"table": pd.Series(dtype=str), "reason": pd.Series(dtype=str), "rows": pd.Series(dtype=int)})
+    empty = [
+        pd.DataFrame({"table": t, "reason": ["read", "kept"], "rows": [0, 0]})
+        for t, n in spool.rows_per_table.items()
+        if n == 0
+    ]
+    summary = (
+        pd.concat(summaries + empty, ignore_index=True)
+        if summaries or empty
+        else pd.DataFrame({"table": pd.Series(dtype=str), "reason": pd.Series(dtype=str), "rows": pd.Series(dtype=int)})
+    )
     tables = list(spool.rows_per_table)
-    summary = (summary.groupby(["table", "reason"], sort=False, as_index=False)["rows"].sum()
-               .assign(_t=lambda d: d["table"].map({t: i for i, t in enumerate(tables)}),
-                       _r=lambda d: d["reason"].map({"read": 0, "kept": 1}).fillna(2))
-               .sort_values(["_t", "_r", "reason"], kind="stable").drop(columns=["_t", "_r"]).reset_index(drop=True))
+    summary = (
+        summary.groupby(["table", "reason"], sort=False, as_index=False)["rows"]
+        .sum()
+        .assign(
+            _t=lambda d: d["table"].map({t: i for i, t in enumerate(tables)}),
+            _r=lambda d: d["reason"].map({"read": 0, "kept": 1}).fillna(2),
+        )
+        .sort_values(["_t", "_r", "reason"], kind="stable")
+        .drop(columns=["_t", "_r"])
+        .reset_index(drop=True)
+    )
     all_ids = np.concatenate(ids) if ids else np.empty(0, np.int64)
     return _Gated(kept_files, q_files, all_ids, sorted(codes), summary, n_kept, n_q)
 
@@ -318,21 +374,35 @@ def _write_part(path: Path, table: pa.Table) -> Path:
 
 
 def _subject_frame(refs, birth, death, ids: _SubjectIds) -> pd.DataFrame:
-    parse = lambda s: pd.to_datetime(pd.Series(s, dtype=object) if s is not None else pd.Series([None] * len(refs)),  # noqa: E731
-                                     errors="coerce", utc=True, format="mixed").dt.tz_localize(None).to_numpy()
+    parse = lambda s: (  # noqa: E731
+        pd.to_datetime(
+            pd.Series(s, dtype=object) if s is not None else pd.Series([None] * len(refs)),
+            errors="coerce",
+            utc=True,
+            format="mixed",
+        )
+        .dt.tz_localize(None)
+        .to_numpy()
+    )
     return pd.DataFrame({"subject_id": [ids.of(r) for r in refs], "birth": parse(birth), "death": parse(death)})
 
 
 def _events_table(events: pd.DataFrame) -> pa.Table:
-    return pa.table({
-        "subject_id": pa.array(events["subject_id"].to_numpy(np.int64)),
-        "time": pa.array(events["time"].to_numpy("datetime64[us]"), pa.timestamp("us")),
-        "code": pa.array(events["code"].astype(str).to_numpy(object), pa.string()),
-        "numeric_value": pa.array(events["numeric_value"].to_numpy(np.float32), pa.float32(),
-                                  mask=events["numeric_value"].isna().to_numpy()),
-        "text_value": pa.array(events["text_value"].astype(object).where(events["text_value"].notna(), None),
-                               pa.large_string()),
-    })
+    return pa.table(
+        {
+            "subject_id": pa.array(events["subject_id"].to_numpy(np.int64)),
+            "time": pa.array(events["time"].to_numpy("datetime64[us]"), pa.timestamp("us")),
+            "code": pa.array(events["code"].astype(str).to_numpy(object), pa.string()),
+            "numeric_value": pa.array(
+                events["numeric_value"].to_numpy(np.float32),
+                pa.float32(),
+                mask=events["numeric_value"].isna().to_numpy(),
+            ),
+            "text_value": pa.array(
+                events["text_value"].astype(object).where(events["text_value"].notna(), None), pa.large_string()
+            ),
+        }
+    )
 
 
 def _write(out, gated: _Gated, report, displays, seed, split_fractions, overwrite, etl):
@@ -342,10 +412,19 @@ def _write(out, gated: _Gated, report, displays, seed, split_fractions, overwrit
     ids = np.sort(gated.subject_ids)
     rng = np.random.default_rng(seed)
     names = np.array(["train", "tuning", "held_out"])
-    splits = pd.DataFrame({"subject_id": ids, "split": names[np.searchsorted(np.cumsum(split_fractions)[:-1],
-                                                                            rng.random(ids.size), side="right")]})
-    code_table = pd.DataFrame({"code": gated.codes, "description": [displays.get(c) for c in gated.codes],
-                               "parent_codes": [[] for _ in gated.codes]})
+    splits = pd.DataFrame(
+        {
+            "subject_id": ids,
+            "split": names[np.searchsorted(np.cumsum(split_fractions)[:-1], rng.random(ids.size), side="right")],
+        }
+    )
+    code_table = pd.DataFrame(
+        {
+            "code": gated.codes,
+            "description": [displays.get(c) for c in gated.codes],
+            "parent_codes": [[] for _ in gated.codes],
+        }
+    )
 
     def quarantine(path):  # the bucket parts streamed into one file (a source has subject_ref in all or none)
         files = gated.quarantine_files
@@ -355,7 +434,18 @@ def _write(out, gated: _Gated, report, displays, seed, split_fractions, overwrit
             for f in files:
                 w.write_table(pq.read_table(f).replace_schema_metadata(schema.metadata))
 
-    extra = {QUARANTINE_FILE: quarantine,
-             SUMMARY_FILE: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=int))}
-    write_meds(out, events=(pq.read_table(f) for f in gated.kept_files), subject_splits=splits, codes=code_table,
-               dataset_name=Path(out).name, etl_name=etl, etl_version=__version__, overwrite=overwrite, extra=extra)
+    extra = {
+        QUARANTINE_FILE: quarantine,
+        SUMMARY_FILE: lambda p: p.write_text(json.dumps(report.to_dict(), indent=2, default=int)),
+    }
+    write_meds(
+        out,
+        events=(pq.read_table(f) for f in gated.kept_files),
+        subject_splits=splits,
+        codes=code_table,
+        dataset_name=Path(out).name,
+        etl_name=etl,
+        etl_version=__version__,
+        overwrite=overwrite,
+        extra=extra,
+    )

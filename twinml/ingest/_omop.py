@@ -23,17 +23,36 @@ __all__ = ["read_omop", "OMOP_TABLES"]
 # table -> (concept column, time columns in order of preference, value columns, source-value column)
 OMOP_TABLES = {
     "visit_occurrence": ("visit_concept_id", ("visit_start_datetime", "visit_start_date"), {}, "visit_source_value"),
-    "condition_occurrence": ("condition_concept_id", ("condition_start_datetime", "condition_start_date"), {},
-                             "condition_source_value"),
-    "drug_exposure": ("drug_concept_id", ("drug_exposure_start_datetime", "drug_exposure_start_date"), {},
-                      "drug_source_value"),
-    "measurement": ("measurement_concept_id", ("measurement_datetime", "measurement_date"),
-                    {"numeric": "value_as_number", "concept": "value_as_concept_id"}, "measurement_source_value"),
-    "observation": ("observation_concept_id", ("observation_datetime", "observation_date"),
-                    {"numeric": "value_as_number", "text": "value_as_string", "concept": "value_as_concept_id"},
-                    "observation_source_value"),
-    "procedure_occurrence": ("procedure_concept_id", ("procedure_datetime", "procedure_date"), {},
-                             "procedure_source_value"),
+    "condition_occurrence": (
+        "condition_concept_id",
+        ("condition_start_datetime", "condition_start_date"),
+        {},
+        "condition_source_value",
+    ),
+    "drug_exposure": (
+        "drug_concept_id",
+        ("drug_exposure_start_datetime", "drug_exposure_start_date"),
+        {},
+        "drug_source_value",
+    ),
+    "measurement": (
+        "measurement_concept_id",
+        ("measurement_datetime", "measurement_date"),
+        {"numeric": "value_as_number", "concept": "value_as_concept_id"},
+        "measurement_source_value",
+    ),
+    "observation": (
+        "observation_concept_id",
+        ("observation_datetime", "observation_date"),
+        {"numeric": "value_as_number", "text": "value_as_string", "concept": "value_as_concept_id"},
+        "observation_source_value",
+    ),
+    "procedure_occurrence": (
+        "procedure_concept_id",
+        ("procedure_datetime", "procedure_date"),
+        {},
+        "procedure_source_value",
+    ),
 }
 _GENDER = {"8532": "F", "8507": "M"}
 
@@ -116,25 +135,37 @@ def _concept(series):
 def _frame(subject, time, code, value=None, text=None):
     n = len(subject)
     na = pd.Series(pd.NA, index=subject.index, dtype="string")
-    return pd.DataFrame({"subject_id": subject, "time": time if time is not None else na, "code": code,
-                         "numeric_value": value if value is not None else na, "text_value": text if text is not None else na},
-                        index=range(n) if n == 0 else subject.index)
+    return pd.DataFrame(
+        {
+            "subject_id": subject,
+            "time": time if time is not None else na,
+            "code": code,
+            "numeric_value": value if value is not None else na,
+            "text_value": text if text is not None else na,
+        },
+        index=range(n) if n == 0 else subject.index,
+    )
 
 
-def read_omop(path, *, source_namespaces: dict | None = None, chunk_rows: int = 500_000
-              ) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
+def read_omop(
+    path, *, source_namespaces: dict | None = None, chunk_rows: int = 500_000
+) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
     """Raw rows as ``(table, frame)`` chunks read lazily (at most ``chunk_rows`` source rows at a
     time; person and death are read whole), and the subjects (``subject_id``, ``birth``, ``death``)."""
     root = Path(path)
     src = _source(root)
     person = _whole(src, "person")
     if person is None:
-        raise ConfigError(f"{root}: an OMOP export needs a person table (person.csv, person.parquet, "
-                          "or a 'person' table in a .duckdb database).")
+        raise ConfigError(
+            f"{root}: an OMOP export needs a person table (person.csv, person.parquet, "
+            "or a 'person' table in a .duckdb database)."
+        )
     ns = source_namespaces or {}
     unknown = set(ns) - set(OMOP_TABLES)
     if unknown:
-        raise ConfigError(f"omop: 'source_namespaces' names unknown tables {sorted(unknown)}; known: {sorted(OMOP_TABLES)}")
+        raise ConfigError(
+            f"omop: 'source_namespaces' names unknown tables {sorted(unknown)}; known: {sorted(OMOP_TABLES)}"
+        )
     sid = person["person_id"]
     birth = _first(person, ["birth_datetime"])
 
@@ -142,36 +173,63 @@ def read_omop(path, *, source_namespaces: dict | None = None, chunk_rows: int = 
         v = person[col] if col in person else pd.Series(pd.NA, index=person.index, dtype="string")
         return v.str.replace(r"\.0+$", "", regex=True).fillna(default).str.zfill(2)
 
-    birth = birth.fillna(part("year_of_birth", pd.NA) + "-" + part("month_of_birth", "1") + "-" + part("day_of_birth", "1"))
-    person_rows = pd.concat([
-        _frame(sid, birth, pd.Series("MEDS_BIRTH", index=sid.index, dtype="string")),
-        _frame(sid, None, "GENDER//" + person["gender_concept_id"].map(lambda c: _GENDER.get(str(c), f"OMOP/{c}")).astype("string")),
-        _frame(sid, None, ("RACE//OMOP/" + person["race_concept_id"]).astype("string")),
-        _frame(sid, None, ("ETHNICITY//OMOP/" + person["ethnicity_concept_id"]).astype("string")),
-    ], ignore_index=True)
+    birth = birth.fillna(
+        part("year_of_birth", pd.NA) + "-" + part("month_of_birth", "1") + "-" + part("day_of_birth", "1")
+    )
+    person_rows = pd.concat(
+        [
+            _frame(sid, birth, pd.Series("MEDS_BIRTH", index=sid.index, dtype="string")),
+            _frame(
+                sid,
+                None,
+                "GENDER//"
+                + person["gender_concept_id"].map(lambda c: _GENDER.get(str(c), f"OMOP/{c}")).astype("string"),
+            ),
+            _frame(sid, None, ("RACE//OMOP/" + person["race_concept_id"]).astype("string")),
+            _frame(sid, None, ("ETHNICITY//OMOP/" + person["ethnicity_concept_id"]).astype("string")),
+        ],
+        ignore_index=True,
+    )
     death = pd.DataFrame({"person_id": pd.Series(dtype="string"), "death": pd.Series(dtype="string")})
     d = _whole(src, "death")
     if d is not None:
         death = pd.DataFrame({"person_id": d["person_id"], "death": _first(d, ["death_datetime", "death_date"])})
     parse = lambda s: pd.to_datetime(s, errors="coerce", format="mixed")  # noqa: E731
     subjects = pd.DataFrame({"subject_id": sid, "birth": parse(birth)})
-    subjects = subjects.merge(death.assign(death=parse(death["death"])).rename(columns={"person_id": "subject_id"}),
-                              on="subject_id", how="left")
+    subjects = subjects.merge(
+        death.assign(death=parse(death["death"])).rename(columns={"person_id": "subject_id"}),
+        on="subject_id",
+        how="left",
+    )
     return _chunks(src, person_rows, death if d is not None else None, ns, chunk_rows), subjects
 
 
 def _chunks(src, person_rows, death, ns, chunk_rows):
     yield "person", person_rows
     if death is not None:
-        yield "death", _frame(death["person_id"], death["death"],
-                              pd.Series("MEDS_DEATH", index=death.index, dtype="string"))
+        yield (
+            "death",
+            _frame(death["person_id"], death["death"], pd.Series("MEDS_DEATH", index=death.index, dtype="string")),
+        )
     for o in src.chunks("observation_period", chunk_rows) or ():
-        yield "observation_period", pd.concat([
-            _frame(o["person_id"], o["observation_period_start_date"],
-                   pd.Series("OBSERVATION_PERIOD//START", index=o.index, dtype="string")),
-            _frame(o["person_id"], o["observation_period_end_date"],
-                   pd.Series("OBSERVATION_PERIOD//END", index=o.index, dtype="string")),
-        ], ignore_index=True)
+        yield (
+            "observation_period",
+            pd.concat(
+                [
+                    _frame(
+                        o["person_id"],
+                        o["observation_period_start_date"],
+                        pd.Series("OBSERVATION_PERIOD//START", index=o.index, dtype="string"),
+                    ),
+                    _frame(
+                        o["person_id"],
+                        o["observation_period_end_date"],
+                        pd.Series("OBSERVATION_PERIOD//END", index=o.index, dtype="string"),
+                    ),
+                ],
+                ignore_index=True,
+            ),
+        )
     for table, (concept, times, values, source) in OMOP_TABLES.items():
         for t in src.chunks(table, chunk_rows) or ():
             code = _concept(t[concept]) if concept in t else pd.Series(pd.NA, index=t.index, dtype="string")

@@ -21,14 +21,27 @@ from ._fhir import NAMESPACES
 __all__ = ["read_synthea_csv", "RACES", "ETHNICITIES"]
 
 # Synthea's lowercase race/ethnicity words -> the US Core (OMB) display names FHIR carries.
-RACES = {"white": "White", "black": "Black or African American", "asian": "Asian",
-         "native": "American Indian or Alaska Native", "hawaiian": "Native Hawaiian or Other Pacific Islander",
-         "other": "Other"}
+RACES = {
+    "white": "White",
+    "black": "Black or African American",
+    "asian": "Asian",
+    "native": "American Indian or Alaska Native",
+    "hawaiian": "Native Hawaiian or Other Pacific Islander",
+    "other": "Other",
+}
 ETHNICITIES = {"hispanic": "Hispanic or Latino", "nonhispanic": "Not Hispanic or Latino"}
 # a system URL maps as in FHIR (immunizations read http://hl7.org/fhir/sid/cvx in newer Synthea: CVX/140,
 # not http://hl7.org/fhir/sid/cvx/140 beside a few CVX/140)
-_SYSTEMS = {"SNOMED-CT": "SNOMED", "SNOMED": "SNOMED", "RXNORM": "RxNorm", "LOINC": "LOINC", "CVX": "CVX",
-            "ICD-10-CM": "ICD10CM", "ICD10CM": "ICD10CM", **NAMESPACES}
+_SYSTEMS = {
+    "SNOMED-CT": "SNOMED",
+    "SNOMED": "SNOMED",
+    "RXNORM": "RxNorm",
+    "LOINC": "LOINC",
+    "CVX": "CVX",
+    "ICD-10-CM": "ICD10CM",
+    "ICD10CM": "ICD10CM",
+    **NAMESPACES,
+}
 # table -> (FHIR-equivalent table name, default namespace, start column, has STOP -> //ABATED)
 TABLES = {
     "encounters": ("Encounter", "SNOMED", "START", False),
@@ -46,8 +59,11 @@ def _read(root: Path, name: str, chunk_rows: int | None = None):
     """``name``.csv(.gz) as string frames of at most ``chunk_rows`` rows (one frame if None); None if absent."""
     for f in (root / f"{name}.csv", root / f"{name}.csv.gz"):
         if f.exists():
-            return _clean(pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows)) if chunk_rows \
+            return (
+                _clean(pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows))
+                if chunk_rows
                 else next(_clean([pd.read_csv(f, dtype=str, keep_default_na=False)]))
+            )
     return None
 
 
@@ -60,8 +76,15 @@ def _clean(frames):
 
 def _rows(subject, time, code, value=None, text=None):
     na = pd.Series(pd.NA, index=subject.index, dtype="string")
-    return pd.DataFrame({"subject_ref": subject, "time": time, "code": code,
-                         "numeric_value": na if value is None else value, "text_value": na if text is None else text})
+    return pd.DataFrame(
+        {
+            "subject_ref": subject,
+            "time": time,
+            "code": code,
+            "numeric_value": na if value is None else value,
+            "text_value": na if text is None else text,
+        }
+    )
 
 
 def _codes(df, default_ns):
@@ -71,8 +94,9 @@ def _codes(df, default_ns):
     return (ns.astype("string") + "/" + df["CODE"]).where(df["CODE"].notna())
 
 
-def read_synthea_csv(path, *, chunk_rows: int = 500_000,
-                     displays: dict | None = None) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
+def read_synthea_csv(
+    path, *, chunk_rows: int = 500_000, displays: dict | None = None
+) -> tuple[Iterator[tuple[str, pd.DataFrame]], pd.DataFrame]:
     """Raw rows as ``(table, frame)`` chunks (each with ``subject_ref``) read lazily, at most ``chunk_rows``
     source rows at a time, and the patients (``subject_ref``, ``birth``, ``death``).
 
@@ -82,8 +106,13 @@ def read_synthea_csv(path, *, chunk_rows: int = 500_000,
     patients = _read(root, "patients") if root.is_dir() else None
     if patients is None:
         raise ConfigError(f"{root}: a Synthea CSV export needs patients.csv.")
-    subjects = pd.DataFrame({"subject_ref": patients["ID"], "birth": patients["BIRTHDATE"],
-                             "death": patients["DEATHDATE"] if "DEATHDATE" in patients else pd.NA})
+    subjects = pd.DataFrame(
+        {
+            "subject_ref": patients["ID"],
+            "birth": patients["BIRTHDATE"],
+            "death": patients["DEATHDATE"] if "DEATHDATE" in patients else pd.NA,
+        }
+    )
     return _chunks(root, patients, chunk_rows, {} if displays is None else displays), subjects
 
 
@@ -98,10 +127,12 @@ def _note_displays(displays, code, df):
 def _chunks(root, patients, chunk_rows, displays):
     pid = patients["ID"]
     const = lambda v: pd.Series(v, index=patients.index, dtype="string")  # noqa: E731
-    parts = [_rows(pid, patients["BIRTHDATE"], const("MEDS_BIRTH")),
-             _rows(pid, const(pd.NA), ("GENDER//" + patients["GENDER"]).astype("string")),
-             _rows(pid, const(pd.NA), ("RACE//" + patients["RACE"].map(RACES)).astype("string")),
-             _rows(pid, const(pd.NA), ("ETHNICITY//" + patients["ETHNICITY"].map(ETHNICITIES)).astype("string"))]
+    parts = [
+        _rows(pid, patients["BIRTHDATE"], const("MEDS_BIRTH")),
+        _rows(pid, const(pd.NA), ("GENDER//" + patients["GENDER"]).astype("string")),
+        _rows(pid, const(pd.NA), ("RACE//" + patients["RACE"].map(RACES)).astype("string")),
+        _rows(pid, const(pd.NA), ("ETHNICITY//" + patients["ETHNICITY"].map(ETHNICITIES)).astype("string")),
+    ]
     if "DEATHDATE" in patients:
         dead = patients["DEATHDATE"].notna()
         parts.append(_rows(pid[dead], patients.loc[dead, "DEATHDATE"], const("MEDS_DEATH")[dead]))
@@ -113,10 +144,15 @@ def _chunks(root, patients, chunk_rows, displays):
             yield table, _rows(df["PATIENT"], df[start], code)
             if abated and "STOP" in df:
                 stop = df["STOP"].notna()
-                yield table, _rows(df.loc[stop, "PATIENT"], df.loc[stop, "STOP"], (code[stop] + "//ABATED").astype("string"))
+                yield (
+                    table,
+                    _rows(df.loc[stop, "PATIENT"], df.loc[stop, "STOP"], (code[stop] + "//ABATED").astype("string")),
+                )
     for obs in _read(root, "observations", chunk_rows) or ():
         numeric = obs.get("TYPE", pd.Series("numeric", index=obs.index)).fillna("numeric") == "numeric"
         code = _codes(obs, "LOINC")
         _note_displays(displays, code, obs)
-        yield "Observation", _rows(obs["PATIENT"], obs["DATE"], code,
-                                   obs["VALUE"].where(numeric), obs["VALUE"].where(~numeric))
+        yield (
+            "Observation",
+            _rows(obs["PATIENT"], obs["DATE"], code, obs["VALUE"].where(numeric), obs["VALUE"].where(~numeric)),
+        )

@@ -1,6 +1,7 @@
 """Risk models with the scikit-learn contract.
 
-``SequenceRiskModel``, ``RecordRiskModel`` and ``BlendRiskModel`` (torch) are imported lazily so that the tabular baselines do not pay for torch.
+``SequenceRiskModel``, ``RecordRiskModel`` and ``BlendRiskModel`` (torch) are imported lazily so that the
+tabular baselines do not pay for torch.
 """
 
 from ._bands import RiskBands
@@ -8,8 +9,20 @@ from ._boosting import LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
-__all__ = ["MaskedMultiLabelClassifier", "LightGBMClassifier", "make_baseline", "BASELINES", "TabularRiskModel", "SequenceRiskModel",
-           "RecordRiskModel", "BlendRiskModel", "TreatmentResponseModel", "label_columns_of", "label_matrix", "RiskBands"]
+__all__ = [
+    "MaskedMultiLabelClassifier",
+    "LightGBMClassifier",
+    "make_baseline",
+    "BASELINES",
+    "TabularRiskModel",
+    "SequenceRiskModel",
+    "RecordRiskModel",
+    "BlendRiskModel",
+    "TreatmentResponseModel",
+    "label_columns_of",
+    "label_matrix",
+    "RiskBands",
+]
 
 
 def __getattr__(name):

@@ -31,19 +31,30 @@ class RiskBands:
     True
     """
 
-    edges: dict = field(default_factory=dict)     # label -> interior bin edges (n_bins - 1)
+    edges: dict = field(default_factory=dict)  # label -> interior bin edges (n_bins - 1)
     observed: dict = field(default_factory=dict)  # label -> observed rate per bin
     lo: dict = field(default_factory=dict)
     hi: dict = field(default_factory=dict)
     confidence: float = 0.95
 
     @classmethod
-    def fit(cls, risks: pd.DataFrame, labels: pd.DataFrame, columns=None, *, n_bins: int = 10,
-            min_rows: int = 50, confidence: float = 0.95) -> RiskBands:
+    def fit(
+        cls,
+        risks: pd.DataFrame,
+        labels: pd.DataFrame,
+        columns=None,
+        *,
+        n_bins: int = 10,
+        min_rows: int = 50,
+        confidence: float = 0.95,
+    ) -> RiskBands:
         """Bands from the rows of ``risks`` and ``labels`` (aligned; labels 1/0, NaN or NA when unknown)."""
         out = cls(confidence=confidence)
-        for c in columns if columns is not None else [c for c in risks if c in labels and c not in
-                                                       ("subject_id", "prediction_time")]:
+        for c in (
+            columns
+            if columns is not None
+            else [c for c in risks if c in labels and c not in ("subject_id", "prediction_time")]
+        ):
             y = labels[c].astype("Float64").to_numpy(np.float64, na_value=np.nan)
             p = risks[c].to_numpy(np.float64)
             known = ~np.isnan(y) & np.isfinite(p)
@@ -56,8 +67,9 @@ class RiskBands:
             out.edges[c] = np.array([(ps[b[-1]] + ps[b[-1] + 1]) / 2 for b in parts[:-1]])
             rates, los, his = [], [], []
             for b in parts:
-                ci = binomtest(int(ys[b].sum()), int(b.size)).proportion_ci(confidence_level=confidence,
-                                                                           method="wilson")
+                ci = binomtest(int(ys[b].sum()), int(b.size)).proportion_ci(
+                    confidence_level=confidence, method="wilson"
+                )
                 rates.append(float(ys[b].mean())), los.append(float(ci.low)), his.append(float(ci.high))
             out.observed[c], out.lo[c], out.hi[c] = np.array(rates), np.array(los), np.array(his)
         return out

@@ -81,8 +81,15 @@ class BlendRiskModel(BaseEstimator):
     records_ = None
     n_record_members = 1
 
-    def __init__(self, record_weight=0.5, n_record_members=3, record_params=None, tabular_params=None,
-                 calibration="platt", random_state=0):
+    def __init__(
+        self,
+        record_weight=0.5,
+        n_record_members=3,
+        record_params=None,
+        tabular_params=None,
+        calibration="platt",
+        random_state=0,
+    ):
         self.record_weight = record_weight
         self.n_record_members = n_record_members
         self.record_params = record_params
@@ -95,33 +102,51 @@ class BlendRiskModel(BaseEstimator):
 
         w = self.record_weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
-            raise ConfigError(f"The 'record_weight' parameter of BlendRiskModel must be a number in [0, 1]. "
-                              f"Got {w!r} instead.")
+            raise ConfigError(
+                f"The 'record_weight' parameter of BlendRiskModel must be a number in [0, 1]. Got {w!r} instead."
+            )
         n = self.n_record_members
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"The 'n_record_members' parameter of BlendRiskModel must be a positive int. "
-                              f"Got {n!r} instead.")
+            raise ConfigError(
+                f"The 'n_record_members' parameter of BlendRiskModel must be a positive int. Got {n!r} instead."
+            )
         if self.calibration not in (None, *HazardCalibrator.METHODS):
-            raise ConfigError(f"The 'calibration' parameter of BlendRiskModel must be None or one of "
-                              f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead.")
+            raise ConfigError(
+                f"The 'calibration' parameter of BlendRiskModel must be None or one of "
+                f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead."
+            )
         for name in ("record_params", "tabular_params"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, dict):
-                raise ConfigError(f"The {name!r} parameter of BlendRiskModel must be a dict or None. Got {v!r} instead.")
+                raise ConfigError(
+                    f"The {name!r} parameter of BlendRiskModel must be a dict or None. Got {v!r} instead."
+                )
             if v and "calibration" in v:
-                raise ConfigError(f"The {name!r} parameter of BlendRiskModel may not set 'calibration': the blend is "
-                                  f"calibrated as a whole (its 'calibration' parameter). Got {v['calibration']!r}.")
+                raise ConfigError(
+                    f"The {name!r} parameter of BlendRiskModel may not set 'calibration': the blend is "
+                    f"calibrated as a whole (its 'calibration' parameter). Got {v['calibration']!r}."
+                )
         seed = (self.record_params or {}).get("random_state", self.random_state)
         if n > 1 and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ConfigError(f"The 'random_state' parameter of BlendRiskModel must be an int when n_record_members > 1 "
-                              f"(the GRUs are seeded random_state + k). Got {seed!r} instead.")
+            raise ConfigError(
+                f"The 'random_state' parameter of BlendRiskModel must be an int when n_record_members > 1 "
+                f"(the GRUs are seeded random_state + k). Got {seed!r} instead."
+            )
         try:
             # members after the first fit no trajectory head: the blend's trajectories are the first's
-            records = [RecordRiskModel(**{"random_state": self.random_state, **(self.record_params or {}),
-                                          **({"random_state": seed + k, "trajectory_codes": None} if k else {})})
-                       for k in range(n)]
-            tabular = TabularRiskModel(**{"kind": "lightgbm", "random_state": self.random_state,
-                                          **(self.tabular_params or {})})
+            records = [
+                RecordRiskModel(
+                    **{
+                        "random_state": self.random_state,
+                        **(self.record_params or {}),
+                        **({"random_state": seed + k, "trajectory_codes": None} if k else {}),
+                    }
+                )
+                for k in range(n)
+            ]
+            tabular = TabularRiskModel(
+                **{"kind": "lightgbm", "random_state": self.random_state, **(self.tabular_params or {})}
+            )
         except TypeError as err:
             raise ConfigError(f"BlendRiskModel: {err}".replace("__init__() ", "")) from None
         return records, tabular
@@ -131,8 +156,9 @@ class BlendRiskModel(BaseEstimator):
         check_is_fitted(self, "record_")
         return self.records_ if self.records_ is not None else [self.record_]
 
-    def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels: pd.DataFrame | None = None,
-            progress=None):
+    def fit(
+        self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels: pd.DataFrame | None = None, progress=None
+    ):
         """Fit both members on ``labels`` (early-stopped on ``tuning_labels``); calibrate on ``tuning_labels``."""
         say = progress or (lambda msg: None)
         records, tabular = self._members()
@@ -140,12 +166,16 @@ class BlendRiskModel(BaseEstimator):
         self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
         n = len(records)
         for k, record in enumerate(records):
-            say(f"--- blend member {k + 1} of {n + 1}: the whole-record GRU"
-                + (f" (seed {record.random_state})" if n > 1 else ""))
+            say(
+                f"--- blend member {k + 1} of {n + 1}: the whole-record GRU"
+                + (f" (seed {record.random_state})" if n > 1 else "")
+            )
             record.fit(events, labels, tuning_labels=tuning_labels, progress=progress)
             first = records[0].featurizer_
-            if k and not (np.array_equal(record.featurizer_.vocabulary_, first.vocabulary_)
-                          and np.array_equal(record.featurizer_.last_value_codes_, first.last_value_codes_)):
+            if k and not (
+                np.array_equal(record.featurizer_.vocabulary_, first.vocabulary_)
+                and np.array_equal(record.featurizer_.last_value_codes_, first.last_value_codes_)
+            ):
                 raise RuntimeError("BlendRiskModel: the GRUs' featurizers differ, though fitted on the same events")
         self.records_, self.record_ = records, records[0]
         say(f"--- blend member {n + 1} of {n + 1}: LightGBM on tabular features")
@@ -156,7 +186,9 @@ class BlendRiskModel(BaseEstimator):
             self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(events, tuning_labels), y)
         self.risk_bands_ = None
         if tuning_labels is not None and len(tuning_labels):
-            self.risk_bands_ = RiskBands.fit(self.predict_risk(events, tuning_labels), tuning_labels, self.label_columns_)
+            self.risk_bands_ = RiskBands.fit(
+                self.predict_risk(events, tuning_labels), tuning_labels, self.label_columns_
+            )
         return self
 
     @property
@@ -172,8 +204,9 @@ class BlendRiskModel(BaseEstimator):
             data = self.record_.featurizer_.transform(events, index)  # the members' featurizers are equal
             zr = np.mean([m._logits(data) for m in members], axis=0, dtype=np.float64).astype(np.float32)
         tab = self.tabular_.predict_risk(events, index, calibrated=False)
-        risk = np.stack([np.stack([tab[f"{o}_{h}d"].to_numpy(np.float64) for h in self.horizons_], -1)
-                         for o in self.outcomes_], 1)
+        risk = np.stack(
+            [np.stack([tab[f"{o}_{h}d"].to_numpy(np.float64) for h in self.horizons_], -1) for o in self.outcomes_], 1
+        )
         return np.stack([zr, hazard_logits_of_risks(risk)], -1)
 
     def _logits(self, events, index) -> np.ndarray:
@@ -193,8 +226,9 @@ class BlendRiskModel(BaseEstimator):
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
         return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)
 
-    def predict_trajectory(self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None,
-                           horizons_days=None) -> pd.DataFrame:
+    def predict_trajectory(
+        self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None, horizons_days=None
+    ) -> pd.DataFrame:
         """The record member's trajectory forecasts (:meth:`RecordRiskModel.predict_trajectory`)."""
         check_is_fitted(self, "record_")
         return self.record_.predict_trajectory(events, index, codes=codes, horizons_days=horizons_days)

@@ -29,8 +29,16 @@ __all__ = ["LightGBMClassifier", "BinnedMatrix", "LIGHTGBM_DEFAULTS"]
 # (0.1: 0.02539, 0.04: 0.02536; a learning rate of 0.1 with patience 20: 0.02581 in 46 s). Trees cost
 # in proportion to the columns they look at, so the column share sets the fit time. Early stopping
 # picks the number of trees; leaves, leaf size and L2 were not tuned.
-LIGHTGBM_DEFAULTS = {"n_estimators": 2000, "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 50,
-                     "colsample_bytree": 0.07, "subsample": 1.0, "subsample_freq": 0, "reg_lambda": 1.0}
+LIGHTGBM_DEFAULTS = {
+    "n_estimators": 2000,
+    "learning_rate": 0.03,
+    "num_leaves": 15,
+    "min_child_samples": 50,
+    "colsample_bytree": 0.07,
+    "subsample": 1.0,
+    "subsample_freq": 0,
+    "reg_lambda": 1.0,
+}
 
 
 def _csr(X):
@@ -40,12 +48,14 @@ def _csr(X):
 
 def _space(trial) -> dict:
     """The sweep's search space (MEDS-Tab's XGBoost sweep covers the same kinds of knob)."""
-    return {"learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-            "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
-            "min_child_samples": trial.suggest_int("min_child_samples", 5, 300, log=True),
-            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.1, 1.0),
-            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-            "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True)}
+    return {
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 5, 300, log=True),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.1, 1.0),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 30.0, log=True),
+    }
 
 
 # Parameters that shape the binning (set once per BinnedMatrix, never per trial). Pre-filtering is off:
@@ -71,8 +81,9 @@ class BinnedMatrix:
         self.train = lgb.Dataset(_csr(X), label=np.zeros(X.shape[0]), params=params, free_raw_data=False).construct()
         self.eval = None
         if X_eval is not None:
-            self.eval = lgb.Dataset(_csr(X_eval), label=np.zeros(X_eval.shape[0]), reference=self.train,
-                                    params=params, free_raw_data=False).construct()
+            self.eval = lgb.Dataset(
+                _csr(X_eval), label=np.zeros(X_eval.shape[0]), reference=self.train, params=params, free_raw_data=False
+            ).construct()
 
     @staticmethod
     def _take(full, rows, y, weight=None):
@@ -133,12 +144,17 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
     def _validate_params(self):
         for name in ("early_stopping_rounds", "n_trials"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (1 if name == "early_stopping_rounds" else 0):
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, np.integer))
+                or v < (1 if name == "early_stopping_rounds" else 0)
+            ):
                 rule = "a positive int" if name == "early_stopping_rounds" else "a non-negative int"
                 raise ConfigError(f"The {name!r} parameter of LightGBMClassifier must be {rule}. Got {v!r} instead.")
         if self.params is not None and not isinstance(self.params, dict):
-            raise ConfigError(f"The 'params' parameter of LightGBMClassifier must be a dict or None. "
-                              f"Got {self.params!r} instead.")
+            raise ConfigError(
+                f"The 'params' parameter of LightGBMClassifier must be a dict or None. Got {self.params!r} instead."
+            )
 
     def fit(self, X, y, *, sample_weight=None, eval_set=None, binned=None):
         """Fit on ``(X, y)``; ``eval_set=(X_eval, y_eval)`` early-stops (and scores the sweep's trials).
@@ -151,8 +167,10 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size != 2:
-            raise ValueError(f"Only binary classification is supported. LightGBMClassifier got "
-                             f"{self.classes_.size} class(es) {self.classes_[:5].tolist()}.")
+            raise ValueError(
+                f"Only binary classification is supported. LightGBMClassifier got "
+                f"{self.classes_.size} class(es) {self.classes_[:5].tolist()}."
+            )
         y = (y == self.classes_[1]).astype(int)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
@@ -182,16 +200,25 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
 
         params = dict(params)
         rounds = int(params.pop("n_estimators"))
-        params = {"objective": "binary", "deterministic": True, "force_col_wise": True, **_bin_params(self.params),
-                  **params, "seed": self.random_state}
+        params = {
+            "objective": "binary",
+            "deterministic": True,
+            "force_col_wise": True,
+            **_bin_params(self.params),
+            **params,
+            "seed": self.random_state,
+        }
         if self.n_jobs:
             params["num_threads"] = self.n_jobs
         train, ev = data
         kw = {}
         if ev is not None:
             params["metric"] = "binary_logloss"
-            kw = {"valid_sets": [ev], "valid_names": ["eval"],
-                  "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)]}
+            kw = {
+                "valid_sets": [ev],
+                "valid_names": ["eval"],
+                "callbacks": [lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            }
         booster = lgb.train(params, train, num_boost_round=rounds, **kw)
         return booster.free_dataset()
 
@@ -208,9 +235,15 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
             booster = self._fit_one(data, params)
             p = booster.predict(X_eval, num_iteration=booster.best_iteration or None)
             loss = float(log_loss(y_eval, p, labels=[0, 1]))
-            self.trials_.append({"number": trial.number, "params": _space(trial), "eval_log_loss": loss,
-                                 "trees": int(booster.best_iteration or booster.current_iteration()),
-                                 "seconds": time.perf_counter() - t0})
+            self.trials_.append(
+                {
+                    "number": trial.number,
+                    "params": _space(trial),
+                    "eval_log_loss": loss,
+                    "trees": int(booster.best_iteration or booster.current_iteration()),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
             if loss < best.get("loss", np.inf):
                 best.update(loss=loss, params=params, est=booster)
             return loss

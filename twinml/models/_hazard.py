@@ -27,8 +27,10 @@ def parse_label_columns(columns) -> tuple[list[str], list[int]]:
     horizons = sorted(next(iter(found.values())))
     for outcome, hs in found.items():
         if sorted(hs) != horizons:
-            raise ConfigError(f"labels: outcome {outcome!r} has horizons {sorted(hs)}, others have {horizons}; "
-                              "a risk curve needs the same horizons for every outcome.")
+            raise ConfigError(
+                f"labels: outcome {outcome!r} has horizons {sorted(hs)}, others have {horizons}; "
+                "a risk curve needs the same horizons for every outcome."
+            )
     return list(found), horizons
 
 

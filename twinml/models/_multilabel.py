@@ -37,10 +37,18 @@ def make_baseline(kind: str, *, random_state: int = 0, **params):
         defaults = {"C": 0.5, "max_iter": 2000}
         return make_pipeline(MaxAbsScaler(), LogisticRegression(**{**defaults, **params}, random_state=random_state))
     if kind == "hist_gb":
-        defaults = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 40,
-                    "l2_regularization": 1.0, "early_stopping": False}
-        return make_pipeline(FunctionTransformer(_to_dense, accept_sparse=True),
-                             HistGradientBoostingClassifier(**{**defaults, **params}, random_state=random_state))
+        defaults = {
+            "max_iter": 200,
+            "learning_rate": 0.05,
+            "max_leaf_nodes": 15,
+            "min_samples_leaf": 40,
+            "l2_regularization": 1.0,
+            "early_stopping": False,
+        }
+        return make_pipeline(
+            FunctionTransformer(_to_dense, accept_sparse=True),
+            HistGradientBoostingClassifier(**{**defaults, **params}, random_state=random_state),
+        )
     if kind == "lightgbm":
         from ._boosting import LightGBMClassifier
 
@@ -113,8 +121,10 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             check_classification_targets(y)
             classes = np.unique(y)
             if classes.size > 2:
-                raise ValueError(f"Only binary classification is supported. MaskedMultiLabelClassifier got "
-                                 f"{classes.size} classes {classes[:5].tolist()}.")
+                raise ValueError(
+                    f"Only binary classification is supported. MaskedMultiLabelClassifier got "
+                    f"{classes.size} classes {classes[:5].tolist()}."
+                )
             self.classes_, self._single = classes, True
             return (y == classes[-1]).astype(np.float64)[:, None]
         Y = y.astype(np.float64)
@@ -122,7 +132,9 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("Input y contains infinity.")
         bad = np.setdiff1d(Y[~np.isnan(Y)], [0.0, 1.0])
         if bad.size:
-            raise ValueError(f"MaskedMultiLabelClassifier: a 2-D y holds 0, 1 or NaN (unknown); got {bad[:3].tolist()}.")
+            raise ValueError(
+                f"MaskedMultiLabelClassifier: a 2-D y holds 0, 1 or NaN (unknown); got {bad[:3].tolist()}."
+            )
         self.classes_, self._single = np.array([0, 1]), False
         return Y
 
@@ -135,11 +147,13 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         Ye = np.asarray(eval_set[1])
         Ye = (Ye == self.classes_[-1]).astype(np.float64)[:, None] if self._single else Ye.astype(np.float64)
         if Ye.shape != (Xe.shape[0], n_outputs):
-            raise ValueError(f"eval_set: X has {Xe.shape[0]} rows and y shape {Ye.shape}; expected "
-                             f"({Xe.shape[0]}, {n_outputs}).")
+            raise ValueError(
+                f"eval_set: X has {Xe.shape[0]} rows and y shape {Ye.shape}; expected ({Xe.shape[0]}, {n_outputs})."
+            )
         known = ~np.isnan(Ye)
-        return Xe, [(Xe[known[:, j]], Ye[known[:, j], j].astype(int), np.flatnonzero(known[:, j]))
-                    for j in range(n_outputs)]
+        return Xe, [
+            (Xe[known[:, j]], Ye[known[:, j], j].astype(int), np.flatnonzero(known[:, j])) for j in range(n_outputs)
+        ]
 
     def _binned(self, base, X, Xe):
         """One :class:`~twinml.models.BinnedMatrix` of ``X`` (and the evaluation matrix ``Xe``) for

@@ -8,14 +8,22 @@ import torch
 
 from .._arrays import ragged_arange
 from .._validation import ConfigError
-from ..features import RecordFeaturizer, UNKNOWN
+from ..features import UNKNOWN, RecordFeaturizer
 from ._sequence_model import SequenceRiskModel
 from ._torch_modules import RecordRiskNet
 
 __all__ = ["RecordRiskModel"]
 
-_RECORD_KEYS = ("event_code", "event_value", "event_offsets", "visit_slot", "visit_features", "readout",
-                "readout_features", "static")
+_RECORD_KEYS = (
+    "event_code",
+    "event_value",
+    "event_offsets",
+    "visit_slot",
+    "visit_features",
+    "readout",
+    "readout_features",
+    "static",
+)
 
 
 class RecordRiskModel(SequenceRiskModel):
@@ -52,10 +60,27 @@ class RecordRiskModel(SequenceRiskModel):
 
     kind, n_heads, max_len = "gru", 4, 1  # not parameters here; the parent's checks read them
 
-    def __init__(self, d_model=64, n_layers=1, dropout=0.1, min_code_count=10, batch_size=32, lr=1e-3,
-                 weight_decay=1e-3, max_epochs=30, patience=4, event_dropout=0.0, forecast_weight=0.1,
-                 forecast_days=365.0, n_last_values=0, trajectory_codes="auto", trajectory_horizons_days=(90, 180, 365),
-                 calibration=None, n_threads=None, random_state=0):
+    def __init__(
+        self,
+        d_model=64,
+        n_layers=1,
+        dropout=0.1,
+        min_code_count=10,
+        batch_size=32,
+        lr=1e-3,
+        weight_decay=1e-3,
+        max_epochs=30,
+        patience=4,
+        event_dropout=0.0,
+        forecast_weight=0.1,
+        forecast_days=365.0,
+        n_last_values=0,
+        trajectory_codes="auto",
+        trajectory_horizons_days=(90, 180, 365),
+        calibration=None,
+        n_threads=None,
+        random_state=0,
+    ):
         self.d_model = d_model
         self.n_layers = n_layers
         self.dropout = dropout
@@ -77,12 +102,15 @@ class RecordRiskModel(SequenceRiskModel):
 
     def _validate_params(self):
         if isinstance(self.min_code_count, bool) or not isinstance(self.min_code_count, int) or self.min_code_count < 1:
-            raise ConfigError(f"The 'min_code_count' parameter of RecordRiskModel must be a positive int. "
-                              f"Got {self.min_code_count!r} instead.")
+            raise ConfigError(
+                f"The 'min_code_count' parameter of RecordRiskModel must be a positive int. "
+                f"Got {self.min_code_count!r} instead."
+            )
         n = self.n_last_values
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(f"The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. "
-                              f"Got {n!r} instead.")
+            raise ConfigError(
+                f"The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got {n!r} instead."
+            )
         super()._validate_params()
 
     def _make_featurizer(self):
@@ -91,14 +119,24 @@ class RecordRiskModel(SequenceRiskModel):
     def _describe(self, train, say):
         sv = train.subject_visits[np.unique(train.row_subject[train.row_subject >= 0])]
         n_vis = sv[:, 1] - sv[:, 0]
-        say(f"records: {len(train):,} train rows of {n_vis.size:,} subjects; visits read per subject: median "
-            f"{np.median(n_vis):.0f}, max {n_vis.max(initial=0):,}; events per row: median {np.median(train.lengths):.0f} (no cap)")
+        say(
+            f"records: {len(train):,} train rows of {n_vis.size:,} subjects; visits read per subject: median "
+            f"{np.median(n_vis):.0f}, max {n_vis.max(initial=0):,}; events per row: median "
+            f"{np.median(train.lengths):.0f} (no cap)"
+        )
 
     def _make_net(self, n_forecast):
-        return RecordRiskNet(n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
-                             n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
-                             n_layers=self.n_layers, dropout=self.dropout, n_forecast=n_forecast,
-                             n_readout=2 + 3 * len(self.featurizer_.last_value_codes_))
+        return RecordRiskNet(
+            n_codes=self.featurizer_.n_codes_,
+            n_static=self.featurizer_.n_static_,
+            n_outcomes=len(self.outcomes_),
+            n_bins=len(self.horizons_),
+            d_model=self.d_model,
+            n_layers=self.n_layers,
+            dropout=self.dropout,
+            n_forecast=n_forecast,
+            n_readout=2 + 3 * len(self.featurizer_.last_value_codes_),
+        )
 
     def _net_inputs(self, batch):
         t = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _RECORD_KEYS}
@@ -115,7 +153,7 @@ class RecordRiskModel(SequenceRiskModel):
         jitter = rng.random(uniq.size) if rng is not None else np.zeros(uniq.size)
         by_len = np.lexsort((jitter, n_vis))
         per = self.batch_size if batch_size is None else max(1, batch_size // max(1, int(np.median(count))))
-        groups = [by_len[i:i + per] for i in range(0, by_len.size, per)]
+        groups = [by_len[i : i + per] for i in range(0, by_len.size, per)]
         if rng is not None:
             groups = [groups[i] for i in rng.permutation(len(groups))]
         return [order[ragged_arange(first[grp], count[grp])] for grp in groups]

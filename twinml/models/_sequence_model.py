@@ -13,11 +13,17 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import ConfigError
-from ..features import SequenceFeaturizer
-from ..features import UNKNOWN
+from ..features import UNKNOWN, SequenceFeaturizer
 from ._bands import RiskBands
-from ._hazard import (HazardCalibrator, base_hazard_logits, calibrated_curve, curve_frame, hazard_loss, hazard_targets,
-                      parse_label_columns)
+from ._hazard import (
+    HazardCalibrator,
+    base_hazard_logits,
+    calibrated_curve,
+    curve_frame,
+    hazard_loss,
+    hazard_targets,
+    parse_label_columns,
+)
 from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
 
@@ -107,10 +113,29 @@ class SequenceRiskModel(BaseEstimator):
     # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759);
     # the auxiliary forecast (forecast_weight 0.1) raised 1-yr T2D from 0.767 to 0.781 and MI from 0.761 to 0.774
     # (means over seeds; README "Sequence models") and lowered the tuning loss (0.03206 vs 0.03240, seed 0).
-    def __init__(self, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256, min_code_count=10,
-                 batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4, event_dropout=0.0,
-                 forecast_weight=0.1, forecast_days=365.0, trajectory_codes="auto",
-                 trajectory_horizons_days=(90, 180, 365), calibration=None, n_threads=None, random_state=0):
+    def __init__(
+        self,
+        kind="gru",
+        d_model=64,
+        n_layers=1,
+        n_heads=4,
+        dropout=0.1,
+        max_len=256,
+        min_code_count=10,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=1e-3,
+        max_epochs=15,
+        patience=4,
+        event_dropout=0.0,
+        forecast_weight=0.1,
+        forecast_days=365.0,
+        trajectory_codes="auto",
+        trajectory_horizons_days=(90, 180, 365),
+        calibration=None,
+        n_threads=None,
+        random_state=0,
+    ):
         self.kind = kind
         self.d_model = d_model
         self.n_layers = n_layers
@@ -135,29 +160,52 @@ class SequenceRiskModel(BaseEstimator):
     def _validate_params(self):
         who = type(self).__name__
         if self.kind not in ("gru", "transformer"):
-            raise ConfigError(f"The 'kind' parameter of {who} must be 'gru' or 'transformer'. Got {self.kind!r} instead.")
+            raise ConfigError(
+                f"The 'kind' parameter of {who} must be 'gru' or 'transformer'. Got {self.kind!r} instead."
+            )
         if self.calibration not in (None, *HazardCalibrator.METHODS):
-            raise ConfigError(f"The 'calibration' parameter of {who} must be None or one of "
-                              f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead.")
-        if isinstance(self.event_dropout, bool) or not isinstance(self.event_dropout, (int, float)) \
-                or not 0.0 <= self.event_dropout < 1.0:
-            raise ConfigError(f"The 'event_dropout' parameter of {who} must be a float in [0, 1). "
-                              f"Got {self.event_dropout!r} instead.")
+            raise ConfigError(
+                f"The 'calibration' parameter of {who} must be None or one of "
+                f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead."
+            )
+        if (
+            isinstance(self.event_dropout, bool)
+            or not isinstance(self.event_dropout, (int, float))
+            or not 0.0 <= self.event_dropout < 1.0
+        ):
+            raise ConfigError(
+                f"The 'event_dropout' parameter of {who} must be a float in [0, 1). Got {self.event_dropout!r} instead."
+            )
         for name in ("forecast_weight", "forecast_days"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (name == "forecast_days" and v <= 0):
-                raise ConfigError(f"The {name!r} parameter of {who} must be a "
-                                  f"{'non-negative' if name == 'forecast_weight' else 'positive'} number. Got {v!r} instead.")
+                raise ConfigError(
+                    f"The {name!r} parameter of {who} must be a "
+                    f"{'non-negative' if name == 'forecast_weight' else 'positive'} number. Got {v!r} instead."
+                )
         tc = self.trajectory_codes
-        if not (tc is None or (isinstance(tc, str) and tc == "auto")
-                or (isinstance(tc, (list, tuple)) and tc and all(isinstance(c, str) for c in tc) and len(set(tc)) == len(tc))):
-            raise ConfigError(f"The 'trajectory_codes' parameter of {who} must be 'auto', None or a non-empty list of "
-                              f"distinct code strings. Got {tc!r} instead.")
+        if not (
+            tc is None
+            or (isinstance(tc, str) and tc == "auto")
+            or (
+                isinstance(tc, (list, tuple)) and tc and all(isinstance(c, str) for c in tc) and len(set(tc)) == len(tc)
+            )
+        ):
+            raise ConfigError(
+                f"The 'trajectory_codes' parameter of {who} must be 'auto', None or a non-empty list of "
+                f"distinct code strings. Got {tc!r} instead."
+            )
         th = self.trajectory_horizons_days
-        if not (isinstance(th, (list, tuple)) and th and all(isinstance(h, int) and not isinstance(h, bool) and h > 0
-                                                              for h in th) and len(set(th)) == len(th)):
-            raise ConfigError(f"The 'trajectory_horizons_days' parameter of {who} must be a non-empty list of distinct "
-                              f"positive ints. Got {th!r} instead.")
+        if not (
+            isinstance(th, (list, tuple))
+            and th
+            and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in th)
+            and len(set(th)) == len(th)
+        ):
+            raise ConfigError(
+                f"The 'trajectory_horizons_days' parameter of {who} must be a non-empty list of distinct "
+                f"positive ints. Got {th!r} instead."
+            )
         for name in ("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -204,8 +252,11 @@ class SequenceRiskModel(BaseEstimator):
             self.risk_bands_ = None
             if tune is not None:
                 curve = calibrated_curve(torch.from_numpy(z_tune), self.calibrator_, True)
-                self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
-                                                             self.label_columns_), tuning_labels, self.label_columns_)
+                self.risk_bands_ = RiskBands.fit(
+                    curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_),
+                    tuning_labels,
+                    self.label_columns_,
+                )
         return self
 
     def _trajectory_head(self):
@@ -219,18 +270,26 @@ class SequenceRiskModel(BaseEstimator):
             codes = [str(self.featurizer_.vocabulary_[i - 2]) for i in self.featurizer_.forecast_codes(8)]
         if not codes:
             return None
-        return TrajectoryForecaster(codes, self.trajectory_horizons_days, self.featurizer_, random_state=self.random_state)
+        return TrajectoryForecaster(
+            codes, self.trajectory_horizons_days, self.featurizer_, random_state=self.random_state
+        )
 
     def _fit_trajectory(self, tf, events, labels, tuning_labels, train, tune, say):
         x, base = tf.inputs(self._representations(train), train)
         xt, bt = tf.inputs(self._representations(tune), tune)
         y, yt = tf.targets(events, labels), tf.targets(events, tuning_labels)
-        empty = [f"{c} at {h} days" for j, c in enumerate(tf.codes) for k, h in enumerate(tf.horizons_days)
-                 if np.isnan(y[:, j, k]).all() or np.isnan(yt[:, j, k]).all()]
+        empty = [
+            f"{c} at {h} days"
+            for j, c in enumerate(tf.codes)
+            for k, h in enumerate(tf.horizons_days)
+            if np.isnan(y[:, j, k]).all() or np.isnan(yt[:, j, k]).all()
+        ]
         if empty:
-            self.trajectory_skipped_ = (f"no reading near the horizon after any train or tuning row for {empty[0]}"
-                                        + (f" and {len(empty) - 1} more" if len(empty) > 1 else "")
-                                        + "; choose trajectory_codes or trajectory_horizons_days the data can teach")
+            self.trajectory_skipped_ = (
+                f"no reading near the horizon after any train or tuning row for {empty[0]}"
+                + (f" and {len(empty) - 1} more" if len(empty) > 1 else "")
+                + "; choose trajectory_codes or trajectory_horizons_days the data can teach"
+            )
             return None
         return tf.fit(x, base, y, xt, bt, yt, say)
 
@@ -242,10 +301,17 @@ class SequenceRiskModel(BaseEstimator):
 
     def _make_net(self, n_forecast):
         return SequenceRiskNet(
-            n_codes=self.featurizer_.n_codes_, n_static=self.featurizer_.n_static_,
-            n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_), d_model=self.d_model,
-            encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads, dropout=self.dropout,
-            n_forecast=n_forecast)
+            n_codes=self.featurizer_.n_codes_,
+            n_static=self.featurizer_.n_static_,
+            n_outcomes=len(self.outcomes_),
+            n_bins=len(self.horizons_),
+            d_model=self.d_model,
+            encoder=self.kind,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_forecast=n_forecast,
+        )
 
     def _net_inputs(self, batch):
         return _tensors(batch)
@@ -266,8 +332,10 @@ class SequenceRiskModel(BaseEstimator):
         if not codes.size:
             return None, codes
         targets = SequenceFeaturizer.future_readings(train, codes, self.forecast_days)
-        say(f"auxiliary forecast of {codes.size} numeric codes: a next reading for "
-            f"{targets[1].mean():.0%} of (row, code) pairs")
+        say(
+            f"auxiliary forecast of {codes.size} numeric codes: a next reading for "
+            f"{targets[1].mean():.0%} of (row, code) pairs"
+        )
         return targets, codes
 
     def _train(self, train, y_train, tune, y_tune, rng, say):
@@ -311,8 +379,10 @@ class SequenceRiskModel(BaseEstimator):
         total = loss
         if "forecast_value" in batch:
             total = total + self.forecast_weight * forecast_loss(
-                self.net_.forecast(r), torch.from_numpy(batch["forecast_value"]),
-                torch.from_numpy(batch["forecast_observed"]))
+                self.net_.forecast(r),
+                torch.from_numpy(batch["forecast_value"]),
+                torch.from_numpy(batch["forecast_observed"]),
+            )
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
         opt.step()
@@ -323,7 +393,7 @@ class SequenceRiskModel(BaseEstimator):
         size = batch_size or self.batch_size
         jitter = rng.random(lengths.size) if rng is not None else np.zeros(lengths.size)
         order = np.lexsort((jitter, lengths))
-        batches = [order[i:i + size] for i in range(0, order.size, size)]
+        batches = [order[i : i + size] for i in range(0, order.size, size)]
         if rng is not None:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
@@ -372,8 +442,9 @@ class SequenceRiskModel(BaseEstimator):
         curve = self.predict_risk_curve(events, index, calibrated=calibrated)
         return curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_)
 
-    def predict_trajectory(self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None,
-                           horizons_days=None) -> pd.DataFrame:
+    def predict_trajectory(
+        self, events: pd.DataFrame, index: pd.DataFrame, *, codes=None, horizons_days=None
+    ) -> pd.DataFrame:
         """Forecast of each trajectory code at each horizon after each row's prediction time.
 
         Returns a long frame: ``subject_id``, ``prediction_time``, ``code``, ``horizon_days``,
@@ -389,8 +460,9 @@ class SequenceRiskModel(BaseEstimator):
         with _torch_threads(self.n_threads):
             data = self.featurizer_.transform(events, index)
             x, base = tf.inputs(self._representations(data), data)
-            return trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days,
-                                    select_codes=codes, select_horizons=horizons)
+            return trajectory_frame(
+                index, tf.predict(x, base), tf.codes, tf.horizons_days, select_codes=codes, select_horizons=horizons
+            )
 
     def predict_risk_and_trajectory(self, events: pd.DataFrame, index: pd.DataFrame):
         """``(predict_risk(...), predict_trajectory(...))`` from one featurisation and one pass of the
@@ -405,8 +477,10 @@ class SequenceRiskModel(BaseEstimator):
             with torch.inference_mode():
                 curve = calibrated_curve(torch.from_numpy(logits), self.calibrator_, True)
             x, base = tf.inputs(rep, data)
-            return (curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_),
-                    trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days))
+            return (
+                curve_frame(index, curve, self.outcomes_, self.horizons_, self.label_columns_),
+                trajectory_frame(index, tf.predict(x, base), tf.codes, tf.horizons_days),
+            )
 
     @property
     def trajectory_codes_(self) -> list[str]:
@@ -419,8 +493,10 @@ def _trajectory_of(model):
     tf = getattr(model, "trajectory_", None)
     if tf is None:
         why = getattr(model, "trajectory_skipped_", None) or (
-            "it was fitted with trajectory_codes=None" if getattr(model, "trajectory_codes", None) is None
-            else "it was fitted by a twinml older than the trajectory head")
+            "it was fitted with trajectory_codes=None"
+            if getattr(model, "trajectory_codes", None) is None
+            else "it was fitted by a twinml older than the trajectory head"
+        )
         raise ConfigError(f"{type(model).__name__} has no trajectory forecasts: {why}")
     return tf
 
@@ -430,9 +506,15 @@ def _trajectory_selection(tf, codes, horizons_days):
     for what, asked, have in (("code", codes, tf.codes), ("horizon", horizons_days, tf.horizons_days)):
         if asked is not None:
             if not len(asked):
-                raise ConfigError(f"predict_trajectory: the {what}s asked for must be non-empty (None: all of {list(have)})")
+                raise ConfigError(
+                    f"predict_trajectory: the {what}s asked for must be non-empty (None: all of {list(have)})"
+                )
             unknown = [a for a in asked if a not in have]
             if unknown:
-                raise ConfigError(f"predict_trajectory: {what} {unknown[0]!r} is not forecast by this model; "
-                                  f"it forecasts {list(have)}")
-    return (None if codes is None else list(codes)), (None if horizons_days is None else [int(h) for h in horizons_days])
+                raise ConfigError(
+                    f"predict_trajectory: {what} {unknown[0]!r} is not forecast by this model; "
+                    f"it forecasts {list(have)}"
+                )
+    return (None if codes is None else list(codes)), (
+        None if horizons_days is None else [int(h) for h in horizons_days]
+    )

@@ -63,9 +63,17 @@ class TabularRiskModel(BaseEstimator):
         Label -> the sweep's trials (params, tuning log loss, trees, seconds); empty without a sweep.
     """
 
-    def __init__(self, kind="lightgbm", model_params=None, n_trials=0, windows_days=(30, 365, None),
-                 aggregates=("count", "last", "mean", "min", "max", "recency"), min_code_count=10, calibration=None,
-                 random_state=0):
+    def __init__(
+        self,
+        kind="lightgbm",
+        model_params=None,
+        n_trials=0,
+        windows_days=(30, 365, None),
+        aggregates=("count", "last", "mean", "min", "max", "recency"),
+        min_code_count=10,
+        calibration=None,
+        random_state=0,
+    ):
         self.kind = kind
         self.model_params = model_params
         self.n_trials = n_trials
@@ -75,11 +83,15 @@ class TabularRiskModel(BaseEstimator):
         self.calibration = calibration
         self.random_state = random_state
 
-    def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels: pd.DataFrame | None = None,
-            progress=None):
+    def fit(
+        self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels: pd.DataFrame | None = None, progress=None
+    ):
         """Fit on the training rows ``labels``; calibrate on ``tuning_labels`` if asked."""
         if self.calibration not in CALIBRATIONS:
-            raise ConfigError(f"The 'calibration' parameter of TabularRiskModel must be one of {list(CALIBRATIONS)}. Got {self.calibration!r} instead.")
+            raise ConfigError(
+                f"The 'calibration' parameter of TabularRiskModel must be one of {list(CALIBRATIONS)}. Got "
+                f"{self.calibration!r} instead."
+            )
         say = progress or (lambda msg: None)
         self.label_columns_ = label_columns_of(labels)
         train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
@@ -90,25 +102,40 @@ class TabularRiskModel(BaseEstimator):
         params = dict(self.model_params or {})
         if self.n_trials:
             if self.kind != "lightgbm":
-                raise ConfigError(f"The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only. "
-                                  f"Got {self.n_trials!r} with kind {self.kind!r}.")
+                raise ConfigError(
+                    f"The 'n_trials' parameter of TabularRiskModel applies to kind 'lightgbm' only. "
+                    f"Got {self.n_trials!r} with kind {self.kind!r}."
+                )
             params["n_trials"] = self.n_trials
         base = make_baseline(self.kind, random_state=self.random_state, **params)
         tuning = None
         if tuning_labels is not None and len(tuning_labels):
-            tuning = (self.featurizer_.transform(events, tuning_labels), label_matrix(tuning_labels, self.label_columns_))
+            tuning = (
+                self.featurizer_.transform(events, tuning_labels),
+                label_matrix(tuning_labels, self.label_columns_),
+            )
         t0 = time.perf_counter()
-        self.classifier_ = MaskedMultiLabelClassifier(base).fit(X, label_matrix(labels, self.label_columns_),
-                                                                eval_set=tuning)
-        self.search_trials_ = {c: est.trials_ for c, est in zip(self.label_columns_, self.classifier_.estimators_)
-                               if getattr(est, "trials_", None)}
-        say(f"fitted {self.kind} for {len(self.label_columns_)} labels ({time.perf_counter() - t0:.1f}s"
-            + (f", {self.n_trials} sweep trials each" if self.search_trials_ else "") + ")")
+        self.classifier_ = MaskedMultiLabelClassifier(base).fit(
+            X, label_matrix(labels, self.label_columns_), eval_set=tuning
+        )
+        self.search_trials_ = {
+            c: est.trials_
+            for c, est in zip(self.label_columns_, self.classifier_.estimators_)
+            if getattr(est, "trials_", None)
+        }
+        say(
+            f"fitted {self.kind} for {len(self.label_columns_)} labels ({time.perf_counter() - t0:.1f}s"
+            + (f", {self.n_trials} sweep trials each" if self.search_trials_ else "")
+            + ")"
+        )
         self.calibrators_ = {}
         if self.calibration is not None and tuning is not None:
             self._calibrate(*tuning)
-        self.risk_bands_ = None if tuning is None else RiskBands.fit(
-            self._risk_frame(tuning_labels, tuning[0]), tuning_labels, self.label_columns_)
+        self.risk_bands_ = (
+            None
+            if tuning is None
+            else RiskBands.fit(self._risk_frame(tuning_labels, tuning[0]), tuning_labels, self.label_columns_)
+        )
         return self
 
     def _calibrate(self, X, Y):

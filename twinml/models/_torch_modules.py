@@ -7,8 +7,16 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["EventEmbedding", "GRUEncoder", "TransformerEncoder", "HazardHead", "SequenceRiskNet", "TreatmentResponseNet",
-           "VisitEmbedding", "RecordRiskNet"]
+__all__ = [
+    "EventEmbedding",
+    "GRUEncoder",
+    "TransformerEncoder",
+    "HazardHead",
+    "SequenceRiskNet",
+    "TreatmentResponseNet",
+    "VisitEmbedding",
+    "RecordRiskNet",
+]
 
 
 class EventEmbedding(nn.Module):
@@ -22,10 +30,12 @@ class EventEmbedding(nn.Module):
         super().__init__()
         self.code = nn.Embedding(n_codes, d_model, padding_idx=0)
         self.value = nn.Embedding(n_codes, d_model, padding_idx=0)
-        self.time = nn.Linear(1, d_model)                 # log(1 + days before prediction)
+        self.time = nn.Linear(1, d_model)  # log(1 + days before prediction)
 
     def forward(self, code, value, has_value, log_days):
-        return self.code(code) + (value * has_value).unsqueeze(-1) * self.value(code) + self.time(log_days.unsqueeze(-1))
+        return (
+            self.code(code) + (value * has_value).unsqueeze(-1) * self.value(code) + self.time(log_days.unsqueeze(-1))
+        )
 
 
 class GRUEncoder(nn.Module):
@@ -46,8 +56,9 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, d_model: int, n_layers: int = 2, n_heads: int = 4, dropout: float = 0.0):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, dim_feedforward=2 * d_model, dropout=dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.register_buffer("freq", torch.exp(torch.arange(0, d_model, 2) * (-math.log(1e4) / d_model)) * 50.0)
         self.norm = nn.LayerNorm(d_model)
@@ -81,15 +92,30 @@ class SequenceRiskNet(nn.Module):
     trains it on the next readings of numeric codes (an auxiliary task) and never uses it to predict.
     """
 
-    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, encoder="gru", n_layers=1,
-                 n_heads=4, dropout=0.0, n_forecast=0):
+    def __init__(
+        self,
+        *,
+        n_codes,
+        n_static,
+        n_outcomes,
+        n_bins,
+        d_model=64,
+        encoder="gru",
+        n_layers=1,
+        n_heads=4,
+        dropout=0.0,
+        n_forecast=0,
+    ):
         super().__init__()
         self.kind = encoder
         self.embed = EventEmbedding(n_codes, d_model)
         # No dropout inside attention: any non-zero attention dropout sends torch to its slow math
         # path on CPU (MEASURED.md); ``dropout`` regularises the head instead.
-        self.encoder = GRUEncoder(d_model, n_layers) if encoder == "gru" else \
-            TransformerEncoder(d_model, n_layers, n_heads, dropout=0.0)
+        self.encoder = (
+            GRUEncoder(d_model, n_layers)
+            if encoder == "gru"
+            else TransformerEncoder(d_model, n_layers, n_heads, dropout=0.0)
+        )
         self.static = nn.Linear(n_static, d_model)
         self.mlp = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Dropout(dropout))
         self.head = HazardHead(d_model, n_outcomes, n_bins)
@@ -137,8 +163,11 @@ class TreatmentResponseNet(nn.Module):
         """Base logits, plan offsets and propensity logits from a representation ``r``."""
         base = self.risk.head(r)
         offset = torch.einsum("nd,kpdc->nkpc", r, self.effect_weight) + self.effect_bias
-        return base, offset.view(r.size(0), *self.effect_bias.shape[:2], self.n_outcomes, self.n_bins), \
-            self.propensity(r)
+        return (
+            base,
+            offset.view(r.size(0), *self.effect_bias.shape[:2], self.n_outcomes, self.n_bins),
+            self.propensity(r),
+        )
 
 
 class VisitEmbedding(nn.Module):
@@ -153,7 +182,9 @@ class VisitEmbedding(nn.Module):
 
     def forward(self, event_code, event_value, event_offsets, visit_features):
         n = torch.diff(event_offsets, append=event_offsets.new_tensor([event_code.numel()])).clamp(min=1)
-        bag = self.code(event_code, event_offsets) + self.value(event_code, event_offsets, per_sample_weights=event_value)
+        bag = self.code(event_code, event_offsets) + self.value(
+            event_code, event_offsets, per_sample_weights=event_value
+        )
         return bag / n.unsqueeze(-1).to(bag.dtype) + self.time(visit_features)
 
 
@@ -168,8 +199,9 @@ class RecordRiskNet(nn.Module):
     state).
     """
 
-    def __init__(self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, n_layers=1, dropout=0.0, n_forecast=0,
-                 n_readout=2):
+    def __init__(
+        self, *, n_codes, n_static, n_outcomes, n_bins, d_model=64, n_layers=1, dropout=0.0, n_forecast=0, n_readout=2
+    ):
         super().__init__()
         self.d_model = d_model
         self.embed = VisitEmbedding(n_codes, d_model)
@@ -181,8 +213,20 @@ class RecordRiskNet(nn.Module):
         self.head = HazardHead(d_model, n_outcomes, n_bins)
         self.forecast = nn.Linear(d_model, n_forecast) if n_forecast else None
 
-    def represent(self, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width,
-                  readout, readout_features, static, with_state=False):
+    def represent(
+        self,
+        event_code,
+        event_value,
+        event_offsets,
+        visit_slot,
+        visit_features,
+        n_subjects,
+        width,
+        readout,
+        readout_features,
+        static,
+        with_state=False,
+    ):
         v = self.embed(event_code, event_value, event_offsets, visit_features)
         grid = v.new_zeros(n_subjects * width, self.d_model).index_copy(0, visit_slot, v)
         states, _ = self.gru(grid.view(n_subjects, width, self.d_model))
@@ -195,14 +239,16 @@ class RecordRiskNet(nn.Module):
         """The recurrent state at each row's readout visit (zeros before any) -> the representation."""
         return self.mlp(torch.cat([h + self.gap(readout_features), self.static(static)], dim=-1))
 
-    def advance(self, h0, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width,
-                n_visits):
+    def advance(
+        self, h0, event_code, event_value, event_offsets, visit_slot, visit_features, n_subjects, width, n_visits
+    ):
         """Continue each subject's GRU from ``h0`` ``(n_layers, n_subjects, d_model)`` over its next
         ``n_visits`` (>= 1) visits; returns every layer's state after the last of them (the twin state)."""
         v = self.embed(event_code, event_value, event_offsets, visit_features)
         grid = v.new_zeros(n_subjects * width, self.d_model).index_copy(0, visit_slot, v)
-        packed = nn.utils.rnn.pack_padded_sequence(grid.view(n_subjects, width, self.d_model), n_visits,
-                                                   batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(
+            grid.view(n_subjects, width, self.d_model), n_visits, batch_first=True, enforce_sorted=False
+        )
         _, h = self.gru(packed, h0)
         return h
 

@@ -50,8 +50,9 @@ class _QuantileHead(nn.Module):
     def forward(self, x, base):
         o = self.out(self.mlp(x)).view(-1, *self.shape, 3)
         mid = base + o[..., 1]
-        return torch.stack([mid - nn.functional.softplus(o[..., 0]), mid, mid + nn.functional.softplus(o[..., 2])],
-                           dim=-1)
+        return torch.stack(
+            [mid - nn.functional.softplus(o[..., 0]), mid, mid + nn.functional.softplus(o[..., 2])], dim=-1
+        )
 
 
 _YEAR_US = 365.25 * 86_400 * 1_000_000
@@ -105,7 +106,7 @@ def reading_history(data, codes) -> np.ndarray:
         by_rank = np.argsort(rank, kind="stable")
         bounds = np.searchsorted(rank[by_rank], np.arange(1, rank.max(initial=0) + 2))
         for r in range(1, bounds.size):  # a loop over reading ranks, vectorised over subjects
-            idx = by_rank[bounds[r - 1]:bounds[r]]
+            idx = by_rank[bounds[r - 1] : bounds[r]]
             num[idx] += decay[idx] * num[idx - 1]
             den[idx] += decay[idx] * den[idx - 1]
         last, head = pos[np.maximum(past - 1, 0)], pos[np.minimum(first, at.size - 1)]
@@ -169,16 +170,31 @@ class TrajectoryForecaster:
     # (adopted); lr 1e-4, batch 512 or 1024, weight decay 0 or 1e-2, hidden 256: no better. Adding the
     # recency and count of the 16 most frequent codes without values (code_recency): +1.04 % / +0.38 %
     # (adopted; every cell ahead of LightGBM on the tuning split, LDL +0.73 / +0.91 / +0.56 %).
-    def __init__(self, codes, horizons_days, featurizer, *, hidden=128, lr=3e-4, weight_decay=1e-4,
-                 batch_size=256, max_epochs=100, patience=8, n_members=3, random_state=0):
+    def __init__(
+        self,
+        codes,
+        horizons_days,
+        featurizer,
+        *,
+        hidden=128,
+        lr=3e-4,
+        weight_decay=1e-4,
+        batch_size=256,
+        max_epochs=100,
+        patience=8,
+        n_members=3,
+        random_state=0,
+    ):
         self.codes = list(codes)
         self.horizons_days = tuple(int(h) for h in horizons_days)
         vocab = pd.Index(featurizer.vocabulary_)
         vc = vocab.get_indexer(self.codes)
         bad = [c for c, i in zip(self.codes, vc) if i < 0 or not featurizer.numeric_[i]]
         if bad:
-            raise ConfigError(f"trajectory_codes: {bad[0]!r} is not a numeric code of the training events "
-                              f"(seen at least min_code_count times with values); {len(bad)} such code(s)")
+            raise ConfigError(
+                f"trajectory_codes: {bad[0]!r} is not a numeric code of the training events "
+                f"(seen at least min_code_count times with values); {len(bad)} such code(s)"
+            )
         self.code_ids = (vc + 2).astype(np.int32)  # the featurizer's ids (0 pad, 1 unknown)
         # the most frequent codes without values (treatments, diagnoses, visits): how long ago and how often
         plain = np.flatnonzero(~np.asarray(featurizer.numeric_, bool))
@@ -187,7 +203,12 @@ class TrajectoryForecaster:
         self.mean = featurizer.value_mean_[vc].astype(np.float64)
         self.std = featurizer.value_std_[vc].astype(np.float64)
         self.hidden, self.lr, self.weight_decay = hidden, lr, weight_decay
-        self.batch_size, self.max_epochs, self.patience, self.random_state = batch_size, max_epochs, patience, random_state
+        self.batch_size, self.max_epochs, self.patience, self.random_state = (
+            batch_size,
+            max_epochs,
+            patience,
+            random_state,
+        )
         self.n_members = n_members
 
     # -- inputs and targets ------------------------------------------------------------------
@@ -211,9 +232,19 @@ class TrajectoryForecaster:
 
     # -- fit and predict ---------------------------------------------------------------------
     def fit(self, x, base, y, x_tune, base_tune, y_tune, say=lambda msg: None) -> TrajectoryForecaster:
-        t = {k: torch.from_numpy(np.ascontiguousarray(a, np.float32)) for k, a in
-             {"x": x, "base": base, "y": np.nan_to_num(y), "obs": ~np.isnan(y),
-              "xt": x_tune, "bt": base_tune, "yt": np.nan_to_num(y_tune), "ot": ~np.isnan(y_tune)}.items()}
+        t = {
+            k: torch.from_numpy(np.ascontiguousarray(a, np.float32))
+            for k, a in {
+                "x": x,
+                "base": base,
+                "y": np.nan_to_num(y),
+                "obs": ~np.isnan(y),
+                "xt": x_tune,
+                "bt": base_tune,
+                "yt": np.nan_to_num(y_tune),
+                "ot": ~np.isnan(y_tune),
+            }.items()
+        }
         self.members_, self.history, self.best_epochs = [], [], []
         with torch.random.fork_rng():  # the risk model's torch stream is left as it was
             for m in range(self.n_members):
@@ -223,9 +254,11 @@ class TrajectoryForecaster:
                 self.best_epochs.append(epoch)
         q = self._quantiles(x_tune, base_tune)
         self.adjust, self.n_tuning = self._conformal(q, y_tune)
-        say(f"trajectory head: {len(self.codes)} codes x {len(self.horizons_days)} horizons, {self.n_members} members "
+        say(
+            f"trajectory head: {len(self.codes)} codes x {len(self.horizons_days)} horizons, {self.n_members} members "
             f"(best epochs {self.best_epochs}); 80% intervals conformalised on "
-            f"{int(self.n_tuning.min()):,}-{int(self.n_tuning.max()):,} tuning readings per code and horizon")
+            f"{int(self.n_tuning.min()):,}-{int(self.n_tuning.max()):,} tuning readings per code and horizon"
+        )
         return self
 
     def _fit_member(self, t, seed):
@@ -239,7 +272,7 @@ class TrajectoryForecaster:
             total = 0.0
             order = rng.permutation(t["x"].shape[0])
             for i in range(0, order.size, self.batch_size):
-                b = torch.from_numpy(order[i:i + self.batch_size])
+                b = torch.from_numpy(order[i : i + self.batch_size])
                 opt.zero_grad()
                 loss = _pinball(net(t["x"][b], t["base"][b]), t["y"][b], t["obs"][b])
                 loss.backward()
@@ -285,22 +318,28 @@ class TrajectoryForecaster:
         return q * self.std[None, :, None, None] + self.mean[None, :, None, None]
 
 
-def trajectory_frame(index: pd.DataFrame, pred: np.ndarray, codes, horizons_days, *, select_codes=None,
-                     select_horizons=None) -> pd.DataFrame:
+def trajectory_frame(
+    index: pd.DataFrame, pred: np.ndarray, codes, horizons_days, *, select_codes=None, select_horizons=None
+) -> pd.DataFrame:
     """Long format: one row per (index row, code, horizon) with ``forecast`` (the median) and the 80 %
     interval ``lower_80``, ``upper_80``."""
     cj = np.arange(len(codes)) if select_codes is None else np.asarray([list(codes).index(c) for c in select_codes])
-    hk = np.arange(len(horizons_days)) if select_horizons is None else \
-        np.asarray([list(horizons_days).index(h) for h in select_horizons])
+    hk = (
+        np.arange(len(horizons_days))
+        if select_horizons is None
+        else np.asarray([list(horizons_days).index(h) for h in select_horizons])
+    )
     p = pred[:, cj][:, :, hk]
     n, c, h = p.shape[:3]
     rows = np.repeat(np.arange(n), c * h)
-    return pd.DataFrame({
-        "subject_id": index["subject_id"].to_numpy()[rows],
-        "prediction_time": index["prediction_time"].to_numpy()[rows],
-        "code": np.tile(np.repeat(np.asarray(codes, dtype=object)[cj], h), n),
-        "horizon_days": np.tile(np.asarray(horizons_days, np.int64)[hk], n * c),
-        "forecast": p[..., 1].reshape(-1),
-        "lower_80": p[..., 0].reshape(-1),
-        "upper_80": p[..., 2].reshape(-1),
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": index["subject_id"].to_numpy()[rows],
+            "prediction_time": index["prediction_time"].to_numpy()[rows],
+            "code": np.tile(np.repeat(np.asarray(codes, dtype=object)[cj], h), n),
+            "horizon_days": np.tile(np.asarray(horizons_days, np.int64)[hk], n * c),
+            "forecast": p[..., 1].reshape(-1),
+            "lower_80": p[..., 0].reshape(-1),
+            "upper_80": p[..., 2].reshape(-1),
+        }
+    )

@@ -54,8 +54,7 @@ from .._validation import ConfigError
 from ..cohort import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
 from ._bands import RiskBands
-from ._hazard import (_mask_and_target, base_hazard_logits, curve_frame, hazard_targets, parse_label_columns,
-                      risk_curve)
+from ._hazard import _mask_and_target, base_hazard_logits, curve_frame, hazard_targets, parse_label_columns, risk_curve
 from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads, forecast_loss
 from ._tabular_model import label_columns_of
 from ._torch_modules import TreatmentResponseNet
@@ -65,8 +64,15 @@ __all__ = ["TreatmentResponseModel", "PlanPrediction"]
 
 def _subset(data, rows):
     """The rows ``rows`` of a SequenceData (the event arrays are shared, not copied)."""
-    return replace(data, lo=data.lo[rows], hi=data.hi[rows], prediction_time=data.prediction_time[rows],
-                   static=data.static[rows], end=None if data.end is None else data.end[rows])
+    return replace(
+        data,
+        lo=data.lo[rows],
+        hi=data.hi[rows],
+        prediction_time=data.prediction_time[rows],
+        static=data.static[rows],
+        end=None if data.end is None else data.end[rows],
+    )
+
 
 _STAGE1_EFFECT_L2 = 1e-2
 
@@ -80,19 +86,19 @@ class PlanPrediction:
     outside support for the row).
     """
 
-    index: pd.DataFrame          # subject_id, prediction_time
+    index: pd.DataFrame  # subject_id, prediction_time
     plans: list[str]
     outcomes: list[str]
     horizons: list[int]
-    risk: np.ndarray             # mean over bootstrap heads
+    risk: np.ndarray  # mean over bootstrap heads
     risk_lo: np.ndarray
     risk_hi: np.ndarray
     effect: np.ndarray
     effect_lo: np.ndarray
     effect_hi: np.ndarray
-    propensity: np.ndarray       # (row, plan)
-    in_support: np.ndarray       # (row, plan) bool
-    reason: np.ndarray           # (row, plan) str: "" when in support
+    propensity: np.ndarray  # (row, plan)
+    in_support: np.ndarray  # (row, plan) bool
+    reason: np.ndarray  # (row, plan) str: "" when in support
     band: float
 
     def table(self) -> pd.DataFrame:
@@ -170,17 +176,61 @@ class TreatmentResponseModel(SequenceRiskModel):
     support_threshold_ : array (plans,), propensity below which a plan is outside support
     """
 
-    def __init__(self, plans=None, kind="gru", d_model=64, n_layers=1, n_heads=4, dropout=0.1, max_len=256,
-                 min_code_count=10, batch_size=128, lr=1e-3, weight_decay=1e-3, max_epochs=15, patience=4,
-                 event_dropout=0.0, forecast_weight=0.1, forecast_days=365.0, balancing=None, max_weight=20.0,
-                 n_boot=20, band=0.9, effect_l2=1000.0, base_l2=1.0, head_max_iter=200, cross_fit=False,
-                 n_encoders=3, propensity_weight=1.0, min_propensity=1e-3, support_quantile=0.01, min_recipients=20,
-                 n_threads=None, random_state=0):
-        super().__init__(kind=kind, d_model=d_model, n_layers=n_layers, n_heads=n_heads, dropout=dropout,
-                         max_len=max_len, min_code_count=min_code_count, batch_size=batch_size, lr=lr,
-                         weight_decay=weight_decay, max_epochs=max_epochs, patience=patience,
-                         event_dropout=event_dropout, forecast_weight=forecast_weight, forecast_days=forecast_days,
-                         trajectory_codes=None, calibration=None, n_threads=n_threads, random_state=random_state)
+    def __init__(
+        self,
+        plans=None,
+        kind="gru",
+        d_model=64,
+        n_layers=1,
+        n_heads=4,
+        dropout=0.1,
+        max_len=256,
+        min_code_count=10,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=1e-3,
+        max_epochs=15,
+        patience=4,
+        event_dropout=0.0,
+        forecast_weight=0.1,
+        forecast_days=365.0,
+        balancing=None,
+        max_weight=20.0,
+        n_boot=20,
+        band=0.9,
+        effect_l2=1000.0,
+        base_l2=1.0,
+        head_max_iter=200,
+        cross_fit=False,
+        n_encoders=3,
+        propensity_weight=1.0,
+        min_propensity=1e-3,
+        support_quantile=0.01,
+        min_recipients=20,
+        n_threads=None,
+        random_state=0,
+    ):
+        super().__init__(
+            kind=kind,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            min_code_count=min_code_count,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            max_epochs=max_epochs,
+            patience=patience,
+            event_dropout=event_dropout,
+            forecast_weight=forecast_weight,
+            forecast_days=forecast_days,
+            trajectory_codes=None,
+            calibration=None,
+            n_threads=n_threads,
+            random_state=random_state,
+        )
         self.plans = plans
         self.balancing = balancing
         self.max_weight = max_weight
@@ -199,18 +249,27 @@ class TreatmentResponseModel(SequenceRiskModel):
     def _validate_params(self):
         super()._validate_params()
         if self.balancing not in ("ipw", None):
-            raise ConfigError(f"The 'balancing' parameter of TreatmentResponseModel must be 'ipw' or None. "
-                              f"Got {self.balancing!r} instead.")
+            raise ConfigError(
+                f"The 'balancing' parameter of TreatmentResponseModel must be 'ipw' or None. "
+                f"Got {self.balancing!r} instead."
+            )
         if not 0.5 < self.band < 1.0:
-            raise ConfigError(f"The 'band' parameter of TreatmentResponseModel must be in (0.5, 1). Got {self.band!r} instead.")
+            raise ConfigError(
+                f"The 'band' parameter of TreatmentResponseModel must be in (0.5, 1). Got {self.band!r} instead."
+            )
         if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
-            raise ConfigError(f"The 'n_boot' parameter of TreatmentResponseModel must be an int >= 2. Got {self.n_boot!r} instead.")
+            raise ConfigError(
+                f"The 'n_boot' parameter of TreatmentResponseModel must be an int >= 2. Got {self.n_boot!r} instead."
+            )
         if isinstance(self.n_encoders, bool) or not isinstance(self.n_encoders, int) or self.n_encoders < 1:
-            raise ConfigError(f"The 'n_encoders' parameter of TreatmentResponseModel must be a positive int. "
-                              f"Got {self.n_encoders!r} instead.")
+            raise ConfigError(
+                f"The 'n_encoders' parameter of TreatmentResponseModel must be a positive int. "
+                f"Got {self.n_encoders!r} instead."
+            )
         if self.plans is None:
-            raise ConfigError("TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); "
-                              "in a config: task.treatment.")
+            raise ConfigError(
+                "TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); in a config: task.treatment."
+            )
 
     def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
         """Train on ``labels`` rows with their factual plans; early-stop on ``tuning_labels``."""
@@ -238,8 +297,11 @@ class TreatmentResponseModel(SequenceRiskModel):
         if tuning_labels is not None and len(tuning_labels):
             tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
             tune = self.featurizer_.transform(events, tuning_labels)
-            tune_targets = _Targets(hazard_targets(tuning_labels, self.outcomes_, self.horizons_), plan_tune,
-                                    np.ones((plan_tune.size, self.n_boot), np.float32))
+            tune_targets = _Targets(
+                hazard_targets(tuning_labels, self.outcomes_, self.horizons_),
+                plan_tune,
+                np.ones((plan_tune.size, self.n_boot), np.float32),
+            )
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
         forecast, codes = self._forecast_targets(train, say)
         # Cross-fitting: with two folds (by subject), each encoder learns on one fold and its heads are
@@ -254,19 +316,35 @@ class TreatmentResponseModel(SequenceRiskModel):
                 learn = np.flatnonzero(fold != f) if n_folds > 1 else np.arange(len(train))
                 held = np.flatnonzero(fold == f) if n_folds > 1 else learn
                 if n_folds > 1 or self.n_encoders > 1:
-                    say(f"encoder {m // n_folds + 1}/{self.n_encoders}"
-                        + (f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}"
-                           if n_folds > 1 else ""))
+                    say(
+                        f"encoder {m // n_folds + 1}/{self.n_encoders}"
+                        + (
+                            f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}"
+                            if n_folds > 1
+                            else ""
+                        )
+                    )
                 if m > 0 and f == 0:  # each encoder of an ensemble has its own bootstrap weights for its heads
                     boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
                     targets = _Targets(y_train, plan_train, boot)
                 self.net_ = TreatmentResponseNet(
-                    n_plans=len(self.plan_names_), n_boot=self.n_boot, n_codes=self.featurizer_.n_codes_,
-                    n_static=self.featurizer_.n_static_, n_outcomes=len(self.outcomes_), n_bins=len(self.horizons_),
-                    d_model=self.d_model, encoder=self.kind, n_layers=self.n_layers, n_heads=self.n_heads,
-                    dropout=self.dropout, n_forecast=codes.size)
+                    n_plans=len(self.plan_names_),
+                    n_boot=self.n_boot,
+                    n_codes=self.featurizer_.n_codes_,
+                    n_static=self.featurizer_.n_static_,
+                    n_outcomes=len(self.outcomes_),
+                    n_bins=len(self.horizons_),
+                    d_model=self.d_model,
+                    encoder=self.kind,
+                    n_layers=self.n_layers,
+                    n_heads=self.n_heads,
+                    dropout=self.dropout,
+                    n_forecast=codes.size,
+                )
                 with torch.no_grad():
-                    self.net_.risk.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train[learn])).flatten())
+                    self.net_.risk.head.linear.bias.copy_(
+                        torch.from_numpy(base_hazard_logits(y_train[learn])).flatten()
+                    )
                     self.net_.propensity.bias.copy_(torch.log(torch.from_numpy(self.plan_share_ + 1e-4)).float())
                 self._forecast = None if forecast is None else tuple(a[learn] for a in forecast)
                 self._train(_subset(train, learn), targets[learn], tune, tune_targets, rng, say)
@@ -278,22 +356,29 @@ class TreatmentResponseModel(SequenceRiskModel):
             self.history_ = history
             self.calibrator_ = None
         self.support_threshold_ = self._support_thresholds(prop, plan_train)
-        say("support thresholds (propensity): " + ", ".join(
-            f"{p} {t:.4f}" for p, t in zip(self.plan_names_, self.support_threshold_)))
+        say(
+            "support thresholds (propensity): "
+            + ", ".join(f"{p} {t:.4f}" for p, t in zip(self.plan_names_, self.support_threshold_))
+        )
         self.risk_bands_ = None
         if tune is not None:
             with _torch_threads(self.n_threads):
                 curve = self._policy_curve(tune)
-            self.risk_bands_ = RiskBands.fit(curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_,
-                                                         self.label_columns_), tuning_labels, self.label_columns_)
+            self.risk_bands_ = RiskBands.fit(
+                curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_),
+                tuning_labels,
+                self.label_columns_,
+            )
         return self
 
     def _with_plans(self, events, labels, split, say):
         fp = factual_plans(events, labels, self.plans_)
         known = fp["plan"].notna().to_numpy()
         if (~known).any():
-            say(f"{split}: {int((~known).sum()):,} of {len(labels):,} rows started treatments that match no plan; "
-                "left out of treatment-response training")
+            say(
+                f"{split}: {int((~known).sum()):,} of {len(labels):,} rows started treatments that match no plan; "
+                "left out of treatment-response training"
+            )
         plan = pd.Index(self.plan_names_).get_indexer(fp["plan"][known])
         return labels[known].reset_index(drop=True), plan.astype(np.int64)
 
@@ -336,8 +421,10 @@ class TreatmentResponseModel(SequenceRiskModel):
             loss = loss + _STAGE1_EFFECT_L2 * self.net_.effect_weight.pow(2).sum(dim=(2,)).mean()
         if training and "forecast_value" in batch:
             loss = loss + self.forecast_weight * forecast_loss(
-                self.net_.risk.forecast(r), torch.from_numpy(batch["forecast_value"]),
-                torch.from_numpy(batch["forecast_observed"]))
+                self.net_.risk.forecast(r),
+                torch.from_numpy(batch["forecast_value"]),
+                torch.from_numpy(batch["forecast_observed"]),
+            )
         return loss
 
     def train_step(self, batch, y, opt) -> float:
@@ -382,8 +469,14 @@ class TreatmentResponseModel(SequenceRiskModel):
             ew = self.net_.effect_weight.detach().double().clone().requires_grad_()
         rows = [torch.from_numpy(np.flatnonzero(t.plan == i)) for i in range(1, p)]
         n_obs = float((mask.sum(1, keepdim=True) * w).sum())
-        opt = torch.optim.LBFGS([bw, bb, eb, ew], max_iter=self.head_max_iter, history_size=20,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-9, tolerance_change=1e-12)
+        opt = torch.optim.LBFGS(
+            [bw, bb, eb, ew],
+            max_iter=self.head_max_iter,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
 
         def closure():
             opt.zero_grad()
@@ -401,8 +494,10 @@ class TreatmentResponseModel(SequenceRiskModel):
 
         opt.step(closure)
         say(f"refitted {k} bootstrap heads on the frozen representation in {time.perf_counter() - t0:.1f}s")
-        return {name: v.detach().float() for name, v in
-                (("base_weight", bw), ("base_bias", bb), ("effect_bias", eb), ("effect_weight", ew))}
+        return {
+            name: v.detach().float()
+            for name, v in (("base_weight", bw), ("base_bias", bb), ("effect_bias", eb), ("effect_weight", ew))
+        }
 
     def _ipw(self, plan, prop):
         """Stabilised inverse propensity weights P(plan) / e(plan | x), clipped to [1/max_weight, max_weight]."""
@@ -430,8 +525,9 @@ class TreatmentResponseModel(SequenceRiskModel):
             base = torch.einsum("nd,kdc->nkc", r, heads["base_weight"]) + heads["base_bias"]
             offset = torch.einsum("nd,kpdc->nkpc", r, heads["effect_weight"]) + heads["effect_bias"]
             logits = torch.cat([base.unsqueeze(2), base.unsqueeze(2) + offset], dim=2)
-        return logits.view(r.shape[0], self.n_boot, len(self.plan_names_), len(self.outcomes_),
-                           len(self.horizons_)).numpy()
+        return logits.view(
+            r.shape[0], self.n_boot, len(self.plan_names_), len(self.outcomes_), len(self.horizons_)
+        ).numpy()
 
     def _plan_risks(self, data):
         """Risk curves (rows, heads, plans, outcomes, bins) and propensities.
@@ -443,7 +539,9 @@ class TreatmentResponseModel(SequenceRiskModel):
         pooled, prop = [], 0.0
         for e in range(len(self.nets_) // n_folds):
             risk = 0.0
-            for net, heads in zip(self.nets_[e * n_folds:(e + 1) * n_folds], self.heads_[e * n_folds:(e + 1) * n_folds]):
+            for net, heads in zip(
+                self.nets_[e * n_folds : (e + 1) * n_folds], self.heads_[e * n_folds : (e + 1) * n_folds]
+            ):
                 rep, p = self._outputs(data, net=net)
                 with torch.inference_mode():
                     logits = self._plan_logits(rep, heads)
@@ -471,9 +569,22 @@ class TreatmentResponseModel(SequenceRiskModel):
         e, e_lo, e_hi = band(effect)
         for arr in (r, r_lo, r_hi, e, e_lo, e_hi):
             arr[np.broadcast_to(gone, arr.shape)] = np.nan
-        return PlanPrediction(index[["subject_id", "prediction_time"]].reset_index(drop=True), list(self.plan_names_),
-                              list(self.outcomes_), list(self.horizons_), r, np.clip(r_lo, 0, 1), np.clip(r_hi, 0, 1),
-                              e, e_lo, e_hi, prop.astype(np.float64), in_support, reason, self.band)
+        return PlanPrediction(
+            index[["subject_id", "prediction_time"]].reset_index(drop=True),
+            list(self.plan_names_),
+            list(self.outcomes_),
+            list(self.horizons_),
+            r,
+            np.clip(r_lo, 0, 1),
+            np.clip(r_hi, 0, 1),
+            e,
+            e_lo,
+            e_hi,
+            prop.astype(np.float64),
+            in_support,
+            reason,
+            self.band,
+        )
 
     def _support(self, prop, already):
         n, p = prop.shape

@@ -35,8 +35,10 @@ _YEAR_US = 365.25 * _DAY_US
 BIRTH = "MEDS_BIRTH"
 LATE_EVENT = "refused: an event at or before the last visit the state holds (rescore this subject in full)"
 EARLIER_AS_OF = "refused: as-of earlier than the state's (rescore this subject in full)"
-STATIC_AGAIN = ("refused: static rows (no time) for a subject the state already holds; its static traits were read "
-                "with its first events (rescore this subject in full if they changed)")
+STATIC_AGAIN = (
+    "refused: static rows (no time) for a subject the state already holds; its static traits were read "
+    "with its first events (rescore this subject in full if they changed)"
+)
 
 
 @dataclass
@@ -72,10 +74,19 @@ class TwinState:
     def empty(cls, model) -> TwinState:
         net, f = model.net_, model.featurizer_
         k = len(f.last_value_codes_)
-        return cls(np.zeros(0, np.int64), np.zeros((0, net.gru.num_layers, net.d_model), np.float32),
-                   np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, f.n_static_ - 2), np.float32),
-                   np.zeros((0, k), np.float32), np.zeros((0, k), np.int64), np.zeros(0, np.int64),
-                   np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros((0, net.gru.num_layers, net.d_model), np.float32),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros((0, f.n_static_ - 2), np.float32),
+            np.zeros((0, k), np.float32),
+            np.zeros((0, k), np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.uint64),
+        )
 
     def take(self, rows) -> TwinState:
         return TwinState(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
@@ -93,8 +104,10 @@ class TwinState:
         for f in fields(self):
             got, exp = getattr(self, f.name), getattr(want, f.name)
             if got.shape[1:] != exp.shape[1:] or got.dtype != exp.dtype:
-                raise ConfigError(f"{where}: field {f.name!r} has shape {got.shape[1:]} {got.dtype}, but this "
-                                  f"model's state has {exp.shape[1:]} {exp.dtype}: the state is from another model.")
+                raise ConfigError(
+                    f"{where}: field {f.name!r} has shape {got.shape[1:]} {got.dtype}, but this "
+                    f"model's state has {exp.shape[1:]} {exp.dtype}: the state is from another model."
+                )
 
 
 def model_digest(model) -> str:
@@ -120,8 +133,10 @@ def check_record_model(model, what="twin state"):
     from ._record_model import RecordRiskModel
 
     if not isinstance(model, RecordRiskModel):
-        raise ConfigError(f"{what}: needs a whole-record model (model.kind: record); this model is "
-                          f"{type(model).__name__}, which keeps no state to continue from.")
+        raise ConfigError(
+            f"{what}: needs a whole-record model (model.kind: record); this model is "
+            f"{type(model).__name__}, which keeps no state to continue from."
+        )
 
 
 def events_digest(events: pd.DataFrame) -> str:
@@ -131,10 +146,14 @@ def events_digest(events: pd.DataFrame) -> str:
 
 def event_hashes(events: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each event's (subject_id, time, code, numeric_value)."""
-    frame = pd.DataFrame({"subject_id": events["subject_id"].to_numpy(np.int64),
-                          "time": events["time"].astype("datetime64[us]"),
-                          "code": events["code"].astype(str).to_numpy(),
-                          "numeric_value": events["numeric_value"].to_numpy(np.float64)})
+    frame = pd.DataFrame(
+        {
+            "subject_id": events["subject_id"].to_numpy(np.int64),
+            "time": events["time"].astype("datetime64[us]"),
+            "code": events["code"].astype(str).to_numpy(),
+            "numeric_value": events["numeric_value"].to_numpy(np.float64),
+        }
+    )
     return pd.util.hash_pandas_object(frame, index=False).to_numpy(np.uint64)
 
 
@@ -204,8 +223,12 @@ def _blank(model, n) -> TwinState:
     e = TwinState.empty(model)
     shape = lambda a: (n,) + a.shape[1:]  # noqa: E731
     fill = {"last_visit": NAT, "birth": NAT, "last_value_time": NAT}
-    return TwinState(**{f.name: np.full(shape(getattr(e, f.name)), fill.get(f.name, 0), getattr(e, f.name).dtype)
-                        for f in fields(TwinState)})
+    return TwinState(
+        **{
+            f.name: np.full(shape(getattr(e, f.name)), fill.get(f.name, 0), getattr(e, f.name).dtype)
+            for f in fields(TwinState)
+        }
+    )
 
 
 def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
@@ -213,8 +236,9 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     last visit) from their stored ``prior``: their new visits featurized as a full pass would, the
     GRU resumed from the stored state, readings and traits merged, counts and digests summed."""
     f, net = model.featurizer_, model.net_
-    index = pd.DataFrame({"subject_id": subjects,
-                          "prediction_time": np.full(subjects.size, np.datetime64(as_of_us, "us"))})
+    index = pd.DataFrame(
+        {"subject_id": subjects, "prediction_time": np.full(subjects.size, np.datetime64(as_of_us, "us"))}
+    )
     data = f.transform(events, index)
     n = subjects.size
     # the birth the whole record holds: the stored one once the state has a visit or a birth
@@ -230,8 +254,9 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     v_idx = ragged_arange(sv[:, 0], n_vis)
     v_time = data.visit_time[v_idx]
     b = birth[np.repeat(np.arange(n), n_vis)]
-    feats[v_idx, 2] = np.where(b != NAT, (v_time - np.where(b != NAT, b, v_time)) / _YEAR_US / 100.0,
-                               0.0).astype(np.float32)
+    feats[v_idx, 2] = np.where(b != NAT, (v_time - np.where(b != NAT, b, v_time)) / _YEAR_US / 100.0, 0.0).astype(
+        np.float32
+    )
     firsts = sv[n_vis > 0, 0]
     prev = prior.last_visit[n_vis > 0]
     gap_days = np.where(prev != NAT, (data.visit_time[firsts] - np.where(prev != NAT, prev, 0)) / _DAY_US, 0.0)
@@ -246,16 +271,23 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
 
     with _torch_threads(model.n_threads), torch.inference_mode():
         for lo in range(0, rows.size, batch_size):
-            r = rows[lo:lo + batch_size]
+            r = rows[lo : lo + batch_size]
             batch = data.batch(r)
             uniq, inv = np.unique(data.row_subject[r], return_inverse=True)  # batch() orders subjects by rank
             order = np.empty(uniq.size, np.int64)
             order[inv] = r
-            inputs = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in
-                      ("event_code", "event_value", "event_offsets", "visit_slot", "visit_features")}
+            inputs = {
+                k: torch.from_numpy(np.ascontiguousarray(batch[k]))
+                for k in ("event_code", "event_value", "event_offsets", "visit_slot", "visit_features")
+            }
             h0 = torch.from_numpy(np.ascontiguousarray(hidden[order].transpose(1, 0, 2)))
-            h = net.advance(h0, **inputs, n_subjects=int(batch["n_subjects"]), width=int(batch["width"]),
-                            n_visits=torch.from_numpy(n_vis[order]))
+            h = net.advance(
+                h0,
+                **inputs,
+                n_subjects=int(batch["n_subjects"]),
+                width=int(batch["width"]),
+                n_visits=torch.from_numpy(n_vis[order]),
+            )
             hidden[order] = h.numpy().transpose(1, 0, 2)
 
     val, vtime = last_readings(data, f.last_value_codes_)
@@ -265,12 +297,18 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     care = (ev.time != NAT) & ~ev.codes_matching(codes=[BIRTH])
     last_new = data.visit_time[np.maximum(sv[:, 1] - 1, 0)] if data.visit_time.size else np.full(n, NAT)
     return TwinState(
-        subject_id=subjects.astype(np.int64), hidden=hidden,
-        last_visit=np.where(n_vis > 0, last_new, prior.last_visit).astype(np.int64), birth=birth.astype(np.int64),
+        subject_id=subjects.astype(np.int64),
+        hidden=hidden,
+        last_visit=np.where(n_vis > 0, last_new, prior.last_visit).astype(np.int64),
+        birth=birth.astype(np.int64),
         traits=(prior.traits + data.static[:, 2:]).astype(np.float32),
-        last_value=np.where(seen, val, prior.last_value), last_value_time=np.where(seen, vtime, prior.last_value_time),
-        as_of=np.full(n, as_of_us, np.int64), n_events=prior.n_events + np.bincount(ev.subject, minlength=n),
-        n_care=prior.n_care + np.bincount(ev.subject[care], minlength=n), digest=prior.digest + digest)
+        last_value=np.where(seen, val, prior.last_value),
+        last_value_time=np.where(seen, vtime, prior.last_value_time),
+        as_of=np.full(n, as_of_us, np.int64),
+        n_events=prior.n_events + np.bincount(ev.subject, minlength=n),
+        n_care=prior.n_care + np.bincount(ev.subject[care], minlength=n),
+        digest=prior.digest + digest,
+    )
 
 
 def _first_birth(ev: EventArrays, n) -> np.ndarray:
@@ -306,13 +344,16 @@ def state_risks(model, state: TwinState, as_of, *, calibrated: bool = True) -> p
     check_record_model(model, "state_risks")
     as_of_us = _us(as_of)
     if len(state) and (state.as_of > as_of_us).any():
-        raise ConfigError(f"state_risks: as-of {pd.Timestamp(as_of_us, unit='us')} is before the state's "
-                          f"({pd.Timestamp(int(state.as_of.max()), unit='us')}): a state cannot be read in its past.")
+        raise ConfigError(
+            f"state_risks: as-of {pd.Timestamp(as_of_us, unit='us')} is before the state's "
+            f"({pd.Timestamp(int(state.as_of.max()), unit='us')}): a state cannot be read in its past."
+        )
     h, gap, static = state_readout(model, state, as_of_us)
     net = model.net_.eval()
     with _torch_threads(model.n_threads), torch.inference_mode():
         logits = net.head(net.read_out(torch.from_numpy(h), torch.from_numpy(gap), torch.from_numpy(static)))
         curve = calibrated_curve(logits, model.calibrator_, calibrated)
-    index = pd.DataFrame({"subject_id": state.subject_id,
-                          "prediction_time": np.full(len(state), np.datetime64(as_of_us, "us"))})
+    index = pd.DataFrame(
+        {"subject_id": state.subject_id, "prediction_time": np.full(len(state), np.datetime64(as_of_us, "us"))}
+    )
     return curve_frame(index, curve, model.outcomes_, model.horizons_, model.label_columns_)

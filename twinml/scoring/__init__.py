@@ -7,8 +7,22 @@ and the living twin: a saved state per subject, advanced over new events (:func:
 from ._score import ENGINES, NO_EVENTS, SCORED, ScoreReport, read_score_metadata, score, score_events
 from ._twin import MANIFEST, UpdateReport, read_state, update
 
-__all__ = ["score", "score_events", "ScoreReport", "ENGINES", "SCORED", "NO_EVENTS", "read_score_metadata",
-           "update", "UpdateReport", "read_state", "MANIFEST", "TwinState", "advance", "state_risks"]
+__all__ = [
+    "score",
+    "score_events",
+    "ScoreReport",
+    "ENGINES",
+    "SCORED",
+    "NO_EVENTS",
+    "read_score_metadata",
+    "update",
+    "UpdateReport",
+    "read_state",
+    "MANIFEST",
+    "TwinState",
+    "advance",
+    "state_risks",
+]
 
 
 def __getattr__(name):

@@ -97,8 +97,14 @@ def score_events(model, events: pd.DataFrame, as_of, *, trajectories: bool = Fal
 
 
 def _empty_forecasts() -> pd.DataFrame:
-    return pd.DataFrame({"subject_id": np.zeros(0, np.int64), "code": np.zeros(0, object),
-                         "horizon_days": np.zeros(0, np.int64), **{c: np.zeros(0) for c in ("forecast", "lower_80", "upper_80")}})
+    return pd.DataFrame(
+        {
+            "subject_id": np.zeros(0, np.int64),
+            "code": np.zeros(0, object),
+            "horizon_days": np.zeros(0, np.int64),
+            **{c: np.zeros(0) for c in ("forecast", "lower_80", "upper_80")},
+        }
+    )
 
 
 def _subject_slices(table: pa.Table, subjects_per_slice: int):
@@ -156,9 +162,22 @@ def _score_local(model, files, as_of, subjects_per_slice, say, states=None, fore
     return parts, n_events
 
 
-def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", tracking_uri: str | None = None,
-          subjects_per_slice: int = 20_000, spark_master: str | None = None, spark_partitions: int | None = None,
-          overwrite: bool = False, state_dir=None, trajectories=None, progress=None) -> ScoreReport:
+def score(
+    model_uri: str,
+    events_dir,
+    as_of,
+    out,
+    *,
+    engine: str = "local",
+    tracking_uri: str | None = None,
+    subjects_per_slice: int = 20_000,
+    spark_master: str | None = None,
+    spark_partitions: int | None = None,
+    overwrite: bool = False,
+    state_dir=None,
+    trajectories=None,
+    progress=None,
+) -> ScoreReport:
     """Score every subject of a MEDS dataset at ``as_of`` with a logged or registered model.
 
     Parameters
@@ -191,7 +210,9 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
     try:
         as_of_ts = pd.Timestamp(as_of)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"score: 'as_of' must be a date or timestamp, e.g. 2024-01-01. Got {as_of!r} ({e}).") from None
+        raise ConfigError(
+            f"score: 'as_of' must be a date or timestamp, e.g. 2024-01-01. Got {as_of!r} ({e})."
+        ) from None
     if as_of_ts.tzinfo is not None:
         as_of_ts = as_of_ts.tz_convert("UTC").tz_localize(None)
     out = Path(out)
@@ -202,16 +223,22 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         from ._twin import MANIFEST
 
         if engine != "local":
-            raise ConfigError(f"score: a twin state (state_dir) is saved by the local engine only; got engine {engine!r}.")
+            raise ConfigError(
+                f"score: a twin state (state_dir) is saved by the local engine only; got engine {engine!r}."
+            )
         if (Path(state_dir) / MANIFEST).exists() and not overwrite:
-            raise FileExistsError(f"{Path(state_dir) / MANIFEST} exists (a twin state); pass overwrite=True "
-                                  "(CLI: --overwrite) to replace it.")
+            raise FileExistsError(
+                f"{Path(state_dir) / MANIFEST} exists (a twin state); pass overwrite=True "
+                "(CLI: --overwrite) to replace it."
+            )
         states = []
     forecasts = None
     if trajectories is not None:
         if engine != "local" or state_dir is not None:
-            raise ConfigError("score: trajectory forecasts (trajectories) are written by the local engine without "
-                              f"a twin state only; got engine {engine!r}" + (" and a state_dir" if state_dir else ""))
+            raise ConfigError(
+                "score: trajectory forecasts (trajectories) are written by the local engine without "
+                f"a twin state only; got engine {engine!r}" + (" and a state_dir" if state_dir else "")
+            )
         trajectories = Path(trajectories)
         if trajectories.exists() and not overwrite:
             raise FileExistsError(f"{trajectories} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
@@ -227,25 +254,47 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
 
         check_record_model(loaded.model, "score --state")
     if forecasts is not None and not getattr(loaded.model, "trajectory_codes_", None):
-        raise ConfigError(f"score --trajectories: {model_uri} ({type(loaded.model).__name__}) has no trajectory "
-                          "forecasts; only a sequence model fitted with trajectory_codes has")
+        raise ConfigError(
+            f"score --trajectories: {model_uri} ({type(loaded.model).__name__}) has no trajectory "
+            "forecasts; only a sequence model fitted with trajectory_codes has"
+        )
     if engine == "local":
         parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say, states, forecasts)
-        scores = pd.concat(parts, ignore_index=True) if parts else score_events(loaded.model, _as_frame(
-            pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts)
+        scores = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else score_events(
+                loaded.model, _as_frame(pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts
+            )
+        )
     else:
         from ._spark import score_spark
 
-        scores, n_events = score_spark(loaded, events_dir, as_of_ts, master=spark_master,
-                                       partitions=spark_partitions, say=say)
+        scores, n_events = score_spark(
+            loaded, events_dir, as_of_ts, master=spark_master, partitions=spark_partitions, say=say
+        )
     scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
     if scores["subject_id"].duplicated().any():
-        raise MEDSValidationError(f"{events_dir}: subject_id {scores['subject_id'][scores['subject_id'].duplicated()].iloc[0]} "
-                                  "appears in more than one data file; each subject must be in one file only.")
+        raise MEDSValidationError(
+            f"{events_dir}: subject_id {scores['subject_id'][scores['subject_id'].duplicated()].iloc[0]} "
+            "appears in more than one data file; each subject must be in one file only."
+        )
     scores["model_version"] = loaded.version or ""
     n_scored = int((scores["status"] == SCORED).sum())
-    report = ScoreReport(out, model_uri, loaded.name, loaded.version, as_of_ts.isoformat(), data_fingerprint(events_dir),
-                         len(scores), n_scored, len(scores) - n_scored, int(n_events), time.perf_counter() - t0, engine)
+    report = ScoreReport(
+        out,
+        model_uri,
+        loaded.name,
+        loaded.version,
+        as_of_ts.isoformat(),
+        data_fingerprint(events_dir),
+        len(scores),
+        n_scored,
+        len(scores) - n_scored,
+        int(n_events),
+        time.perf_counter() - t0,
+        engine,
+    )
     if report.scored + report.no_events_before_as_of != report.subjects:
         raise RuntimeError("score: subjects read != scored + reported without events")
     if forecasts is not None:
@@ -253,24 +302,27 @@ def score(model_uri: str, events_dir, as_of, out, *, engine: str = "local", trac
         fc = fc.sort_values(["subject_id", "code", "horizon_days"], kind="stable").reset_index(drop=True)
         fc["model_version"] = loaded.version or ""
         _write_atomic_many([(fc, trajectories), (scores, out)], report)
-        say(f"trajectory forecasts: {len(fc):,} rows ({fc['code'].nunique()} codes x "
-            f"{fc['horizon_days'].nunique()} horizons) -> {trajectories}")
+        say(
+            f"trajectory forecasts: {len(fc):,} rows ({fc['code'].nunique()} codes x "
+            f"{fc['horizon_days'].nunique()} horizons) -> {trajectories}"
+        )
     elif states is None:
         _write_atomic(scores, out, report)
     else:
         from ..models.twin import TwinState
-        from ._twin import _model_identity, write_state
-
-        from ._twin import _Lock
+        from ._twin import _Lock, _model_identity, write_state
 
         state = TwinState.concat(states).sorted() if states else TwinState.empty(loaded.model)
         with _Lock(state_dir):
-            write_state(state, state_dir, _model_identity(loaded), base=True,
-                        then=lambda: _write_atomic(scores, out, report))
+            write_state(
+                state, state_dir, _model_identity(loaded), base=True, then=lambda: _write_atomic(scores, out, report)
+            )
         say(f"twin state of {len(state):,} subjects -> {Path(state_dir)}")
     report.seconds = time.perf_counter() - t0
-    say(f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "
-        f"before {as_of_ts.date()} -> {out} ({report.subjects / max(report.seconds, 1e-9):,.0f} subjects/s)")
+    say(
+        f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "
+        f"before {as_of_ts.date()} -> {out} ({report.subjects / max(report.seconds, 1e-9):,.0f} subjects/s)"
+    )
     return report
 
 

@@ -46,14 +46,17 @@ def _session(master):
     if master.startswith("local"):
         # in local mode the driver JVM does the shuffle and the per-group sort: give it room (default 1g spills)
         builder = builder.config("spark.driver.memory", os.environ.get("TWINML_SPARK_DRIVER_MEMORY", "4g"))
-    return (builder.master(master).appName("twinml-score")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
-            .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-            .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
-            .getOrCreate())
+    return (
+        builder.master(master)
+        .appName("twinml-score")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+        .getOrCreate()
+    )
 
 
 def _worker_model(uri, tracking_uri):

@@ -76,8 +76,10 @@ class _Lock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            raise ConfigError(f"{self.path}: another update or scoring run is writing this twin state (if none is, "
-                              "a run was killed: remove the file and rerun).") from None
+            raise ConfigError(
+                f"{self.path}: another update or scoring run is writing this twin state (if none is, "
+                "a run was killed: remove the file and rerun)."
+            ) from None
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
         return self
@@ -86,8 +88,9 @@ class _Lock:
         self.path.unlink(missing_ok=True)
 
 
-def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None,
-                events_digest: str | None = None) -> dict:
+def write_state(
+    rows, directory, identity: dict, *, base: bool, new_subjects: int = 0, then=None, events_digest: str | None = None
+) -> dict:
     """Write ``rows`` (a :class:`~twinml.models.twin.TwinState`, sorted by subject) as a new part of
     the state in ``directory``: the whole new base (``base=True``) or an update part (``new_subjects``
     of its rows are subjects the state did not hold), then run ``then()`` (e.g. write the scores
@@ -97,11 +100,17 @@ def write_state(rows, directory, identity: dict, *, base: bool, new_subjects: in
     directory.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(directory) if (directory / MANIFEST).exists() and not base else None
     name = f"part-{uuid.uuid4().hex[:16]}.arrow"
-    parts = ([] if old is None else old["parts"]) + [{"file": name, "rows": len(rows), "base": base,
-                                                      "events_digest": events_digest}]
+    parts = ([] if old is None else old["parts"]) + [
+        {"file": name, "rows": len(rows), "base": base, "events_digest": events_digest}
+    ]
     n_subjects = len(rows) if base else (old["subjects"] if old else 0) + int(new_subjects)
-    manifest = {"format": _FORMAT, **identity, "parts": parts, "subjects": n_subjects,
-                "shapes": {f.name: list(getattr(rows, f.name).shape[1:]) for f in fields(rows)}}
+    manifest = {
+        "format": _FORMAT,
+        **identity,
+        "parts": parts,
+        "subjects": n_subjects,
+        "shapes": {f.name: list(getattr(rows, f.name).shape[1:]) for f in fields(rows)},
+    }
     tmp = directory / f".{MANIFEST}.partial-{os.getpid()}"
     done = False
     try:
@@ -165,8 +174,9 @@ def _to_state(table: pa.Table, meta: dict, model):
             continue
         col = table.column(f.name).combine_chunks()
         if f.name in _TIME_FIELDS:
-            arrays[f.name] = np.where(col.is_null().to_numpy(zero_copy_only=False), NAT,
-                                      col.cast(pa.int64()).fill_null(0).to_numpy())
+            arrays[f.name] = np.where(
+                col.is_null().to_numpy(zero_copy_only=False), NAT, col.cast(pa.int64()).fill_null(0).to_numpy()
+            )
         elif shape:
             arrays[f.name] = col.values.to_numpy().reshape(-1, *shape)
         else:
@@ -183,9 +193,11 @@ def read_state(directory, model, identity: dict | None = None, *, subjects=None)
     path = Path(directory) / MANIFEST
     meta = _read_manifest(directory)
     if identity is not None and meta.get("model_digest") != identity["model_digest"]:
-        raise ConfigError(f"{path}: this twin state was made by {_describe(meta)}, not by {_describe(identity)}; a "
-                          "state is only advanced by the model that made it (rescore the panel with --state to "
-                          "start one).")
+        raise ConfigError(
+            f"{path}: this twin state was made by {_describe(meta)}, not by {_describe(identity)}; a "
+            "state is only advanced by the model that made it (rescore the panel with --state to "
+            "start one)."
+        )
     want = None if subjects is None else np.unique(np.asarray(subjects, np.int64))
     pieces = []
     for part in meta["parts"]:
@@ -276,16 +288,21 @@ class UpdateReport:
 
 def _check_event_schema(path) -> None:
     schema = pq.read_schema(path)
-    want = {"subject_id": pa.types.is_integer, "time": pa.types.is_timestamp,
-            "code": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t),
-            "numeric_value": pa.types.is_floating}
+    want = {
+        "subject_id": pa.types.is_integer,
+        "time": pa.types.is_timestamp,
+        "code": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t),
+        "numeric_value": pa.types.is_floating,
+    }
     for col, ok in want.items():
         if col not in schema.names:
-            raise MEDSValidationError(f"{path}: column {col!r} is required (MEDS events: subject_id, time, code, "
-                                      "numeric_value).")
+            raise MEDSValidationError(
+                f"{path}: column {col!r} is required (MEDS events: subject_id, time, code, numeric_value)."
+            )
         if not ok(schema.field(col).type):
-            kind = {"subject_id": "an integer", "time": "a timestamp", "code": "a string",
-                    "numeric_value": "a float"}[col]
+            kind = {"subject_id": "an integer", "time": "a timestamp", "code": "a string", "numeric_value": "a float"}[
+                col
+            ]
             raise MEDSValidationError(f"{path}: column {col!r} must be {kind} (MEDS); got {schema.field(col).type}.")
 
 
@@ -309,13 +326,24 @@ def read_new_events(events_dir) -> tuple[pd.DataFrame, int]:
         starts = sid[np.r_[True, sid[1:] != sid[:-1]]] if sid.size else sid
         if np.unique(starts).size != starts.size:
             dup = pd.Series(starts)[pd.Series(starts).duplicated()].iloc[0]
-            raise MEDSValidationError(f"{events_dir}: subject_id {dup} appears in more than one data file; each "
-                                      "subject must be in one file only.")
+            raise MEDSValidationError(
+                f"{events_dir}: subject_id {dup} appears in more than one data file; each "
+                "subject must be in one file only."
+            )
     return events, len(events)
 
 
-def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: str | None = None,
-           overwrite: bool = False, progress=None) -> UpdateReport:
+def update(
+    model_uri: str,
+    state_dir,
+    events_dir,
+    as_of,
+    out,
+    *,
+    tracking_uri: str | None = None,
+    overwrite: bool = False,
+    progress=None,
+) -> UpdateReport:
     """Advance a saved twin state over new events and score the subjects they touch.
 
     Parameters
@@ -356,13 +384,17 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
         # the events this update would absorb; the same set again means the update already committed
         digest = events_digest(events[upto]) if upto.any() else None
         if digest is not None and any(p.get("events_digest") == digest for p in manifest["parts"]):
-            raise ConfigError(f"{events_dir}: its {int(upto.sum()):,} events up to {as_of_ts} were already absorbed "
-                              f"into the twin state in {Path(state_dir) / MANIFEST} (same events digest {digest}); "
-                              "nothing done.")
+            raise ConfigError(
+                f"{events_dir}: its {int(upto.sum()):,} events up to {as_of_ts} were already absorbed "
+                f"into the twin state in {Path(state_dir) / MANIFEST} (same events digest {digest}); "
+                "nothing done."
+            )
         # only the rows of the subjects the new events name are read from the state
         prior = read_state(state_dir, loaded.model, identity, subjects=events["subject_id"].to_numpy(np.int64))
-        say(f"twin state: {manifest['subjects']:,} subjects, {len(prior):,} of them in the new events; {n_read:,} "
-            f"new events ({n_after:,} after {as_of_ts} not read)")
+        say(
+            f"twin state: {manifest['subjects']:,} subjects, {len(prior):,} of them in the new events; {n_read:,} "
+            f"new events ({n_after:,} after {as_of_ts} not read)"
+        )
         new_state, touched = advance(loaded.model, prior, events, as_of_ts)
         # subjects whose every new event is after as-of: reported, not advanced
         named = pd.unique(events["subject_id"].to_numpy(np.int64))
@@ -377,9 +409,24 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
         is_new = ~np.isin(touched["subject_id"].to_numpy(np.int64), prior.subject_id)
         advanced = np.sort(touched["subject_id"].to_numpy(np.int64)[status == ""])
         new_advanced = int((is_new & (status == "")).sum())
-        report = UpdateReport(out, Path(state_dir), model_uri, loaded.name, loaded.version, as_of_ts.isoformat(),
-                              data_fingerprint(events_dir), n_read, n_after, manifest["subjects"] + new_advanced,
-                              len(touched), len(touched) - refused, new_advanced, refused, int(later.size), 0.0)
+        report = UpdateReport(
+            out,
+            Path(state_dir),
+            model_uri,
+            loaded.name,
+            loaded.version,
+            as_of_ts.isoformat(),
+            data_fingerprint(events_dir),
+            n_read,
+            n_after,
+            manifest["subjects"] + new_advanced,
+            len(touched),
+            len(touched) - refused,
+            new_advanced,
+            refused,
+            int(later.size),
+            0.0,
+        )
         if report.advanced + report.refused != report.subjects_touched:
             raise RuntimeError("update: subjects touched != advanced + refused")
         # the new part is written first, the scores next, the manifest last (the commit): a failure on
@@ -393,14 +440,23 @@ def update(model_uri: str, state_dir, events_dir, as_of, out, *, tracking_uri: s
             keep = ~np.isin(whole.subject_id, rows.subject_id)
             rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
         if advanced.size or compact:
-            write_state(rows, state_dir, identity, base=compact, new_subjects=new_advanced, events_digest=digest,
-                        then=lambda: _write_atomic(scores, out, report))
+            write_state(
+                rows,
+                state_dir,
+                identity,
+                base=compact,
+                new_subjects=new_advanced,
+                events_digest=digest,
+                then=lambda: _write_atomic(scores, out, report),
+            )
         else:
             _write_atomic(scores, out, report)
     report.seconds = time.perf_counter() - t0
-    say(f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new_advanced:,} new), "
+    say(
+        f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new_advanced:,} new), "
         f"{report.refused:,} refused; {report.subjects_in_state - report.subjects_touched:,} untouched -> {out} "
-        f"({report.seconds:.1f}s)" + ("; state compacted into a new base" if compact else ""))
+        f"({report.seconds:.1f}s)" + ("; state compacted into a new base" if compact else "")
+    )
     return report
 
 
@@ -408,7 +464,9 @@ def _as_of(as_of, owner) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(as_of)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{owner}: 'as_of' must be a date or timestamp, e.g. 2024-01-01. Got {as_of!r} ({e}).") from None
+        raise ConfigError(
+            f"{owner}: 'as_of' must be a date or timestamp, e.g. 2024-01-01. Got {as_of!r} ({e})."
+        ) from None
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     return ts

@@ -14,12 +14,12 @@ import pyarrow.compute as pc
 from .._arrays import tie_keys
 from .._validation import ConfigError, check_positive_int
 from ._codes import OUTCOMES, PLANS, RACE_GROUPS, STATIC_CODES, code_descriptions
-
-TRUTH_FILE = "truth/ground_truth.parquet"
-READINGS_TRUTH_FILE = "truth/readings.parquet"
 from ._process import DT, EFFECTS, ONE_TIME, OUTCOME_NAMES, TREATMENT_NAMES, hazards
 from ._simulator import DYNAMIC_CODES, run_process
 from ._truth import cumulative_incidence, steps_needed
+
+TRUTH_FILE = "truth/ground_truth.parquet"
+READINGS_TRUTH_FILE = "truth/readings.parquet"
 
 DEFAULT_HORIZONS = (90, 180, 365, 730)
 _US = 1_000_000
@@ -71,19 +71,38 @@ class SimulatedCohort:
         }
         if self.readings is not None:
             extra[READINGS_TRUTH_FILE] = lambda p: self.readings.to_parquet(p, index=False)
-        return write_meds(out_dir, events=self.events, subject_splits=self.subject_splits,
-                          codes=code_table(sorted(codes)), dataset_name="twinml-simulator",
-                          etl_name="twinml.simulate", etl_version=__version__, shard_size=shard_size,
-                          overwrite=overwrite, extra=extra)
+        return write_meds(
+            out_dir,
+            events=self.events,
+            subject_splits=self.subject_splits,
+            codes=code_table(sorted(codes)),
+            dataset_name="twinml-simulator",
+            etl_name="twinml.simulate",
+            etl_version=__version__,
+            shard_size=shard_size,
+            overwrite=overwrite,
+            extra=extra,
+        )
 
 
 def simulate(
-    *, n_subjects: int, seed: int = 0, years: int = 10, start: str = "2010-01-01",
-    horizons_days=DEFAULT_HORIZONS, truth_start_year: int = 2, visit_rate_per_year: float = 1.3,
-    follow_up_loss_per_year: float = 0.04, bias_group: str | None = None, underdiagnosis_rate: float = 0.0,
-    visit_rate_ratio: float = 1.0, treatment_effect_scale: float = 1.0, treatment_rate_scale: float = 1.0,
+    *,
+    n_subjects: int,
+    seed: int = 0,
+    years: int = 10,
+    start: str = "2010-01-01",
+    horizons_days=DEFAULT_HORIZONS,
+    truth_start_year: int = 2,
+    visit_rate_per_year: float = 1.3,
+    follow_up_loss_per_year: float = 0.04,
+    bias_group: str | None = None,
+    underdiagnosis_rate: float = 0.0,
+    visit_rate_ratio: float = 1.0,
+    treatment_effect_scale: float = 1.0,
+    treatment_rate_scale: float = 1.0,
     treatment_decisions: str = "visits",
-    split_fractions=(0.8, 0.1, 0.1), progress=None,
+    split_fractions=(0.8, 0.1, 0.1),
+    progress=None,
 ) -> SimulatedCohort:
     """Simulate a cohort of patients whose true risks are known.
 
@@ -129,32 +148,61 @@ def simulate(
     for h in horizons_days:
         check_positive_int(h, name="horizons_days", owner="simulate")
     if not 0.0 <= underdiagnosis_rate <= 1.0:
-        raise ConfigError(f"The 'underdiagnosis_rate' parameter of simulate must be in [0, 1]. Got {underdiagnosis_rate!r} instead.")
+        raise ConfigError(
+            f"The 'underdiagnosis_rate' parameter of simulate must be in [0, 1]. Got {underdiagnosis_rate!r} instead."
+        )
     if treatment_rate_scale < 0:
-        raise ConfigError(f"The 'treatment_rate_scale' parameter of simulate must be >= 0. Got {treatment_rate_scale!r} instead.")
+        raise ConfigError(
+            f"The 'treatment_rate_scale' parameter of simulate must be >= 0. Got {treatment_rate_scale!r} instead."
+        )
     if treatment_decisions not in ("visits", "yearly_review"):
-        raise ConfigError(f"The 'treatment_decisions' parameter of simulate must be 'visits' or 'yearly_review'. "
-                          f"Got {treatment_decisions!r} instead.")
+        raise ConfigError(
+            f"The 'treatment_decisions' parameter of simulate must be 'visits' or 'yearly_review'. "
+            f"Got {treatment_decisions!r} instead."
+        )
     if visit_rate_ratio <= 0:
-        raise ConfigError(f"The 'visit_rate_ratio' parameter of simulate must be > 0. Got {visit_rate_ratio!r} instead.")
+        raise ConfigError(
+            f"The 'visit_rate_ratio' parameter of simulate must be > 0. Got {visit_rate_ratio!r} instead."
+        )
     if (underdiagnosis_rate > 0 or visit_rate_ratio != 1.0) and not bias_group:
         raise ConfigError("simulate: a bias knob is set but 'bias_group' is not; name the group, e.g. 'RACE//Black'.")
     if len(split_fractions) != 3 or abs(sum(split_fractions) - 1.0) > 1e-9 or min(split_fractions) < 0:
-        raise ConfigError(f"The 'split_fractions' parameter of simulate must be three non-negative shares summing to 1. Got {split_fractions!r} instead.")
-    config = dict(n_subjects=n_subjects, seed=seed, years=years, start=start, horizons_days=list(horizons_days),
-                  truth_start_year=truth_start_year, visit_rate_per_year=visit_rate_per_year,
-                  follow_up_loss_per_year=follow_up_loss_per_year, bias_group=bias_group,
-                  underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
-                  treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
-                  treatment_decisions=treatment_decisions, split_fractions=list(split_fractions))
+        raise ConfigError(
+            "The 'split_fractions' parameter of simulate must be three non-negative shares summing to 1. Got "
+            f"{split_fractions!r} instead."
+        )
+    config = dict(
+        n_subjects=n_subjects,
+        seed=seed,
+        years=years,
+        start=start,
+        horizons_days=list(horizons_days),
+        truth_start_year=truth_start_year,
+        visit_rate_per_year=visit_rate_per_year,
+        follow_up_loss_per_year=follow_up_loss_per_year,
+        bias_group=bias_group,
+        underdiagnosis_rate=underdiagnosis_rate,
+        visit_rate_ratio=visit_rate_ratio,
+        treatment_effect_scale=treatment_effect_scale,
+        treatment_rate_scale=treatment_rate_scale,
+        treatment_decisions=treatment_decisions,
+        split_fractions=list(split_fractions),
+    )
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     t = _time.perf_counter()
     res = run_process(
-        n_subjects=n_subjects, years=years, extra_steps=steps_needed(horizons_days), rng=rng,
-        visit_rate_per_year=visit_rate_per_year, follow_up_loss_per_year=follow_up_loss_per_year,
-        bias_group=bias_group, underdiagnosis_rate=underdiagnosis_rate, visit_rate_ratio=visit_rate_ratio,
-        treatment_effect_scale=treatment_effect_scale, treatment_rate_scale=treatment_rate_scale,
+        n_subjects=n_subjects,
+        years=years,
+        extra_steps=steps_needed(horizons_days),
+        rng=rng,
+        visit_rate_per_year=visit_rate_per_year,
+        follow_up_loss_per_year=follow_up_loss_per_year,
+        bias_group=bias_group,
+        underdiagnosis_rate=underdiagnosis_rate,
+        visit_rate_ratio=visit_rate_ratio,
+        treatment_effect_scale=treatment_effect_scale,
+        treatment_rate_scale=treatment_rate_scale,
         treatment_decisions=treatment_decisions,
     )
     say(f"simulated {n_subjects:,} subjects over {years} years in {_time.perf_counter() - t:.1f}s")
@@ -170,19 +218,27 @@ def simulate(
     events = _events_table(res, start_s=start_s, position=position, subject_ids=subject_ids)
     say(f"built {events.num_rows:,} MEDS events in {_time.perf_counter() - t:.1f}s")
     splits = pd.DataFrame({"subject_id": subject_ids[order], "split": split_names[split_idx[order]]})
-    truth = _truth_table(res, start_s=start_s, years=years, truth_start_year=truth_start_year,
-                         horizons_days=tuple(horizons_days), subject_ids=subject_ids,
-                         effect_scale=treatment_effect_scale)
+    truth = _truth_table(
+        res,
+        start_s=start_s,
+        years=years,
+        truth_start_year=truth_start_year,
+        horizons_days=tuple(horizons_days),
+        subject_ids=subject_ids,
+        effect_scale=treatment_effect_scale,
+    )
     subjects = _subjects_table(res, start_s=start_s, subject_ids=subject_ids, years=years)
-    return SimulatedCohort(events, splits, truth, subjects, config,
-                           _readings_table(res, start_s=start_s, subject_ids=subject_ids))
+    return SimulatedCohort(
+        events, splits, truth, subjects, config, _readings_table(res, start_s=start_s, subject_ids=subject_ids)
+    )
 
 
 def code_table(codes) -> pd.DataFrame:
     """MEDS ``codes.parquet`` rows for the simulator codes in ``codes``."""
     desc = code_descriptions()
-    return pd.DataFrame({"code": list(codes), "description": [desc.get(c) for c in codes],
-                         "parent_codes": [[] for _ in codes]})
+    return pd.DataFrame(
+        {"code": list(codes), "description": [desc.get(c) for c in codes], "parent_codes": [[] for _ in codes]}
+    )
 
 
 def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
@@ -198,8 +254,12 @@ def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
     race_code = np.array([cid[f"RACE//{r}"] for r in RACE_GROUPS])[st.race]
     birth_s = start_s - np.round(st.age0 * 365.25 * 86400.0).astype(np.int64)
     s_sid = np.concatenate([subj, subj, subj, subj])
-    s_code = np.concatenate([sex_code, race_code, np.full(n, cid["SDOH//DEPRIVATION_INDEX"]), np.full(n, cid["MEDS_BIRTH"])])
-    s_value = np.concatenate([np.full(2 * n, np.nan), np.round(st.deprivation, 3), np.full(n, np.nan)]).astype(np.float32)
+    s_code = np.concatenate(
+        [sex_code, race_code, np.full(n, cid["SDOH//DEPRIVATION_INDEX"]), np.full(n, cid["MEDS_BIRTH"])]
+    )
+    s_value = np.concatenate([np.full(2 * n, np.nan), np.round(st.deprivation, 3), np.full(n, np.nan)]).astype(
+        np.float32
+    )
     s_time = np.concatenate([np.zeros(3 * n, np.int64), birth_s])
     s_null = np.concatenate([np.ones(3 * n, bool), np.zeros(n, bool)])
 
@@ -218,12 +278,14 @@ def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
     names = pa.array([all_codes[i] for i in used], pa.string())
     code_arr = pa.DictionaryArray.from_arrays(pa.array(remap[all_code[o]]), names).cast(pa.string())
     val = all_value[o]
-    return pa.table({
-        "subject_id": pa.array(subject_ids[all_sid[o]], pa.int64()),
-        "time": pa.array(all_time[o] * _US, type=pa.timestamp("us"), mask=all_null[o]),
-        "code": code_arr,
-        "numeric_value": pa.array(val, pa.float32(), mask=np.isnan(val)),
-    })
+    return pa.table(
+        {
+            "subject_id": pa.array(subject_ids[all_sid[o]], pa.int64()),
+            "time": pa.array(all_time[o] * _US, type=pa.timestamp("us"), mask=all_null[o]),
+            "code": code_arr,
+            "numeric_value": pa.array(val, pa.float32(), mask=np.isnan(val)),
+        }
+    )
 
 
 def _readings_table(res, *, start_s, subject_ids) -> pd.DataFrame:
@@ -233,13 +295,16 @@ def _readings_table(res, *, start_s, subject_ids) -> pd.DataFrame:
     time_s = start_s + np.round(years[keep] * 365.0 * 86400.0).astype(np.int64)  # as the events' times
     o = np.lexsort((code[keep], time_s, subject_ids[sid[keep]]))
     keep, time_s = keep[o], time_s[o]
-    return pd.DataFrame({
-        "subject_id": subject_ids[sid[keep]],
-        "time": (time_s * _US).astype("datetime64[us]"),
-        "code": pd.Categorical.from_codes(code[keep].astype(np.int64),
-                                          categories=list(DYNAMIC_CODES)).remove_unused_categories(),
-        "expected_value": expected[keep],
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": subject_ids[sid[keep]],
+            "time": (time_s * _US).astype("datetime64[us]"),
+            "code": pd.Categorical.from_codes(
+                code[keep].astype(np.int64), categories=list(DYNAMIC_CODES)
+            ).remove_unused_categories(),
+            "expected_value": expected[keep],
+        }
+    )
 
 
 def _truth_table(res, *, start_s, years, truth_start_year, horizons_days, subject_ids, effect_scale):
@@ -285,17 +350,22 @@ def _subjects_table(res, *, start_s, subject_ids, years):
         out = pd.to_datetime(start_s + np.round(np.minimum(years_after, 1e4) * 365 * 86400), unit="s")
         return out.where(np.isfinite(years_after) & (years_after < years))
 
-    return pd.DataFrame({
-        "subject_id": subject_ids,
-        "sex": np.where(st.male, "M", "F"),
-        "race_group": np.array(RACE_GROUPS)[st.race],
-        "deprivation": st.deprivation,
-        "age_at_start": st.age0,
-        "entry_date": date(st.entry),
-        "lost_to_follow_up_date": date(st.censor),
-        "death_date": date(res.death_time),
-        "in_bias_group": st.in_bias_group,
-        "smoker": st.smoker,
-        **{f"true_{o}_onset": date(np.maximum(res.onset_time[:, i], 0.0))  # prevalent: on or before start
-           for i, o in enumerate(OUTCOMES) if o != "death"},
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": subject_ids,
+            "sex": np.where(st.male, "M", "F"),
+            "race_group": np.array(RACE_GROUPS)[st.race],
+            "deprivation": st.deprivation,
+            "age_at_start": st.age0,
+            "entry_date": date(st.entry),
+            "lost_to_follow_up_date": date(st.censor),
+            "death_date": date(res.death_time),
+            "in_bias_group": st.in_bias_group,
+            "smoker": st.smoker,
+            **{
+                f"true_{o}_onset": date(np.maximum(res.onset_time[:, i], 0.0))  # prevalent: on or before start
+                for i, o in enumerate(OUTCOMES)
+                if o != "death"
+            },
+        }
+    )

@@ -56,8 +56,10 @@ VISIT_CODES = {
 
 # Observation period (as OMOP's observation_period): start at entry, end at loss to follow-up,
 # death or the end of the data. Lets labels tell "not followed" from "followed, no outcome".
-OBSERVATION_PERIOD = {"start": ("OBSERVATION_PERIOD//START", "Start of observation period"),
-                      "end": ("OBSERVATION_PERIOD//END", "End of observation period")}
+OBSERVATION_PERIOD = {
+    "start": ("OBSERVATION_PERIOD//START", "Start of observation period"),
+    "end": ("OBSERVATION_PERIOD//END", "End of observation period"),
+}
 
 # Coded at the first visit for half of the smokers.
 SMOKER_CODE = ("SNOMED/77176002", "Smoker")

@@ -37,16 +37,16 @@ ONE_TIME = np.array([OUTCOMES[o][2] for o in OUTCOME_NAMES])
 class Statics:
     """Per-subject traits drawn once."""
 
-    age0: np.ndarray          # age in years at the simulation start
-    male: np.ndarray          # bool
-    race: np.ndarray          # index into RACE_GROUPS
-    deprivation: np.ndarray   # 0 (least) .. 1 (most deprived)
-    mu: np.ndarray            # (N, K) latent level at age 50
-    slope: np.ndarray         # (N, K) change per decade of age
-    entry: np.ndarray         # years after start when the subject enters the records
-    censor: np.ndarray        # years after start when the subject is lost to follow-up
+    age0: np.ndarray  # age in years at the simulation start
+    male: np.ndarray  # bool
+    race: np.ndarray  # index into RACE_GROUPS
+    deprivation: np.ndarray  # 0 (least) .. 1 (most deprived)
+    mu: np.ndarray  # (N, K) latent level at age 50
+    slope: np.ndarray  # (N, K) change per decade of age
+    entry: np.ndarray  # years after start when the subject enters the records
+    censor: np.ndarray  # years after start when the subject is lost to follow-up
     in_bias_group: np.ndarray  # bool
-    smoker: np.ndarray        # bool; raises cardiovascular hazards
+    smoker: np.ndarray  # bool; raises cardiovascular hazards
     smoking_recorded: np.ndarray  # bool; only half of smokers have it coded (an unmeasured risk)
 
 
@@ -77,8 +77,13 @@ class EventLog:
 
     def expected_values(self) -> np.ndarray:
         """The noise-free value of each event in :meth:`arrays` order (NaN where not a reading)."""
-        return np.concatenate([np.full(s.size, np.nan, np.float32) if e is None else e
-                               for s, e in zip(self.subject, self.expected)]) if self.expected else np.empty(0, np.float32)
+        return (
+            np.concatenate(
+                [np.full(s.size, np.nan, np.float32) if e is None else e for s, e in zip(self.subject, self.expected)]
+            )
+            if self.expected
+            else np.empty(0, np.float32)
+        )
 
 
 def draw_statics(n, rng, *, bias_group, follow_up_loss_per_year):
@@ -121,7 +126,7 @@ def hazards(z, age, male, dep, smoker):
     z[..., 0].
     """
     a = (age - 60.0) / 10.0
-    g, b, l, r, w = (z[..., k] for k in range(len(COMPONENTS)))
+    g, b, l, r, w = (z[..., k] for k in range(len(COMPONENTS)))  # noqa: E741 (l: the LDL component)
     lin = np.stack(
         [
             -4.6 + 1.1 * g + 0.35 * w + 0.15 * a,
@@ -140,7 +145,7 @@ READING_NOISE_SD = {"sbp": 12.0, "dbp": 7.0, "bmi": 0.6, "hba1c": 0.2, "glucose"
 
 def expected_readings(z, age):
     """The noise-free lab/vital readings of the treated latent state (the trajectory oracle)."""
-    g, b, l, r, w = (z[:, k] for k in range(len(COMPONENTS)))
+    g, b, l, r, w = (z[:, k] for k in range(len(COMPONENTS)))  # noqa: E741 (l: the LDL component)
     return {
         "sbp": 128.0 + 14.0 * b,
         "dbp": 78.0 + 8.0 * b,
@@ -161,4 +166,3 @@ def readings(z, age, rng, expected=None):
     out = {name: mean[name] + READING_NOISE_SD[name] * noise[:, k] for k, name in enumerate(READING_NOISE_SD)}
     out["egfr"] = np.clip(92.0 - 13.0 * z[:, 3] - 0.5 * (age - 50.0) + 6.0 * noise[:, 6], 5.0, 140.0)
     return out
-

@@ -6,10 +6,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._codes import MEASUREMENTS, OBSERVATION_PERIOD, OUTCOMES, SMOKER_CODE, THRESHOLD_DIAGNOSES, TREATMENTS, VISIT_CODES
+from ._codes import (
+    MEASUREMENTS,
+    OBSERVATION_PERIOD,
+    OUTCOMES,
+    SMOKER_CODE,
+    THRESHOLD_DIAGNOSES,
+    TREATMENTS,
+    VISIT_CODES,
+)
 from ._process import (
-    DEATH, DT, EFFECTS, MI, ONE_TIME, STEPS_PER_YEAR, STROKE, T2D, CKD, TREATMENT_NAMES,
-    EventLog, Statics, draw_statics, expected_readings, hazards, readings,
+    CKD,
+    DEATH,
+    DT,
+    EFFECTS,
+    MI,
+    ONE_TIME,
+    STEPS_PER_YEAR,
+    STROKE,
+    T2D,
+    TREATMENT_NAMES,
+    EventLog,
+    Statics,
+    draw_statics,
+    expected_readings,
+    hazards,
+    readings,
 )
 
 # Code ids used inside the simulator (strings are attached when the table is built).
@@ -22,25 +44,39 @@ DYNAMIC_CODES = (
     + [SMOKER_CODE[0], OBSERVATION_PERIOD["start"][0], OBSERVATION_PERIOD["end"][0]]
 )
 CODE_ID = {c: i for i, c in enumerate(DYNAMIC_CODES)}
+# latent drift between visits: recent readings matter more than old ones
 WALK_SD_PER_YEAR = 0.25
-RX_DELAY_YEARS = 60.0 / (365.0 * 86400.0)  # a review's prescriptions follow its readings by a minute  # latent drift between visits: recent readings matter more than old ones
+# a review's prescriptions follow its readings by a minute
+RX_DELAY_YEARS = 60.0 / (365.0 * 86400.0)
 
 
 @dataclass
 class ProcessResult:
     statics: Statics
     log: EventLog
-    z_untreated: np.ndarray   # (N, T_ext, K) float32, latent state without treatment
+    z_untreated: np.ndarray  # (N, T_ext, K) float32, latent state without treatment
     on_treatment: np.ndarray  # (N, T_ext, D) bool, treatments active during each step
-    hazard: np.ndarray        # (N, T_ext, 5) float32, realised hazards per year
-    death_time: np.ndarray    # years after start (inf if alive at the end of the extended run)
-    onset_time: np.ndarray    # (N, 5) first true occurrence time in years (inf if none)
-    n_steps: int              # steps with recorded data (the rest only feeds ground truth)
+    hazard: np.ndarray  # (N, T_ext, 5) float32, realised hazards per year
+    death_time: np.ndarray  # years after start (inf if alive at the end of the extended run)
+    onset_time: np.ndarray  # (N, 5) first true occurrence time in years (inf if none)
+    n_steps: int  # steps with recorded data (the rest only feeds ground truth)
 
 
-def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, follow_up_loss_per_year,
-                bias_group, underdiagnosis_rate, visit_rate_ratio, treatment_effect_scale,
-                treatment_rate_scale=1.0, treatment_decisions="visits"):
+def run_process(
+    *,
+    n_subjects,
+    years,
+    extra_steps,
+    rng,
+    visit_rate_per_year,
+    follow_up_loss_per_year,
+    bias_group,
+    underdiagnosis_rate,
+    visit_rate_ratio,
+    treatment_effect_scale,
+    treatment_rate_scale=1.0,
+    treatment_decisions="visits",
+):
     """Simulate ``years`` of records plus ``extra_steps`` of unrecorded future for ground truth.
 
     ``treatment_decisions``: ``visits`` (treatments may start at any outpatient visit and act from the
@@ -90,8 +126,19 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
         if reviews and s % STEPS_PER_YEAR == 0 and 0 < s < n_steps:
             idx = np.flatnonzero(alive & _observed(np.full(n, t0), st, end_years))
             z = z_u[:, s] + on.astype(np.float32) @ effects
-            start = _visit(idx, np.full(idx.size, t0), z, age, on, coded, recorded, rng, log,
-                           rate_scale=treatment_rate_scale, rx_delay=RX_DELAY_YEARS)
+            start = _visit(
+                idx,
+                np.full(idx.size, t0),
+                z,
+                age,
+                on,
+                coded,
+                recorded,
+                rng,
+                log,
+                rate_scale=treatment_rate_scale,
+                rx_delay=RX_DELAY_YEARS,
+            )
             on[idx] |= start  # acts from this step on, as the ground truth's plans do
         z = z_u[:, s] + on.astype(np.float32) @ effects
         lam = hazards(z, age, st.male, st.deprivation, st.smoker)
@@ -108,9 +155,29 @@ def run_process(*, n_subjects, years, extra_steps, rng, visit_rate_per_year, fol
         onset_time[first] = (t0 + clock)[first]
         death_time[dies] = t0 + t_death[dies]
         if s < n_steps:
-            _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
-                         onset_time, entry_step, end_years, visit_rate_per_year * visit_mult, rng, log,
-                         treatment_rate_scale, starts_at_visits=not reviews)
+            _record_step(
+                s,
+                t0,
+                st,
+                z,
+                age,
+                occurs,
+                clock,
+                t_death,
+                alive,
+                on,
+                coded,
+                recorded,
+                dropped,
+                onset_time,
+                entry_step,
+                end_years,
+                visit_rate_per_year * visit_mult,
+                rng,
+                log,
+                treatment_rate_scale,
+                starts_at_visits=not reviews,
+            )
         alive &= ~dies
     # Subjects who die before they would have entered never enter the records.
     follow_end = np.minimum(np.minimum(st.censor, death_time), end_years)
@@ -124,9 +191,29 @@ def _observed(years, st, end_years):
     return (years >= st.entry) & (years < np.minimum(st.censor, end_years))
 
 
-def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, recorded, dropped,
-                 onset_time, entry_step, end_years, visit_rate, rng, log, treatment_rate_scale=1.0,
-                 starts_at_visits=True):
+def _record_step(
+    s,
+    t0,
+    st,
+    z,
+    age,
+    occurs,
+    clock,
+    t_death,
+    alive,
+    on,
+    coded,
+    recorded,
+    dropped,
+    onset_time,
+    entry_step,
+    end_years,
+    visit_rate,
+    rng,
+    log,
+    treatment_rate_scale=1.0,
+    starts_at_visits=True,
+):
     """Write this step's recorded events and let the treatment policy act at visits."""
     # Prevalent or pre-entry onsets are recorded at entry as history.
     entering = np.flatnonzero(entry_step == s)
@@ -156,8 +243,19 @@ def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, coded, re
         return
     vt = vt[idx]
     first_visit = at_entry[idx] & st.smoker[idx] & st.smoking_recorded[idx]
-    start = _visit(idx, vt, z, age, on, coded, recorded, rng, log, first_visit=first_visit,
-                   rate_scale=treatment_rate_scale if starts_at_visits else None)
+    start = _visit(
+        idx,
+        vt,
+        z,
+        age,
+        on,
+        coded,
+        recorded,
+        rng,
+        log,
+        first_visit=first_visit,
+        rate_scale=treatment_rate_scale if starts_at_visits else None,
+    )
     on[idx] |= start  # acts from the next step on
 
 
@@ -175,7 +273,9 @@ def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, 
     read = readings(z[idx], age[idx], rng, expected=mean)
     u = rng.random((idx.size, 4))
     measured = {
-        "sbp": np.ones(idx.size, bool), "dbp": np.ones(idx.size, bool), "bmi": np.ones(idx.size, bool),
+        "sbp": np.ones(idx.size, bool),
+        "dbp": np.ones(idx.size, bool),
+        "bmi": np.ones(idx.size, bool),
         "hba1c": u[:, 0] < 0.25 + 0.45 * (coded[idx, 2] | recorded[idx, T2D]),
         "glucose": u[:, 1] < 0.45,
         "ldl": u[:, 2] < 0.3 + 0.3 * on[idx, 1],
@@ -185,12 +285,15 @@ def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, 
         m = measured[name]
         log.add(idx[m], vt[m], CODE_ID[code], np.round(read[name][m], 1), expected=mean[name][m])
 
-    hits = np.stack([
-        measured["sbp"] & (read["sbp"] >= 140.0),
-        measured["ldl"] & (read["ldl"] >= 160.0),
-        measured["hba1c"] & (read["hba1c"] >= 5.7) & (read["hba1c"] < 6.5),
-        measured["bmi"] & (read["bmi"] >= 30.0),
-    ], axis=1)
+    hits = np.stack(
+        [
+            measured["sbp"] & (read["sbp"] >= 140.0),
+            measured["ldl"] & (read["ldl"] >= 160.0),
+            measured["hba1c"] & (read["hba1c"] >= 5.7) & (read["hba1c"] < 6.5),
+            measured["bmi"] & (read["bmi"] >= 30.0),
+        ],
+        axis=1,
+    )
     new_dx = hits & ~coded[idx]
     for j, (code, _) in enumerate(THRESHOLD_DIAGNOSES.values()):
         log.add(idx[new_dx[:, j]], vt[new_dx[:, j]], CODE_ID[code])
@@ -199,13 +302,19 @@ def _visit(idx, vt, z, age, on, coded, recorded, rng, log, *, first_visit=None, 
     start = np.zeros((idx.size, len(TREATMENT_NAMES)), bool)
     if rate_scale is not None:
         # Confounded policy: what was just observed (and past outcomes) drives treatment starts.
-        p = np.stack([
-            np.where(recorded[idx, T2D], 0.5, np.where(measured["hba1c"] & (read["hba1c"] >= 6.0), 0.2, 0.0)),
-            np.where(measured["ldl"] & (read["ldl"] >= 160.0), 0.35,
-                     np.where(measured["ldl"] & (read["ldl"] >= 130.0) & (age[idx] >= 55.0), 0.15, 0.0))
-            + 0.6 * recorded[idx, MI],
-            np.where(read["sbp"] >= 140.0, 0.35, 0.0) + 0.5 * recorded[idx, STROKE],
-        ], axis=1)
+        p = np.stack(
+            [
+                np.where(recorded[idx, T2D], 0.5, np.where(measured["hba1c"] & (read["hba1c"] >= 6.0), 0.2, 0.0)),
+                np.where(
+                    measured["ldl"] & (read["ldl"] >= 160.0),
+                    0.35,
+                    np.where(measured["ldl"] & (read["ldl"] >= 130.0) & (age[idx] >= 55.0), 0.15, 0.0),
+                )
+                + 0.6 * recorded[idx, MI],
+                np.where(read["sbp"] >= 140.0, 0.35, 0.0) + 0.5 * recorded[idx, STROKE],
+            ],
+            axis=1,
+        )
         if rate_scale != 1.0:
             p = np.minimum(p * rate_scale, 1.0)
         start = ~on[idx] & (rng.random(p.shape) < p)

@@ -39,7 +39,7 @@ def cumulative_incidence(lam: np.ndarray, horizons_days) -> np.ndarray:
     array (n, 5, len(horizons_days)), float32
     """
     lam = lam.astype(np.float64)
-    lam_d = lam[..., DEATH:DEATH + 1]
+    lam_d = lam[..., DEATH : DEATH + 1]
     total = np.where(np.arange(lam.shape[-1]) == DEATH, lam_d, lam + lam_d)  # (n, H, 5)
     share = np.where(np.arange(lam.shape[-1]) == DEATH, 1.0, lam / total)
     surv_end = np.exp(-np.cumsum(total * DT, axis=1))  # survival to the end of each step

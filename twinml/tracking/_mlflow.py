@@ -26,10 +26,24 @@ from .._validation import ConfigError
 from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
-__all__ = ["resolve_tracking_uri", "flatten_params", "data_fingerprint", "code_version", "log_model",
-           "log_frame", "log_metrics_table", "pip_requirements", "log_ingest_report", "log_predictions",
-           "log_search_trials", "AUDIT_PASSED_TAG",
-           "LoadedModel", "resolve_model_version", "load_registered_model", "promote"]
+__all__ = [
+    "resolve_tracking_uri",
+    "flatten_params",
+    "data_fingerprint",
+    "code_version",
+    "log_model",
+    "log_frame",
+    "log_metrics_table",
+    "pip_requirements",
+    "log_ingest_report",
+    "log_predictions",
+    "log_search_trials",
+    "AUDIT_PASSED_TAG",
+    "LoadedModel",
+    "resolve_model_version",
+    "load_registered_model",
+    "promote",
+]
 
 _PARAM_MAX = 500
 _RUNTIME_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "scikit-learn", "lightgbm", "mlflow", "pydantic", "pyyaml")
@@ -74,8 +88,9 @@ def code_version() -> str:
     """``twinml <version>`` plus the git commit of the source tree when there is one."""
     here = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=False).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{__version__}" + (f"+g{sha}" if sha else "")
@@ -96,8 +111,12 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values.*")
         signature = infer_signature(example, output, params={"prediction_time": "", "output": "risk"})
         return mlflow.pyfunc.log_model(
-            name=name, python_model=RiskModelPyfunc(model), signature=signature, input_example=example,
-            pip_requirements=pip_requirements(torch=hasattr(model, "net_") or hasattr(model, "record_")), code_paths=[str(package_dir)],
+            name=name,
+            python_model=RiskModelPyfunc(model),
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(torch=hasattr(model, "net_") or hasattr(model, "record_")),
+            code_paths=[str(package_dir)],
             registered_model_name=registered_model_name,
         )
 
@@ -129,8 +148,6 @@ def log_metrics_table(metrics: pd.DataFrame, *, split: str) -> None:
     mlflow.log_metrics(values)
 
 
-
-
 def log_predictions(predictions: dict) -> None:
     """``{split: {label: frame}}`` in the MEDS prediction schema as artifacts ``predictions/{split}/{label}.parquet``.
 
@@ -151,17 +168,24 @@ def log_search_trials(trials: dict) -> None:
     for label, records in trials.items():
         for rec in records:
             with mlflow.start_run(run_name=f"{label} trial {rec['number']}", nested=True):
-                mlflow.log_params({"label": label, **{k: f"{v:.6g}" if isinstance(v, float) else v
-                                                      for k, v in rec["params"].items()}})
-                mlflow.log_metrics({"tuning/log_loss": rec["eval_log_loss"], "trees": float(rec["trees"]),
-                                    "seconds": rec["seconds"]})
+                mlflow.log_params(
+                    {"label": label, **{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in rec["params"].items()}}
+                )
+                mlflow.log_metrics(
+                    {"tuning/log_loss": rec["eval_log_loss"], "trees": float(rec["trees"]), "seconds": rec["seconds"]}
+                )
 
 
 def log_ingest_report(report) -> None:
     """The data-quality summary of an ingestion (counts only) as metrics and an artifact of the active run."""
     mlflow.log_dict(report.to_dict(), "quality/summary.json")
-    mlflow.log_metrics({"ingest/rows_read": report.rows_read, "ingest/rows_kept": report.rows_kept,
-                        "ingest/rows_quarantined": report.rows_quarantined})
+    mlflow.log_metrics(
+        {
+            "ingest/rows_read": report.rows_read,
+            "ingest/rows_kept": report.rows_kept,
+            "ingest/rows_quarantined": report.rows_quarantined,
+        }
+    )
 
 
 # ---- the model registry: which version is scored, and who let it be -------------------------------
@@ -186,7 +210,7 @@ def resolve_model_version(model_uri: str):
     if not model_uri.startswith("models:/"):
         return None
     client = mlflow.MlflowClient()
-    ref = model_uri[len("models:/"):].rstrip("/")
+    ref = model_uri[len("models:/") :].rstrip("/")
     if "@" not in ref and "/" not in ref:  # MLflow 3 logged-model id (models:/m-...), not a registry version
         return None
     if "@" in ref:
@@ -213,8 +237,9 @@ def load_registered_model(model_uri: str, *, tracking_uri: str | None = None) ->
     return LoadedModel(model_uri, mv.name if mv else None, str(mv.version) if mv else None, pyfunc, inner.model)
 
 
-def promote(name: str, version: str | int, alias: str, *, override_reason: str | None = None,
-            tracking_uri: str | None = None) -> dict:
+def promote(
+    name: str, version: str | int, alias: str, *, override_reason: str | None = None, tracking_uri: str | None = None
+) -> dict:
     """Point ``alias`` (e.g. ``champion``) at a model version, only if its audit gates passed.
 
     Without a passed audit (tag ``twinml.audit.passed = true`` on the version) promotion is
@@ -230,11 +255,15 @@ def promote(name: str, version: str | int, alias: str, *, override_reason: str |
     if audit != "true":
         why = "its audit failed" if audit == "false" else "it has no audit result"
         if not override_reason:
-            raise ConfigError(f"promote: {name} version {version} cannot become @{alias}: {why} "
-                              f"(tag {AUDIT_PASSED_TAG}={audit!r}). Run the audit, or pass an override reason "
-                              "(CLI: --override 'REASON'), which is recorded on the version.")
+            raise ConfigError(
+                f"promote: {name} version {version} cannot become @{alias}: {why} "
+                f"(tag {AUDIT_PASSED_TAG}={audit!r}). Run the audit, or pass an override reason "
+                "(CLI: --override 'REASON'), which is recorded on the version."
+            )
         client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_reason", override_reason)
         client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_by", getpass.getuser())
-    client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}", "override" if audit != "true" else "audit passed")
+    client.set_model_version_tag(
+        name, str(version), f"twinml.promotion.{alias}", "override" if audit != "true" else "audit passed"
+    )
     client.set_registered_model_alias(name, alias, str(version))
     return {"name": name, "version": str(version), "alias": alias, "audit": audit, "override": audit != "true"}

@@ -26,8 +26,7 @@ def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame
         t = pd.Timestamp(prediction_time).as_unit("us")
         return pd.DataFrame({"subject_id": subjects, "prediction_time": np.full(subjects.size, t.to_datetime64())})
     last = events.dropna(subset=["time"]).groupby("subject_id", sort=False)["time"].max()
-    return pd.DataFrame({"subject_id": subjects,
-                         "prediction_time": last.reindex(subjects).to_numpy("datetime64[us]")})
+    return pd.DataFrame({"subject_id": subjects, "prediction_time": last.reindex(subjects).to_numpy("datetime64[us]")})
 
 
 class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
@@ -60,10 +59,14 @@ class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
         params = params or {}
         output = params.get("output") or "risk"
         if output not in self.OUTPUTS:
-            raise ConfigError(f"pyfunc predict: params 'output' must be one of {list(self.OUTPUTS)}. Got {output!r} instead.")
+            raise ConfigError(
+                f"pyfunc predict: params 'output' must be one of {list(self.OUTPUTS)}. Got {output!r} instead."
+            )
         if output == "trajectory" and not getattr(self.model, "trajectory_codes_", None):
-            raise ConfigError(f"pyfunc predict: this {type(self.model).__name__} has no trajectory forecasts "
-                              "(only a sequence model fitted with trajectory_codes has); use output 'risk'.")
+            raise ConfigError(
+                f"pyfunc predict: this {type(self.model).__name__} has no trajectory forecasts "
+                "(only a sequence model fitted with trajectory_codes has); use output 'risk'."
+            )
         index = prediction_index(events, params.get("prediction_time") or None)
         events = events.reset_index(drop=True)
         if output == "trajectory":
@@ -78,8 +81,14 @@ def synthetic_input_example(model, n_codes: int = 4) -> pd.DataFrame:
     numeric = model.featurizer_.numeric_[:n_codes]
     rows = [{"subject_id": 0, "time": pd.Timestamp("1960-01-01"), "code": "MEDS_BIRTH", "numeric_value": np.nan}]
     for i, (code, mean, num) in enumerate(zip(vocab, means, numeric)):
-        rows.append({"subject_id": 0, "time": pd.Timestamp("2019-01-01") + pd.Timedelta(days=30 * i),
-                     "code": code, "numeric_value": float(round(mean, 1)) if num else np.nan})
+        rows.append(
+            {
+                "subject_id": 0,
+                "time": pd.Timestamp("2019-01-01") + pd.Timedelta(days=30 * i),
+                "code": code,
+                "numeric_value": float(round(mean, 1)) if num else np.nan,
+            }
+        )
     df = pd.DataFrame(rows)
     df["time"] = df["time"].astype("datetime64[us]")
     df["numeric_value"] = df["numeric_value"].astype("float32")
