@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 quickstart: install
 	$(VENV)/bin/twinml quickstart
 
-# ruff: lint rules and format in pyproject.toml ([tool.ruff]); `make format` applies both fixes
+# ruff: lint rules and format in pyproject.toml ([tool.ruff]); `make format` applies both fixes.
+# mypy: the type checker on twinml/ ([tool.mypy])
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff check --fix .

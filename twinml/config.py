@@ -109,9 +109,9 @@ class ModelConfig(_Strict):
         sequence = self.kind in ("record", "blend", "gru", "transformer", "whatif")
         allowed = ("platt", "temperature", "isotonic") if sequence else ("sigmoid", "isotonic", "temperature")
         if self.calibration is not None and self.calibration not in allowed:
-            allowed = " or ".join(repr(a) for a in allowed)
+            names = " or ".join(repr(a) for a in allowed)
             raise ValueError(
-                f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {allowed} or null"
+                f"calibration {self.calibration!r} does not apply to kind {self.kind!r}; use {names} or null"
             )
         return self
 

@@ -205,7 +205,9 @@ def train(
     model = build_model(config)
     model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
     truth = load_truth(root)
-    metrics, risks, predictions = {}, {}, {}
+    metrics: dict[str, pd.DataFrame] = {}
+    risks: dict[str, object] = {}
+    predictions: dict[str, dict[str, pd.DataFrame]] = {}
     for split in config.evaluation.splits:
         rows = _label_rows(labels, split)
         risks[split] = model.predict_risk(events, rows)
@@ -253,16 +255,16 @@ def train(
                 },
                 step=rec["epoch"],
             )
-        for split, table in metrics.items():
-            tracking.log_metrics_table(table, split=split)
-            tracking.log_frame(table, f"evaluation/{split}_metrics.csv")
+        for name, table in metrics.items():
+            tracking.log_metrics_table(table, split=name)
+            tracking.log_frame(table, f"evaluation/{name}_metrics.csv")
             fig = reliability_figure(
-                _label_rows(labels, split),
-                risks[split],
+                _label_rows(labels, name),
+                risks[name],
                 model.label_columns_,
-                title=f"{config.name}: reliability ({split})",
+                title=f"{config.name}: reliability ({name})",
             )
-            mlflow.log_figure(fig, f"evaluation/reliability_{split}.png")
+            mlflow.log_figure(fig, f"evaluation/reliability_{name}.png")
             _close(fig)
         tracking.log_predictions(predictions)
         tracking.log_search_trials(getattr(model, "search_trials_", {}))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,9 @@ import pandas as pd
 from ._io import atomic_directory
 from ._twinpage_render import render_twin_html
 from ._validation import ConfigError
+
+if TYPE_CHECKING:  # imported lazily at run time (what-if pulls in torch)
+    from .whatif import WhatIfResult
 
 __all__ = ["TwinPage", "twin_page", "write_twin_page", "render_twin_html", "TWIN_FILES"]
 
@@ -49,7 +53,7 @@ class TwinPage:
     traits: dict  # age, sex, race, ...
     risk: pd.DataFrame  # outcome, horizon_days, risk, band_lo, band_hi
     trajectory: pd.DataFrame | None
-    whatif: object | None  # a WhatIfResult
+    whatif: WhatIfResult | None
     drivers: pd.DataFrame | None  # outcome, label, code, description, attribution, direction, last_days_before
     descriptions: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)  # section -> why it is empty or what it means
@@ -232,7 +236,7 @@ def twin_page(
             "one patient is explained against; refit it to see its drivers."
         )
     else:
-        longest = {}  # outcome -> its label at the longest horizon
+        longest: dict[str, str] = {}  # outcome -> its label at the longest horizon
         for c in model.label_columns_:
             outcome, h = _split_label(c)
             if outcome not in longest or (h or 0) > (_split_label(longest[outcome])[1] or 0):

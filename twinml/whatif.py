@@ -68,15 +68,16 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
     reason = take(pred.reason, NOT_TRAINED)
     prop = take(pred.propensity, np.nan)
     res = PlanPrediction(
-        pred.index,
-        names,
-        pred.outcomes,
-        pred.horizons,
-        *(take(getattr(pred, a), np.nan) for a in ("risk", "risk_lo", "risk_hi", "effect", "effect_lo", "effect_hi")),
-        prop,
-        reason == "",
-        reason,
-        pred.band,
+        index=pred.index,
+        plans=names,
+        outcomes=pred.outcomes,
+        horizons=pred.horizons,
+        **{a: take(getattr(pred, a), np.nan) for a in ("risk", "risk_lo", "risk_hi")},
+        **{a: take(getattr(pred, a), np.nan) for a in ("effect", "effect_lo", "effect_hi")},
+        propensity=prop,
+        in_support=reason == "",
+        reason=reason,
+        band=pred.band,
     )
     desc = {name: plans.plans[name].description or name for name in names}
     return WhatIfResult(res, desc)

@@ -7,11 +7,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .._validation import ConfigError
+from ..cohort import Cohort, TaskDefinition
 from ..evaluation import (
     SUPPRESSED,
     calibration_summary,
@@ -26,6 +28,7 @@ from ..evaluation import (
     window_importance,
 )
 from ..evaluation._metrics import _oracle_frame
+from ..models import RiskModel
 from ._policy import AuditPolicy
 
 __all__ = ["AuditInputs", "compute_audit", "suppress_small_counts"]
@@ -37,10 +40,10 @@ _PACKAGES = ("twinml", "numpy", "pandas", "scikit-learn", "torch", "mlflow", "fa
 class AuditInputs:
     """What the audit is run on: the fitted model, events, the task and where they came from."""
 
-    model: object
+    model: RiskModel
     events: pd.DataFrame
-    cohort: object  # twinml.cohort.Cohort
-    task: object  # TaskDefinition
+    cohort: Cohort
+    task: TaskDefinition
     truth: pd.DataFrame | None
     lineage: dict = field(default_factory=dict)
     code_descriptions: dict = field(default_factory=dict)  # code -> description (metadata/codes.parquet)
@@ -90,7 +93,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     progress(f"audit: scoring {len(rows):,} {policy.split} rows")
     risks = model.predict_risk(inputs.events, rows)
     raw = model.predict_risk(inputs.events, rows, calibrated=False)
-    report = {
+    report: dict[str, Any] = {
         "model": {"class": type(model).__name__, "params": _params(model)},
         "policy": policy.model_dump(mode="json"),
         "lineage": inputs.lineage | {"packages": _versions()},
@@ -131,7 +134,7 @@ def _params(model):
 
 
 def _versions():
-    out = {}
+    out: dict[str, str | None] = {}
     for p in _PACKAGES:
         try:
             out[p] = version(p)
@@ -428,7 +431,7 @@ def _references(overall, groups, key, reference):
     if reference == "population":
         base = _num(overall[key])
         return {id(g): base for g in groups if base and _num(g[key]) is not None}
-    largest = {}
+    largest: dict[str, dict] = {}  # attribute -> its largest group
     for g in groups:
         if (
             g["group"] != "unknown"

@@ -12,6 +12,9 @@ from ..evaluation import DEFAULT_ATTRIBUTES, MIN_CELL
 
 __all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
 
+_Constraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity"]
+_DEFAULT_CONSTRAINTS: tuple[_Constraint, ...] = ("true_positive_rate_parity", "equalized_odds")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,9 +63,7 @@ class MitigationPolicy(_Strict):
     """Report what fairlearn's ThresholdOptimizer would change (never applied to the model)."""
 
     attribute: str | None = None  # e.g. race; null: no trade-off table
-    constraints: list[
-        Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity"]
-    ] = Field(default_factory=lambda: ["true_positive_rate_parity", "equalized_odds"])
+    constraints: list[_Constraint] = Field(default_factory=lambda: list(_DEFAULT_CONSTRAINTS))
     fit_split: Literal["train", "tuning", "held_out"] = "tuning"
 
 

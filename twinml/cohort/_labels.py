@@ -156,7 +156,7 @@ def _candidate_times(ev, task, first, last, dynamic):
     has = np.flatnonzero(first != NAT)
     if spec.strategy == "yearly":
         if spec.start is not None:
-            start = np.datetime64(spec.start, "us").astype(np.int64)
+            start = int(np.datetime64(spec.start, "us").astype(np.int64))
         else:
             start = int(first[has].min()) + task.min_history_days * _DAY_US if has.size else 0
             start = (start // _DAY_US + 1) * _DAY_US  # the next midnight

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .._arrays import NAT, EventArrays, per_subject_reduce
-from .._validation import input_error
+from .._validation import ConfigError, input_error
 
 __all__ = ["read_label_files"]
 
@@ -116,12 +116,14 @@ def read_label_files(files: dict[str, str | Path], *, events: pd.DataFrame, hori
     """
     ev = EventArrays(events)
     birth = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_BIRTH"]), ev.subjects.size, "min")
-    merged = None
+    merged: pd.DataFrame | None = None
     for outcome, path in files.items():
         rows = _read_one(Path(path))
         _check_rows(rows, ev.subjects, birth)
         rows = rows.rename(columns={"boolean_value": f"{outcome}_{horizon_days}d"}).drop(columns="_file")
         merged = rows if merged is None else merged.merge(rows, on=_KEY, how="outer")
+    if merged is None:
+        raise ConfigError("task.labels: give at least one outcome's label file.")
     merged = merged.sort_values(_KEY, kind="stable").reset_index(drop=True)
     for outcome in files:
         col = f"{outcome}_{horizon_days}d"

@@ -67,7 +67,7 @@ class PlanSet(_Strict):
                 f"the reference plan {self.reference!r} must start nothing (codes: []); "
                 f"got {list(self.plans[self.reference].codes)}"
             )
-        seen = {}
+        seen: dict[tuple, str] = {}
         for name, plan in self.plans.items():
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"plan names must be letters, digits and '_'. Got {name!r} instead")

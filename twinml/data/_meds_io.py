@@ -156,7 +156,8 @@ def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
                 f"read_meds: 'subjects' must be a non-empty list of integer subject ids; got {subjects!r}."
             )
         wanted = [("subject_id", "in", [int(i) for i in ids])]  # built once: a generator would be spent on shard 1
-    tables, seen = [], {}
+    tables: list[pa.Table] = []
+    seen: dict[str, np.ndarray] = {}
     for f in files:
         name = str(f.relative_to(root))
         tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"], filters=wanted), name=name)

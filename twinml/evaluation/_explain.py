@@ -433,10 +433,12 @@ def _feature_units(names):
     code, window = [], []
     for n in names:
         if n.startswith("static//") or n.startswith("age"):
-            code.append("static traits and age"), window.append("static traits and age")
+            code.append("static traits and age")
+            window.append("static traits and age")
             continue
         c, w, _ = n.rsplit("/", 2)
-        code.append(c), window.append("all history" if w == "all" else f"last {w}")
+        code.append(c)
+        window.append("all history" if w == "all" else f"last {w}")
     return np.array(code, object), np.array(window, object)
 
 

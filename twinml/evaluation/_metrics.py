@@ -75,7 +75,7 @@ def bootstrap_ci(metric, y_true, y_prob, *, groups=None, n_boot=200, alpha=0.05,
 def binary_metrics(y_true, y_prob, *, groups=None, n_boot=200, ece_bins=10, seed=0) -> dict:
     """All headline metrics for one label: counts, AUROC/AUPRC with CIs, Brier, ECE, slope, intercept."""
     y, p = np.asarray(y_true, int), np.asarray(y_prob, float)
-    out = {"n": int(y.size), "positives": int(y.sum())}
+    out: dict[str, float] = {"n": int(y.size), "positives": int(y.sum())}
     if y.size == 0 or np.unique(y).size < 2:
         return out | {
             k: float("nan")

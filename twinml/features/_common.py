@@ -23,7 +23,7 @@ class CodeStats:
     value_std: np.ndarray
     static_vocabulary: np.ndarray
     static_numeric: np.ndarray
-    count: np.ndarray | None = None  # training rows of each kept dynamic code
+    count: np.ndarray  # training rows of each kept dynamic code
 
 
 def fit_code_stats(ev: EventArrays, *, min_code_count: int) -> CodeStats:

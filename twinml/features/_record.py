@@ -24,7 +24,7 @@ _DAY_US = 86_400 * 1_000_000
 _YEAR_US = 365.25 * _DAY_US
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RecordData(SequenceData):
     """:class:`SequenceData` (each row's slice ``[lo, hi)`` is its whole history) plus visits.
 
@@ -34,12 +34,12 @@ class RecordData(SequenceData):
     before the prediction time (-1: none).
     """
 
-    visit_start: np.ndarray | None = None  # int64 (n_visits + 1,)
-    visit_time: np.ndarray | None = None  # int64 µs
-    visit_features: np.ndarray | None = None  # float32 (n_visits, 3): log gap days, log events, age / 100
-    subject_visits: np.ndarray | None = None  # int64 (n_subjects, 2)
-    row_subject: np.ndarray | None = None
-    readout: np.ndarray | None = None
+    visit_start: np.ndarray  # int64 (n_visits + 1,)
+    visit_time: np.ndarray  # int64 µs
+    visit_features: np.ndarray  # float32 (n_visits, 3): log gap days, log events, age / 100
+    subject_visits: np.ndarray  # int64 (n_subjects, 2)
+    row_subject: np.ndarray
+    readout: np.ndarray
     last_values: np.ndarray | None = None  # float32 (n_rows, 3 * n codes): value, seen, log days since
 
     def subjects_of(self, rows) -> np.ndarray:

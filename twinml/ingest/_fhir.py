@@ -132,7 +132,7 @@ class RowCollector:
         self.tables: dict[str, dict[str, list]] = {}
         self.n_rows = 0
         self.patients: dict[str, dict] = {}
-        self.skipped: dict[str, int] = {}
+        self.skipped: dict[str | None, int] = {}  # None: a resource without resourceType
         self.displays: dict[str, str] = {}
 
     def take(self) -> dict[str, dict[str, list]]:
@@ -175,7 +175,7 @@ class RowCollector:
             kind = {_US_CORE + "us-core-race": "RACE", _US_CORE + "us-core-ethnicity": "ETHNICITY"}.get(ext.get("url"))
             for sub in ext.get("extension", []) if kind else []:
                 coding = sub.get("valueCoding") or {}
-                name = OMB_CATEGORIES.get(coding.get("code")) or coding.get("display")
+                name = OMB_CATEGORIES.get(coding.get("code", "")) or coding.get("display")
                 if sub.get("url") == "ombCategory" and name:
                     self._add("Patient", pid, None, f"{kind}//{name}")
         if r.get("deceasedDateTime"):

@@ -183,7 +183,7 @@ def _read_source(source, path, key, source_namespaces, chunk_rows) -> _SourceRow
     if source == "fhir":
         return _from_fhir(path, ids, chunk_rows)
     if source == "synthea-csv":
-        displays = {}  # filled as the chunks are read, like the FHIR reader's
+        displays: dict[str, str] = {}  # filled as the chunks are read, like the FHIR reader's
         chunks, patients = read_synthea_csv(path, chunk_rows=chunk_rows, displays=displays)
         subjects = _subject_frame(patients["subject_ref"], patients["birth"], patients["death"], ids)
         return _SourceRows(((t, ids.assign(raw)) for t, raw in chunks), lambda: subjects, {}, displays)

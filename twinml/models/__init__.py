@@ -7,6 +7,7 @@ tabular baselines do not pay for torch.
 from ._bands import RiskBands
 from ._boosting import LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
+from ._protocol import RiskModel
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "label_columns_of",
     "label_matrix",
     "RiskBands",
+    "RiskModel",
 ]
 
 

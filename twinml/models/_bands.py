@@ -70,7 +70,9 @@ class RiskBands:
                 ci = binomtest(int(ys[b].sum()), int(b.size)).proportion_ci(
                     confidence_level=confidence, method="wilson"
                 )
-                rates.append(float(ys[b].mean())), los.append(float(ci.low)), his.append(float(ci.high))
+                rates.append(float(ys[b].mean()))
+                los.append(float(ci.low))
+                his.append(float(ci.high))
             out.observed[c], out.lo[c], out.hi[c] = np.array(rates), np.array(los), np.array(his)
         return out
 

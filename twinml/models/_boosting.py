@@ -10,6 +10,7 @@ that one binning.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -211,7 +212,7 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         if self.n_jobs:
             params["num_threads"] = self.n_jobs
         train, ev = data
-        kw = {}
+        kw: dict[str, Any] = {}
         if ev is not None:
             params["metric"] = "binary_logloss"
             kw = {
@@ -227,7 +228,7 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        best = {}
+        best: dict[str, Any] = {}
 
         def objective(trial):
             t0 = time.perf_counter()

@@ -139,6 +139,7 @@ class HazardCalibrator:
         hazard = torch.sigmoid(logits).double().numpy()
         out = hazard.copy()
         for o, b in np.ndindex(*self.isotonic.shape):
-            if self.isotonic[o, b] is not None:
-                out[:, o, b] = self.isotonic[o, b].predict(hazard[:, o, b])
+            iso = self.isotonic.item(o, b)  # an IsotonicRegression, or None for a bin without rows
+            if iso is not None:
+                out[:, o, b] = iso.predict(hazard[:, o, b])
         return torch.logit(torch.from_numpy(np.clip(out, 1e-6, 1 - 1e-6))).to(logits.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -93,7 +94,8 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
         base = self.estimator if self.estimator is not None else make_baseline("logistic")
         Xe, evals = self._eval_sets(base, eval_set, Y.shape[1])
         binned = self._binned(base, X, Xe)
-        self.estimators_, self.constant_ = [], np.zeros(Y.shape[1])
+        self.estimators_: list[Any] = []  # None where a label has one class (constant_ is used)
+        self.constant_ = np.zeros(Y.shape[1])
         for j in range(Y.shape[1]):
             known = ~np.isnan(Y[:, j])
             yj = Y[known, j].astype(int)
@@ -102,7 +104,7 @@ class MaskedMultiLabelClassifier(ClassifierMixin, BaseEstimator):
                 self.estimators_.append(None)
                 continue
             kw = {}
-            if sample_weight is not None:
+            if weights is not None:
                 kw[_weight_key(base)] = weights[known]
             if evals[j] is not None:
                 kw["eval_set"] = evals[j][:2]

@@ -237,7 +237,7 @@ class SequenceRiskModel(BaseEstimator):
             self._train(train, y_train, tune, y_tune, rng, say)
             self.calibrator_ = None
             z_tune = None if tune is None else self._logits(tune)  # for the calibrator and the risk bands
-            if self.calibration is not None and tune is not None:
+            if self.calibration is not None and z_tune is not None and y_tune is not None:
                 self.calibrator_ = HazardCalibrator(self.calibration).fit(z_tune, y_tune)
             self.trajectory_, self.trajectory_skipped_ = None, None
             if head is not None:

@@ -128,7 +128,7 @@ class TabularRiskModel(BaseEstimator):
             + (f", {self.n_trials} sweep trials each" if self.search_trials_ else "")
             + ")"
         )
-        self.calibrators_ = {}
+        self.calibrators_: dict[int, CalibratedClassifierCV] = {}  # label index -> its calibrator
         if self.calibration is not None and tuning is not None:
             self._calibrate(*tuning)
         self.risk_bands_ = (

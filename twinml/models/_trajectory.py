@@ -288,6 +288,8 @@ class TrajectoryForecaster:
                 stale += 1
                 if stale >= self.patience:
                     break
+        if best_state is None:
+            raise RuntimeError(f"trajectory head: the tuning loss was never finite (last: {tune}); check the inputs")
         net.load_state_dict(best_state)
         return net.eval(), history, best_epoch
 

@@ -309,7 +309,8 @@ class TreatmentResponseModel(SequenceRiskModel):
         n_folds = 2 if self.cross_fit else 1
         fold = rng.permutation(subj.max(initial=0) + 1)[subj] % n_folds
         prop = np.zeros((len(train), len(self.plan_names_)), np.float32)
-        self.nets_, self.heads_, history = [], [], []  # member m: encoder m // n_folds, fold m % n_folds
+        history: list[dict] = []
+        self.nets_, self.heads_ = [], []  # member m: encoder m // n_folds, fold m % n_folds
         with _torch_threads(self.n_threads):
             for m in range(self.n_encoders * n_folds):
                 f = m % n_folds
@@ -536,9 +537,10 @@ class TreatmentResponseModel(SequenceRiskModel):
         (``n_encoders * n_boot`` along the head axis). Propensities average over every member.
         """
         n_folds = len(self.nets_) // getattr(self, "n_encoders", 1)
-        pooled, prop = [], 0.0
+        pooled: list = []
+        prop: float | np.ndarray = 0.0
         for e in range(len(self.nets_) // n_folds):
-            risk = 0.0
+            risk: float | np.ndarray = 0.0
             for net, heads in zip(
                 self.nets_[e * n_folds : (e + 1) * n_folds], self.heads_[e * n_folds : (e + 1) * n_folds]
             ):

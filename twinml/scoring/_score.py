@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,12 @@ NO_EVENTS = "no events before as-of"
 _META_KEY = b"twinml.scoring"
 _EVENT_COLUMNS = ["subject_id", "time", "code", "numeric_value"]
 BIRTH_CODE = "MEDS_BIRTH"
+
+
+class _Report(Protocol):
+    """A run's facts, stored in the metadata of the files it writes (ScoreReport, UpdateReport)."""
+
+    def to_dict(self) -> dict: ...
 
 
 @dataclass
@@ -218,7 +225,7 @@ def score(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    states = None
+    states: list[pd.DataFrame] | None = None
     if state_dir is not None:
         from ._twin import MANIFEST
 
@@ -232,7 +239,7 @@ def score(
                 "(CLI: --overwrite) to replace it."
             )
         states = []
-    forecasts = None
+    forecasts: list[pd.DataFrame] | None = None
     if trajectories is not None:
         if engine != "local" or state_dir is not None:
             raise ConfigError(
@@ -326,12 +333,12 @@ def score(
     return report
 
 
-def _write_atomic(scores: pd.DataFrame, out: Path, report: ScoreReport) -> None:
+def _write_atomic(scores: pd.DataFrame, out: Path, report: _Report) -> None:
     """Write to a hidden temporary file beside ``out`` and rename it into place: all or nothing."""
     _write_atomic_many([(scores, out)], report)
 
 
-def _write_atomic_many(frames, report: ScoreReport) -> None:
+def _write_atomic_many(frames, report: _Report) -> None:
     """Each ``(frame, path)`` to a hidden temporary file beside its path (the run facts in its metadata),
     then renamed into place in order, the last path last (the commit point). If a rename fails,
     the files already placed are put back as they were (an earlier file restored, a new one removed)."""

@@ -69,8 +69,9 @@ class SimulatedCohort:
             "truth/subjects.parquet": lambda p: self.subjects.to_parquet(p, index=False),
             "truth/simulator.json": lambda p: p.write_text(json.dumps(self.config, indent=2)),
         }
-        if self.readings is not None:
-            extra[READINGS_TRUTH_FILE] = lambda p: self.readings.to_parquet(p, index=False)
+        readings = self.readings
+        if readings is not None:
+            extra[READINGS_TRUTH_FILE] = lambda p: readings.to_parquet(p, index=False)
         return write_meds(
             out_dir,
             events=self.events,

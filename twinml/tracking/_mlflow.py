@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
@@ -25,6 +26,9 @@ from mlflow.models import infer_signature
 from .._validation import ConfigError
 from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
+
+if TYPE_CHECKING:
+    from ..models import RiskModel
 
 __all__ = [
     "resolve_tracking_uri",
@@ -201,7 +205,7 @@ class LoadedModel:
     name: str | None
     version: str | None
     pyfunc: object
-    model: object  # the fitted TabularRiskModel / SequenceRiskModel inside
+    model: RiskModel  # the fitted TabularRiskModel / SequenceRiskModel / ... inside
 
 
 def resolve_model_version(model_uri: str):

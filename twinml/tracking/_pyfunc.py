@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from .._validation import ConfigError
 
@@ -29,7 +29,7 @@ def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame
     return pd.DataFrame({"subject_id": subjects, "prediction_time": last.reindex(subjects).to_numpy("datetime64[us]")})
 
 
-class RiskModelPyfunc(mlflow.pyfunc.PythonModel):
+class RiskModelPyfunc(PythonModel):
     """Wraps a fitted :class:`~twinml.models.TabularRiskModel` or :class:`~twinml.models.SequenceRiskModel`.
 
     ``predict(events, params={"prediction_time": "2019-01-01"})`` takes MEDS events
