@@ -7,6 +7,8 @@ import html
 import numpy as np
 import pandas as pd
 
+from ._plotting import png_bytes, png_data_uri, pyplot
+
 __all__ = ["render_twin_html"]
 
 N_LABS = 8  # small lab plots on the timeline
@@ -17,15 +19,9 @@ TRAJECTORY_YEARS = 3  # readings shown before the forecasts
 # --- figures -----------------------------------------------------------------------------------
 
 
-def _plt():
-    from .audit._figures import _plt as plt
-
-    return plt()
-
-
 def _grid(n, max_cols, width, height):
     """A figure of ``n`` small panels, at most ``max_cols`` a row; the panels in reading order."""
-    plt = _plt()
+    plt = pyplot()
     ncol = min(max_cols, n)
     nrow = -(-n // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(width * ncol, height * nrow), squeeze=False)
@@ -42,7 +38,7 @@ def _label(code, descriptions, width=34):
 
 
 def _timeline_figure(page):
-    plt = _plt()
+    plt = pyplot()
     ev = page.events.dropna(subset=["time"])
     fam = ev["code"].astype(str).str.split("/", n=1).str[0]
     order = fam.value_counts()
@@ -203,8 +199,6 @@ def _table(header, rows):
 
 
 def _img(fig, alt):
-    from .audit._figures import png_bytes, png_data_uri
-
     return f"<img src='{png_data_uri(png_bytes(fig))}' alt='{_e(alt)}'>"
 
 

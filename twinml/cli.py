@@ -418,8 +418,7 @@ def whatif(
         from ._validation import ConfigError
         from .cohort import load_plans
         from .data import read_meds
-        from .tracking import load_registered_model
-        from .tracking._pyfunc import prediction_index
+        from .tracking import load_registered_model, prediction_index
         from .whatif import what_if, write_whatif
 
         loaded = load_registered_model(model, tracking_uri=tracking_uri)

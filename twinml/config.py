@@ -11,8 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._validation import PositiveInt
-from .cohort import TaskDefinition
-from .cohort._task import load_validated
+from .cohort import TaskDefinition, load_validated
 
 __all__ = [
     "ExperimentConfig",

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._plotting import close
 from ._validation import ConfigError
 from .cohort import Cohort, TaskDefinition, build_labels
 from .config import DataConfig, ExperimentConfig
 from .data import read_meds, read_subject_splits
-from .evaluation import evaluate_risks, meds_predictions, reliability_figure, write_meds_predictions
-from .evaluation._fairness import MIN_CELL
+from .evaluation import MIN_CELL, evaluate_risks, meds_predictions, reliability_figure, write_meds_predictions
 from .models import TabularRiskModel
 
 __all__ = [
@@ -319,6 +319,4 @@ def evaluate(
 
 
 def _close(fig):
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    close(fig)

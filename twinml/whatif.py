@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_directory
+from ._plotting import png_bytes, png_data_uri, pyplot
 from ._validation import ConfigError
-from .cohort._plans import PlanSet
-from .models._treatment import PlanPrediction
+from .cohort import PlanSet
+from .models import PlanPrediction
 
 __all__ = ["what_if", "WhatIfResult", "match_plans", "plan_curves_figure", "write_whatif"]
 
@@ -85,9 +86,7 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
 
 def plan_curves_figure(result: WhatIfResult, row: int):
     """Risk against horizon under each plan (one panel per outcome), with the band; for one row."""
-    from .audit._figures import _plt
-
-    plt = _plt()
+    plt = pyplot()
     p = result.prediction
     n_out = len(p.outcomes)
     fig, axes = plt.subplots(1, n_out, figsize=(3.2 * n_out, 3.2), squeeze=False)
@@ -122,8 +121,6 @@ def plan_curves_figure(result: WhatIfResult, row: int):
 
 def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, overwrite: bool = False) -> Path:
     """Write ``whatif.csv``, one ``curves_<subject>.png`` per row (and ``report.html``), all at once."""
-    from .audit._figures import png_bytes, png_data_uri
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")

@@ -21,13 +21,13 @@ from ..evaluation import (
     evaluate_risks,
     explain_model,
     faithfulness,
+    oracle_risks,
     reliability_table,
     subgroup_metrics,
     subject_attributes,
     threshold_tradeoff,
     window_importance,
 )
-from ..evaluation._metrics import _oracle_frame
 from ..models import RiskModel
 from ._policy import AuditPolicy
 
@@ -303,7 +303,7 @@ def _truth_for(rows, truth, audited):
     """The simulator's true risk of each audited label for each row (None without ground truth)."""
     if truth is None:
         return None
-    frame = _oracle_frame(rows, truth, audited)
+    frame = oracle_risks(rows, truth, audited)
     return None if frame is None else frame.reindex(columns=audited)
 
 

@@ -1,22 +1,12 @@
-"""Figures of the audit report (matplotlib, Agg backend), and their embedding as base64 PNG."""
+"""Figures of the audit report (drawn with :func:`twinml._plotting.pyplot`, embedded as PNG)."""
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 
-__all__ = ["reliability_bands_figure", "importance_figure", "png_data_uri", "png_bytes"]
+from .._plotting import pyplot
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["reliability_bands_figure", "importance_figure"]
 
 
 def _numbers(rows, key):
@@ -25,7 +15,7 @@ def _numbers(rows, key):
 
 def reliability_bands_figure(entry, *, title):
     """Observed rate (Wilson 95% band) against mean predicted risk, before and after the calibrator."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     top = 0.0
     for key, name, style in (("reliability_before", "before calibrator", "o--"), ("reliability", "after", "s-")):
@@ -48,7 +38,7 @@ def reliability_bands_figure(entry, *, title):
 
 def importance_figure(codes, *, title):
     """Horizontal bars of mean |attribution| per code (suppressed codes left out)."""
-    plt = _plt()
+    plt = pyplot()
     shown = [r for r in codes if isinstance(r["mean_abs"], (int, float))][:15][::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * max(len(shown), 4) + 1.3))
     names = [f"{r['code']} {r.get('description') or ''}".strip()[:48] for r in shown]
@@ -58,16 +48,3 @@ def importance_figure(codes, *, title):
     ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     return fig
-
-
-def png_bytes(fig) -> bytes:
-    plt = _plt()
-    buf = io.BytesIO()
-    # no timestamp in the PNG, so the same figure gives the same bytes
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def png_data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode()

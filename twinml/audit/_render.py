@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from ._figures import png_data_uri
+from .._plotting import png_data_uri
 
 __all__ = ["render_html", "render_model_card"]
 

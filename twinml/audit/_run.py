@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._io import atomic_directory
+from .._plotting import png_bytes
 from .._validation import ConfigError
 from ._audit import AuditInputs, compute_audit, config_hash
-from ._figures import importance_figure, png_bytes
+from ._figures import importance_figure
 from ._policy import AuditPolicy
 from ._render import render_html, render_model_card
 

@@ -11,6 +11,7 @@ from ._metrics import (
     calibration_slope_intercept,
     evaluate_risks,
     expected_calibration_error,
+    oracle_risks,
 )
 from ._mitigation import RiskColumnClassifier, threshold_tradeoff
 from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predictions
@@ -21,6 +22,7 @@ __all__ = [
     "calibration_slope_intercept",
     "evaluate_risks",
     "expected_calibration_error",
+    "oracle_risks",
     "reliability_figure",
     "reliability_table",
     "calibration_summary",

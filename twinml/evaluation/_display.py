@@ -1,10 +1,12 @@
-"""Plots, kept apart from the maths (matplotlib is imported only here, with the Agg backend)."""
+"""Plots, kept apart from the maths (matplotlib through :func:`twinml._plotting.pyplot`)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from .._plotting import pyplot
 
 __all__ = ["reliability_figure"]
 
@@ -14,11 +16,9 @@ def reliability_figure(labels, risks, columns, *, n_bins=10, title=None):
 
     Returns a matplotlib Figure; labels with fewer than two classes are left blank.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.calibration import CalibrationDisplay
+
+    plt = pyplot()
 
     n = len(columns)
     ncols = min(4, n)

@@ -124,7 +124,7 @@ def evaluate_risks(
     """
     if not (labels["subject_id"].to_numpy() == risks["subject_id"].to_numpy()).all():
         raise ValueError("evaluate_risks: labels and risks must be aligned row by row (subject_id differs).")
-    oracle = _oracle_frame(labels, truth, columns) if truth is not None else None
+    oracle = oracle_risks(labels, truth, columns) if truth is not None else None
     rows = []
     for c in columns:
         y = labels[c]
@@ -146,7 +146,11 @@ def evaluate_risks(
     return pd.DataFrame(rows)
 
 
-def _oracle_frame(labels, truth, columns):
+def oracle_risks(labels, truth, columns):
+    """The simulator's true risk of each label for each row of ``labels`` (None when ``truth`` has none).
+
+    Read under the observed plan when ``truth`` holds several plans; NaN where a row has no truth.
+    """
     observed = truth[truth["plan"] == "observed"] if "plan" in truth else truth
     cols = [c for c in columns if c in observed.columns]
     if not cols:

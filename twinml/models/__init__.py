@@ -20,6 +20,7 @@ __all__ = [
     "RecordRiskModel",
     "BlendRiskModel",
     "TreatmentResponseModel",
+    "PlanPrediction",
     "label_columns_of",
     "label_matrix",
     "RiskBands",
@@ -40,8 +41,8 @@ def __getattr__(name):
         from ._blend import BlendRiskModel
 
         return BlendRiskModel
-    if name == "TreatmentResponseModel":
-        from ._treatment import TreatmentResponseModel
+    if name in ("TreatmentResponseModel", "PlanPrediction"):
+        from . import _treatment
 
-        return TreatmentResponseModel
+        return getattr(_treatment, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,79 @@
+"""The package's layering rule: a subpackage's private modules and names are its own.
+
+``twinml.<pkg>._<module>`` and ``_``-prefixed names of ``twinml.<pkg>`` are imported only from inside
+``twinml.<pkg>``; other code goes through the subpackage's ``__init__``. Private modules at the top
+level (``twinml._validation``, ``twinml._arrays``, ``twinml._io``, ``twinml._plotting``, ...) are the shared
+internals every subpackage may use.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import twinml
+
+PACKAGE = Path(twinml.__file__).parent
+
+
+def _module_parts(path: Path) -> tuple[str, ...]:
+    """``twinml/audit/_run.py`` -> ('twinml', 'audit', '_run'); a package's ``__init__`` is the package."""
+    parts = ("twinml",) + path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def private_crossings(source: str, module: tuple[str, ...], is_package: bool = False) -> list[str]:
+    """Imports in ``source`` (the code of ``module``) that reach into another subpackage's privates."""
+    here = module if is_package else module[:-1]  # the package relative imports start from
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            target = list(here[: len(here) - node.level + 1]) + (node.module.split(".") if node.module else [])
+        else:
+            target = (node.module or "").split(".")
+        if target[0] != "twinml":
+            continue
+        private = next((i for i, part in enumerate(target) if part.startswith("_")), None)
+        if private == 1:
+            continue  # twinml._validation and the other shared internals
+        if private is not None:
+            owner, what = tuple(target[:private]), ".".join(target)
+        else:
+            names = [a.name for a in node.names if a.name.startswith("_")]
+            if not names:
+                continue
+            owner, what = tuple(target), f"{'.'.join(target)}.{names[0]}"
+        if tuple(here[: len(owner)]) != owner:
+            found.append(f"{'.'.join(module)}:{node.lineno} imports {what}")
+    return found
+
+
+def test_no_module_imports_another_subpackages_privates():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found += private_crossings(
+            path.read_text(encoding="utf-8"), _module_parts(path), is_package=path.name == "__init__.py"
+        )
+    assert found == [], "import these through the subpackage's __init__ (or move them to a shared module):\n" + (
+        "\n".join(found)
+    )
+
+
+def test_the_rule_catches_each_kind_of_crossing():
+    whatif = ("twinml", "whatif")
+    assert private_crossings("from .audit._figures import pyplot\n", whatif) == [
+        "twinml.whatif:1 imports twinml.audit._figures"
+    ]
+    assert private_crossings("from twinml.evaluation import _oracle\n", whatif) == [
+        "twinml.whatif:1 imports twinml.evaluation._oracle"
+    ]
+    assert private_crossings("from ..evaluation._metrics import x\n", ("twinml", "audit", "_audit")) == [
+        "twinml.audit._audit:1 imports twinml.evaluation._metrics"
+    ]
+    # allowed: the shared internals, a package's own privates (also from its __init__), public names
+    assert private_crossings("from ._validation import ConfigError\n", whatif) == []
+    assert private_crossings("from ._figures import importance_figure\n", ("twinml", "audit", "_run")) == []
+    assert private_crossings("from ._treatment import x\n", ("twinml", "models"), is_package=True) == []
+    assert private_crossings("from .evaluation import MIN_CELL\n", ("twinml", "pipeline")) == []

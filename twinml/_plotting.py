@@ -1,0 +1,41 @@
+"""The one matplotlib setup (Agg backend, imported on first use) and figures as deterministic PNG.
+
+Every figure in twinml — the evaluation's reliability diagrams, the audit report's, the twin page's
+and the what-if curves — is drawn with :func:`pyplot` and embedded with :func:`png_bytes` and
+:func:`png_data_uri`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+__all__ = ["pyplot", "png_bytes", "png_data_uri", "close"]
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed); imported only when a figure is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def close(fig) -> None:
+    """Free a figure that was logged or written."""
+    pyplot().close(fig)
+
+
+def png_bytes(fig) -> bytes:
+    """The figure as PNG (then closed); no timestamp in the file, so the same figure gives the same bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    close(fig)
+    return buf.getvalue()
+
+
+def png_data_uri(data: bytes) -> str:
+    """PNG bytes as a ``data:`` URI for an ``<img>`` in a self-contained HTML file."""
+    return "data:image/png;base64," + base64.b64encode(data).decode()
