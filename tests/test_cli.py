@@ -24,7 +24,22 @@ def test_simulate_writes_a_meds_directory(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / "metadata" / "dataset.json").exists() and (out / "truth" / "ground_truth.parquet").exists()
     again = runner.invoke(app, ["simulate", "--n-subjects", "60", "--out", str(out)])
-    assert again.exit_code == 2 and "pass overwrite=True" in again.output
+    # refused before simulating: the error is all it prints
+    assert again.exit_code == 2
+    assert again.output.splitlines() == [f"error: {out} exists; pass overwrite=True (CLI: --overwrite) to replace it."]
+
+
+def test_train_refuses_an_existing_predictions_dir_before_any_work(tmp_path):
+    cfg, preds = tmp_path / "exp.yaml", tmp_path / "preds"
+    cfg.write_text(
+        f"name: x\ndata: {{path: {tmp_path / 'never-simulated'}}}\n"
+        "task: {name: t, outcomes: {mi: {codes: [X]}}, horizons_days: [365]}\n"
+    )
+    preds.mkdir()
+    res = runner.invoke(app, ["train", str(cfg), "--predictions-dir", str(preds)])
+    assert res.exit_code == 2
+    assert res.output.splitlines() == [f"error: {preds} exists; pass overwrite=True (CLI: --overwrite) to replace it."]
+    assert not (tmp_path / "never-simulated").exists()  # nothing simulated
 
 
 def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path):

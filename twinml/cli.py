@@ -57,9 +57,11 @@ def simulate(
     """Simulate patients whose true risks are known; write MEDS + ground truth."""
 
     def body():
+        from ._io import refuse_existing
         from .pipeline import Progress
         from .simulate import simulate as run
 
+        refuse_existing(out, overwrite=overwrite)  # before the simulation, not after it
         say = Progress(_console().print)
         cohort = run(
             n_subjects=n_subjects,
@@ -469,6 +471,7 @@ def twin(
     def body():
         import pandas as pd
 
+        from ._io import refuse_existing
         from ._validation import ConfigError
         from .cohort import load_plans
         from .data import read_code_metadata, read_meds
@@ -476,8 +479,7 @@ def twin(
         from .tracking import load_registered_model
         from .twinpage import twin_page, write_twin_page
 
-        if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
+        refuse_existing(out, overwrite=overwrite)  # before the model is loaded
         try:
             when = None if at is None else pd.Timestamp(at)
         except ValueError:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._io import refuse_existing
 from ._plotting import close
 from ._validation import ConfigError
 from .cohort import Cohort, TaskDefinition, build_labels
@@ -193,6 +194,7 @@ def train(
 
     from . import tracking
 
+    refuse_existing(predictions_dir, overwrite=overwrite)  # before the fit, not after it
     root = prepare_data(config.data, overwrite=overwrite_data, progress=progress)
     events = read_meds(root)
     progress(f"read {len(events):,} events")
@@ -298,6 +300,7 @@ def evaluate(
 
     from . import tracking
 
+    refuse_existing(predictions_dir, overwrite=overwrite)
     mlflow.set_tracking_uri(tracking.resolve_tracking_uri(tracking_uri))
     model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
     events = read_meds(meds_dir)

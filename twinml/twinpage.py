@@ -270,9 +270,7 @@ def write_twin_page(page: TwinPage, out, *, overwrite: bool = False) -> Path:
     """Write ``twin.html`` and the tables (``risk.csv``, ``trajectory.csv``, ``drivers.csv``,
     ``whatif.csv``; those the page has) to ``out`` at once: all of them or nothing."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "twin.html").write_text(render_twin_html(page), encoding="utf-8")
         page.risk.to_csv(tmp / "risk.csv", index=False)
         if page.trajectory is not None:

@@ -122,9 +122,7 @@ def plan_curves_figure(result: WhatIfResult, row: int):
 def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, overwrite: bool = False) -> Path:
     """Write ``whatif.csv``, one ``curves_<subject>.png`` per row (and ``report.html``), all at once."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it.")
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         table = result.table()
         table.to_csv(tmp / "whatif.csv", index=False)
         pngs = []

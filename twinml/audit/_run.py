@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._io import atomic_directory
+from .._io import atomic_directory, refuse_existing
 from .._plotting import png_bytes
 from .._validation import ConfigError
 from ._audit import AuditInputs, compute_audit, config_hash
@@ -84,8 +84,7 @@ def run_audit(
     from ..pipeline import load_truth
 
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose another --out or pass --overwrite.")
+    refuse_existing(out, overwrite=overwrite)  # before the model is loaded and the audit run
     loaded = tracking.load_registered_model(model_uri, tracking_uri=tracking_uri)
     if hasattr(loaded.model, "predict_plans"):
         raise ConfigError(
@@ -129,7 +128,7 @@ def run_audit(
 
 
 def _write(out: Path, report, figures, *, overwrite):
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / "report.html").write_text(render_html(report, figures), encoding="utf-8")
         (tmp / "audit.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(report), encoding="utf-8")

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._io import atomic_directory
+from .._io import atomic_directory, refuse_existing
 from .._validation import MEDSValidationError, input_error
 
 __all__ = ["write_meds", "read_meds", "read_subject_splits", "read_code_metadata", "validate_events_table"]
@@ -55,10 +55,9 @@ def write_meds(
         written inside the same atomic rename.
     """
     out = Path(out_dir)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    refuse_existing(out, overwrite=overwrite)  # before the events are validated
     pieces = [("", events)] if isinstance(events, pa.Table) else ((f"{i}-", e) for i, e in enumerate(events))
-    with atomic_directory(out) as tmp:  # a crash or Ctrl-C leaves nothing behind
+    with atomic_directory(out, overwrite=overwrite) as tmp:  # a crash or Ctrl-C leaves nothing behind
         for prefix, piece in pieces:
             _write_shards(tmp, validate_events_table(piece, name="events"), subject_splits, shard_size, prefix)
         (tmp / "metadata").mkdir(exist_ok=True)

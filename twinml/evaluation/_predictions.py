@@ -61,9 +61,7 @@ def meds_predictions(labels: pd.DataFrame, risks: pd.DataFrame, column: str, *, 
 def write_meds_predictions(out, predictions: dict[str, dict[str, pd.DataFrame]], *, overwrite: bool = False) -> Path:
     """Write ``{split: {label: frame}}`` as ``out/{split}/{label}.parquet``, all at once (atomically)."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, overwrite=overwrite) as tmp:
         for split, frames in predictions.items():
             (tmp / split).mkdir()
             for label, frame in frames.items():

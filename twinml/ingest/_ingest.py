@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._io import refuse_existing
 from .._validation import ConfigError, check_positive_int
 from ._fhir import RowCollector, iter_resources, subject_key
 from ._gate import QualityGate, exact_int
@@ -116,8 +117,7 @@ def ingest(
     if out is None:
         raise ConfigError(f"ingest: 'out' (the MEDS directory to write) is required for source {source!r}.")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    refuse_existing(out, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     n_buckets = _bucket_count(Path(path), bucket_rows)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.staging.", dir=out.parent) as tmp:

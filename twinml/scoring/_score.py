@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._io import refuse_existing
 from .._validation import ConfigError, MEDSValidationError, check_positive_int
 
 __all__ = ["score", "score_events", "ScoreReport", "ENGINES", "NO_EVENTS", "SCORED", "read_score_metadata"]
@@ -223,8 +224,7 @@ def score(
     if as_of_ts.tzinfo is not None:
         as_of_ts = as_of_ts.tz_convert("UTC").tz_localize(None)
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    refuse_existing(out, overwrite=overwrite)
     states: list[pd.DataFrame] | None = None
     if state_dir is not None:
         from ._twin import MANIFEST
@@ -233,11 +233,7 @@ def score(
             raise ConfigError(
                 f"score: a twin state (state_dir) is saved by the local engine only; got engine {engine!r}."
             )
-        if (Path(state_dir) / MANIFEST).exists() and not overwrite:
-            raise FileExistsError(
-                f"{Path(state_dir) / MANIFEST} exists (a twin state); pass overwrite=True "
-                "(CLI: --overwrite) to replace it."
-            )
+        refuse_existing(Path(state_dir) / MANIFEST, overwrite=overwrite, what="a twin state")
         states = []
     forecasts: list[pd.DataFrame] | None = None
     if trajectories is not None:
@@ -247,8 +243,7 @@ def score(
                 f"a twin state only; got engine {engine!r}" + (" and a state_dir" if state_dir else "")
             )
         trajectories = Path(trajectories)
-        if trajectories.exists() and not overwrite:
-            raise FileExistsError(f"{trajectories} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        refuse_existing(trajectories, overwrite=overwrite)
         if trajectories.resolve() == out.resolve():
             raise ConfigError(f"score: the trajectories file must differ from the scores file; both are {out}")
         forecasts = []

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._arrays import NAT
+from .._io import refuse_existing
 from .._validation import ConfigError, MEDSValidationError
 from ._score import _EVENT_COLUMNS, NO_EVENTS, SCORED, _as_frame, _write_atomic, data_files
 
@@ -369,8 +370,7 @@ def update(
     t0 = time.perf_counter()
     as_of_ts = _as_of(as_of, "update")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    refuse_existing(out, overwrite=overwrite)
     manifest = read_state_metadata(state_dir)  # a missing state fails before the model is loaded
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
     check_record_model(loaded.model, "update")
