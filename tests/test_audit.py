@@ -363,6 +363,79 @@ def test_report_renders_in_headless_chromium(fair_audit, tmp_path):
     img = imread(shot)
     assert img.shape[0] >= 2000 and img.shape[1] >= 1200
     assert img[..., :3].std() > 0.05  # not a blank page: text, tables and figures drawn
+    # at 1280 px every table and figure fits the page: none runs past the body or needs a scroll bar
+    layout = _layout_at_1280(fair_audit.out_dir / "report.html", tmp_path)
+    assert layout["boxes"], "no tables or figures measured"
+    assert {b["kind"] for b in layout["boxes"]} == {"table", "img"}
+    wide = [b for b in layout["boxes"] if b["right"] > layout["body_right"] + 0.5 or b["scrolls"]]
+    assert wide == [], wide
+    assert any(b["alt"].startswith("subgroup forest plot") for b in layout["boxes"])
+
+
+_LAYOUT_PROBE = """<script>window.addEventListener('load', () => {
+  const body = document.body.getBoundingClientRect(), boxes = [];
+  document.querySelectorAll('table, img').forEach(el => {
+    const r = el.getBoundingClientRect(), p = el.parentElement;
+    boxes.push({kind: el.tagName.toLowerCase(), right: r.right, alt: el.alt || '',
+                scrolls: p.scrollWidth > p.clientWidth + 1});
+  });
+  const out = document.createElement('pre');
+  out.id = 'layout';
+  out.textContent = JSON.stringify({body_right: body.right, boxes: boxes});
+  document.body.appendChild(out);
+});</script>"""
+
+
+def _layout_at_1280(report, tmp_path):
+    """Where Chromium at 1280 px puts each table and image of ``report`` (a copy with a probe script)."""
+    import html as html_lib
+    import re
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400", "--dump-dom"]
+        + [probe.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    return json.loads(html_lib.unescape(found.group(1)))
+
+
+def test_the_subgroup_forest_plot_draws_shown_groups_only():
+    from twinml._plotting import close
+    from twinml.audit._figures import subgroup_forest_figure
+
+    def group(attribute, name, auroc, oe, suppressed=False):
+        if suppressed:
+            return {"attribute": attribute, "group": name, "suppressed": True, "auroc": SUPPRESSED}
+        return dict(
+            attribute=attribute, group=name, suppressed=False, auroc=auroc, auroc_lo=auroc - 0.05,
+            auroc_hi=auroc + 0.05, observed_expected=oe, observed_expected_lo=oe * 0.8, observed_expected_hi=oe * 1.2,
+        )  # fmt: skip
+
+    entry = {
+        "label": "t2d_365d",
+        "by_group": [
+            dict(group("overall", "all", 0.74, 1.05), auroc_lo=None, auroc_hi=None),
+            group("race", "A", 0.70, 1.1),
+            group("race", "Tiny", 0, 0, suppressed=True),
+            group("sex", "F", 0.78, 0.9),
+        ],
+    }
+    fig = subgroup_forest_figure(entry, title="t")
+    auroc_ax, oe_ax = fig.axes
+    names = [t.get_text().strip() for t in auroc_ax.get_yticklabels()]
+    assert names == ["race", "A", "Tiny (suppressed)", "sex", "F"]  # the suppressed group is named
+    for ax, values in ((auroc_ax, [0.70, 0.78]), (oe_ax, [1.1, 0.9])):
+        marks = [c.lines[0].get_xdata()[0] for c in ax.containers]  # one errorbar per shown group
+        assert marks == pytest.approx(values)
+    assert [ln.get_xdata()[0] for ln in auroc_ax.lines if ln.get_linestyle() == "--"] == [0.74]  # population
+    assert [ln.get_xdata()[0] for ln in oe_ax.lines if ln.get_linestyle() == "--"] == [1.05]
+    close(fig)
 
 
 T2D_DRIVERS = {

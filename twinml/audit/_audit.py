@@ -109,6 +109,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
     progress("audit: subgroup fairness")
     report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
+    figures.update(_forest_figures(report["fairness"]))
     report["mitigation"] = _mitigation_section(inputs, labels, rows, risks, audited, report["fairness"], policy, seed)
     progress("audit: explanations")
     report["explanations"] = _explanation_section(inputs, rows, audited, policy, seed, progress)
@@ -200,6 +201,16 @@ def _calibration_section(rows, risks, raw, audited, min_cell):
         out.append(entry)
         figures[f"reliability_{c}"] = reliability_bands_figure(entry, title=c)
     return out, figures
+
+
+def _forest_figures(fairness):
+    """One subgroup forest plot per label, drawn from the suppressed rows (it shows what the tables show)."""
+    from ._figures import subgroup_forest_figure
+
+    return {
+        f"forest_{lab['label']}": subgroup_forest_figure(lab, title=f"{lab['label']}: AUROC and O/E by group")
+        for lab in fairness["labels"]
+    }
 
 
 def _fairness_section(inputs, rows, risks, audited, policy, seed):

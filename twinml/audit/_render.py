@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from .._plotting import png_data_uri
+from ..evaluation import SUPPRESSED
 
 __all__ = ["render_html", "render_model_card"]
 
@@ -18,7 +19,8 @@ th{background:#f4f4f4}td.n{text-align:right}.sup{color:#888;font-style:italic}
 .pass{color:#1e7e34;font-weight:600}.fail{color:#b21f2d;font-weight:600}.na{color:#777}
 .banner{padding:.8em 1em;border-radius:6px;font-size:1.1em;margin:1em 0}.banner.pass{background:#e6f4ea}
 .banner.fail{background:#fdecea}.scroll{overflow-x:auto}.figs img{margin:4px;border:1px solid #eee}
-.small{font-size:.85em;color:#555}
+.small{font-size:.85em;color:#555}tr.attr th{background:#fafafa;font-weight:600;text-align:left}
+table.groups td,table.groups th{padding:2px 5px}
 """
 
 
@@ -82,7 +84,7 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
         "<h2>1. Policy gates</h2>",
         _gates_html(r),
     ]
-    parts += _data_html(r) + _performance_html(r) + _calibration_html(r, figures) + _fairness_html(r)
+    parts += _data_html(r) + _performance_html(r) + _calibration_html(r, figures) + _fairness_html(r, figures)
     parts += _mitigation_html(r) + _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -183,7 +185,7 @@ def _calibration_html(r, figures):
     ]
 
 
-def _fairness_html(r):
+def _fairness_html(r, figures):
     f = r["fairness"]
     out = [
         "<h2>9. Fairness across groups</h2>",
@@ -195,50 +197,22 @@ def _fairness_html(r):
         "smallest group of a partition when only one is. AUROC intervals: 95% bootstrap over subjects. O/E: "
         "observed events over the sum of predicted risks, with an exact Poisson interval.</p>",
     ]
-    cols = [
-        "attribute",
-        "group",
-        "n_rows",
-        "n_subjects",
-        "events",
-        "auroc",
-        "auroc_lo",
-        "auroc_hi",
-        "tpr",
-        "fpr",
-        "ppv",
-        "calibration_in_the_large",
-        "ece",
-        "observed_expected",
-        "observed_expected_lo",
-        "observed_expected_hi",
-        "mean_risk",
-    ]
-    heads = [
-        "attribute",
-        "group",
-        "rows",
-        "subjects",
-        "events",
-        "AUROC",
-        "lo",
-        "hi",
-        "TPR",
-        "FPR",
-        "PPV",
-        "CITL",
-        "ECE",
-        "O/E",
-        "lo",
-        "hi",
-        "mean risk",
-    ]
+    cols = ["n_rows", "n_subjects", "events", "auroc", "tpr", "fpr", "ppv", "calibration_in_the_large", "ece"]
+    cols += ["observed_expected", "mean_risk"]
+    heads = ["group", "rows", "subjects", "events", "AUROC (95% CI)", "TPR", "FPR", "PPV", "CITL", "ECE"]
+    heads += ["O/E (95% CI)", "mean risk"]
     if f["ground_truth"]:
         cols += ["mean_true_risk", "true_risk_ratio"]
         heads += ["mean true risk", "predicted / true"]
     for lab in f["labels"]:
         out.append(f"<h3>{html.escape(lab['label'])} (threshold {lab['threshold']:.4f})</h3>")
-        out.append(_table(lab["by_group"], cols, headers=heads))
+        forest = figures.get(f"forest_{lab['label']}")
+        if forest is not None:
+            out.append(
+                f"<div class='figs'><img alt='subgroup forest plot {html.escape(lab['label'])}' "
+                f"src='{png_data_uri(forest)}' width='760'></div>"
+            )
+        out.append(_groups_table(lab["by_group"], cols, heads))
         if lab["disparities"]:
             out.append("<p class='small'>Largest disparities among shown groups:</p>")
             out.append(
@@ -250,6 +224,31 @@ def _fairness_html(r):
         else:
             out.append("<p class='small'>No disparity summary: fewer than two groups of any attribute are shown.</p>")
     return out
+
+
+def _with_interval(g, key, digits=3):
+    """``0.733 (0.70–0.76)``: a metric and its interval in one cell (an interval missing: the value alone)."""
+    v, lo, hi = g.get(key), g.get(f"{key}_lo"), g.get(f"{key}_hi")
+    if not isinstance(v, float) or not isinstance(lo, float) or not isinstance(hi, float):
+        return _td(v, digits)
+    return f"<td class='n'>{v:.{digits}f}<br><span class='small'>({lo:.2f}–{hi:.2f})</span></td>"
+
+
+def _groups_table(groups, cols, heads):
+    """Subgroup rows under a heading row per attribute (the population first), intervals beside values."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    body, attribute = [], None
+    for g in groups:
+        if g["attribute"] != attribute:
+            attribute = g["attribute"]
+            name = "population" if attribute == "overall" else attribute
+            body.append(f"<tr class='attr'><th colspan='{len(heads)}'>{html.escape(str(name))}</th></tr>")
+        if g.get("suppressed") is True:  # one cell for the whole row: nothing of the group is shown
+            cells = [f"<td colspan='{len(cols)}'>{_fmt(SUPPRESSED)}</td>"]
+        else:
+            cells = [_with_interval(g, c) if c in ("auroc", "observed_expected") else _td(g.get(c), 3) for c in cols]
+        body.append(f"<tr><td>{html.escape(str(g['group']))}</td>{''.join(cells)}</tr>")
+    return f"<div class='scroll'><table class='groups'><tr>{head}</tr>{''.join(body)}</table></div>"
 
 
 def _mitigation_html(r):
