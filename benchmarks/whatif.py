@@ -28,7 +28,7 @@ from scipy.stats import norm
 from twinml.cohort import TaskDefinition, build_labels
 from twinml.cohort._plans import factual_plans, load_plans
 from twinml.data import read_meds, read_subject_splits
-from twinml.evaluation._effects import effect_scores, policy_value, true_plan_risks
+from twinml.evaluation import effect_scores, policy_value, true_plan_risks
 from twinml.features import TabularFeaturizer
 from twinml.models._treatment import TreatmentResponseModel
 from twinml.pipeline import load_truth

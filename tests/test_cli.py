@@ -1,6 +1,10 @@
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from twinml.cli import app
@@ -53,19 +57,77 @@ def test_bad_config_is_one_clear_line_and_exit_code_2(tmp_path):
     assert "Traceback" not in res.output
 
 
-def test_quickstart_finds_its_configs_from_any_directory(tmp_path, monkeypatch):
-    from pathlib import Path
+def test_quickstart_ships_its_config_policy_and_plans(tmp_path, monkeypatch):
+    """Run from anywhere: the quickstart reads nothing relative to the working directory, and every model's
+    config it builds, the demo policy and the plans load."""
+    from twinml.audit import load_policy
+    from twinml.cohort import load_plans
+    from twinml.config import load_config
+    from twinml.quickstart import DEMO_POLICY, MODELS, QUICKSTART_CONFIG, QUICKSTART_PLANS, quickstart_config
 
-    from twinml.cli import _quickstart_config, _repo_default
+    monkeypatch.chdir(tmp_path)
+    for f in (QUICKSTART_CONFIG, DEMO_POLICY, QUICKSTART_PLANS):
+        assert f.is_absolute() and f.parent.name == "resources" and f.parent.parent.name == "twinml"
+    for name, model in MODELS.items():
+        cfg = load_config(quickstart_config(tmp_path / "w", 100, name, model))
+        assert cfg.model.kind == model["kind"] and cfg.data.simulator.n_subjects == 100
+        assert Path(cfg.data.path) == tmp_path / "w" / "meds"
+    off = [k for k, v in load_policy(DEMO_POLICY).gates.model_dump().items() if v is None]
+    assert sorted(off) == ["max_subgroup_auroc_gap", "min_true_risk_ratio"]
+    assert load_plans(QUICKSTART_PLANS).names[0] == "no_new_treatment"
+    res = runner.invoke(app, ["quickstart", "--config", "nope.yaml"])
+    assert res.exit_code == 2
+    assert res.output.splitlines() == ["error: nope.yaml: quickstart config not found (pass --config)."]
+
+
+def test_the_quickstart_resources_are_in_the_wheel(tmp_path):
+    """After a plain ``pip install`` (a wheel, not this source tree) the packaged YAML files are there."""
+    import shutil
+    import zipfile
 
     repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(tmp_path)
-    for name in ("configs/quickstart.yaml", "configs/audit_policy.yaml"):
-        assert _repo_default(Path(name)) == repo / name
-    cfg = _quickstart_config(_repo_default(Path("configs/quickstart.yaml")), tmp_path / "w", 100, "lightgbm")
-    assert cfg["model"]["kind"] == "lightgbm" and cfg["data"]["simulator"]["n_subjects"] == 100
-    # a path of the user's own is never swapped for the tree's: here first, else as given (and then the clear error)
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "quickstart.yaml").write_text("name: mine\n")
-    assert _repo_default(Path("configs/quickstart.yaml")) == Path("configs/quickstart.yaml")
-    assert _repo_default(Path("mine/quickstart.yaml")) == Path("mine/quickstart.yaml")
+    src = tmp_path / "src"
+    shutil.copytree(repo / "twinml", src / "twinml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(repo / "pyproject.toml", src)
+    shutil.copy(repo / "README.md", src)
+    code = "import sys; from setuptools import build_meta; build_meta.build_wheel(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=src, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("twinml-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for f in ("quickstart.yaml", "quickstart_policy.yaml", "plans.yaml"):
+        assert f"twinml/resources/{f}" in names
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_from_another_directory(tmp_path):
+    """The newcomer's run, from a directory with no configs/: the baselines and the GRU against the oracle,
+    one patient's what-if beside the simulator's truth, the demo audit, the three things to open next, and
+    no third-party progress bars or log lines."""
+    code = "from twinml.cli import main; main()"
+    args = ["quickstart", "--n-subjects", "1500", "--workdir", "w"]
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    header = next(line for line in out.splitlines() if "GRU AUROC" in line)
+    for name in ("oracle", "logistic AUROC", "lightgbm AUROC", "GRU ECE"):
+        assert name in header
+    assert "the twin (90% band) vs the simulator's truth" in out
+    assert re.search(r"the true 365-day effect lies inside the twin's band for \d+%", out)
+    assert "audit of the lightgbm model: " in out and "demo policy: gates off because 1,500 simulated" in out
+    tail = out[out.index("open next:") :].splitlines()
+    assert tail[1].split() == [
+        "1.",
+        "the",
+        "runs:",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    ]
+    assert tail[2].endswith(str(tmp_path / "w" / "audit" / "report.html"))
+    assert tail[3].endswith(str(tmp_path / "w" / "whatif" / "report.html"))
+    assert (tmp_path / "w" / "audit" / "report.html").exists() and (tmp_path / "w" / "whatif" / "report.html").exists()
+    for noise in ("Downloading artifacts", " INFO ", "WARNING", "%|"):
+        assert noise not in out

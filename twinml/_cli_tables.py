@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def _console():
     from rich.console import Console
@@ -46,6 +48,66 @@ def _print_whatif(result):
                 table.add_row(name, outcome, *cells, end_section=k == len(p.outcomes) - 1)
         console.print(table)
     console.print("effects in percentage points; n/e: not estimable (outside the support of the training data).")
+
+
+def _print_whatif_vs_truth(example):
+    """The quickstart's what-if (a :class:`twinml.quickstart.WhatIfExample`) at 365 days (else its longest
+    horizon) beside the simulator's true risks: the reference plan's risk, then each plan's effect with its
+    band; then the band's coverage and the PEHE over every candidate patient."""
+    import pandas as pd
+    from rich.table import Table
+
+    result, true_risk, check = example.result, example.true_risk, example.check
+    p, row = result.prediction, 0
+    i = p.horizons.index(365) if 365 in p.horizons else len(p.horizons) - 1
+    t = pd.Timestamp(p.index["prediction_time"].iloc[row])
+    table = Table(
+        title=f"what-if for subject {p.index['subject_id'].iloc[row]} at {t:%Y-%m-%d}, risk within "
+        f"{p.horizons[i]} days: the twin ({int(p.band * 100)}% band) vs the simulator's truth",
+        title_justify="left",
+    )
+    for name in ("plan", "outcome"):
+        table.add_column(name)
+    for name in ("twin", "truth"):
+        table.add_column(name, justify="right")
+    for j, plan in enumerate(p.plans):
+        for k, outcome in enumerate(p.outcomes):
+            name = result.descriptions[plan] if k == 0 else ""
+            last = k == len(p.outcomes) - 1
+            true_ref, true_plan = true_risk[0, k, i], true_risk[j, k, i]
+            if j == 0:
+                table.add_row(name, outcome, f"{100 * p.risk[row, 0, k, i]:.1f}%", _pct(true_ref), end_section=last)
+            elif not p.in_support[row, j]:
+                table.add_row(name, outcome, "n/e", _pp(true_plan - true_ref), end_section=last)
+            else:
+                lo, hi = p.effect_lo[row, j, k, i], p.effect_hi[row, j, k, i]
+                cell = f"{100 * p.effect[row, j, k, i]:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                table.add_row(name, outcome, cell, _pp(true_plan - true_ref), end_section=last)
+    c = _console()
+    c.print(table)
+    c.print(
+        f"the reference row is the risk under {result.descriptions[p.plans[0]]}; the others are the change in "
+        "risk, in percentage points; n/e: not estimable (outside the support of the training data).",
+        soft_wrap=True,
+    )
+    if not check["pairs"]:
+        c.print(f"over {check['rows']:,} held-out patients no effect is in support: nothing to check.")
+        return
+    c.print(
+        f"over {check['rows']:,} held-out patients, {check['pairs']:,} (patient, plan, outcome) effects in support: "
+        f"the true {p.horizons[i]}-day effect lies inside the twin's band for {check['coverage']:.0%}; PEHE (root "
+        f"mean squared error of the effect) {check['pehe_pp']:.2f} pp, against a mean true effect of "
+        f"{check['mean_abs_true_effect_pp']:.2f} pp in size.",
+        soft_wrap=True,
+    )
+
+
+def _pct(x):
+    return f"{100 * x:.1f}%" if math.isfinite(x) else "-"
+
+
+def _pp(x):
+    return f"{100 * x:+.1f}" if math.isfinite(x) else "-"
 
 
 def _print_gates(report, *, failed_only=False):
@@ -126,4 +188,28 @@ def _print_quickstart(tables, *, tracking_uri):
     c.print(t)
     for kind, (_, run_id) in tables.items():
         c.print(f"{kind}: MLflow run {run_id}")
-    c.print(f"tracking store: {tracking_uri}\nbrowse: mlflow ui --backend-store-uri {tracking_uri}")
+    c.print(f"tracking store: {tracking_uri}")
+
+
+def _print_quickstart_end(res, n_subjects):
+    """The audit's verdict, the gates the demo policy left off, and the three things to open next."""
+    c = _console()
+    report = res.audit.out_dir / "report.html"
+    c.print(f"audit of the lightgbm model: {'passed' if res.audit.passed else 'FAILED'} its gates ({res.policy.name})")
+    if res.gates_off:
+        c.print(
+            f"demo policy: gates off because {n_subjects:,} simulated patients leave too few held-out cases per "
+            f"subgroup for their 95 % bounds (they need a bigger cohort): {', '.join(res.gates_off)}. "
+            "configs/audit_policy.yaml has every gate on.",
+            soft_wrap=True,
+        )
+    if not res.audit.passed:
+        c.print(
+            "next: the report gives each failing gate's figures and rule; raise --n-subjects, or audit a model "
+            "of your own with `twinml audit`.",
+            soft_wrap=True,
+        )
+    c.print("open next:")
+    c.print(f"  1. the runs:   mlflow ui --backend-store-uri {res.tracking_uri}", soft_wrap=True)
+    c.print(f"  2. the audit:  {report.resolve()}", soft_wrap=True)
+    c.print(f"  3. a what-if:  {(res.whatif.out / 'report.html').resolve()}", soft_wrap=True)

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import typer
 
-from ._cli_tables import _console, _print_gates, _print_metrics, _print_quickstart, _print_whatif
+from ._cli_tables import (
+    _console,
+    _print_gates,
+    _print_metrics,
+    _print_quickstart,
+    _print_quickstart_end,
+    _print_whatif,
+    _print_whatif_vs_truth,
+)
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="twinml: machine-learning digital twins of patients."
@@ -531,77 +539,40 @@ def _subject_ids(text):
 
 @app.command()
 def quickstart(
-    config: Path = typer.Option(Path("configs/quickstart.yaml"), help="Base experiment YAML."),
-    workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data goes."),
+    config: Path | None = typer.Option(None, help="Base experiment YAML (default: the packaged quickstart.yaml)."),
+    workdir: Path = typer.Option(Path("runs/quickstart"), help="Where the simulated data and the reports go."),
     n_subjects: int = typer.Option(6_000, help="Cohort size."),
     tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
-    policy: Path = typer.Option(Path("configs/audit_policy.yaml"), help="Audit policy for the lightgbm model's audit."),
+    policy: Path | None = typer.Option(
+        None, help="Audit policy for the lightgbm model (default: the packaged demo policy)."
+    ),
 ):
-    """Simulate a cohort, train logistic and LightGBM models, evaluate, print model vs oracle, and audit the
-    LightGBM one."""
+    """Simulate a cohort; train logistic, LightGBM, a record GRU and a what-if model; print model vs oracle;
+    audit the LightGBM model; show one patient's what-if; say what to open next."""
 
     def body():
-        from .audit import load_policy, run_audit
-        from .config import load_config
         from .pipeline import Progress
-        from .pipeline import train as run
+        from .quickstart import run_quickstart
 
         say = Progress(_console().print)
-        cfg_path, policy_path = _repo_default(config), _repo_default(policy)
-        tables = {}
-        for kind in ("logistic", "lightgbm"):
-            cfg = load_config(_quickstart_config(cfg_path, workdir, n_subjects, kind))
-            res = run(cfg, tracking_uri=tracking_uri, progress=say)
-            tables[kind] = (res.metrics["held_out"], res.run_id)
-        _print_quickstart(tables, tracking_uri=res.tracking_uri)
-        audit = run_audit(
-            res.model_uri,
-            cfg.data.path,
-            policy=load_policy(policy_path),
-            out=workdir / "audit",
-            overwrite=True,
+        res = run_quickstart(
+            workdir=workdir,
+            n_subjects=n_subjects,
             tracking_uri=tracking_uri,
+            config=config,
+            policy=policy,
             progress=say,
         )
-        _print_gates(audit.report, failed_only=True)
-        _console().print(
-            f"audit report of the lightgbm model ({'passed' if audit.passed else 'FAILED'} its gates): "
-            f"{(workdir / 'audit' / 'report.html').resolve()}"
-        )
-        if not audit.passed:
-            _console().print(
-                f"next: the gates judge 95 % bounds, and {n_subjects:,} simulated patients leave few held-out "
-                "cases in each subgroup, so a demo cohort often fails them; the report gives each gate's "
-                f"figures and rule ({policy_path}). Raise --n-subjects, or audit a model of your own with "
-                "`twinml audit`.",
-                soft_wrap=True,
-            )
+        _print_quickstart(res.tables, tracking_uri=res.tracking_uri)
+        if res.whatif.true_risk is not None:
+            _print_whatif_vs_truth(res.whatif)
+        else:
+            _print_whatif(res.whatif.result)
+        if not res.audit.passed:
+            _print_gates(res.audit.report, failed_only=True)
+        _print_quickstart_end(res, n_subjects)
 
     _run(body)
-
-
-def _repo_default(path: Path) -> Path:
-    """A relative ``configs/...`` path missing here, found in the twinml source tree this package runs from
-    (an editable or source install), so the quickstart runs from any directory; else ``path`` unchanged."""
-    if path.exists() or path.is_absolute() or path.parts[:1] != ("configs",):
-        return path
-    in_tree = Path(__file__).resolve().parents[1] / path
-    return in_tree if in_tree.exists() else path
-
-
-def _quickstart_config(config: Path, workdir: Path, n_subjects: int, kind: str) -> dict:
-    import yaml
-
-    if not config.exists():
-        raise FileNotFoundError(
-            f"{config}: quickstart config not found (run from the repository root or pass --config)."
-        )
-    base = yaml.safe_load(config.read_text())
-    base["name"] = f"quickstart-{kind}"
-    base["data"]["path"] = str(workdir / "meds")
-    base["data"]["simulator"]["n_subjects"] = n_subjects
-    base["model"]["kind"] = kind
-    return base
 
 
 def main():

@@ -27,6 +27,13 @@ from .._validation import ConfigError
 from .._version import __version__
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
+# MLflow draws a progress bar for every artifact download (each model load) and logs INFO lines (creating
+# the database tables, creating an experiment); twinml prints its own progress, so both are off unless the
+# user asks for them (MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, MLFLOW_LOGGING_LEVEL). MLflow's warnings stay.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+
 if TYPE_CHECKING:
     from ..models import RiskModel
 
