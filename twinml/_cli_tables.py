@@ -170,14 +170,22 @@ def _print_metrics(table, *, title):
 
 
 def _print_quickstart(tables, *, tracking_uri):
+    from rich import box
     from rich.table import Table
 
-    t = Table(title="quickstart: held-out AUROC vs the oracle (true risks), and calibration")
-    t.add_column("label")
-    t.add_column("oracle", justify="right")
+    # two-line headers and a light box: the table fits an 80-column terminal
+    t = Table(
+        title="quickstart, held-out split: AUROC vs the oracle (true risks), and ECE",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 0, 0, 1),
+    )
+    t.add_column("label", no_wrap=True)
+    t.add_column("oracle\nAUROC", justify="right", no_wrap=True)
     for kind in tables:
-        t.add_column(f"{kind} AUROC", justify="right")
-        t.add_column(f"{kind} ECE", justify="right")
+        t.add_column(f"{kind}\nAUROC", justify="right", no_wrap=True)
+        t.add_column(f"{kind}\nECE", justify="right", no_wrap=True)
     first = next(iter(tables.values()))[0]
     for i, label in enumerate(first["label"]):
         row = [label, _fmt(first["oracle_auroc"].iloc[i]) if "oracle_auroc" in first else "—"]
