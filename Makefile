@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install quickstart lint format test test-slow bench clean
+.PHONY: install quickstart notebook lint format test test-slow bench clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml
 
 quickstart: install
 	$(VENV)/bin/twinml quickstart
+
+# the walkthrough, run top to bottom in notebooks/ (its outputs in notebooks/runs/walkthrough/);
+# the executed copy is notebooks/runs/walkthrough.ipynb
+notebook: install
+	mkdir -p notebooks/runs
+	$(VENV)/bin/jupyter-execute notebooks/walkthrough.ipynb --output='runs/{notebook_name}'
 
 # ruff: lint rules and format in pyproject.toml ([tool.ruff]); `make format` applies both fixes.
 # mypy: the type checker on twinml/ ([tool.mypy])

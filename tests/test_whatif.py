@@ -1,5 +1,8 @@
 """The what-if twin: factual plans, overlap flags, bands under no effect, the CLI."""
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +12,7 @@ from twinml.cli import app
 from twinml.cohort import TaskDefinition, build_labels, factual_plans, load_plans
 from twinml.models import TreatmentResponseModel
 from twinml.simulate import simulate
-from twinml.whatif import NOT_TRAINED, what_if
+from twinml.whatif import NOT_TRAINED, plan_curves_figure, what_if
 
 PLANS = "configs/plans.yaml"
 SMALL = {"d_model": 16, "max_epochs": 3, "batch_size": 256, "n_boot": 10, "n_threads": 2, "random_state": 0}
@@ -156,6 +159,22 @@ def test_effect_bands_and_curves_are_well_formed(no_effect):
     assert (pred.effect[ref, 0] == 0).all() and np.isnan(pred.effect[~ref, 0]).all()
     obs = model.predict_risk_curve(ev, part["held_out"].head(300))
     assert (obs > 0).all() and (obs < 1).all()
+
+
+def test_the_plan_curves_of_a_patient_with_no_plan_in_support_say_so(no_effect):
+    ev, part, model, _ = no_effect
+    res = what_if(model, ev, part["held_out"].head(50))
+    row = int(np.argmax(res.prediction.in_support.any(axis=1)))
+    assert res.prediction.in_support[row].any()
+    none = replace(res, prediction=replace(res.prediction, in_support=np.zeros_like(res.prediction.in_support)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns of a legend with no entries
+        fig = plan_curves_figure(none, row)
+    said = "no plan is in the support of the training data for this patient"
+    assert said in [t.get_text() for t in fig.texts]
+    assert not any(ax.lines for ax in fig.axes)
+    shown = plan_curves_figure(res, row)
+    assert said not in [t.get_text() for t in shown.texts] and shown.axes[0].get_legend() is not None
 
 
 def test_whatif_kind_needs_plans_in_the_task():

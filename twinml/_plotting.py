@@ -14,10 +14,16 @@ __all__ = ["pyplot", "png_bytes", "png_data_uri", "close"]
 
 
 def pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed); imported only when a figure is drawn."""
+    """``matplotlib.pyplot``, imported only when a figure is drawn: on the Agg backend (no display needed)
+    unless a backend was chosen already (``MPLBACKEND``, as Jupyter sets, or pyplot imported by the user),
+    so that a notebook still shows twinml's figures inline."""
+    import os
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -111,7 +111,10 @@ def plan_curves_figure(result: WhatIfResult, row: int):
         ax.set_xticks(x)
         if k == 0:
             ax.set_ylabel("risk (%)")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
+    if p.in_support[row].any():
+        axes[0, 0].legend(fontsize=7, loc="upper left")
+    else:  # nothing to draw: say why rather than show empty axes
+        fig.text(0.5, 0.5, "no plan is in the support of the training data for this patient", ha="center")
     subject = p.index["subject_id"].iloc[row]
     t = pd.Timestamp(p.index["prediction_time"].iloc[row]).date()
     fig.suptitle(f"subject {subject} at {t}: risk under each plan ({int(p.band * 100)}% bands)", fontsize=9)
