@@ -77,3 +77,35 @@ def test_the_rule_catches_each_kind_of_crossing():
     assert private_crossings("from ._figures import importance_figure\n", ("twinml", "audit", "_run")) == []
     assert private_crossings("from ._treatment import x\n", ("twinml", "models"), is_package=True) == []
     assert private_crossings("from .evaluation import MIN_CELL\n", ("twinml", "pipeline")) == []
+
+
+def mlflow_imports(source: str, module: tuple[str, ...]) -> list[str]:
+    """Imports of mlflow (at the top or inside a function) in ``source``, unless ``module`` is in tracking/."""
+    if module[:2] == ("twinml", "tracking"):
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+            found.append(f"{'.'.join(module)}:{node.lineno} imports mlflow")
+    return found
+
+
+def test_every_mlflow_call_is_in_tracking():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        found += mlflow_imports(path.read_text(encoding="utf-8"), _module_parts(path))
+    assert found == [], "call MLflow through twinml.tracking:\n" + "\n".join(found)
+
+
+def test_the_mlflow_rule_catches_each_kind_of_import():
+    audit = ("twinml", "audit", "_run")
+    assert mlflow_imports("def f():\n    import mlflow\n", audit) == ["twinml.audit._run:2 imports mlflow"]
+    assert mlflow_imports("from mlflow.models import infer_signature\n", audit) == [
+        "twinml.audit._run:1 imports mlflow"
+    ]
+    assert mlflow_imports("import numpy, mlflow.pyfunc\n", audit) == ["twinml.audit._run:1 imports mlflow"]
+    assert mlflow_imports("import mlflow\n", ("twinml", "tracking", "_runs")) == []
+    assert mlflow_imports("import mlflowish\nfrom .mlflow import x\n", audit) == []

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 from ._io import refuse_existing
-from ._plotting import close
 from ._validation import ConfigError
 from .cohort import Cohort, TaskDefinition, build_labels
 from .config import DataConfig, ExperimentConfig
@@ -190,8 +188,6 @@ def train(
     Predictions of every evaluated split are logged in the MEDS prediction schema (artifacts
     ``predictions/{split}/{label}.parquet``) and, with ``predictions_dir``, written there too.
     """
-    import mlflow
-
     from . import tracking
 
     refuse_existing(predictions_dir, overwrite=overwrite)  # before the fit, not after it
@@ -225,57 +221,31 @@ def train(
         )
         progress(f"evaluated {split}: {len(rows):,} rows")
 
-    uri = tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(config.tracking.experiment)
-    cfg_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    with mlflow.start_run(run_name=config.name) as run:
-        mlflow.log_params(tracking.flatten_params(config.model_dump(mode="json")))
-        mlflow.set_tags(
-            {
-                "twinml.code_version": tracking.code_version(),
-                "twinml.data_fingerprint": tracking.data_fingerprint(root),
-                "twinml.config_hash": hashlib.sha256(cfg_json.encode()).hexdigest()[:16],
-                "twinml.data_source": config.data.source,
-                "twinml.seed": str(config.seed),
-            }
+    if predictions_dir is not None:
+        write_meds_predictions(predictions_dir, predictions, overwrite=overwrite)
+        progress(f"wrote MEDS predictions to {predictions_dir}")
+    figures = {
+        f"evaluation/reliability_{name}.png": reliability_figure(
+            _label_rows(labels, name), risks[name], model.label_columns_, title=f"{config.name}: reliability ({name})"
         )
-        mlflow.log_text(config_text or cfg_json, "config.yaml" if config_text else "config.json")
-        tracking.log_frame(cohort.attrition, "cohort/attrition.csv")
-        tracking.log_frame(cohort.label_counts, "cohort/label_counts.csv")
-        mlflow.log_metrics({"cohort/train_rows": float(len(train_rows))})
-        for plan, n in getattr(model, "plan_counts_", {}).items():
-            # rows per factual plan; a count under the audit's minimum cell is not logged
-            if n >= MIN_CELL:
-                mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
-        for rec in getattr(model, "history_", []):
-            mlflow.log_metrics(
-                {
-                    "train/loss": rec["train_loss"],
-                    "tuning/loss": rec["tuning_loss"],
-                    "train/epoch_seconds": rec["seconds"],
-                },
-                step=rec["epoch"],
-            )
-        for name, table in metrics.items():
-            tracking.log_metrics_table(table, split=name)
-            tracking.log_frame(table, f"evaluation/{name}_metrics.csv")
-            fig = reliability_figure(
-                _label_rows(labels, name),
-                risks[name],
-                model.label_columns_,
-                title=f"{config.name}: reliability ({name})",
-            )
-            mlflow.log_figure(fig, f"evaluation/reliability_{name}.png")
-            _close(fig)
-        tracking.log_predictions(predictions)
-        tracking.log_search_trials(getattr(model, "search_trials_", {}))
-        if predictions_dir is not None:
-            write_meds_predictions(predictions_dir, predictions, overwrite=overwrite)
-            progress(f"wrote MEDS predictions to {predictions_dir}")
-        info = tracking.log_model(model, registered_model_name=config.tracking.register_as)
-        progress(f"logged MLflow run {run.info.run_id} to {uri}")
-    return TrainResult(run.info.run_id, info.model_uri, uri, metrics, cohort, model)
+        for name in metrics
+    }
+    uri = tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri)
+    run_id, model_uri = tracking.log_training_run(
+        config,
+        tracking_uri=uri,
+        data_root=root,
+        config_text=config_text,
+        cohort=cohort,
+        n_train_rows=len(train_rows),
+        model=model,
+        metrics=metrics,
+        figures=figures,
+        predictions=predictions,
+        min_cell=MIN_CELL,  # rows per factual plan under the audit's minimum cell are not logged
+    )
+    progress(f"logged MLflow run {run_id} to {uri}")
+    return TrainResult(run_id, model_uri, uri, metrics, cohort, model)
 
 
 def evaluate(
@@ -296,13 +266,10 @@ def evaluate(
     With ``predictions_dir`` the predictions are written there in the MEDS prediction schema
     (``{split}/{label}.parquet``), for meds-evaluation or any MEDS-DEV tool.
     """
-    import mlflow
-
     from . import tracking
 
     refuse_existing(predictions_dir, overwrite=overwrite)
-    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(tracking_uri))
-    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    model = tracking.load_registered_model(model_uri, tracking_uri=tracking_uri).model
     events = read_meds(meds_dir)
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(meds_dir)).labels
     rows = _label_rows(labels, split)
@@ -319,7 +286,3 @@ def evaluate(
     return evaluate_risks(
         rows, risks, columns=model.label_columns_, truth=load_truth(meds_dir), n_boot=n_boot, seed=seed
     )
-
-
-def _close(fig):
-    close(fig)

@@ -28,35 +28,19 @@ class AuditResult:
 
 
 def _run_config(run_id):
-    """The experiment config logged with the model's training run (config.yaml or config.json)."""
-    import mlflow
+    """The experiment config logged with the model's training run."""
+    import yaml
 
+    from .. import tracking
     from ..config import load_config
 
-    for name in ("config.yaml", "config.json"):
-        try:
-            text = mlflow.artifacts.load_text(f"runs:/{run_id}/{name}")
-        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
-            continue
-        import yaml
-
-        return load_config(yaml.safe_load(text))
-    raise ConfigError(
-        f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
-        "pass the experiment config with --config."
-    )
-
-
-def _run_id_of(model_uri, mv):
-    if mv is not None:
-        return mv.run_id
-    if model_uri.startswith("runs:/"):
-        return model_uri[len("runs:/") :].split("/", 1)[0]
-    if model_uri.startswith("models:/"):  # MLflow 3 logged model: models:/m-<id>
-        import mlflow
-
-        return mlflow.get_logged_model(model_uri[len("models:/") :].strip("/")).source_run_id
-    return None
+    text = tracking.training_run_config(run_id)
+    if text is None:
+        raise ConfigError(
+            f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
+            "pass the experiment config with --config."
+        )
+    return load_config(yaml.safe_load(text))
 
 
 def run_audit(
@@ -93,7 +77,7 @@ def run_audit(
             "and benchmarks/whatif.py."
         )
     mv = tracking.resolve_model_version(model_uri) if loaded.version else None
-    run_id = _run_id_of(model_uri, mv)
+    run_id = tracking.training_run_id(model_uri, mv)
     if config is None:
         if run_id is None:
             raise ConfigError(f"audit: cannot find the training run of {model_uri!r}; pass --config.")
@@ -123,7 +107,13 @@ def run_audit(
     )
     _write(out, report, figures, overwrite=overwrite)
     progress(f"audit {'PASSED' if report['passed'] else 'FAILED'}; report: {out / 'report.html'}")
-    audit_run = _log(report, out, config, loaded, tracking_uri)
+    audit_run = tracking.log_audit_run(
+        report,
+        out,
+        experiment=config.tracking.experiment,
+        tracking_uri=tracking_uri or config.tracking.uri,
+        loaded=loaded,
+    )
     return AuditResult(report["passed"], out, report, audit_run)
 
 
@@ -132,51 +122,3 @@ def _write(out: Path, report, figures, *, overwrite):
         (tmp / "report.html").write_text(render_html(report, figures), encoding="utf-8")
         (tmp / "audit.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
         (tmp / "model_card.md").write_text(render_model_card(report), encoding="utf-8")
-
-
-def _log(report, out, config, loaded, tracking_uri):
-    """A run holding the report (artifacts), the overall metrics and gate count, and the verdict.
-
-    Uses the client API only, so auditing leaves no active run or experiment behind in the process.
-    """
-    import mlflow
-
-    from .. import tracking
-
-    client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri(tracking_uri or config.tracking.uri))
-    experiment = client.get_experiment_by_name(config.tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(config.tracking.experiment)
-    name = f"audit {loaded.name} v{loaded.version}" if loaded.version else f"audit {report['lineage']['model_uri']}"
-    run = client.create_run(
-        experiment_id,
-        run_name=name,
-        tags={
-            "twinml.audit.model_uri": report["lineage"]["model_uri"],
-            "twinml.audit.passed": str(report["passed"]).lower(),
-            "twinml.data_fingerprint": report["lineage"]["data_fingerprint"],
-        },
-    )
-    run_id = run.info.run_id
-    status = "FAILED"
-    try:
-        metrics = {
-            f"audit/{p['label']}/auroc": p["auroc"] for p in report["performance"] if isinstance(p.get("auroc"), float)
-        }
-        metrics |= {
-            f"audit/{e['label']}/ece": e["after"]["ece"]
-            for e in report["calibration"]
-            if isinstance(e["after"].get("ece"), float)
-        }
-        metrics["audit/gates_failed"] = float(sum(g["passed"] is False for g in report["gates"]))
-        for key, value in metrics.items():  # overall figures only: no group-level number reaches MLflow
-            client.log_metric(run_id, key, value)
-        client.log_artifacts(run_id, str(out), artifact_path="audit")
-        status = "FINISHED"
-    finally:
-        client.set_terminated(run_id, status=status)
-    if loaded.version:
-        client.set_model_version_tag(
-            loaded.name, loaded.version, tracking.AUDIT_PASSED_TAG, str(report["passed"]).lower()
-        )
-        client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
-    return run_id

@@ -137,11 +137,10 @@ def ingest(
             out, staged, report, source_rows.displays, seed, split_fractions, overwrite, etl=f"twinml.ingest.{source}"
         )
     say(f"{read:,} rows read: {staged.n_kept:,} kept, {staged.n_quarantined:,} quarantined -> {out}")
-    mlflow = sys.modules.get("mlflow")  # only when the caller tracks: plain ingestion never imports mlflow
-    if mlflow is not None and mlflow.active_run() is not None:
+    if "mlflow" in sys.modules:  # only when the caller may be tracking: plain ingestion never imports mlflow
         from ..tracking import log_ingest_report
 
-        log_ingest_report(report)
+        log_ingest_report(report)  # into the caller's active run, if there is one
     return report
 
 

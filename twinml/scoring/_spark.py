@@ -78,8 +78,9 @@ def _worker_model(uri, tracking_uri):
 
 def score_spark(loaded, events_dir, as_of, *, master=None, partitions=None, say=print):
     """Scores (pandas, one row per subject) and the number of events read, computed by Spark."""
-    import mlflow
     from pyspark.sql import functions as F
+
+    from ..tracking import active_tracking_uri
 
     reason = spark_available()
     if reason:
@@ -88,7 +89,7 @@ def score_spark(loaded, events_dir, as_of, *, master=None, partitions=None, say=
     n_events = sum(pq.read_metadata(f).num_rows for f in files)
     groups = partitions or max(2, math.ceil(n_events / ROWS_PER_GROUP))
     uri = f"models:/{loaded.name}/{loaded.version}" if loaded.version else loaded.uri
-    tracking_uri = mlflow.get_tracking_uri()
+    tracking_uri = active_tracking_uri()  # the URI the model was loaded from
     labels = list(loaded.model.label_columns_)
     schema = ", ".join(["subject_id long", "status string"] + [f"`{c}` double" for c in labels])
 

@@ -1,4 +1,5 @@
-"""MLflow tracking: runs, params, metrics, artifacts and the pyfunc model."""
+"""MLflow tracking: runs, params, metrics, artifacts, the pyfunc model and the registry. Every MLflow call
+in twinml is in this package (tests/test_layout.py checks that no other module imports mlflow)."""
 
 from ._mlflow import (
     AUDIT_PASSED_TAG,
@@ -19,6 +20,7 @@ from ._mlflow import (
     resolve_tracking_uri,
 )
 from ._pyfunc import RiskModelPyfunc, as_pyfunc_input, prediction_index, synthetic_input_example
+from ._runs import active_tracking_uri, log_audit_run, log_training_run, training_run_config, training_run_id
 
 __all__ = [
     "resolve_tracking_uri",
@@ -41,4 +43,9 @@ __all__ = [
     "resolve_model_version",
     "load_registered_model",
     "promote",
+    "log_training_run",
+    "training_run_id",
+    "training_run_config",
+    "log_audit_run",
+    "active_tracking_uri",
 ]

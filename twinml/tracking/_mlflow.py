@@ -187,8 +187,11 @@ def log_search_trials(trials: dict) -> None:
                 )
 
 
-def log_ingest_report(report) -> None:
-    """The data-quality summary of an ingestion (counts only) as metrics and an artifact of the active run."""
+def log_ingest_report(report) -> bool:
+    """The data-quality summary of an ingestion (counts only) as metrics and an artifact of the active run;
+    False (nothing logged) when no run is active."""
+    if mlflow.active_run() is None:
+        return False
     mlflow.log_dict(report.to_dict(), "quality/summary.json")
     mlflow.log_metrics(
         {
@@ -197,6 +200,7 @@ def log_ingest_report(report) -> None:
             "ingest/rows_quarantined": report.rows_quarantined,
         }
     )
+    return True
 
 
 # ---- the model registry: which version is scored, and who let it be -------------------------------

@@ -1,0 +1,177 @@
+"""What a twinml run records in MLflow: the training run, the audit run, and the way back from a model to
+the run that trained it. The pipeline and the audit compute; these functions are their only MLflow calls."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from ._mlflow import (
+    AUDIT_PASSED_TAG,
+    code_version,
+    data_fingerprint,
+    flatten_params,
+    log_frame,
+    log_metrics_table,
+    log_model,
+    log_predictions,
+    log_search_trials,
+    resolve_tracking_uri,
+)
+
+__all__ = [
+    "log_training_run",
+    "training_run_id",
+    "training_run_config",
+    "log_audit_run",
+    "active_tracking_uri",
+]
+
+CONFIG_ARTIFACTS = ("config.yaml", "config.json")
+
+
+def log_training_run(
+    config,
+    *,
+    tracking_uri: str,
+    data_root: Path,
+    config_text: str | None,
+    cohort,
+    n_train_rows: int,
+    model,
+    metrics: dict[str, pd.DataFrame],
+    figures: dict[str, object],
+    predictions: dict,
+    min_cell: int,
+) -> tuple[str, str]:
+    """One experiment as one run of ``config.tracking.experiment`` on ``tracking_uri``; returns the run id
+    and the logged model's URI.
+
+    The run holds the flattened config as params, lineage tags, the config text (``config_text`` as
+    ``config.yaml``, else the config as ``config.json``), the cohort's attrition and label counts, the
+    train rows and the rows per factual plan (a count under ``min_cell`` is left out), the epoch history,
+    each split's metrics (as metrics and CSV), ``figures`` (artifact path -> matplotlib figure, closed once
+    logged), the MEDS predictions, the sweep trials as nested runs, and the model as a pyfunc (registered
+    as ``config.tracking.register_as`` when set). Counts and aggregates only, except the predictions
+    (see :func:`log_predictions`).
+    """
+    from .._plotting import close
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(config.tracking.experiment)
+    cfg_json = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    with mlflow.start_run(run_name=config.name) as run:
+        mlflow.log_params(flatten_params(config.model_dump(mode="json")))
+        mlflow.set_tags(
+            {
+                "twinml.code_version": code_version(),
+                "twinml.data_fingerprint": data_fingerprint(data_root),
+                "twinml.config_hash": hashlib.sha256(cfg_json.encode()).hexdigest()[:16],
+                "twinml.data_source": config.data.source,
+                "twinml.seed": str(config.seed),
+            }
+        )
+        mlflow.log_text(config_text or cfg_json, CONFIG_ARTIFACTS[0] if config_text else CONFIG_ARTIFACTS[1])
+        log_frame(cohort.attrition, "cohort/attrition.csv")
+        log_frame(cohort.label_counts, "cohort/label_counts.csv")
+        mlflow.log_metrics({"cohort/train_rows": float(n_train_rows)})
+        for plan, n in getattr(model, "plan_counts_", {}).items():
+            if n >= min_cell:
+                mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
+        for rec in getattr(model, "history_", []):
+            mlflow.log_metrics(
+                {
+                    "train/loss": rec["train_loss"],
+                    "tuning/loss": rec["tuning_loss"],
+                    "train/epoch_seconds": rec["seconds"],
+                },
+                step=rec["epoch"],
+            )
+        for split, table in metrics.items():
+            log_metrics_table(table, split=split)
+            log_frame(table, f"evaluation/{split}_metrics.csv")
+        for path, fig in figures.items():
+            mlflow.log_figure(fig, path)
+            close(fig)
+        log_predictions(predictions)
+        log_search_trials(getattr(model, "search_trials_", {}))
+        info = log_model(model, registered_model_name=config.tracking.register_as)
+    return run.info.run_id, info.model_uri
+
+
+def training_run_id(model_uri: str, version=None) -> str | None:
+    """The run that trained ``model_uri``: from its registry ``version`` (a ModelVersion) if given, from a
+    ``runs:/`` URI, or from an MLflow 3 logged model (``models:/m-...``); None for a plain path."""
+    if version is not None:
+        return version.run_id
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/") :].split("/", 1)[0]
+    if model_uri.startswith("models:/"):
+        return mlflow.get_logged_model(model_uri[len("models:/") :].strip("/")).source_run_id
+    return None
+
+
+def training_run_config(run_id: str) -> str | None:
+    """The experiment config text logged with a training run (``config.yaml``, else ``config.json``);
+    None if the run has neither."""
+    for name in CONFIG_ARTIFACTS:
+        try:
+            return mlflow.artifacts.load_text(f"runs:/{run_id}/{name}")
+        except Exception:  # noqa: BLE001 - MLflow raises several types for a missing artifact
+            continue
+    return None
+
+
+def log_audit_run(report: dict, out: Path, *, experiment: str, tracking_uri: str | None, loaded) -> str:
+    """A run of ``experiment`` holding the audit (``out`` as artifacts under ``audit/``), the overall AUROC
+    and ECE per label, the number of failed gates, and the verdict as a tag; with a registry version
+    (``loaded``, a :class:`LoadedModel`), the version is tagged with the verdict and the run id.
+
+    Uses the client API only, so auditing leaves no active run or experiment behind in the process. No
+    group-level number reaches MLflow.
+    """
+    client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    lineage = report["lineage"]
+    name = f"audit {loaded.name} v{loaded.version}" if loaded.version else f"audit {lineage['model_uri']}"
+    run = client.create_run(
+        experiment_id,
+        run_name=name,
+        tags={
+            "twinml.audit.model_uri": lineage["model_uri"],
+            AUDIT_PASSED_TAG: str(report["passed"]).lower(),
+            "twinml.data_fingerprint": lineage["data_fingerprint"],
+        },
+    )
+    run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        metrics = {
+            f"audit/{p['label']}/auroc": p["auroc"] for p in report["performance"] if isinstance(p.get("auroc"), float)
+        }
+        metrics |= {
+            f"audit/{e['label']}/ece": e["after"]["ece"]
+            for e in report["calibration"]
+            if isinstance(e["after"].get("ece"), float)
+        }
+        metrics["audit/gates_failed"] = float(sum(g["passed"] is False for g in report["gates"]))
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        client.log_artifacts(run_id, str(out), artifact_path="audit")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status=status)
+    if loaded.version:
+        client.set_model_version_tag(loaded.name, loaded.version, AUDIT_PASSED_TAG, str(report["passed"]).lower())
+        client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
+    return run_id
+
+
+def active_tracking_uri() -> str:
+    """The tracking URI this process is using now (MLflow's, after a load has set it)."""
+    return mlflow.get_tracking_uri()
