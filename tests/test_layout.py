@@ -123,10 +123,8 @@ OVER_MODULE = {
     "twinml/evaluation/_explain.py": 423,
 }
 OVER_FUNCTION = {
-    "twinml/scoring/_score.py:score": 128,
     "twinml/simulate/_simulator.py:run_process": 112,
     "twinml/simulate/_api.py:simulate": 106,
-    "twinml/scoring/_twin.py:update": 99,
     "twinml/twinpage.py:twin_page": 98,
     "twinml/models/_treatment.py:fit": 96,
     "twinml/audit/_audit.py:_gates": 72,

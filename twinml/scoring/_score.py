@@ -212,6 +212,59 @@ def score(
     from ..tracking import data_fingerprint, load_registered_model
 
     say = progress or (lambda msg: None)
+    as_of_ts, out, trajectories = _checked_request(
+        engine, subjects_per_slice, as_of, out, overwrite, state_dir, trajectories
+    )
+    states: list[pd.DataFrame] | None = [] if state_dir is not None else None
+    forecasts: list[pd.DataFrame] | None = [] if trajectories is not None else None
+    files = data_files(events_dir)
+    t0 = time.perf_counter()
+    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
+    say(f"model {model_uri}" + (f" = {loaded.name} version {loaded.version}" if loaded.version else ""))
+    _check_model_outputs(loaded.model, model_uri, states, forecasts)
+    spark = (spark_master, spark_partitions)
+    scores, n_events = _score_panel(
+        loaded, engine, events_dir, files, as_of_ts, subjects_per_slice, spark, say, states, forecasts
+    )
+    scores = _one_row_per_subject(scores, events_dir)
+    scores["model_version"] = loaded.version or ""
+    n_scored = int((scores["status"] == SCORED).sum())
+    facts = (as_of_ts.isoformat(), data_fingerprint(events_dir), len(scores), n_scored, len(scores) - n_scored)
+    report = ScoreReport(
+        out, model_uri, loaded.name, loaded.version, *facts, int(n_events), time.perf_counter() - t0, engine
+    )
+    if report.scored + report.no_events_before_as_of != report.subjects:
+        raise RuntimeError("score: subjects read != scored + reported without events")
+    _write_outputs(report, scores, loaded, trajectories, forecasts, state_dir, states, say)
+    report.seconds = time.perf_counter() - t0
+    say(
+        f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "
+        f"before {as_of_ts.date()} -> {out} ({report.subjects / max(report.seconds, 1e-9):,.0f} subjects/s)"
+    )
+    return report
+
+
+def _score_panel(loaded, engine, events_dir, files, as_of_ts, subjects_per_slice, spark, say, states, forecasts):
+    """Scores of every subject (one engine) and the number of events read; the local engine also
+    collects each slice's twin states or forecasts into ``states`` / ``forecasts`` when they are lists."""
+    if engine == "local":
+        parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say, states, forecasts)
+        scores = (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else score_events(
+                loaded.model, _as_frame(pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts
+            )
+        )
+    else:
+        from ._spark import score_spark
+
+        scores, n_events = score_spark(loaded, events_dir, as_of_ts, master=spark[0], partitions=spark[1], say=say)
+    return scores, n_events
+
+
+def _checked_request(engine, subjects_per_slice, as_of, out, overwrite, state_dir, trajectories):
+    """The request's arguments checked, in order, before any work: (as-of time, out, trajectories file)."""
     if engine not in ENGINES:
         raise ConfigError(f"score: 'engine' must be one of {list(ENGINES)}. Got {engine!r} instead.")
     check_positive_int(subjects_per_slice, name="subjects_per_slice", owner="score")
@@ -225,7 +278,6 @@ def score(
         as_of_ts = as_of_ts.tz_convert("UTC").tz_localize(None)
     out = Path(out)
     refuse_existing(out, overwrite=overwrite)
-    states: list[pd.DataFrame] | None = None
     if state_dir is not None:
         from ._twin import MANIFEST
 
@@ -234,8 +286,6 @@ def score(
                 f"score: a twin state (state_dir) is saved by the local engine only; got engine {engine!r}."
             )
         refuse_existing(Path(state_dir) / MANIFEST, overwrite=overwrite, what="a twin state")
-        states = []
-    forecasts: list[pd.DataFrame] | None = None
     if trajectories is not None:
         if engine != "local" or state_dir is not None:
             raise ConfigError(
@@ -246,59 +296,35 @@ def score(
         refuse_existing(trajectories, overwrite=overwrite)
         if trajectories.resolve() == out.resolve():
             raise ConfigError(f"score: the trajectories file must differ from the scores file; both are {out}")
-        forecasts = []
-    files = data_files(events_dir)
-    t0 = time.perf_counter()
-    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
-    say(f"model {model_uri}" + (f" = {loaded.name} version {loaded.version}" if loaded.version else ""))
+    return as_of_ts, out, trajectories
+
+
+def _check_model_outputs(model, model_uri, states, forecasts) -> None:
+    """A twin state needs a whole-record model; trajectory forecasts a model with a trajectory head."""
     if states is not None:
         from ..models.twin import check_record_model
 
-        check_record_model(loaded.model, "score --state")
-    if forecasts is not None and not getattr(loaded.model, "trajectory_codes_", None):
+        check_record_model(model, "score --state")
+    if forecasts is not None and not getattr(model, "trajectory_codes_", None):
         raise ConfigError(
-            f"score --trajectories: {model_uri} ({type(loaded.model).__name__}) has no trajectory "
+            f"score --trajectories: {model_uri} ({type(model).__name__}) has no trajectory "
             "forecasts; only a sequence model fitted with trajectory_codes has"
         )
-    if engine == "local":
-        parts, n_events = _score_local(loaded.model, files, as_of_ts, subjects_per_slice, say, states, forecasts)
-        scores = (
-            pd.concat(parts, ignore_index=True)
-            if parts
-            else score_events(
-                loaded.model, _as_frame(pq.read_table(files[0], columns=_EVENT_COLUMNS).slice(0, 0)), as_of_ts
-            )
-        )
-    else:
-        from ._spark import score_spark
 
-        scores, n_events = score_spark(
-            loaded, events_dir, as_of_ts, master=spark_master, partitions=spark_partitions, say=say
-        )
+
+def _one_row_per_subject(scores: pd.DataFrame, events_dir) -> pd.DataFrame:
     scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
     if scores["subject_id"].duplicated().any():
         raise MEDSValidationError(
             f"{events_dir}: subject_id {scores['subject_id'][scores['subject_id'].duplicated()].iloc[0]} "
             "appears in more than one data file; each subject must be in one file only."
         )
-    scores["model_version"] = loaded.version or ""
-    n_scored = int((scores["status"] == SCORED).sum())
-    report = ScoreReport(
-        out,
-        model_uri,
-        loaded.name,
-        loaded.version,
-        as_of_ts.isoformat(),
-        data_fingerprint(events_dir),
-        len(scores),
-        n_scored,
-        len(scores) - n_scored,
-        int(n_events),
-        time.perf_counter() - t0,
-        engine,
-    )
-    if report.scored + report.no_events_before_as_of != report.subjects:
-        raise RuntimeError("score: subjects read != scored + reported without events")
+    return scores
+
+
+def _write_outputs(report, scores, loaded, trajectories, forecasts, state_dir, states, say) -> None:
+    """The scores file, with the trajectories file or the twin state when asked: all or nothing."""
+    out = report.out
     if forecasts is not None:
         fc = pd.concat(forecasts, ignore_index=True) if forecasts else _empty_forecasts()
         fc = fc.sort_values(["subject_id", "code", "horizon_days"], kind="stable").reset_index(drop=True)
@@ -320,12 +346,6 @@ def score(
                 state, state_dir, _model_identity(loaded), base=True, then=lambda: _write_atomic(scores, out, report)
             )
         say(f"twin state of {len(state):,} subjects -> {Path(state_dir)}")
-    report.seconds = time.perf_counter() - t0
-    say(
-        f"{report.subjects:,} subjects: {report.scored:,} scored, {report.no_events_before_as_of:,} with no events "
-        f"before {as_of_ts.date()} -> {out} ({report.subjects / max(report.seconds, 1e-9):,.0f} subjects/s)"
-    )
-    return report
 
 
 def _write_atomic(scores: pd.DataFrame, out: Path, report: _Report) -> None:

@@ -363,7 +363,7 @@ def update(
     update retried after it committed does nothing. One writer at a time: a ``.lock`` file in the
     state directory.
     """
-    from ..models.twin import advance, check_record_model, events_digest
+    from ..models.twin import advance, check_record_model
     from ..tracking import data_fingerprint, load_registered_model
 
     say = progress or (lambda msg: None)
@@ -378,17 +378,7 @@ def update(
     with _Lock(state_dir):
         manifest = read_state_metadata(state_dir)
         events, n_read = read_new_events(events_dir)
-        t = events["time"].to_numpy("datetime64[us]")
-        upto = np.isnat(t) | (t <= as_of_ts.to_datetime64())
-        n_after = int((~upto).sum())
-        # the events this update would absorb; the same set again means the update already committed
-        digest = events_digest(events[upto]) if upto.any() else None
-        if digest is not None and any(p.get("events_digest") == digest for p in manifest["parts"]):
-            raise ConfigError(
-                f"{events_dir}: its {int(upto.sum()):,} events up to {as_of_ts} were already absorbed "
-                f"into the twin state in {Path(state_dir) / MANIFEST} (same events digest {digest}); "
-                "nothing done."
-            )
+        n_after, digest = _absorbable(events, as_of_ts, manifest, state_dir, events_dir)
         # only the rows of the subjects the new events name are read from the state
         prior = read_state(state_dir, loaded.model, identity, subjects=events["subject_id"].to_numpy(np.int64))
         say(
@@ -396,19 +386,9 @@ def update(
             f"new events ({n_after:,} after {as_of_ts} not read)"
         )
         new_state, touched = advance(loaded.model, prior, events, as_of_ts)
-        # subjects whose every new event is after as-of: reported, not advanced
-        named = pd.unique(events["subject_id"].to_numpy(np.int64))
-        later = np.setdiff1d(named, touched["subject_id"].to_numpy(np.int64))
-        scores = _scores_from_state(loaded.model, new_state, touched, as_of_ts)
-        if later.size:
-            scores = pd.concat([scores, pd.DataFrame({"subject_id": later, "status": NOT_YET})], ignore_index=True)
-        scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
-        scores["model_version"] = loaded.version or ""
-        status = touched["status"].to_numpy(object)
-        refused = int((status != "").sum())
-        is_new = ~np.isin(touched["subject_id"].to_numpy(np.int64), prior.subject_id)
-        advanced = np.sort(touched["subject_id"].to_numpy(np.int64)[status == ""])
-        new_advanced = int((is_new & (status == "")).sum())
+        scores, later = _update_scores(loaded, new_state, touched, events, as_of_ts)
+        refused, advanced, new_advanced = _tally(touched, prior)
+        counts = (n_read, n_after, manifest["subjects"] + new_advanced, len(touched), len(touched) - refused)
         report = UpdateReport(
             out,
             Path(state_dir),
@@ -417,11 +397,7 @@ def update(
             loaded.version,
             as_of_ts.isoformat(),
             data_fingerprint(events_dir),
-            n_read,
-            n_after,
-            manifest["subjects"] + new_advanced,
-            len(touched),
-            len(touched) - refused,
+            *counts,
             new_advanced,
             refused,
             int(later.size),
@@ -429,28 +405,8 @@ def update(
         )
         if report.advanced + report.refused != report.subjects_touched:
             raise RuntimeError("update: subjects touched != advanced + refused")
-        # the new part is written first, the scores next, the manifest last (the commit): a failure on
-        # the way leaves the old state, which the same update can redo
         rows = new_state.take(np.searchsorted(new_state.subject_id, advanced))
-        compact = needs_compaction(manifest)
-        if compact:  # the whole state, each subject's latest row, as one new base
-            from ..models.twin import TwinState
-
-            whole = read_state(state_dir, loaded.model, identity)
-            keep = ~np.isin(whole.subject_id, rows.subject_id)
-            rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
-        if advanced.size or compact:
-            write_state(
-                rows,
-                state_dir,
-                identity,
-                base=compact,
-                new_subjects=new_advanced,
-                events_digest=digest,
-                then=lambda: _write_atomic(scores, out, report),
-            )
-        else:
-            _write_atomic(scores, out, report)
+        compact = _commit(state_dir, loaded, identity, manifest, rows, new_advanced, digest, scores, report)
     report.seconds = time.perf_counter() - t0
     say(
         f"{report.subjects_touched:,} subjects touched: {report.advanced:,} advanced ({new_advanced:,} new), "
@@ -458,6 +414,72 @@ def update(
         f"({report.seconds:.1f}s)" + ("; state compacted into a new base" if compact else "")
     )
     return report
+
+
+def _absorbable(events, as_of_ts, manifest, state_dir, events_dir):
+    """How many new events an update leaves (those after as-of) and the digest of those it absorbs; the
+    same events again mean the update already committed: refused."""
+    from ..models.twin import events_digest
+
+    t = events["time"].to_numpy("datetime64[us]")
+    upto = np.isnat(t) | (t <= as_of_ts.to_datetime64())
+    n_after = int((~upto).sum())
+    digest = events_digest(events[upto]) if upto.any() else None
+    if digest is not None and any(p.get("events_digest") == digest for p in manifest["parts"]):
+        raise ConfigError(
+            f"{events_dir}: its {int(upto.sum()):,} events up to {as_of_ts} were already absorbed "
+            f"into the twin state in {Path(state_dir) / MANIFEST} (same events digest {digest}); "
+            "nothing done."
+        )
+    return n_after, digest
+
+
+def _tally(touched, prior):
+    """Of the touched subjects: how many were refused, the (sorted) ids of those advanced, and how many of
+    those are new to the state."""
+    status = touched["status"].to_numpy(object)
+    ids = touched["subject_id"].to_numpy(np.int64)
+    is_new = ~np.isin(ids, prior.subject_id)
+    return int((status != "").sum()), np.sort(ids[status == ""]), int((is_new & (status == "")).sum())
+
+
+def _update_scores(loaded, new_state, touched, events, as_of_ts):
+    """Scores of the touched subjects, with the subjects whose every new event is after as-of reported
+    (not advanced); and those subjects."""
+    named = pd.unique(events["subject_id"].to_numpy(np.int64))
+    later = np.setdiff1d(named, touched["subject_id"].to_numpy(np.int64))
+    scores = _scores_from_state(loaded.model, new_state, touched, as_of_ts)
+    if later.size:
+        scores = pd.concat([scores, pd.DataFrame({"subject_id": later, "status": NOT_YET})], ignore_index=True)
+    scores = scores.sort_values("subject_id", kind="stable").reset_index(drop=True)
+    scores["model_version"] = loaded.version or ""
+    return scores, later
+
+
+def _commit(state_dir, loaded, identity, manifest, rows, new_advanced, digest, scores, report) -> bool:
+    """Write the advanced ``rows`` as a new part, then the scores, then the manifest (the commit): a failure
+    on the way leaves the old state, which the same update can redo. Returns whether the state was
+    compacted (the whole state, each subject's latest row, as one new base)."""
+    compact = needs_compaction(manifest)
+    if compact:
+        from ..models.twin import TwinState
+
+        whole = read_state(state_dir, loaded.model, identity)
+        keep = ~np.isin(whole.subject_id, rows.subject_id)
+        rows = TwinState.concat([whole.take(np.flatnonzero(keep)), rows]).sorted()
+    if len(rows) or compact:
+        write_state(
+            rows,
+            state_dir,
+            identity,
+            base=compact,
+            new_subjects=new_advanced,
+            events_digest=digest,
+            then=lambda: _write_atomic(scores, report.out, report),
+        )
+    else:
+        _write_atomic(scores, report.out, report)
+    return compact
 
 
 def _as_of(as_of, owner) -> pd.Timestamp:
