@@ -472,7 +472,7 @@ def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
 
 
 def test_subgroup_reference_largest_group_is_not_dragged_by_the_deviant_group():
-    from twinml.audit._audit import _true_risk_gate
+    from twinml.audit._gates import _true_risk_gate
 
     def group(name, n, ratio):
         return {"attribute": "race", "group": name, "n_subjects": n, "true_risk_ratio": ratio, "suppressed": False}

@@ -202,25 +202,7 @@ def train(
         raise ConfigError("task: no prediction times fall in the train split; check prediction_times and splits.")
     model = build_model(config)
     model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
-    truth = load_truth(root)
-    metrics: dict[str, pd.DataFrame] = {}
-    risks: dict[str, object] = {}
-    predictions: dict[str, dict[str, pd.DataFrame]] = {}
-    for split in config.evaluation.splits:
-        rows = _label_rows(labels, split)
-        risks[split] = model.predict_risk(events, rows)
-        predictions[split] = _predictions(rows, risks[split], model.label_columns_)
-        metrics[split] = evaluate_risks(
-            rows,
-            risks[split],
-            columns=model.label_columns_,
-            truth=truth,
-            n_boot=config.evaluation.n_bootstrap,
-            ece_bins=config.evaluation.ece_bins,
-            seed=config.seed,
-        )
-        progress(f"evaluated {split}: {len(rows):,} rows")
-
+    metrics, risks, predictions = _evaluate_splits(config, model, events, labels, load_truth(root), progress)
     if predictions_dir is not None:
         write_meds_predictions(predictions_dir, predictions, overwrite=overwrite)
         progress(f"wrote MEDS predictions to {predictions_dir}")
@@ -246,6 +228,28 @@ def train(
     )
     progress(f"logged MLflow run {run_id} to {uri}")
     return TrainResult(run_id, model_uri, uri, metrics, cohort, model)
+
+
+def _evaluate_splits(config: ExperimentConfig, model, events, labels, truth, progress):
+    """Each evaluated split's metrics, risks and MEDS predictions (split -> ...)."""
+    metrics: dict[str, pd.DataFrame] = {}
+    risks: dict[str, object] = {}
+    predictions: dict[str, dict[str, pd.DataFrame]] = {}
+    for split in config.evaluation.splits:
+        rows = _label_rows(labels, split)
+        risks[split] = model.predict_risk(events, rows)
+        predictions[split] = _predictions(rows, risks[split], model.label_columns_)
+        metrics[split] = evaluate_risks(
+            rows,
+            risks[split],
+            columns=model.label_columns_,
+            truth=truth,
+            n_boot=config.evaluation.n_bootstrap,
+            ece_bins=config.evaluation.ece_bins,
+            seed=config.seed,
+        )
+        progress(f"evaluated {split}: {len(rows):,} rows")
+    return metrics, risks, predictions
 
 
 def evaluate(

@@ -181,74 +181,16 @@ def twin_page(
     ev, t = _subject_events(events, int(subject_id), at)
     index = pd.DataFrame({"subject_id": [int(subject_id)], "prediction_time": [t.to_datetime64()]})
     descriptions = dict(code_descriptions or {})
-    notes = {}
+    notes: dict[str, str] = {}
     say(f"subject {subject_id}: {ev['time'].notna().sum():,} events up to {t}")
 
     risk = _risk_table(model, ev, index)
-    band_note = (
-        "Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
-        "same bin as this patient's (tenths of the tuning rows; fewer bins under 500 rows); those rows "
-        "also early-stopped or calibrated the model, so the band leans optimistic."
-    )
-    if getattr(model, "risk_bands_", None) is None:
-        band_note = "No band: this model was fitted without tuning rows, or before twinml kept risk bands."
     say("risk: scored")
-
-    trajectory = None
-    if hasattr(model, "predict_trajectory"):
-        try:
-            trajectory = model.predict_trajectory(ev, index)
-        except ConfigError as err:  # fitted without the head: the model says why
-            notes["trajectory"] = f"No lab trajectories: {err}."
-    else:
-        notes["trajectory"] = (
-            f"No lab trajectories: a {type(model).__name__} does not forecast them (the "
-            "sequence, record and blend models do)."
-        )
-    if trajectory is not None:
-        say(f"trajectories: {trajectory['code'].nunique()} codes")
-
-    whatif = None
-    if hasattr(model, "predict_plans"):
-        from .whatif import what_if
-
-        whatif = what_if(model, ev, index, plans)
-        say(f"what-if: {len(whatif.prediction.plans)} plans")
-    else:
-        notes["whatif"] = (
-            "This model compares no treatment plans; train one with model.kind: whatif and "
-            "task.treatment to see risk under each plan."
-        )
-
-    drivers = None
-    if hasattr(model, "predict_plans"):
-        notes["drivers"] = (
-            "The audit's explainer reads risk networks, not what-if models, so no drivers are "
-            "shown; explain a risk model of the same task."
-        )
-    elif (
-        type(model).__name__ == "TabularRiskModel"
-        and model.kind == "logistic"
-        and getattr(model, "feature_means_", None) is None
-    ):
-        notes["drivers"] = (
-            "This logistic model was fitted before twinml kept its training feature means, which "
-            "one patient is explained against; refit it to see its drivers."
-        )
-    else:
-        longest: dict[str, str] = {}  # outcome -> its label at the longest horizon
-        for c in model.label_columns_:
-            outcome, h = _split_label(c)
-            if outcome not in longest or (h or 0) > (_split_label(longest[outcome])[1] or 0):
-                longest[outcome] = c
-        drivers, skipped = _drivers(
-            model, ev, index, longest, descriptions, top=n_drivers, n_samples=n_samples, seed=seed
-        )
-        if skipped:
-            notes["drivers"] = "Not explained: " + " ".join(skipped)
-        if drivers is None:
-            notes.setdefault("drivers", "No label could be explained.")
-        say(f"drivers: explained {len(longest) - len(skipped)} labels")
+    trajectory = _trajectory_section(model, ev, index, notes, say)
+    whatif = _whatif_section(model, ev, index, plans, notes, say)
+    drivers = _drivers_section(
+        model, ev, index, descriptions, notes, say, top=n_drivers, n_samples=n_samples, seed=seed
+    )
     name = type(model).__name__ + (f" {model_uri}" if model_uri else "")
     return TwinPage(
         int(subject_id),
@@ -262,8 +204,83 @@ def twin_page(
         drivers,
         descriptions,
         notes,
-        band_note,
+        _band_note(model),
     )
+
+
+def _band_note(model) -> str:
+    if getattr(model, "risk_bands_", None) is None:
+        return "No band: this model was fitted without tuning rows, or before twinml kept risk bands."
+    return (
+        "Band: observed rate (Wilson 95 %) among the tuning patients whose predicted risk fell in the "
+        "same bin as this patient's (tenths of the tuning rows; fewer bins under 500 rows); those rows "
+        "also early-stopped or calibrated the model, so the band leans optimistic."
+    )
+
+
+def _trajectory_section(model, ev, index, notes, say):
+    """The model's lab forecasts for the patient, or None with the reason in ``notes``."""
+    trajectory = None
+    if hasattr(model, "predict_trajectory"):
+        try:
+            trajectory = model.predict_trajectory(ev, index)
+        except ConfigError as err:  # fitted without the head: the model says why
+            notes["trajectory"] = f"No lab trajectories: {err}."
+    else:
+        notes["trajectory"] = (
+            f"No lab trajectories: a {type(model).__name__} does not forecast them (the "
+            "sequence, record and blend models do)."
+        )
+    if trajectory is not None:
+        say(f"trajectories: {trajectory['code'].nunique()} codes")
+    return trajectory
+
+
+def _whatif_section(model, ev, index, plans, notes, say):
+    """The patient's what-if under each plan (what-if models), or None with the reason in ``notes``."""
+    if not hasattr(model, "predict_plans"):
+        notes["whatif"] = (
+            "This model compares no treatment plans; train one with model.kind: whatif and "
+            "task.treatment to see risk under each plan."
+        )
+        return None
+    from .whatif import what_if
+
+    whatif = what_if(model, ev, index, plans)
+    say(f"what-if: {len(whatif.prediction.plans)} plans")
+    return whatif
+
+
+def _drivers_section(model, ev, index, descriptions, notes, say, *, top, n_samples, seed):
+    """The patient's drivers of each outcome at its longest horizon, or None with the reason in ``notes``."""
+    if hasattr(model, "predict_plans"):
+        notes["drivers"] = (
+            "The audit's explainer reads risk networks, not what-if models, so no drivers are "
+            "shown; explain a risk model of the same task."
+        )
+        return None
+    if (
+        type(model).__name__ == "TabularRiskModel"
+        and model.kind == "logistic"
+        and getattr(model, "feature_means_", None) is None
+    ):
+        notes["drivers"] = (
+            "This logistic model was fitted before twinml kept its training feature means, which "
+            "one patient is explained against; refit it to see its drivers."
+        )
+        return None
+    longest: dict[str, str] = {}  # outcome -> its label at the longest horizon
+    for c in model.label_columns_:
+        outcome, h = _split_label(c)
+        if outcome not in longest or (h or 0) > (_split_label(longest[outcome])[1] or 0):
+            longest[outcome] = c
+    drivers, skipped = _drivers(model, ev, index, longest, descriptions, top=top, n_samples=n_samples, seed=seed)
+    if skipped:
+        notes["drivers"] = "Not explained: " + " ".join(skipped)
+    if drivers is None:
+        notes.setdefault("drivers", "No label could be explained.")
+    say(f"drivers: explained {len(longest) - len(skipped)} labels")
+    return drivers
 
 
 def write_twin_page(page: TwinPage, out, *, overwrite: bool = False) -> Path:

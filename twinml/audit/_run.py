@@ -76,27 +76,11 @@ def run_audit(
             "models (its explanations read a risk network). Score its plans with `twinml whatif` "
             "and benchmarks/whatif.py."
         )
-    mv = tracking.resolve_model_version(model_uri) if loaded.version else None
-    run_id = tracking.training_run_id(model_uri, mv)
-    if config is None:
-        if run_id is None:
-            raise ConfigError(f"audit: cannot find the training run of {model_uri!r}; pass --config.")
-        config = _run_config(run_id)
+    run_id, config = _training_run(model_uri, loaded, config)
     progress(f"audit of {model_uri} (version {loaded.version}) on {meds_dir}")
     events = read_meds(meds_dir)
     cohort = build_labels(events, task=config.task, subject_splits=read_subject_splits(meds_dir))
-    cfg_json = config.model_dump(mode="json")
-    lineage = {
-        "model_uri": model_uri,
-        "model_name": loaded.name,
-        "model_version": loaded.version,
-        "run_id": run_id,
-        "data_fingerprint": tracking.data_fingerprint(meds_dir),
-        "config_hash": config_hash(cfg_json),
-        "code_version": tracking.code_version(),
-        "seed": config.seed,
-        "policy_hash": config_hash(policy.model_dump(mode="json")),
-    }
+    lineage = _lineage(model_uri, loaded, run_id, meds_dir, config, policy)
     codes = read_code_metadata(meds_dir)
     descriptions = dict(zip(codes["code"], codes["description"].fillna(""))) if "description" in codes else {}
     inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage, descriptions)
@@ -115,6 +99,36 @@ def run_audit(
         loaded=loaded,
     )
     return AuditResult(report["passed"], out, report, audit_run)
+
+
+def _training_run(model_uri, loaded, config):
+    """The model's training run id, and the experiment config: ``config`` if given, else the run's."""
+    from .. import tracking
+
+    mv = tracking.resolve_model_version(model_uri) if loaded.version else None
+    run_id = tracking.training_run_id(model_uri, mv)
+    if config is None:
+        if run_id is None:
+            raise ConfigError(f"audit: cannot find the training run of {model_uri!r}; pass --config.")
+        config = _run_config(run_id)
+    return run_id, config
+
+
+def _lineage(model_uri, loaded, run_id, meds_dir, config, policy) -> dict:
+    """What was audited, on what, under which config, code and policy (hashes, not contents)."""
+    from .. import tracking
+
+    return {
+        "model_uri": model_uri,
+        "model_name": loaded.name,
+        "model_version": loaded.version,
+        "run_id": run_id,
+        "data_fingerprint": tracking.data_fingerprint(meds_dir),
+        "config_hash": config_hash(config.model_dump(mode="json")),
+        "code_version": tracking.code_version(),
+        "seed": config.seed,
+        "policy_hash": config_hash(policy.model_dump(mode="json")),
+    }
 
 
 def _write(out: Path, report, figures, *, overwrite):
