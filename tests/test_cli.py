@@ -106,7 +106,8 @@ def test_quickstart_end_to_end_from_another_directory(tmp_path):
     no third-party progress bars or log lines."""
     code = "from twinml.cli import main; main()"
     args = ["quickstart", "--n-subjects", "1500", "--workdir", "w"]
-    env = {**os.environ, "COLUMNS": "80"}
+    # the default store, here: not a URI an earlier test's mlflow.set_tracking_uri left in the environment
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "COLUMNS": "80"}
     done = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]

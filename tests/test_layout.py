@@ -117,7 +117,7 @@ def test_the_mlflow_rule_catches_each_kind_of_import():
 # grow, and a new one may not join (take it off the list once it fits).
 MAX_MODULE, MAX_FUNCTION = 400, 60
 OVER_MODULE = {
-    "twinml/cli.py": 491,
+    "twinml/cli.py": 479,
     "twinml/models/_treatment.py": 454,
     "twinml/evaluation/_explain.py": 423,
 }
@@ -125,9 +125,7 @@ OVER_FUNCTION = {
     "twinml/simulate/_simulator.py:run_process": 112,
     "twinml/simulate/_api.py:simulate": 106,
     "twinml/models/_treatment.py:fit": 96,
-    "twinml/models/twin.py:_absorb": 69,
     "twinml/models/_treatment.py:__init__": 69,
-    "twinml/cli.py:ingest": 65,
 }
 
 

@@ -221,3 +221,24 @@ def _print_quickstart_end(res, n_subjects):
     c.print(f"  1. the runs:   mlflow ui --backend-store-uri {res.tracking_uri}", soft_wrap=True)
     c.print(f"  2. the audit:  {report.resolve()}", soft_wrap=True)
     c.print(f"  3. a what-if:  {(res.whatif.out / 'report.html').resolve()}", soft_wrap=True)
+
+
+def _print_ingest(report):
+    """The data-quality gate's count identity and its rows per table and reason, then the files."""
+    from rich.table import Table
+
+    t = Table(
+        title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
+        f"{report.rows_quarantined:,} quarantined"
+    )
+    for col in ("table", "reason", "rows"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    for r in report.summary.to_dict("records"):
+        t.add_row(r["table"], r["reason"], f"{r['rows']:,}")
+    c = _console()
+    c.print(t)
+    if report.out is not None:
+        c.print(
+            f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
+            f"summary: {report.out / 'quality' / 'summary.json'}"
+        )

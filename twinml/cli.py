@@ -46,6 +46,16 @@ def _run(fn):
         raise
 
 
+def _namespaces(pairs: list[str]) -> dict[str, str]:
+    """``--source-namespace TABLE=VOCAB`` options as a mapping."""
+    from ._validation import ConfigError
+
+    bad = [p for p in pairs if p.count("=") != 1]
+    if bad:
+        raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
+    return dict(p.split("=") for p in pairs)
+
+
 @app.command()
 def simulate(
     n_subjects: int = typer.Option(10_000, "--n-subjects", help="Number of patients."),
@@ -122,18 +132,12 @@ def ingest(
     """Bring records in as MEDS through the data-quality gate; print what was kept and quarantined."""
 
     def body():
-        from rich.table import Table
-
-        from ._validation import ConfigError
+        from ._cli_tables import _print_ingest
         from .ingest import ingest as run
         from .ingest import load_pseudonym_key
         from .pipeline import Progress
 
         key = load_pseudonym_key(key_file=key_file) if (pseudonymise or key_file) else None
-        bad = [p for p in source_namespace if p.count("=") != 1]
-        if bad:
-            raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
-        namespaces = dict(p.split("=") for p in source_namespace)
         report = run(
             source,
             path,
@@ -141,26 +145,13 @@ def ingest(
             reference_time=reference_time,
             seed=seed,
             pseudonym_key=key,
-            source_namespaces=namespaces,
+            source_namespaces=_namespaces(source_namespace),
             overwrite=overwrite,
             chunk_rows=chunk_rows,
             bucket_rows=bucket_rows,
             progress=Progress(_console().print),
         )
-        t = Table(
-            title=f"data quality: {report.rows_read:,} read = {report.rows_kept:,} kept + "
-            f"{report.rows_quarantined:,} quarantined"
-        )
-        for col in ("table", "reason", "rows"):
-            t.add_column(col, justify="right" if col == "rows" else "left")
-        for r in report.summary.to_dict("records"):
-            t.add_row(r["table"], r["reason"], f"{r['rows']:,}")
-        _console().print(t)
-        if report.out is not None:
-            _console().print(
-                f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
-                f"summary: {report.out / 'quality' / 'summary.json'}"
-            )
+        _print_ingest(report)
 
     _run(body)
 

@@ -235,7 +235,7 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     """The new state of ``subjects`` (each has events in ``events``, none at or before its state's
     last visit) from their stored ``prior``: their new visits featurized as a full pass would, the
     GRU resumed from the stored state, readings and traits merged, counts and digests summed."""
-    f, net = model.featurizer_, model.net_
+    f = model.featurizer_
     index = pd.DataFrame(
         {"subject_id": subjects, "prediction_time": np.full(subjects.size, np.datetime64(as_of_us, "us"))}
     )
@@ -263,9 +263,35 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
     feats[firsts, 0] = (np.log1p(np.maximum(gap_days, 0.0)) / 5.0).astype(np.float32)
     data.visit_features = feats
 
-    hidden = prior.hidden.copy()
+    hidden = _resume_gru(model, data, prior.hidden, n_vis, batch_size)
+    val, vtime = last_readings(data, f.last_value_codes_)
+    seen = vtime != NAT
+    digest = np.zeros(n, np.uint64)
+    np.add.at(digest, ev.subject, event_hashes(events))
+    care = (ev.time != NAT) & ~ev.codes_matching(codes=[BIRTH])
+    last_new = data.visit_time[np.maximum(sv[:, 1] - 1, 0)] if data.visit_time.size else np.full(n, NAT)
+    return TwinState(
+        subject_id=subjects.astype(np.int64),
+        hidden=hidden,
+        last_visit=np.where(n_vis > 0, last_new, prior.last_visit).astype(np.int64),
+        birth=birth.astype(np.int64),
+        traits=(prior.traits + data.static[:, 2:]).astype(np.float32),
+        last_value=np.where(seen, val, prior.last_value),
+        last_value_time=np.where(seen, vtime, prior.last_value_time),
+        as_of=np.full(n, as_of_us, np.int64),
+        n_events=prior.n_events + np.bincount(ev.subject, minlength=n),
+        n_care=prior.n_care + np.bincount(ev.subject[care], minlength=n),
+        digest=prior.digest + digest,
+    )
+
+
+def _resume_gru(model, data, hidden, n_vis, batch_size) -> np.ndarray:
+    """The GRU's state of each subject after its new visits (``n_vis`` of them), resumed from ``hidden``;
+    subjects batched by their number of new visits."""
+    hidden = hidden.copy()
     rows = np.flatnonzero(n_vis > 0)
     rows = rows[np.argsort(n_vis[rows], kind="stable")]
+    net = model.net_
     net.eval()
     from ._sequence_model import _torch_threads
 
@@ -290,25 +316,7 @@ def _absorb(model, events, subjects, prior, as_of_us, batch_size) -> TwinState:
             )
             hidden[order] = h.numpy().transpose(1, 0, 2)
 
-    val, vtime = last_readings(data, f.last_value_codes_)
-    seen = vtime != NAT
-    digest = np.zeros(n, np.uint64)
-    np.add.at(digest, ev.subject, event_hashes(events))
-    care = (ev.time != NAT) & ~ev.codes_matching(codes=[BIRTH])
-    last_new = data.visit_time[np.maximum(sv[:, 1] - 1, 0)] if data.visit_time.size else np.full(n, NAT)
-    return TwinState(
-        subject_id=subjects.astype(np.int64),
-        hidden=hidden,
-        last_visit=np.where(n_vis > 0, last_new, prior.last_visit).astype(np.int64),
-        birth=birth.astype(np.int64),
-        traits=(prior.traits + data.static[:, 2:]).astype(np.float32),
-        last_value=np.where(seen, val, prior.last_value),
-        last_value_time=np.where(seen, vtime, prior.last_value_time),
-        as_of=np.full(n, as_of_us, np.int64),
-        n_events=prior.n_events + np.bincount(ev.subject, minlength=n),
-        n_care=prior.n_care + np.bincount(ev.subject[care], minlength=n),
-        digest=prior.digest + digest,
-    )
+    return hidden
 
 
 def _first_birth(ev: EventArrays, n) -> np.ndarray:
