@@ -122,8 +122,6 @@ OVER_MODULE = {
     "twinml/evaluation/_explain.py": 423,
 }
 OVER_FUNCTION = {
-    "twinml/simulate/_simulator.py:run_process": 112,
-    "twinml/simulate/_api.py:simulate": 106,
     "twinml/models/_treatment.py:fit": 96,
     "twinml/models/_treatment.py:__init__": 69,
 }

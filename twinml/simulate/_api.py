@@ -144,6 +144,59 @@ def simulate(
     >>> sorted(cohort.truth["plan"].unique())[:2]
     ['no_new_treatment', 'observed']
     """
+    config = dict(
+        n_subjects=n_subjects,
+        seed=seed,
+        years=years,
+        start=start,
+        horizons_days=list(horizons_days),
+        truth_start_year=truth_start_year,
+        visit_rate_per_year=visit_rate_per_year,
+        follow_up_loss_per_year=follow_up_loss_per_year,
+        bias_group=bias_group,
+        underdiagnosis_rate=underdiagnosis_rate,
+        visit_rate_ratio=visit_rate_ratio,
+        treatment_effect_scale=treatment_effect_scale,
+        treatment_rate_scale=treatment_rate_scale,
+        treatment_decisions=treatment_decisions,
+        split_fractions=list(split_fractions),
+    )
+    _check_settings(**config)
+    say = progress or (lambda msg: None)
+    rng = np.random.default_rng(seed)
+    t = _time.perf_counter()
+    res = run_process(
+        n_subjects=n_subjects,
+        years=years,
+        extra_steps=steps_needed(horizons_days),
+        rng=rng,
+        visit_rate_per_year=visit_rate_per_year,
+        follow_up_loss_per_year=follow_up_loss_per_year,
+        bias_group=bias_group,
+        underdiagnosis_rate=underdiagnosis_rate,
+        visit_rate_ratio=visit_rate_ratio,
+        treatment_effect_scale=treatment_effect_scale,
+        treatment_rate_scale=treatment_rate_scale,
+        treatment_decisions=treatment_decisions,
+    )
+    say(f"simulated {n_subjects:,} subjects over {years} years in {_time.perf_counter() - t:.1f}s")
+    return _cohort(res, rng, config, say)
+
+
+def _check_settings(
+    *,
+    n_subjects,
+    years,
+    horizons_days,
+    underdiagnosis_rate,
+    treatment_rate_scale,
+    treatment_decisions,
+    visit_rate_ratio,
+    bias_group,
+    split_fractions,
+    **_,
+) -> None:
+    """The simulator's settings, each checked with a message naming it."""
     check_positive_int(n_subjects, name="n_subjects", owner="simulate")
     check_positive_int(years, name="years", owner="simulate")
     for h in horizons_days:
@@ -172,42 +225,15 @@ def simulate(
             "The 'split_fractions' parameter of simulate must be three non-negative shares summing to 1. Got "
             f"{split_fractions!r} instead."
         )
-    config = dict(
-        n_subjects=n_subjects,
-        seed=seed,
-        years=years,
-        start=start,
-        horizons_days=list(horizons_days),
-        truth_start_year=truth_start_year,
-        visit_rate_per_year=visit_rate_per_year,
-        follow_up_loss_per_year=follow_up_loss_per_year,
-        bias_group=bias_group,
-        underdiagnosis_rate=underdiagnosis_rate,
-        visit_rate_ratio=visit_rate_ratio,
-        treatment_effect_scale=treatment_effect_scale,
-        treatment_rate_scale=treatment_rate_scale,
-        treatment_decisions=treatment_decisions,
-        split_fractions=list(split_fractions),
-    )
-    say = progress or (lambda msg: None)
-    rng = np.random.default_rng(seed)
-    t = _time.perf_counter()
-    res = run_process(
-        n_subjects=n_subjects,
-        years=years,
-        extra_steps=steps_needed(horizons_days),
-        rng=rng,
-        visit_rate_per_year=visit_rate_per_year,
-        follow_up_loss_per_year=follow_up_loss_per_year,
-        bias_group=bias_group,
-        underdiagnosis_rate=underdiagnosis_rate,
-        visit_rate_ratio=visit_rate_ratio,
-        treatment_effect_scale=treatment_effect_scale,
-        treatment_rate_scale=treatment_rate_scale,
-        treatment_decisions=treatment_decisions,
-    )
-    say(f"simulated {n_subjects:,} subjects over {years} years in {_time.perf_counter() - t:.1f}s")
-    start_s = int(pd.Timestamp(start).value // 1_000_000_000)
+
+
+def _cohort(res, rng, config: dict, say) -> SimulatedCohort:
+    """The simulated process as a MEDS cohort: events, splits (drawn from ``rng`` after the process),
+    ground truth, subject traits and readings."""
+    n_subjects, years, split_fractions = config["n_subjects"], config["years"], config["split_fractions"]
+    truth_start_year, horizons_days = config["truth_start_year"], config["horizons_days"]
+    treatment_effect_scale = config["treatment_effect_scale"]
+    start_s = int(pd.Timestamp(config["start"]).value // 1_000_000_000)
     split_names = np.array(["train", "tuning", "held_out"])
     split_idx = np.searchsorted(np.cumsum(split_fractions)[:-1], rng.random(n_subjects), side="right")
     # Subjects are laid out split by split, ids ascending inside each split.

@@ -62,6 +62,23 @@ class ProcessResult:
     n_steps: int  # steps with recorded data (the rest only feeds ground truth)
 
 
+@dataclass
+class _Chart:
+    """How the records are kept: the codes and outcomes recorded so far (updated in place), the diagnoses
+    never recorded, each subject's entry step, the end of the records (years), the visit rate, the event
+    log, and the prescribing policy's scale and whether treatments start at any visit."""
+
+    coded: np.ndarray
+    recorded: np.ndarray
+    dropped: np.ndarray
+    entry_step: np.ndarray
+    end_years: float
+    visit_rate: np.ndarray
+    log: EventLog
+    treatment_rate_scale: float = 1.0
+    starts_at_visits: bool = True
+
+
 def run_process(
     *,
     n_subjects,
@@ -100,22 +117,11 @@ def run_process(
     on = np.zeros((n, len(TREATMENT_NAMES)), bool)
     alive = np.ones(n, bool)
     death_time = np.full(n, np.inf)
-    onset_time = np.full((n, 5), np.inf)
-    # Prevalent onsets at the start: probability from the hazard accumulated since age 30.
-    z0 = st.mu + st.slope * (st.age0[:, None] - 50.0) / 10.0
-    lam0 = hazards(z0, st.age0, st.male, st.deprivation, st.smoker)
-    for o in (T2D, CKD):
-        prevalent = rng.random(n) < 1.0 - np.exp(-0.5 * lam0[:, o] * (st.age0 - 30.0))
-        onset_time[prevalent, o] = -1.0
-    # Diagnoses of one-time outcomes may never be recorded for the bias group.
-    dropped = st.in_bias_group[:, None] & (rng.random((n, 5)) < underdiagnosis_rate)
-    dropped[:, [MI, STROKE, DEATH]] = False
-    visit_mult = np.where(st.in_bias_group, visit_rate_ratio, 1.0)
-    coded = np.zeros((n, len(THRESHOLD_DIAGNOSES)), bool)
-    recorded = np.zeros((n, 5), bool)
-    entry_step = np.floor(st.entry / DT).astype(np.int64)
-    end_years = float(years)
-    log = EventLog()
+    onset_time = _prevalent_onsets(st, rng)
+    chart = _new_chart(
+        st, years, rng, underdiagnosis_rate, visit_rate_per_year, visit_rate_ratio, treatment_rate_scale, reviews
+    )
+    coded, recorded, end_years, log = chart.coded, chart.recorded, chart.end_years, chart.log
 
     for s in range(t_ext):
         t0 = s * DT
@@ -124,97 +130,117 @@ def run_process(
         walk += WALK_SD_PER_YEAR * np.sqrt(DT) * rng.standard_normal((n, k))
         on_hist[:, s] = on  # before any decision of this step: the ground truth's starting point
         if reviews and s % STEPS_PER_YEAR == 0 and 0 < s < n_steps:
-            idx = np.flatnonzero(alive & _observed(np.full(n, t0), st, end_years))
             z = z_u[:, s] + on.astype(np.float32) @ effects
-            start = _visit(
-                idx,
-                np.full(idx.size, t0),
-                z,
-                age,
-                on,
-                coded,
-                recorded,
-                rng,
-                log,
-                rate_scale=treatment_rate_scale,
-                rx_delay=RX_DELAY_YEARS,
-            )
-            on[idx] |= start  # acts from this step on, as the ground truth's plans do
+            _review(t0, st, end_years, alive, z, age, on, coded, recorded, rng, log, treatment_rate_scale)
         z = z_u[:, s] + on.astype(np.float32) @ effects
         lam = hazards(z, age, st.male, st.deprivation, st.smoker)
         lam_hist[:, s] = lam
         if not alive.any():
             continue
-        clock = rng.exponential(size=(n, 5)) / lam
-        dies = alive & (clock[:, DEATH] < DT)
-        t_death = np.where(dies, clock[:, DEATH], np.inf)
-        occurs = alive[:, None] & (clock < DT) & (clock < t_death[:, None])
-        occurs[:, DEATH] = dies
-        occurs &= ~(ONE_TIME[None, :] & np.isfinite(onset_time))
-        first = occurs & ~np.isfinite(onset_time)
-        onset_time[first] = (t0 + clock)[first]
-        death_time[dies] = t0 + t_death[dies]
+        clock, dies, t_death, occurs = _draw_step(lam, alive, onset_time, death_time, t0, rng)
         if s < n_steps:
-            _record_step(
-                s,
-                t0,
-                st,
-                z,
-                age,
-                occurs,
-                clock,
-                t_death,
-                alive,
-                on,
-                coded,
-                recorded,
-                dropped,
-                onset_time,
-                entry_step,
-                end_years,
-                visit_rate_per_year * visit_mult,
-                rng,
-                log,
-                treatment_rate_scale,
-                starts_at_visits=not reviews,
-            )
+            _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, onset_time, chart, rng)
         alive &= ~dies
-    # Subjects who die before they would have entered never enter the records.
+    _observation_periods(st, death_time, end_years, log)
+    return ProcessResult(st, log, z_u, on_hist, lam_hist, death_time, onset_time, n_steps)
+
+
+def _new_chart(st, years, rng, underdiagnosis_rate, visit_rate_per_year, visit_rate_ratio, rate_scale, reviews):
+    """Empty records; in the bias group, diagnoses of one-time outcomes (not MI or stroke) may never be
+    recorded, and visits come at ``visit_rate_ratio`` times the rate."""
+    n = st.age0.size
+    dropped = st.in_bias_group[:, None] & (rng.random((n, 5)) < underdiagnosis_rate)
+    dropped[:, [MI, STROKE, DEATH]] = False
+    visit_mult = np.where(st.in_bias_group, visit_rate_ratio, 1.0)
+    return _Chart(
+        coded=np.zeros((n, len(THRESHOLD_DIAGNOSES)), bool),
+        recorded=np.zeros((n, 5), bool),
+        dropped=dropped,
+        entry_step=np.floor(st.entry / DT).astype(np.int64),
+        end_years=float(years),
+        visit_rate=visit_rate_per_year * visit_mult,
+        log=EventLog(),
+        treatment_rate_scale=rate_scale,
+        starts_at_visits=not reviews,
+    )
+
+
+def _prevalent_onsets(st, rng) -> np.ndarray:
+    """Onset times (years; -1 for prevalent at the start, inf for none yet), (subjects, outcomes): T2D and
+    CKD prevalent with the probability of the hazard accumulated since age 30."""
+    n = st.age0.size
+    onset_time = np.full((n, 5), np.inf)
+    z0 = st.mu + st.slope * (st.age0[:, None] - 50.0) / 10.0
+    lam0 = hazards(z0, st.age0, st.male, st.deprivation, st.smoker)
+    for o in (T2D, CKD):
+        prevalent = rng.random(n) < 1.0 - np.exp(-0.5 * lam0[:, o] * (st.age0 - 30.0))
+        onset_time[prevalent, o] = -1.0
+    return onset_time
+
+
+def _review(t0, st, end_years, alive, z, age, on, coded, recorded, rng, log, rate_scale) -> None:
+    """A yearly review visit of every followed subject at ``t0``; treatments started there act at once."""
+    n = alive.size
+    idx = np.flatnonzero(alive & _observed(np.full(n, t0), st, end_years))
+    start = _visit(
+        idx,
+        np.full(idx.size, t0),
+        z,
+        age,
+        on,
+        coded,
+        recorded,
+        rng,
+        log,
+        rate_scale=rate_scale,
+        rx_delay=RX_DELAY_YEARS,
+    )
+    on[idx] |= start  # acts from this step on, as the ground truth's plans do
+
+
+def _draw_step(lam, alive, onset_time, death_time, t0, rng):
+    """One step's competing events from the hazards ``lam``: each outcome's clock, who dies and when,
+    which outcomes occur (one-time outcomes once); first onsets and deaths are written in place."""
+    clock = rng.exponential(size=lam.shape) / lam
+    dies = alive & (clock[:, DEATH] < DT)
+    t_death = np.where(dies, clock[:, DEATH], np.inf)
+    occurs = alive[:, None] & (clock < DT) & (clock < t_death[:, None])
+    occurs[:, DEATH] = dies
+    occurs &= ~(ONE_TIME[None, :] & np.isfinite(onset_time))
+    first = occurs & ~np.isfinite(onset_time)
+    onset_time[first] = (t0 + clock)[first]
+    death_time[dies] = t0 + t_death[dies]
+    return clock, dies, t_death, occurs
+
+
+def _observation_periods(st, death_time, end_years, log) -> None:
+    """Each entered subject's observation period; those who die before they would have entered never
+    enter the records."""
     follow_end = np.minimum(np.minimum(st.censor, death_time), end_years)
     entered = np.flatnonzero(st.entry < follow_end)
     log.add(entered, st.entry[entered], CODE_ID[OBSERVATION_PERIOD["start"][0]])
     log.add(entered, follow_end[entered], CODE_ID[OBSERVATION_PERIOD["end"][0]])
-    return ProcessResult(st, log, z_u, on_hist, lam_hist, death_time, onset_time, n_steps)
 
 
 def _observed(years, st, end_years):
     return (years >= st.entry) & (years < np.minimum(st.censor, end_years))
 
 
-def _record_step(
-    s,
-    t0,
-    st,
-    z,
-    age,
-    occurs,
-    clock,
-    t_death,
-    alive,
-    on,
-    coded,
-    recorded,
-    dropped,
-    onset_time,
-    entry_step,
-    end_years,
-    visit_rate,
-    rng,
-    log,
-    treatment_rate_scale=1.0,
-    starts_at_visits=True,
-):
+def _record_step(s, t0, st, z, age, occurs, clock, t_death, alive, on, onset_time, chart: _Chart, rng):
     """Write this step's recorded events and let the treatment policy act at visits."""
+    coded, recorded, dropped, entry_step, end_years = (
+        chart.coded,
+        chart.recorded,
+        chart.dropped,
+        chart.entry_step,
+        chart.end_years,
+    )
+    visit_rate, log, treatment_rate_scale, starts_at_visits = (
+        chart.visit_rate,
+        chart.log,
+        chart.treatment_rate_scale,
+        chart.starts_at_visits,
+    )
     # Prevalent or pre-entry onsets are recorded at entry as history.
     entering = np.flatnonzero(entry_step == s)
     for o in (T2D, CKD):
