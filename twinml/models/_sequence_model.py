@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-import time
 
 import numpy as np
 import pandas as pd
@@ -26,6 +24,7 @@ from ._hazard import (
 )
 from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
+from ._trainer import EarlyStopping, EpochProgress, fit_epochs
 
 __all__ = ["SequenceRiskModel"]
 
@@ -339,12 +338,12 @@ class SequenceRiskModel(BaseEstimator):
         return targets, codes
 
     def _train(self, train, y_train, tune, y_tune, rng, say):
+        """Epochs of :meth:`train_step` over length-grouped batches, early-stopped on the tuning rows' hazard
+        loss (the train loss without them), the best epoch's weights kept."""
         opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, stale = np.inf, None, 0
-        self.history_ = []
-        for epoch in range(1, self.max_epochs + 1):
-            t0 = time.perf_counter()
-            self.net_.train()
+        last = {}
+
+        def train_epoch(epoch):
             total, n = 0.0, 0
             for rows in self._row_batches(train, rng=rng):
                 batch = train.batch(rows)
@@ -354,20 +353,17 @@ class SequenceRiskModel(BaseEstimator):
                     batch["forecast_value"], batch["forecast_observed"] = (a[rows] for a in self._forecast)
                 loss = self.train_step(batch, y_train[rows], opt)
                 total, n = total + loss * rows.size, n + rows.size
-            train_loss = total / max(n, 1)
-            monitor = self._eval_loss(tune, y_tune) if tune is not None else train_loss
-            secs = time.perf_counter() - t0
-            self.history_.append({"epoch": epoch, "train_loss": train_loss, "tuning_loss": monitor, "seconds": secs})
-            say(f"epoch {epoch}: train loss {train_loss:.5f}, tuning loss {monitor:.5f} ({secs:.1f}s)")
-            if monitor < best - 1e-6:
-                best, best_state, stale, self.best_epoch_ = monitor, copy.deepcopy(self.net_.state_dict()), 0, epoch
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    say(f"early stop: no tuning improvement for {self.patience} epochs; best epoch {self.best_epoch_}")
-                    break
-        self.net_.load_state_dict(best_state)
-        self.net_.eval()
+            last["train"] = total / max(n, 1)
+            return last["train"]
+
+        def tuning_loss():
+            return self._eval_loss(tune, y_tune) if tune is not None else last["train"]
+
+        stopper = EarlyStopping(self.patience, say=say, what=type(self).__name__)
+        self.history_ = fit_epochs(
+            self.net_, train_epoch, tuning_loss, max_epochs=self.max_epochs, callbacks=[EpochProgress(say), stopper]
+        )
+        self.best_epoch_ = stopper.best_epoch
         self._forecast = None  # training targets: not kept with the fitted model
 
     def train_step(self, batch, y, opt) -> float:

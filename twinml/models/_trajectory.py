@@ -19,8 +19,6 @@ simulator and 76-83 % on Synthea dev (README).
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import torch
@@ -29,6 +27,7 @@ from torch import nn
 from .._arrays import NAT
 from .._validation import ConfigError
 from ..features import last_readings, last_value_features, readings_near_horizons
+from ._trainer import EarlyStopping, fit_epochs
 
 __all__ = ["TrajectoryForecaster", "QUANTILES", "COVERAGE"]
 
@@ -266,9 +265,8 @@ class TrajectoryForecaster:
         torch.manual_seed(seed)
         net = _QuantileHead(t["x"].shape[1], len(self.codes), len(self.horizons_days), self.hidden)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        best, best_state, best_epoch, stale, history = np.inf, None, 0, 0, []
-        for epoch in range(1, self.max_epochs + 1):
-            net.train()
+
+        def train_epoch(epoch):
             total = 0.0
             order = rng.permutation(t["x"].shape[0])
             for i in range(0, order.size, self.batch_size):
@@ -278,20 +276,16 @@ class TrajectoryForecaster:
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * b.numel()
+            return total / max(order.size, 1)
+
+        def tuning_loss():
             net.eval()
             with torch.inference_mode():
-                tune = float(_pinball(net(t["xt"], t["bt"]), t["yt"], t["ot"]))
-            history.append({"epoch": epoch, "train_loss": total / max(order.size, 1), "tuning_loss": tune})
-            if tune < best - 1e-6:
-                best, best_state, stale, best_epoch = tune, copy.deepcopy(net.state_dict()), 0, epoch
-            else:
-                stale += 1
-                if stale >= self.patience:
-                    break
-        if best_state is None:
-            raise RuntimeError(f"trajectory head: the tuning loss was never finite (last: {tune}); check the inputs")
-        net.load_state_dict(best_state)
-        return net.eval(), history, best_epoch
+                return float(_pinball(net(t["xt"], t["bt"]), t["yt"], t["ot"]))
+
+        stopper = EarlyStopping(self.patience, what="trajectory head")
+        history = fit_epochs(net, train_epoch, tuning_loss, max_epochs=self.max_epochs, callbacks=[stopper])
+        return net, history, stopper.best_epoch
 
     def _quantiles(self, x, base) -> np.ndarray:
         """The members' mean quantiles in normalised units, (n, C, H, 3)."""
