@@ -41,7 +41,7 @@ itself is outside support. Its risk and effect are then NaN (not estimable), nev
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,7 @@ from ..cohort import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
 from ._bands import RiskBands
 from ._hazard import _mask_and_target, base_hazard_logits, curve_frame, hazard_targets, parse_label_columns, risk_curve
+from ._plan_prediction import PlanPrediction
 from ._sequence_model import SequenceRiskModel, _tensors, _torch_threads, forecast_loss
 from ._tabular_model import label_columns_of
 from ._torch_modules import TreatmentResponseNet
@@ -77,46 +78,6 @@ def _subset(data, rows):
 _STAGE1_EFFECT_L2 = 1e-2
 
 
-@dataclass
-class PlanPrediction:
-    """Risks and effects under every plan for each prediction row.
-
-    Arrays are indexed (row, plan, outcome, horizon) with plans in ``plans`` order (reference
-    first); effects are risk under the plan minus risk under the reference (NaN where the plan is
-    outside support for the row).
-    """
-
-    index: pd.DataFrame  # subject_id, prediction_time
-    plans: list[str]
-    outcomes: list[str]
-    horizons: list[int]
-    risk: np.ndarray  # mean over bootstrap heads
-    risk_lo: np.ndarray
-    risk_hi: np.ndarray
-    effect: np.ndarray
-    effect_lo: np.ndarray
-    effect_hi: np.ndarray
-    propensity: np.ndarray  # (row, plan)
-    in_support: np.ndarray  # (row, plan) bool
-    reason: np.ndarray  # (row, plan) str: "" when in support
-    band: float
-
-    def table(self) -> pd.DataFrame:
-        """Long format: one row per (prediction row, plan, outcome, horizon)."""
-        n, p, o, h = self.risk.shape
-        grid = np.indices((n, p, o, h)).reshape(4, -1)
-        out = self.index.iloc[grid[0]].reset_index(drop=True)
-        out["plan"] = np.asarray(self.plans)[grid[1]]
-        out["outcome"] = np.asarray(self.outcomes)[grid[2]]
-        out["horizon_days"] = np.asarray(self.horizons)[grid[3]]
-        for name in ("risk", "risk_lo", "risk_hi", "effect", "effect_lo", "effect_hi"):
-            out[name] = getattr(self, name).reshape(-1)
-        out["propensity"] = self.propensity[grid[0], grid[1]]
-        out["in_support"] = self.in_support[grid[0], grid[1]]
-        out["support_note"] = self.reason[grid[0], grid[1]]
-        return out
-
-
 class _Targets:
     """Row-indexable training targets: hazard labels, plan index, bootstrap weights per head."""
 
@@ -128,6 +89,13 @@ class _Targets:
 
     def __len__(self):
         return self.plan.size
+
+
+def _member_line(m, n_folds, n_encoders, learn, held) -> str:
+    """The progress line of ensemble member ``m`` (encoder m // n_folds, fold m % n_folds)."""
+    f = m % n_folds
+    fold = f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}" if n_folds > 1 else ""
+    return f"encoder {m // n_folds + 1}/{n_encoders}" + fold
 
 
 class TreatmentResponseModel(SequenceRiskModel):
@@ -293,15 +261,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
         self.plan_share_ = np.bincount(plan_train, minlength=len(self.plan_names_)) / max(plan_train.size, 1)
         targets = _Targets(y_train, plan_train, boot)
-        tune = tune_targets = None
-        if tuning_labels is not None and len(tuning_labels):
-            tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
-            tune = self.featurizer_.transform(events, tuning_labels)
-            tune_targets = _Targets(
-                hazard_targets(tuning_labels, self.outcomes_, self.horizons_),
-                plan_tune,
-                np.ones((plan_tune.size, self.n_boot), np.float32),
-            )
+        tuning_labels, tune, tune_targets = self._tuning_data(events, tuning_labels, say)
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
         forecast, codes = self._forecast_targets(train, say)
         # Cross-fitting: with two folds (by subject), each encoder learns on one fold and its heads are
@@ -317,36 +277,11 @@ class TreatmentResponseModel(SequenceRiskModel):
                 learn = np.flatnonzero(fold != f) if n_folds > 1 else np.arange(len(train))
                 held = np.flatnonzero(fold == f) if n_folds > 1 else learn
                 if n_folds > 1 or self.n_encoders > 1:
-                    say(
-                        f"encoder {m // n_folds + 1}/{self.n_encoders}"
-                        + (
-                            f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}"
-                            if n_folds > 1
-                            else ""
-                        )
-                    )
+                    say(_member_line(m, n_folds, self.n_encoders, learn, held))
                 if m > 0 and f == 0:  # each encoder of an ensemble has its own bootstrap weights for its heads
                     boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
                     targets = _Targets(y_train, plan_train, boot)
-                self.net_ = TreatmentResponseNet(
-                    n_plans=len(self.plan_names_),
-                    n_boot=self.n_boot,
-                    n_codes=self.featurizer_.n_codes_,
-                    n_static=self.featurizer_.n_static_,
-                    n_outcomes=len(self.outcomes_),
-                    n_bins=len(self.horizons_),
-                    d_model=self.d_model,
-                    encoder=self.kind,
-                    n_layers=self.n_layers,
-                    n_heads=self.n_heads,
-                    dropout=self.dropout,
-                    n_forecast=codes.size,
-                )
-                with torch.no_grad():
-                    self.net_.risk.head.linear.bias.copy_(
-                        torch.from_numpy(base_hazard_logits(y_train[learn])).flatten()
-                    )
-                    self.net_.propensity.bias.copy_(torch.log(torch.from_numpy(self.plan_share_ + 1e-4)).float())
+                self.net_ = self._new_net(codes.size, y_train[learn])
                 self._forecast = None if forecast is None else tuple(a[learn] for a in forecast)
                 self._train(_subset(train, learn), targets[learn], tune, tune_targets, rng, say)
                 history += [{**h, "epoch": len(history) + h["epoch"]} for h in self.history_]
@@ -361,16 +296,52 @@ class TreatmentResponseModel(SequenceRiskModel):
             "support thresholds (propensity): "
             + ", ".join(f"{p} {t:.4f}" for p, t in zip(self.plan_names_, self.support_threshold_))
         )
-        self.risk_bands_ = None
-        if tune is not None:
-            with _torch_threads(self.n_threads):
-                curve = self._policy_curve(tune)
-            self.risk_bands_ = RiskBands.fit(
-                curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_),
-                tuning_labels,
-                self.label_columns_,
-            )
+        self.risk_bands_ = None if tune is None else self._fit_risk_bands(tune, tuning_labels)
         return self
+
+    def _tuning_data(self, events, tuning_labels, say):
+        """The tuning rows with their factual plans, their sequences and targets (all None without rows)."""
+        if tuning_labels is None or not len(tuning_labels):
+            return tuning_labels, None, None
+        tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
+        tune = self.featurizer_.transform(events, tuning_labels)
+        targets = _Targets(
+            hazard_targets(tuning_labels, self.outcomes_, self.horizons_),
+            plan_tune,
+            np.ones((plan_tune.size, self.n_boot), np.float32),
+        )
+        return tuning_labels, tune, targets
+
+    def _new_net(self, n_forecast, y_learn):
+        """A fresh network, its hazard bias at the base hazards of ``y_learn`` and its propensity bias at the
+        plans' log shares."""
+        net = TreatmentResponseNet(
+            n_plans=len(self.plan_names_),
+            n_boot=self.n_boot,
+            n_codes=self.featurizer_.n_codes_,
+            n_static=self.featurizer_.n_static_,
+            n_outcomes=len(self.outcomes_),
+            n_bins=len(self.horizons_),
+            d_model=self.d_model,
+            encoder=self.kind,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_forecast=n_forecast,
+        )
+        with torch.no_grad():
+            net.risk.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_learn)).flatten())
+            net.propensity.bias.copy_(torch.log(torch.from_numpy(self.plan_share_ + 1e-4)).float())
+        return net
+
+    def _fit_risk_bands(self, tune, tuning_labels):
+        with _torch_threads(self.n_threads):
+            curve = self._policy_curve(tune)
+        return RiskBands.fit(
+            curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_),
+            tuning_labels,
+            self.label_columns_,
+        )
 
     def _with_plans(self, events, labels, split, say):
         fp = factual_plans(events, labels, self.plans_)
