@@ -4,8 +4,9 @@ simulated data."""
 from ._calibration import calibration_summary, reliability_table
 from ._display import reliability_figure
 from ._effects import effect_scores, policy_value, true_plan_risks
-from ._explain import Attributions, code_importance, explain_model, faithfulness, patient_drivers, window_importance
+from ._explain import Attributions, code_importance, explain_model, patient_drivers, window_importance
 from ._fairness import DEFAULT_ATTRIBUTES, MIN_CELL, SUPPRESSED, FairnessResult, subgroup_metrics, subject_attributes
+from ._faithfulness import faithfulness
 from ._metrics import (
     binary_metrics,
     bootstrap_ci,
