@@ -119,3 +119,25 @@ def test_refuses_to_overwrite_without_asking(tmp_path, small_cohort):
     small_cohort.write(out)
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         small_cohort.write(out)
+
+
+def test_text_answers_are_read_and_blank_ones_are_null(meds_dir, tmp_path):
+    text = pa.array([None, "Never smoker", "  "])
+    root, _ = _copy_with(meds_dir, tmp_path, _table(text_value=text))
+    events = read_meds(root)
+    assert list(events.columns) == ["subject_id", "time", "code", "numeric_value", "text_value"]
+    assert isinstance(events["text_value"].dtype, pd.CategoricalDtype)
+    got = events["text_value"].astype(object)
+    assert (got == "Never smoker").sum() == 1
+    assert events["text_value"].notna().sum() == 1  # the blank one is null, and the other files have none
+
+
+def test_events_without_text_answers_have_no_text_column(events):
+    assert "text_value" not in events  # the simulator writes none
+
+
+def test_text_value_of_another_type_is_named(meds_dir, tmp_path):
+    root, rel = _copy_with(meds_dir, tmp_path, _table(text_value=pa.array([None, 3, 4], pa.int64())))
+    with pytest.raises(MEDSValidationError) as err:
+        read_meds(root)
+    assert str(err.value) == f"{rel}: column 'text_value' must be string; got type int64 (example: 3)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 from ._validation import PositiveInt
 from .cohort import TaskDefinition, load_validated
@@ -63,6 +63,8 @@ class FeaturesConfig(_Strict):
         "recency",
     )
     min_code_count: int = 10
+    # text answers of at least this many training subjects read as codes ``code//text``; 0: text ignored
+    min_text_subjects: NonNegativeInt = 0
 
     @field_validator("windows_days")
     @classmethod

@@ -90,6 +90,11 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
 def build_model(config: ExperimentConfig):
     """The estimator a config asks for (tabular baseline or sequence model), unfitted."""
     m, f = config.model, config.features
+    if f.min_text_subjects and m.kind in ("whatif", "gru", "transformer"):
+        raise ConfigError(
+            f"config: features.min_text_subjects applies to model kinds lightgbm, logistic, hist_gb, record and "
+            f"blend. Got {f.min_text_subjects} with kind {m.kind!r}."
+        )
     if m.kind == "whatif":
         from .models import TreatmentResponseModel
 
@@ -110,11 +115,16 @@ def build_model(config: ExperimentConfig):
         try:
             if m.kind == "blend":
                 params = dict(m.params)
-                record = {"min_code_count": f.min_code_count, **(params.pop("record_params", None) or {})}
+                record = {
+                    "min_code_count": f.min_code_count,
+                    "min_text_subjects": f.min_text_subjects,
+                    **(params.pop("record_params", None) or {}),
+                }
                 tabular = {
                     "windows_days": f.windows_days,
                     "aggregates": f.aggregates,
                     "min_code_count": f.min_code_count,
+                    "min_text_subjects": f.min_text_subjects,
                     **(params.pop("tabular_params", None) or {}),
                 }
                 return BlendRiskModel(
@@ -129,6 +139,7 @@ def build_model(config: ExperimentConfig):
                     calibration=m.calibration,
                     random_state=config.seed,
                     min_code_count=f.min_code_count,
+                    min_text_subjects=f.min_text_subjects,
                     **dict(m.params),
                 )
             return SequenceRiskModel(
@@ -147,6 +158,7 @@ def build_model(config: ExperimentConfig):
         windows_days=f.windows_days,
         aggregates=f.aggregates,
         min_code_count=f.min_code_count,
+        min_text_subjects=f.min_text_subjects,
         calibration=m.calibration,
         random_state=config.seed,
     )

@@ -131,7 +131,9 @@ def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
     one patient of a large panel is read in a moment); only the rows read are validated.
 
     Returns a DataFrame with ``subject_id`` (int64), ``time`` (datetime64[us], NaT for static facts),
-    ``code`` (category) and ``numeric_value`` (float32), sorted by subject then time.
+    ``code`` (category) and ``numeric_value`` (float32), sorted by subject then time, and
+    ``text_value`` (category; null where blank) when any row read has a text result (a coded answer
+    such as a smoking status): the featurizers can read frequent ones as codes of their own.
 
     Raises
     ------
@@ -162,12 +164,27 @@ def read_meds(root, *, splits=None, subjects=None) -> pd.DataFrame:
         tbl = validate_events_table(pq.read_table(f, read_dictionary=["code"], filters=wanted), name=name)
         ids = pc.unique(tbl.column("subject_id")).to_numpy()
         _check_disjoint(ids, name, seen)
-        tables.append(tbl.select(["subject_id", "time", "code", "numeric_value"]))
+        tables.append(
+            tbl.select(["subject_id", "time", "code", "numeric_value"]).append_column("text_value", _text(tbl))
+        )
     table = pa.concat_tables(tables).unify_dictionaries().combine_chunks()
+    if table.column("text_value").null_count == table.num_rows:
+        table = table.drop_columns(["text_value"])
     df = table.to_pandas()
-    if not isinstance(df["code"].dtype, pd.CategoricalDtype):
-        df["code"] = df["code"].astype("category")
+    for col in ("code", "text_value"):
+        if col in df and not isinstance(df[col].dtype, pd.CategoricalDtype):
+            df[col] = df[col].astype("category")
     return df
+
+
+def _text(tbl: pa.Table) -> pa.ChunkedArray:
+    """The table's ``text_value`` as dictionary-encoded strings (all null where it has none); blank is null."""
+    if "text_value" not in tbl.column_names:
+        return pa.chunked_array([pa.nulls(tbl.num_rows, pa.string()).dictionary_encode()])
+    col = tbl.column("text_value")
+    col = col.cast(pa.string())  # string, large_string, dictionary or all-null: validate_events_table checked
+    col = pc.if_else(pc.equal(pc.utf8_trim_whitespace(col), ""), pa.scalar(None, pa.string()), col)
+    return pc.dictionary_encode(col)
 
 
 def _check_disjoint(ids, name, seen):
@@ -216,6 +233,11 @@ def validate_events_table(tbl: pa.Table, *, name: str) -> pa.Table:
         if cols[c].null_count:
             row = pc.index(pc.is_null(cols[c]), True).as_py()
             raise fail(c, "must not be null", f"row {row}, subject_id={tbl.column('subject_id')[row].as_py()}")
+    if "text_value" in tbl.column_names:
+        t = tbl.column("text_value").type
+        value_type = t.value_type if pa.types.is_dictionary(t) else t
+        if not (pa.types.is_string(value_type) or pa.types.is_large_string(value_type) or pa.types.is_null(t)):
+            raise fail("text_value", f"must be string; got type {t}", _first_valid(tbl.column("text_value")))
     for c in tbl.column_names:
         if c not in cols:
             cols[c] = tbl.column(c)

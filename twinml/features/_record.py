@@ -98,14 +98,17 @@ class RecordFeaturizer(SequenceFeaturizer):
         For this many numeric codes (the most frequent in training), each row also carries the code's
         last normalised reading at or before the prediction time, whether there is one, and the log
         days since it (``last_values``, read out beside the recurrent state). 0: none.
+    min_text_subjects : int
+        As for :class:`SequenceFeaturizer`: text answers of at least this many training subjects are codes.
     """
 
     max_len = 1  # not a parameter: the whole record is kept (SequenceFeaturizer.fit checks this field)
 
-    def __init__(self, min_code_count=10, value_clip=5.0, n_last_values=0):
+    def __init__(self, min_code_count=10, value_clip=5.0, n_last_values=0, min_text_subjects=0):
         self.min_code_count = min_code_count
         self.value_clip = value_clip
         self.n_last_values = n_last_values
+        self.min_text_subjects = min_text_subjects
 
     def fit(self, events: pd.DataFrame, y=None):
         super().fit(events, y)

@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._arrays import NAT, EventArrays, events_upto
 from .._validation import ConfigError
 from ._common import fit_code_stats, prediction_queries, static_entries
+from ._text import check_min_text_subjects, fit_text_codes, with_text_codes
 
 __all__ = ["SequenceFeaturizer", "SequenceData", "END_OF_RECORD"]
 
@@ -93,19 +94,29 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         Codes seen fewer times in the training events map to the unknown id.
     value_clip : float
         Normalised values are clipped to ``[-value_clip, value_clip]``.
+    min_text_subjects : int
+        A text answer recorded for at least this many distinct training subjects is an event code of
+        its own, ``code//text`` (:func:`~twinml.features.with_text_codes`); 0: text is ignored.
     """
 
-    def __init__(self, max_len=256, min_code_count=10, value_clip=5.0):
+    min_text_subjects = 0  # featurizers pickled before this parameter: no text codes
+
+    def __init__(self, max_len=256, min_code_count=10, value_clip=5.0, min_text_subjects=0):
         self.max_len = max_len
         self.min_code_count = min_code_count
         self.value_clip = value_clip
+        self.min_text_subjects = min_text_subjects
 
     def fit(self, events: pd.DataFrame, y=None):
         if isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len <= 0:
             raise ConfigError(
                 f"The 'max_len' parameter of SequenceFeaturizer must be a positive int. Got {self.max_len!r} instead."
             )
-        stats = fit_code_stats(EventArrays(events), min_code_count=self.min_code_count)
+        check_min_text_subjects(self)
+        self.text_codes_ = fit_text_codes(events, min_subjects=self.min_text_subjects)
+        stats = fit_code_stats(
+            EventArrays(with_text_codes(events, self.text_codes_)), min_code_count=self.min_code_count
+        )
         self.vocabulary_, self.numeric_ = stats.vocabulary, stats.numeric
         self.value_mean_, self.value_std_ = stats.value_mean, stats.value_std
         self.static_vocabulary_, self.static_numeric_ = stats.static_vocabulary, stats.static_numeric
@@ -123,6 +134,7 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         """Every dynamic event (vocabulary ids, normalised values) with each row's whole-history slice
         ``[subject start, hi)``, plus what a whole-record encoder also needs (subject ranks, birth times)."""
         check_is_fitted(self, "vocabulary_")
+        events = with_text_codes(events, getattr(self, "text_codes_", ()))  # none in older pickles
         ev = EventArrays(events).order_ties()  # simultaneous events in one order, whatever the storage
         q_rank, q_time = prediction_queries(ev, index)
         rows, cols, vals = static_entries(

@@ -47,6 +47,8 @@ class RecordRiskModel(SequenceRiskModel):
     and left the blend's as it was (0.873); on the 20,000-subject simulator (7 numeric codes) the
     tuning loss was worse, 0.03227 against 0.03216, and training stopped at epoch 10 instead of 15.
     So it stays opt-in. Explanations do not attribute through these inputs (they are held fixed).
+    ``min_text_subjects`` (default 0, off): text answers recorded for at least this many training
+    subjects are event codes of their own (:func:`~twinml.features.with_text_codes`).
     ``max_epochs`` is 30 with patience 4: on Synthea dev the GRU was still improving at epoch 15
     (best epoch 21, tuning loss 0.02381 -> 0.02364); on the 20,000-subject simulator the best epochs
     were 11, 13 and 15 (seeds 0, 1, 2), so two of those seeds trained past 15.
@@ -59,6 +61,7 @@ class RecordRiskModel(SequenceRiskModel):
     """
 
     kind, n_heads, max_len = "gru", 4, 1  # not parameters here; the parent's checks read them
+    min_text_subjects = 0  # models pickled before this parameter read as fitted without text codes
 
     def __init__(
         self,
@@ -75,6 +78,7 @@ class RecordRiskModel(SequenceRiskModel):
         forecast_weight=0.1,
         forecast_days=365.0,
         n_last_values=0,
+        min_text_subjects=0,
         trajectory_codes="auto",
         trajectory_horizons_days=(90, 180, 365),
         calibration=None,
@@ -94,6 +98,7 @@ class RecordRiskModel(SequenceRiskModel):
         self.forecast_weight = forecast_weight
         self.forecast_days = forecast_days
         self.n_last_values = n_last_values
+        self.min_text_subjects = min_text_subjects
         self.trajectory_codes = trajectory_codes
         self.trajectory_horizons_days = trajectory_horizons_days
         self.calibration = calibration
@@ -114,7 +119,11 @@ class RecordRiskModel(SequenceRiskModel):
         super()._validate_params()
 
     def _make_featurizer(self):
-        return RecordFeaturizer(self.min_code_count, n_last_values=self.n_last_values)
+        return RecordFeaturizer(
+            self.min_code_count,
+            n_last_values=self.n_last_values,
+            min_text_subjects=self.min_text_subjects,
+        )
 
     def _describe(self, train, say):
         sv = train.subject_visits[np.unique(train.row_subject[train.row_subject >= 0])]

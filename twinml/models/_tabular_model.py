@@ -44,8 +44,9 @@ class TabularRiskModel(BaseEstimator):
     n_trials : int
         ``lightgbm`` only: an optuna sweep of this many trials per label on the tuning rows' log loss
         (0: no sweep). Each trial is kept in ``search_trials_``.
-    windows_days, aggregates, min_code_count :
-        Passed to :class:`~twinml.features.TabularFeaturizer`.
+    windows_days, aggregates, min_code_count, min_text_subjects :
+        Passed to :class:`~twinml.features.TabularFeaturizer` (``min_text_subjects``: text answers of at
+        least this many training subjects read as codes; 0, the default, ignores text).
     calibration : {None, "sigmoid", "isotonic", "temperature"}
         A calibrator per label (scikit-learn's ``CalibratedClassifierCV`` on the frozen classifier)
         fitted on the tuning rows given to ``fit``.
@@ -63,6 +64,8 @@ class TabularRiskModel(BaseEstimator):
         Label -> the sweep's trials (params, tuning log loss, trees, seconds); empty without a sweep.
     """
 
+    min_text_subjects = 0  # models pickled before this parameter read as fitted without text codes
+
     def __init__(
         self,
         kind="lightgbm",
@@ -71,6 +74,7 @@ class TabularRiskModel(BaseEstimator):
         windows_days=(30, 365, None),
         aggregates=("count", "last", "mean", "min", "max", "recency"),
         min_code_count=10,
+        min_text_subjects=0,
         calibration=None,
         random_state=0,
     ):
@@ -80,6 +84,7 @@ class TabularRiskModel(BaseEstimator):
         self.windows_days = windows_days
         self.aggregates = aggregates
         self.min_code_count = min_code_count
+        self.min_text_subjects = min_text_subjects
         self.calibration = calibration
         self.random_state = random_state
 
@@ -95,7 +100,12 @@ class TabularRiskModel(BaseEstimator):
         say = progress or (lambda msg: None)
         self.label_columns_ = label_columns_of(labels)
         train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
-        self.featurizer_ = TabularFeaturizer(self.windows_days, self.aggregates, self.min_code_count).fit(train_events)
+        self.featurizer_ = TabularFeaturizer(
+            self.windows_days,
+            self.aggregates,
+            self.min_code_count,
+            min_text_subjects=self.min_text_subjects,
+        ).fit(train_events)
         X = self.featurizer_.transform(events, labels)
         say(f"features: {X.shape[0]:,} rows x {X.shape[1]:,} columns")
         self.feature_means_ = np.asarray(X.mean(axis=0), np.float64).ravel()  # the explainer's background
