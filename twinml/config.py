@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ._validation import PositiveInt
-from .cohort import TaskDefinition, load_validated
+from ._validation import NonNegativeInt, PositiveInt, StrictModel, load_validated
+from .cohort import TaskDefinition
 
 __all__ = [
     "ExperimentConfig",
@@ -26,11 +26,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SimulatorSettings(_Strict):
+class SimulatorSettings(StrictModel):
     """Arguments of :func:`twinml.simulate.simulate` used when ``data.source`` is ``simulator``."""
 
     n_subjects: PositiveInt = 5_000
@@ -44,7 +40,7 @@ class SimulatorSettings(_Strict):
     treatment_decisions: Literal["visits", "yearly_review"] = "visits"
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Where events come from. ``path`` is a MEDS directory (simulated there first if missing)."""
 
     source: Literal["simulator", "meds"] = "simulator"
@@ -52,7 +48,7 @@ class DataConfig(_Strict):
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(StrictModel):
     windows_days: tuple[int | None, ...] = (30, 365, None)
     aggregates: tuple[Literal["count", "last", "mean", "min", "max", "recency"], ...] = (
         "count",
@@ -75,13 +71,13 @@ class FeaturesConfig(_Strict):
         return v
 
 
-class SearchConfig(_Strict):
+class SearchConfig(StrictModel):
     """A hyperparameter sweep (``lightgbm`` only): optuna trials per label on the tuning split's log loss."""
 
     n_trials: PositiveInt = 20
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     """``lightgbm`` / ``logistic`` / ``hist_gb``: tabular models (``params`` go to the classifier; calibration
     ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models over the last
     ``max_len`` events (``params`` are :class:`~twinml.models.SequenceRiskModel` arguments such as
@@ -117,19 +113,19 @@ class ModelConfig(_Strict):
         return self
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     splits: tuple[Literal["train", "tuning", "held_out"], ...] = ("held_out",)
     n_bootstrap: int = 200
     ece_bins: int = 10
 
 
-class TrackingConfig(_Strict):
+class TrackingConfig(StrictModel):
     uri: str | None = None
     experiment: str = "twinml"
     register_as: str | None = None
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(StrictModel):
     """The whole experiment: data source, task, features, model, evaluation, tracking."""
 
     name: str

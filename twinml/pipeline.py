@@ -88,67 +88,16 @@ def prepare_data(data: DataConfig, *, overwrite: bool = False, progress=_quiet) 
 
 
 def build_model(config: ExperimentConfig):
-    """The estimator a config asks for (tabular baseline or sequence model), unfitted."""
+    """The estimator a config asks for (tabular baseline, sequence model or what-if model), unfitted."""
     m, f = config.model, config.features
     if f.min_text_subjects and m.kind in ("whatif", "gru", "transformer"):
         raise ConfigError(
             f"config: features.min_text_subjects applies to model kinds lightgbm, logistic, hist_gb, record and "
             f"blend. Got {f.min_text_subjects} with kind {m.kind!r}."
         )
-    if m.kind == "whatif":
-        from .models import TreatmentResponseModel
-
-        if config.task.treatment is None:
-            raise ConfigError(
-                "config: model.kind 'whatif' needs task.treatment (a plans file such as "
-                "configs/plans.yaml, or the plans inline)."
-            )
+    if m.kind in ("whatif", "record", "blend", "gru", "transformer"):
         try:
-            return TreatmentResponseModel(
-                plans=config.task.treatment, random_state=config.seed, min_code_count=f.min_code_count, **dict(m.params)
-            )
-        except TypeError as err:
-            raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
-    if m.kind in ("record", "blend", "gru", "transformer"):
-        from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel
-
-        try:
-            if m.kind == "blend":
-                params = dict(m.params)
-                record = {
-                    "min_code_count": f.min_code_count,
-                    "min_text_subjects": f.min_text_subjects,
-                    **(params.pop("record_params", None) or {}),
-                }
-                tabular = {
-                    "windows_days": f.windows_days,
-                    "aggregates": f.aggregates,
-                    "min_code_count": f.min_code_count,
-                    "min_text_subjects": f.min_text_subjects,
-                    **(params.pop("tabular_params", None) or {}),
-                }
-                return BlendRiskModel(
-                    calibration=m.calibration,
-                    random_state=config.seed,
-                    record_params=record,
-                    tabular_params=tabular,
-                    **params,
-                )
-            if m.kind == "record":
-                return RecordRiskModel(
-                    calibration=m.calibration,
-                    random_state=config.seed,
-                    min_code_count=f.min_code_count,
-                    min_text_subjects=f.min_text_subjects,
-                    **dict(m.params),
-                )
-            return SequenceRiskModel(
-                kind=m.kind,
-                calibration=m.calibration,
-                random_state=config.seed,
-                min_code_count=f.min_code_count,
-                **dict(m.params),
-            )
+            return _torch_model(config)
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
     return TabularRiskModel(
@@ -162,6 +111,43 @@ def build_model(config: ExperimentConfig):
         calibration=m.calibration,
         random_state=config.seed,
     )
+
+
+def _torch_model(config: ExperimentConfig):
+    """The what-if, record, blend, GRU or Transformer model of a config (a TypeError for unknown params)."""
+    from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel, TreatmentResponseModel
+
+    m, f = config.model, config.features
+    params = dict(m.params)
+    if m.kind == "whatif":
+        if config.task.treatment is None:
+            raise ConfigError(
+                "config: model.kind 'whatif' needs task.treatment (a plans file such as "
+                "configs/plans.yaml, or the plans inline)."
+            )
+        return TreatmentResponseModel(
+            plans=config.task.treatment, random_state=config.seed, min_code_count=f.min_code_count, **params
+        )
+    common = {"calibration": m.calibration, "random_state": config.seed}
+    if m.kind == "blend":
+        record = {"min_code_count": f.min_code_count, "min_text_subjects": f.min_text_subjects}
+        tabular = {
+            "windows_days": f.windows_days,
+            "aggregates": f.aggregates,
+            "min_code_count": f.min_code_count,
+            "min_text_subjects": f.min_text_subjects,
+        }
+        return BlendRiskModel(
+            **common,
+            record_params={**record, **(params.pop("record_params", None) or {})},
+            tabular_params={**tabular, **(params.pop("tabular_params", None) or {})},
+            **params,
+        )
+    if m.kind == "record":
+        return RecordRiskModel(
+            **common, min_code_count=f.min_code_count, min_text_subjects=f.min_text_subjects, **params
+        )
+    return SequenceRiskModel(kind=m.kind, **common, min_code_count=f.min_code_count, **params)
 
 
 def load_truth(meds_dir) -> pd.DataFrame | None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from .._validation import PositiveInt
-from ..cohort import load_validated
+from .._validation import PositiveInt, StrictModel, load_validated
 from ..evaluation import DEFAULT_ATTRIBUTES, MIN_CELL
 
 __all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
@@ -16,11 +15,7 @@ _Constraint = Literal["demographic_parity", "equalized_odds", "true_positive_rat
 _DEFAULT_CONSTRAINTS: tuple[_Constraint, ...] = ("true_positive_rate_parity", "equalized_odds")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Gates(_Strict):
+class Gates(StrictModel):
     """Each gate applies to every gated label; ``null`` switches a gate off.
 
     - ``min_auroc_lower_bound``: the lower end of the AUROC's 95% bootstrap interval must reach it.
@@ -52,14 +47,14 @@ class Gates(_Strict):
     subgroup_reference: Literal["population", "largest_group"] = "population"
 
 
-class ExplainPolicy(_Strict):
+class ExplainPolicy(StrictModel):
     label: str | None = None  # default: the first audited label
     n_rows: PositiveInt = 1000  # explained rows, sampled from the audited split
     n_samples: PositiveInt = 16  # expected-gradient samples per row (sequence models)
     top_k: PositiveInt = 5  # events removed in the faithfulness check
 
 
-class MitigationPolicy(_Strict):
+class MitigationPolicy(StrictModel):
     """Report what fairlearn's ThresholdOptimizer would change (never applied to the model)."""
 
     attribute: str | None = None  # e.g. race; null: no trade-off table
@@ -67,7 +62,7 @@ class MitigationPolicy(_Strict):
     fit_split: Literal["train", "tuning", "held_out"] = "tuning"
 
 
-class AuditPolicy(_Strict):
+class AuditPolicy(StrictModel):
     """What the audit measures and the gates it applies (``configs/audit_policy.yaml``)."""
 
     split: Literal["train", "tuning", "held_out"] = "held_out"

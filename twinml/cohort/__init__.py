@@ -1,9 +1,10 @@
 """Cohorts and tasks: prediction times, eligibility, labels per outcome x horizon, splits."""
 
+from .._validation import load_validated
 from ._labels import Cohort, build_labels, to_meds_labels
 from ._meds_labels import read_label_files
 from ._plans import PlanSet, TreatmentPlan, factual_plans, load_plans
-from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task, load_validated
+from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task
 
 __all__ = [
     "TaskDefinition",

@@ -22,21 +22,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from .._arrays import NAT, EventArrays, prior_and_next
-from .._validation import PositiveInt
+from .._validation import PositiveInt, StrictModel, load_validated
 
 __all__ = ["TreatmentPlan", "PlanSet", "load_plans", "factual_plans"]
 
 _DAY_US = 86_400 * 1_000_000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TreatmentPlan(_Strict):
+class TreatmentPlan(StrictModel):
     """Start every code in ``codes`` ``start_days`` after the prediction time (no codes: nothing new)."""
 
     codes: tuple[str, ...] = ()
@@ -51,7 +47,7 @@ class TreatmentPlan(_Strict):
         return v
 
 
-class PlanSet(_Strict):
+class PlanSet(StrictModel):
     """Named treatment plans, the reference they are compared with, and the decision window."""
 
     plans: dict[str, TreatmentPlan]
@@ -90,8 +86,6 @@ class PlanSet(_Strict):
 
 def load_plans(path_or_dict) -> PlanSet:
     """Read and validate a plans YAML file (or dict); errors name the file, key and rule."""
-    from ._task import load_validated
-
     return load_validated(PlanSet, path_or_dict, what="treatment plans", source="plans")
 
 

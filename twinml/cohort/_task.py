@@ -7,14 +7,13 @@ the value received (and suggests the key you probably meant).
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .._validation import ConfigError, PositiveInt
+from .._validation import ConfigError, NonNegativeInt, PositiveInt, StrictModel, format_validation_error
 from ._plans import PlanSet
 
 __all__ = [
@@ -27,11 +26,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class OutcomeDefinition(_Strict):
+class OutcomeDefinition(StrictModel):
     """Which codes mark the outcome. ``codes`` match exactly, ``prefixes`` by the start of the code."""
 
     codes: tuple[str, ...] = ()
@@ -45,7 +40,7 @@ class OutcomeDefinition(_Strict):
         return self
 
 
-class PredictionTimes(_Strict):
+class PredictionTimes(StrictModel):
     """When predictions are made.
 
     ``yearly``: ``start + k * every_days`` for every k while the data lasts.
@@ -69,7 +64,7 @@ class PredictionTimes(_Strict):
         return v
 
 
-class SplitDefinition(_Strict):
+class SplitDefinition(StrictModel):
     """Subject-level splits: from the dataset's ``metadata/subject_splits.parquet`` or random."""
 
     strategy: Literal["meds", "random"] = "meds"
@@ -86,7 +81,7 @@ class SplitDefinition(_Strict):
         return v
 
 
-class TaskDefinition(_Strict):
+class TaskDefinition(StrictModel):
     """A prediction task over MEDS events (see :mod:`twinml.cohort` for the exact rules).
 
     Either ``outcomes`` (twinml computes the labels) or ``labels``: outcome name -> a MEDS label file
@@ -99,7 +94,7 @@ class TaskDefinition(_Strict):
     labels: dict[str, str] | None = None
     horizons_days: tuple[int, ...]
     prediction_times: PredictionTimes = Field(default_factory=PredictionTimes)
-    min_history_days: int = 365
+    min_history_days: NonNegativeInt = 365
     min_age_years: float | None = 18.0
     split: SplitDefinition = Field(default_factory=SplitDefinition)
     treatment: PlanSet | None = None
@@ -115,13 +110,6 @@ class TaskDefinition(_Strict):
         if len(set(v)) != len(v):
             raise ValueError(f"must not repeat a horizon. Got {list(v)} instead")
         return tuple(sorted(v))
-
-    @field_validator("min_history_days")
-    @classmethod
-    def _history(cls, v):
-        if v < 0:
-            raise ValueError(f"must be a non-negative int. Got {v} instead")
-        return v
 
     @field_validator("outcomes", "labels")
     @classmethod
@@ -160,60 +148,6 @@ class TaskDefinition(_Strict):
     def label_columns(self) -> list[str]:
         """``{outcome}_{horizon}d`` for every outcome and horizon, outcome-major."""
         return [f"{o}_{h}d" for o in (self.labels or self.outcomes) for h in self.horizons_days]
-
-
-def format_validation_error(err: ValidationError, *, source: str, model: type[BaseModel], prefix: str = "") -> str:
-    """One line per problem: ``file: key.path: rule; got value``, with 'did you mean' for typos."""
-    lines = []
-    for e in err.errors():
-        loc = prefix + ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            known = _known_keys(model, e["loc"][:-1])
-            guess = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
-            msg = "is not a known key" + (f"; did you mean {guess[0]!r}?" if guess else f"; known keys: {known}")
-            lines.append(f"{source}: {loc} {msg}")
-            continue
-        lines.append(f"{source}: {loc}: {msg}; got {e.get('input')!r}")
-    return "\n".join(lines)
-
-
-def _known_keys(model, loc):
-    for part in loc:
-        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
-        if field is None:
-            break
-        ann = field.annotation
-        inner = getattr(ann, "__args__", ())
-        candidates = [a for a in (ann, *inner) if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            break
-        model = candidates[-1]
-    return sorted(model.model_fields)
-
-
-def load_validated(model: type[BaseModel], path_or_dict, *, what: str, source: str, empty_is_default=False):
-    """A YAML file (or a dict) validated as ``model``; every error is a ConfigError naming file, key and rule.
-
-    ``what`` names the thing in messages ("config", "audit policy"); ``source`` labels a dict.
-    With ``empty_is_default`` an empty file means every default.
-    """
-    if isinstance(path_or_dict, dict):
-        raw = path_or_dict
-    else:
-        source = str(path_or_dict)
-        if not Path(path_or_dict).exists():
-            raise ConfigError(f"{source}: {what} file not found.")
-        raw = yaml.safe_load(Path(path_or_dict).read_text())
-        raw = {} if raw is None and empty_is_default else raw
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: a{'n' if what[0] in 'aeiou' else ''} {what} must be a mapping of keys; got {type(raw).__name__}"
-        )
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source=source, model=model)) from None
 
 
 def load_task(path_or_dict, *, source: str | None = None) -> TaskDefinition:

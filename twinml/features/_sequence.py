@@ -23,9 +23,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import NAT, EventArrays, events_upto
-from .._validation import ConfigError
+from .._validation import NON_NEGATIVE_INT, POSITIVE_INT, check_params
 from ._common import fit_code_stats, prediction_queries, static_entries
-from ._text import check_min_text_subjects, fit_text_codes, with_text_codes
+from ._text import fit_text_codes, with_text_codes
 
 __all__ = ["SequenceFeaturizer", "SequenceData", "END_OF_RECORD"]
 
@@ -108,11 +108,7 @@ class SequenceFeaturizer(TransformerMixin, BaseEstimator):
         self.min_text_subjects = min_text_subjects
 
     def fit(self, events: pd.DataFrame, y=None):
-        if isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len <= 0:
-            raise ConfigError(
-                f"The 'max_len' parameter of SequenceFeaturizer must be a positive int. Got {self.max_len!r} instead."
-            )
-        check_min_text_subjects(self)
+        check_params(self, {"max_len": POSITIVE_INT, "min_text_subjects": NON_NEGATIVE_INT})
         self.text_codes_ = fit_text_codes(events, min_subjects=self.min_text_subjects)
         stats = fit_code_stats(
             EventArrays(with_text_codes(events, self.text_codes_)), min_code_count=self.min_code_count

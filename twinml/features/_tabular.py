@@ -9,9 +9,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import NAT, EventArrays, count_upto, make_segments
-from .._validation import ConfigError
+from .._validation import NON_NEGATIVE_INT, ConfigError, check_params
 from ._common import fit_code_stats, prediction_queries, static_entries
-from ._text import check_min_text_subjects, fit_text_codes, with_text_codes
+from ._text import fit_text_codes, with_text_codes
 from ._windows import RangeMinMax, pairs_for_queries
 
 __all__ = ["TabularFeaturizer"]
@@ -88,7 +88,7 @@ class TabularFeaturizer(TransformerMixin, BaseEstimator):
                     f"The 'windows_days' parameter of TabularFeaturizer must hold positive ints or null. Got {w!r} "
                     "instead."
                 )
-        check_min_text_subjects(self)
+        check_params(self, {"min_text_subjects": NON_NEGATIVE_INT})
         bad = [a for a in self.aggregates if a not in _AGGS]
         if bad or "count" not in self.aggregates:
             raise ConfigError(

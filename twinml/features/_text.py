@@ -30,8 +30,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._validation import ConfigError
-
 __all__ = ["fit_text_codes", "with_text_codes", "TEXT_SEPARATOR"]
 
 TEXT_SEPARATOR = "//"
@@ -56,16 +54,6 @@ def _text_pairs(events: pd.DataFrame):
     n_text = text.cat.categories.size
     names = np.char.add(np.char.add(code_names[uniq // n_text], TEXT_SEPARATOR), text_names[uniq % n_text])
     return rows, inverse, names.astype(object)
-
-
-def check_min_text_subjects(featurizer) -> None:
-    """The featurizer's ``min_text_subjects`` must be a non-negative int (ConfigError naming it)."""
-    m = featurizer.min_text_subjects
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 0:
-        raise ConfigError(
-            f"The 'min_text_subjects' parameter of {type(featurizer).__name__} must be a non-negative int. "
-            f"Got {m!r} instead."
-        )
 
 
 def fit_text_codes(events: pd.DataFrame, *, min_subjects: int) -> np.ndarray:

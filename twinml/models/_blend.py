@@ -8,7 +8,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import ConfigError
+from .._validation import DICT_OR_NONE, POSITIVE_INT, ConfigError, check_params, number_in, one_of
 from ._bands import RiskBands
 from ._hazard import HazardCalibrator, calibrated_curve, curve_frame, hazard_targets, parse_label_columns
 from ._sequence_model import _torch_threads
@@ -81,6 +81,14 @@ class BlendRiskModel(BaseEstimator):
     records_ = None
     n_record_members = 1
 
+    _param_rules = {
+        "record_weight": number_in(0, 1),
+        "n_record_members": POSITIVE_INT,
+        "calibration": one_of((None, *HazardCalibrator.METHODS), f"None or one of {list(HazardCalibrator.METHODS)}"),
+        "record_params": DICT_OR_NONE,
+        "tabular_params": DICT_OR_NONE,
+    }
+
     def __init__(
         self,
         record_weight=0.5,
@@ -100,32 +108,15 @@ class BlendRiskModel(BaseEstimator):
     def _members(self):
         from ._record_model import RecordRiskModel
 
-        w = self.record_weight
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
-            raise ConfigError(
-                f"The 'record_weight' parameter of BlendRiskModel must be a number in [0, 1]. Got {w!r} instead."
-            )
-        n = self.n_record_members
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(
-                f"The 'n_record_members' parameter of BlendRiskModel must be a positive int. Got {n!r} instead."
-            )
-        if self.calibration not in (None, *HazardCalibrator.METHODS):
-            raise ConfigError(
-                f"The 'calibration' parameter of BlendRiskModel must be None or one of "
-                f"{list(HazardCalibrator.METHODS)}. Got {self.calibration!r} instead."
-            )
+        check_params(self, self._param_rules)
         for name in ("record_params", "tabular_params"):
             v = getattr(self, name)
-            if v is not None and not isinstance(v, dict):
-                raise ConfigError(
-                    f"The {name!r} parameter of BlendRiskModel must be a dict or None. Got {v!r} instead."
-                )
             if v and "calibration" in v:
                 raise ConfigError(
                     f"The {name!r} parameter of BlendRiskModel may not set 'calibration': the blend is "
                     f"calibrated as a whole (its 'calibration' parameter). Got {v['calibration']!r}."
                 )
+        n = self.n_record_members
         seed = (self.record_params or {}).get("random_state", self.random_state)
         if n > 1 and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ConfigError(

@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-from .._validation import ConfigError
+from .._validation import DICT_OR_NONE, NON_NEGATIVE_INT, POSITIVE_INT, check_params
 
 __all__ = ["LightGBMClassifier", "BinnedMatrix", "LIGHTGBM_DEFAULTS"]
 
@@ -143,19 +143,9 @@ class LightGBMClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
 
     def _validate_params(self):
-        for name in ("early_stopping_rounds", "n_trials"):
-            v = getattr(self, name)
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, (int, np.integer))
-                or v < (1 if name == "early_stopping_rounds" else 0)
-            ):
-                rule = "a positive int" if name == "early_stopping_rounds" else "a non-negative int"
-                raise ConfigError(f"The {name!r} parameter of LightGBMClassifier must be {rule}. Got {v!r} instead.")
-        if self.params is not None and not isinstance(self.params, dict):
-            raise ConfigError(
-                f"The 'params' parameter of LightGBMClassifier must be a dict or None. Got {self.params!r} instead."
-            )
+        check_params(
+            self, {"early_stopping_rounds": POSITIVE_INT, "n_trials": NON_NEGATIVE_INT, "params": DICT_OR_NONE}
+        )
 
     def fit(self, X, y, *, sample_weight=None, eval_set=None, binned=None):
         """Fit on ``(X, y)``; ``eval_set=(X_eval, y_eval)`` early-stops (and scores the sweep's trials).

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .._arrays import ragged_arange
-from .._validation import ConfigError
+from .._validation import NON_NEGATIVE_INT, POSITIVE_INT, check_params
 from ..features import UNKNOWN, RecordFeaturizer
 from ._sequence_model import SequenceRiskModel
 from ._torch_modules import RecordRiskNet
@@ -106,16 +106,10 @@ class RecordRiskModel(SequenceRiskModel):
         self.random_state = random_state
 
     def _validate_params(self):
-        if isinstance(self.min_code_count, bool) or not isinstance(self.min_code_count, int) or self.min_code_count < 1:
-            raise ConfigError(
-                f"The 'min_code_count' parameter of RecordRiskModel must be a positive int. "
-                f"Got {self.min_code_count!r} instead."
-            )
-        n = self.n_last_values
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ConfigError(
-                f"The 'n_last_values' parameter of RecordRiskModel must be a non-negative int. Got {n!r} instead."
-            )
+        check_params(
+            self,
+            {"min_code_count": POSITIVE_INT, "n_last_values": NON_NEGATIVE_INT, "min_text_subjects": NON_NEGATIVE_INT},
+        )
         super()._validate_params()
 
     def _make_featurizer(self):

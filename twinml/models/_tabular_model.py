@@ -11,7 +11,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import ConfigError
+from .._validation import NON_NEGATIVE_INT, ConfigError, check_params, one_of
 from ..features import TabularFeaturizer
 from ._bands import RiskBands
 from ._multilabel import MaskedMultiLabelClassifier, make_baseline
@@ -92,11 +92,7 @@ class TabularRiskModel(BaseEstimator):
         self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels: pd.DataFrame | None = None, progress=None
     ):
         """Fit on the training rows ``labels``; calibrate on ``tuning_labels`` if asked."""
-        if self.calibration not in CALIBRATIONS:
-            raise ConfigError(
-                f"The 'calibration' parameter of TabularRiskModel must be one of {list(CALIBRATIONS)}. Got "
-                f"{self.calibration!r} instead."
-            )
+        check_params(self, {"calibration": one_of(CALIBRATIONS), "min_text_subjects": NON_NEGATIVE_INT})
         say = progress or (lambda msg: None)
         self.label_columns_ = label_columns_of(labels)
         train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import ConfigError
+from .._validation import POSITIVE_INT, ConfigError, Rule, check_params, number_in, one_of
 from ..cohort import PlanSet, factual_plans, load_plans
 from ..features import SequenceFeaturizer
 from ._bands import RiskBands
@@ -216,24 +216,15 @@ class TreatmentResponseModel(SequenceRiskModel):
 
     def _validate_params(self):
         super()._validate_params()
-        if self.balancing not in ("ipw", None):
-            raise ConfigError(
-                f"The 'balancing' parameter of TreatmentResponseModel must be 'ipw' or None. "
-                f"Got {self.balancing!r} instead."
-            )
-        if not 0.5 < self.band < 1.0:
-            raise ConfigError(
-                f"The 'band' parameter of TreatmentResponseModel must be in (0.5, 1). Got {self.band!r} instead."
-            )
-        if isinstance(self.n_boot, bool) or not isinstance(self.n_boot, int) or self.n_boot < 2:
-            raise ConfigError(
-                f"The 'n_boot' parameter of TreatmentResponseModel must be an int >= 2. Got {self.n_boot!r} instead."
-            )
-        if isinstance(self.n_encoders, bool) or not isinstance(self.n_encoders, int) or self.n_encoders < 1:
-            raise ConfigError(
-                f"The 'n_encoders' parameter of TreatmentResponseModel must be a positive int. "
-                f"Got {self.n_encoders!r} instead."
-            )
+        check_params(
+            self,
+            {
+                "balancing": one_of(("ipw", None), "'ipw' or None"),
+                "band": number_in(0.5, 1, lo_closed=False, hi_closed=False, words="in (0.5, 1)"),
+                "n_boot": Rule("an int >= 2", lambda v: POSITIVE_INT.ok(v) and v >= 2),
+                "n_encoders": POSITIVE_INT,
+            },
+        )
         if self.plans is None:
             raise ConfigError(
                 "TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); in a config: task.treatment."
