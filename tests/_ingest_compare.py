@@ -11,7 +11,11 @@ from twinml.data import read_meds
 def _events(root):
     ev = read_meds(root)
     ev["code"] = ev["code"].astype(str)
-    return ev.sort_values(["subject_id", "time", "code", "numeric_value"], na_position="first").reset_index(drop=True)
+    keys = ["subject_id", "time", "code", "numeric_value"]
+    if "text_value" in ev:  # a category whose order follows the order rows were read in
+        ev["text_value"] = ev["text_value"].astype(object)
+        keys.append("text_value")
+    return ev.sort_values(keys, na_position="first").reset_index(drop=True)
 
 
 def _quarantine(root, with_rows):
