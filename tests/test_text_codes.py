@@ -132,3 +132,27 @@ def test_the_config_passes_min_text_subjects_to_every_member():
         "Got 7 with kind 'gru'."
     )
     assert model("gru", 0).kind == "gru"
+
+
+def test_a_logged_model_reads_text_answers_through_mlflow(with_text, index, tmp_path):
+    """MLflow drops input columns its signature does not name: a model with text codes logs one with
+    text_value, so the pyfunc scores as the model does."""
+    import mlflow
+
+    from twinml.models import TabularRiskModel
+    from twinml.tracking import as_pyfunc_input, log_model
+
+    lab = index.assign(t2d_365d=pd.array(np.arange(len(index)) % 4 == 0, dtype="boolean"), split="train")
+    model = TabularRiskModel(kind="logistic", min_text_subjects=10).fit(with_text, lab)
+    assert model.featurizer_.text_codes_.size
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with mlflow.start_run():
+        info = log_model(model)
+    some = with_text[with_text["subject_id"].isin(index["subject_id"].head(5))].reset_index(drop=True)
+    t = "2030-01-01"
+    got = mlflow.pyfunc.load_model(info.model_uri).predict(as_pyfunc_input(some), params={"prediction_time": t})
+    at = pd.DataFrame({"subject_id": some["subject_id"].unique(), "prediction_time": pd.Timestamp(t).as_unit("us")})
+    want = model.predict_risk(some, at)
+    np.testing.assert_allclose(got["t2d_365d"].to_numpy(), want["t2d_365d"].to_numpy(), rtol=1e-6)
+    blind = model.predict_risk(some.drop(columns="text_value"), at)
+    assert not np.allclose(blind["t2d_365d"].to_numpy(), want["t2d_365d"].to_numpy())

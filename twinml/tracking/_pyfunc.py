@@ -7,16 +7,26 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from .._validation import ConfigError
+from ..features import TEXT_SEPARATOR
 
-__all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index", "as_pyfunc_input"]
+__all__ = ["RiskModelPyfunc", "synthetic_input_example", "prediction_index", "as_pyfunc_input", "text_codes"]
 
 
 def as_pyfunc_input(events: pd.DataFrame) -> pd.DataFrame:
-    """Events as the pyfunc signature wants them: ``code`` as plain strings (not categorical).
+    """Events as the pyfunc signature wants them: ``code`` (and ``text_value``) as plain strings (not categorical).
 
     MLflow's schema enforcement does not convert pandas categoricals, which ``read_meds`` returns.
     """
-    return events.assign(code=events["code"].astype(str))
+    out = events.assign(code=events["code"].astype(str))
+    if "text_value" in out:
+        out["text_value"] = out["text_value"].astype(object).where(out["text_value"].notna(), None)
+    return out
+
+
+def text_codes(model) -> list[str]:
+    """The ``code//text`` codes a fitted model reads from text answers (its members' too, for a blend)."""
+    featurizers = [getattr(model, "featurizer_", None), getattr(getattr(model, "tabular_", None), "featurizer_", None)]
+    return sorted({str(c) for f in featurizers if f is not None for c in getattr(f, "text_codes_", ())})
 
 
 def prediction_index(events: pd.DataFrame, prediction_time=None) -> pd.DataFrame:
@@ -52,6 +62,8 @@ class RiskModelPyfunc(PythonModel):
         events = model_input.copy()
         events["time"] = pd.to_datetime(events["time"]).astype("datetime64[us]")
         events["code"] = events["code"].astype("category")
+        if "text_value" in events:
+            events["text_value"] = events["text_value"].astype("category")
         if "numeric_value" not in events:
             events["numeric_value"] = np.nan
         events["numeric_value"] = events["numeric_value"].astype("float32")
@@ -89,6 +101,11 @@ def synthetic_input_example(model, n_codes: int = 4) -> pd.DataFrame:
                 "numeric_value": float(round(mean, 1)) if num else np.nan,
             }
         )
+    answers = text_codes(model)
+    if answers:  # the signature then keeps text_value (MLflow drops input columns it does not name)
+        code, _, text = answers[0].partition(TEXT_SEPARATOR)
+        rows.append({"subject_id": 0, "time": pd.Timestamp("2019-06-01"), "code": code, "numeric_value": np.nan})
+        rows = [{**r, "text_value": None} for r in rows[:-1]] + [{**rows[-1], "text_value": text}]
     df = pd.DataFrame(rows)
     df["time"] = df["time"].astype("datetime64[us]")
     df["numeric_value"] = df["numeric_value"].astype("float32")
