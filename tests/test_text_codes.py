@@ -146,7 +146,8 @@ def test_a_logged_model_reads_text_answers_through_mlflow(with_text, index, tmp_
     model = TabularRiskModel(kind="logistic", min_text_subjects=10).fit(with_text, lab)
     assert model.featurizer_.text_codes_.size
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run():
+    experiment = mlflow.set_experiment("text-answers")  # not an earlier test's experiment id
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
         info = log_model(model)
     some = with_text[with_text["subject_id"].isin(index["subject_id"].head(5))].reset_index(drop=True)
     t = "2030-01-01"
