@@ -109,10 +109,6 @@ class SequenceRiskModel(BaseEstimator):
     # models pickled before the trajectory head have no such attributes: get_params reads these
     trajectory_codes, trajectory_horizons_days = None, (90, 180, 365)
 
-    # Defaults measured on the 20,000-subject simulated cohort (benchmarks/sequence.py): lr 1e-3 with
-    # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759);
-    # the auxiliary forecast (forecast_weight 0.1) raised 1-yr T2D from 0.767 to 0.781 and MI from 0.761 to 0.774
-    # (means over seeds; README "Sequence models") and lowered the tuning loss (0.03206 vs 0.03240, seed 0).
     _param_rules = {
         "kind": one_of(("gru", "transformer"), "'gru' or 'transformer'"),
         "calibration": one_of((None, *HazardCalibrator.METHODS), f"None or one of {list(HazardCalibrator.METHODS)}"),
@@ -144,6 +140,10 @@ class SequenceRiskModel(BaseEstimator):
         **dict.fromkeys(("d_model", "n_layers", "max_len", "batch_size", "max_epochs", "patience"), POSITIVE_INT),
     }
 
+    # Defaults measured on the 20,000-subject simulated cohort (benchmarks/sequence.py): lr 1e-3 with
+    # dropout 0.1 and weight decay 1e-3 beat lr 2e-3 without them (1-yr T2D AUROC 0.768 vs 0.765, MI 0.764 vs 0.759);
+    # the auxiliary forecast (forecast_weight 0.1) raised 1-yr T2D from 0.767 to 0.781 and MI from 0.761 to 0.774
+    # (means over seeds; README "Sequence models") and lowered the tuning loss (0.03206 vs 0.03240, seed 0).
     def __init__(
         self,
         kind="gru",
