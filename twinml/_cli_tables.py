@@ -242,3 +242,69 @@ def _print_ingest(report):
             f"quarantine: {report.out / 'quality' / 'quarantine.parquet'}; "
             f"summary: {report.out / 'quality' / 'summary.json'}"
         )
+
+
+def _print_simulated(cohort, out, say):
+    say(
+        f"wrote {cohort.events.num_rows:,} events for {len(cohort.subject_splits):,} subjects to {out} "
+        f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})"
+    )
+
+
+def _print_train(res, cfg):
+    for split, table in res.metrics.items():
+        _print_metrics(table, title=f"{cfg.name} [{cfg.model.kind}] on {split}")
+    _console().print(f"MLflow run {res.run_id} at {res.tracking_uri}\nmodel: {res.model_uri}")
+
+
+def _print_score(report):
+    _console().print(
+        f"model {report.model_name or report.model_uri}"
+        + (f" version {report.model_version}" if report.model_version else "")
+        + f"; input {report.input_fingerprint}; {report.events_read:,} events read"
+    )
+
+
+def _print_update(report, out):
+    """What an update could not absorb, and what to do about it."""
+    if report.refused:
+        _console().print(
+            f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
+            f"an as-of before their state, or static rows again): their status in {out} says why; "
+            "rescore them in full."
+        )
+    if report.events_after_as_of:
+        _console().print(
+            f"{report.events_after_as_of:,} new events are after --as-of and were not absorbed "
+            f"({report.not_yet:,} subjects had no earlier one): send them again with a later update."
+        )
+
+
+def _print_promoted(name, alias, res):
+    how = "OVERRIDE recorded on the version" if res["override"] else "audit passed"
+    _console().print(f"{name}@{alias} -> version {res['version']} ({how})")
+
+
+def _print_audit(res):
+    _print_gates(res.report)
+    _console().print(f"report: {res.out_dir / 'report.html'}")
+
+
+def _print_whatif_written(result, out, html_report):
+    _print_whatif(result)
+    _console().print(
+        f"wrote {out / 'whatif.csv'} and {len(result.prediction.index)} risk-curve plot(s) to {out}"
+        + (f"; report {out / 'report.html'}" if html_report else "")
+    )
+
+
+def _print_quickstart_result(res, n_subjects):
+    """Model vs oracle, the what-if (beside the truth when the simulator gives it), failed gates, what next."""
+    _print_quickstart(res.tables, tracking_uri=res.tracking_uri)
+    if res.whatif.true_risk is not None:
+        _print_whatif_vs_truth(res.whatif)
+    else:
+        _print_whatif(res.whatif.result)
+    if not res.audit.passed:
+        _print_gates(res.audit.report, failed_only=True)
+    _print_quickstart_end(res, n_subjects)

@@ -9,6 +9,7 @@ of every YAML-bound config (:class:`StrictModel`), its annotated field types, th
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ __all__ = [
     "MEDSValidationError",
     "ConfigError",
     "input_error",
+    "user_error_message",
     "check_positive_int",
     "PositiveInt",
     "NonNegativeInt",
@@ -47,6 +49,17 @@ class MEDSValidationError(TwinmlInputError):
 
 class ConfigError(TwinmlInputError):
     """A configuration file or value breaks a rule."""
+
+
+def user_error_message(err: BaseException) -> str | None:
+    """The one line to show a user for an error of theirs (bad input, a missing or existing path, an
+    MLflow refusal such as an unknown model or alias), or None for a bug, whose traceback should show."""
+    if isinstance(err, (TwinmlInputError, FileExistsError, FileNotFoundError)):
+        return str(err)
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # never import mlflow just to check
+    if mlflow_errors is not None and isinstance(err, mlflow_errors.MlflowException):
+        return f"MLflow: {err.message}"
+    return None
 
 
 def _show(value: Any) -> str:

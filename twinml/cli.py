@@ -1,6 +1,7 @@
 """The ``twinml`` command line: a thin layer over the Python API.
 
-Heavy libraries (mlflow, sklearn, pandas) are imported inside each command so that
+Each command declares its options, calls one function of the Python API and one renderer of
+``_cli_tables``. Heavy libraries (mlflow, sklearn, pandas) are imported inside each command so that
 ``twinml --help`` stays fast.
 """
 
@@ -11,15 +12,7 @@ from pathlib import Path
 
 import typer
 
-from ._cli_tables import (
-    _console,
-    _print_gates,
-    _print_metrics,
-    _print_quickstart,
-    _print_quickstart_end,
-    _print_whatif,
-    _print_whatif_vs_truth,
-)
+from ._cli_tables import _console
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="twinml: machine-learning digital twins of patients."
@@ -29,31 +22,17 @@ _TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlit
 
 
 def _run(fn):
-    """Run a command body; input errors print one clear message and exit 2 (no traceback)."""
-    from ._validation import TwinmlInputError
+    """Run a command body; a user's error prints one clear line and exits 2 (no traceback)."""
+    from ._validation import user_error_message
 
     try:
         return fn()
-    except (TwinmlInputError, FileExistsError, FileNotFoundError) as err:
-        _console().print(f"[red]error:[/red] {err}", soft_wrap=True)
-        raise typer.Exit(code=2) from None
     except Exception as err:
-        mlflow_errors = sys.modules.get("mlflow.exceptions")
-        if mlflow_errors is not None and isinstance(err, mlflow_errors.MlflowException):
-            # e.g. an unknown registered model or alias: say it in one line, no traceback
-            _console().print(f"[red]error:[/red] MLflow: {err.message}", soft_wrap=True)
-            raise typer.Exit(code=2) from None
-        raise
-
-
-def _namespaces(pairs: list[str]) -> dict[str, str]:
-    """``--source-namespace TABLE=VOCAB`` options as a mapping."""
-    from ._validation import ConfigError
-
-    bad = [p for p in pairs if p.count("=") != 1]
-    if bad:
-        raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
-    return dict(p.split("=") for p in pairs)
+        message = user_error_message(err)
+        if message is None:
+            raise
+        _console().print(f"[red]error:[/red] {message}", soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -75,13 +54,14 @@ def simulate(
     """Simulate patients whose true risks are known; write MEDS + ground truth."""
 
     def body():
-        from ._io import refuse_existing
+        from ._cli_tables import _print_simulated
         from .pipeline import Progress
-        from .simulate import simulate as run
+        from .simulate import simulate_to
 
-        refuse_existing(out, overwrite=overwrite)  # before the simulation, not after it
         say = Progress(_console().print)
-        cohort = run(
+        cohort = simulate_to(
+            out,
+            overwrite=overwrite,
             n_subjects=n_subjects,
             seed=seed,
             years=years,
@@ -93,11 +73,7 @@ def simulate(
             treatment_decisions=treatment_decisions,
             progress=say,
         )
-        cohort.write(out, overwrite=overwrite)
-        say(
-            f"wrote {cohort.events.num_rows:,} events for {n_subjects:,} subjects to {out} "
-            f"(ground truth: {out / 'truth' / 'ground_truth.parquet'})"
-        )
+        _print_simulated(cohort, out, say)
 
     _run(body)
 
@@ -134,7 +110,7 @@ def ingest(
     def body():
         from ._cli_tables import _print_ingest
         from .ingest import ingest as run
-        from .ingest import load_pseudonym_key
+        from .ingest import load_pseudonym_key, parse_source_namespaces
         from .pipeline import Progress
 
         key = load_pseudonym_key(key_file=key_file) if (pseudonymise or key_file) else None
@@ -145,7 +121,7 @@ def ingest(
             reference_time=reference_time,
             seed=seed,
             pseudonym_key=key,
-            source_namespaces=_namespaces(source_namespace),
+            source_namespaces=parse_source_namespaces(source_namespace),
             overwrite=overwrite,
             chunk_rows=chunk_rows,
             bucket_rows=bucket_rows,
@@ -169,6 +145,7 @@ def train(
     """Train the configured model as one MLflow run and print its metrics."""
 
     def body():
+        from ._cli_tables import _print_train
         from .config import load_config
         from .pipeline import Progress
         from .pipeline import train as run
@@ -183,9 +160,7 @@ def train(
             overwrite=overwrite,
             progress=Progress(_console().print),
         )
-        for split, table in res.metrics.items():
-            _print_metrics(table, title=f"{cfg.name} [{cfg.model.kind}] on {split}")
-        _console().print(f"MLflow run {res.run_id} at {res.tracking_uri}\nmodel: {res.model_uri}")
+        _print_train(res, cfg)
 
     _run(body)
 
@@ -208,6 +183,7 @@ def evaluate(
     """Score a logged model on a MEDS dataset and print discrimination and calibration."""
 
     def body():
+        from ._cli_tables import _print_metrics
         from .cohort import load_task
         from .pipeline import Progress
         from .pipeline import evaluate as run
@@ -256,6 +232,7 @@ def score(
     """Score every subject of a MEDS panel at an as-of time with a registered model."""
 
     def body():
+        from ._cli_tables import _print_score
         from .pipeline import Progress
         from .scoring import score as run
 
@@ -273,11 +250,7 @@ def score(
             trajectories=trajectories,
             progress=Progress(_console().print),
         )
-        _console().print(
-            f"model {report.model_name or report.model_uri}"
-            + (f" version {report.model_version}" if report.model_version else "")
-            + f"; input {report.input_fingerprint}; {report.events_read:,} events read"
-        )
+        _print_score(report)
 
     _run(body)
 
@@ -297,6 +270,7 @@ def update(
     """Advance the twins of a scored panel over new events; score only the subjects they touch."""
 
     def body():
+        from ._cli_tables import _print_update
         from .pipeline import Progress
         from .scoring import update as run
 
@@ -310,17 +284,7 @@ def update(
             overwrite=overwrite,
             progress=Progress(_console().print),
         )
-        if report.refused:
-            _console().print(
-                f"{report.refused:,} subjects refused (an event at or before their last absorbed visit, "
-                f"an as-of before their state, or static rows again): their status in {out} says why; "
-                "rescore them in full."
-            )
-        if report.events_after_as_of:
-            _console().print(
-                f"{report.events_after_as_of:,} new events are after --as-of and were not absorbed "
-                f"({report.not_yet:,} subjects had no earlier one): send them again with a later update."
-            )
+        _print_update(report, out)
 
     _run(body)
 
@@ -338,11 +302,10 @@ def promote(
     """Point an alias at a model version, only if its audit gates passed (or with a recorded override)."""
 
     def body():
+        from ._cli_tables import _print_promoted
         from .tracking import promote as run
 
-        res = run(name, version, alias, override_reason=override, tracking_uri=tracking_uri)
-        how = "OVERRIDE recorded on the version" if res["override"] else "audit passed"
-        _console().print(f"{name}@{alias} -> version {res['version']} ({how})")
+        _print_promoted(name, alias, run(name, version, alias, override_reason=override, tracking_uri=tracking_uri))
 
     _run(body)
 
@@ -366,11 +329,11 @@ def audit(
     """Audit a model: calibration, subgroup fairness, explanations, policy gates; exit 1 if a gate fails."""
 
     def body():
+        from ._cli_tables import _print_audit
         from .audit import load_policy, run_audit
         from .config import load_config
         from .pipeline import Progress
 
-        say = Progress(_console().print)
         res = run_audit(
             model,
             events,
@@ -379,10 +342,9 @@ def audit(
             overwrite=overwrite,
             config=load_config(config) if config else None,
             tracking_uri=tracking_uri,
-            progress=say,
+            progress=Progress(_console().print),
         )
-        _print_gates(res.report)
-        _console().print(f"report: {res.out_dir / 'report.html'}")
+        _print_audit(res)
         return res
 
     res = _run(body)
@@ -416,34 +378,21 @@ def whatif(
     """Risk of each outcome under each treatment plan, with bands and support flags, for chosen patients."""
 
     def body():
-        from ._validation import ConfigError
-        from .cohort import load_plans
-        from .data import read_meds
-        from .tracking import load_registered_model, prediction_index
-        from .whatif import what_if, write_whatif
+        from ._cli_tables import _print_whatif_written
+        from .whatif import what_if_from_uri
 
-        loaded = load_registered_model(model, tracking_uri=tracking_uri)
-        if not hasattr(loaded.model, "predict_plans"):
-            raise ConfigError(
-                f"--model {model}: a {type(loaded.model).__name__}, not a what-if model; "
-                "train one with model.kind: whatif and task.treatment."
-            )
-        ids = _subject_ids(subjects)
-        ev = read_meds(events)
-        ev = ev[ev["subject_id"].isin(ids)].reset_index(drop=True)
-        missing = sorted(set(ids) - set(ev["subject_id"].unique()))
-        if missing:
-            raise ConfigError(
-                f"--subjects: subject {missing[0]} has no events in {events} ({len(missing)} of {len(ids)} missing)."
-            )
-        index = prediction_index(ev, at)
-        result = what_if(loaded.model, ev, index, load_plans(plans) if plans else None)
-        _print_whatif(result)
-        path = write_whatif(result, out, html_report=html_report, overwrite=overwrite)
-        _console().print(
-            f"wrote {path / 'whatif.csv'} and {len(index)} risk-curve plot(s) to {path}"
-            + (f"; report {path / 'report.html'}" if html_report else "")
+        result = what_if_from_uri(
+            model,
+            events,
+            subjects,
+            out,
+            at=at,
+            plans=plans,
+            html_report=html_report,
+            overwrite=overwrite,
+            tracking_uri=tracking_uri,
         )
+        _print_whatif_written(result, out, html_report)
 
     _run(body)
 
@@ -468,64 +417,23 @@ def twin(
     """One patient's twin as a self-contained HTML page: record, risk, trajectories, what-if, drivers."""
 
     def body():
-        import pandas as pd
-
-        from ._io import refuse_existing
-        from ._validation import ConfigError
-        from .cohort import load_plans
-        from .data import read_code_metadata, read_meds
         from .pipeline import Progress
-        from .tracking import load_registered_model
-        from .twinpage import twin_page, write_twin_page
+        from .twinpage import twin_page_from_uri
 
-        refuse_existing(out, overwrite=overwrite)  # before the model is loaded
-        try:
-            when = None if at is None else pd.Timestamp(at)
-        except ValueError:
-            raise ConfigError(f"--at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
-        asked = load_plans(plans) if plans else None
-        loaded = load_registered_model(model, tracking_uri=tracking_uri)
-        if asked is not None and not hasattr(loaded.model, "predict_plans"):
-            raise ConfigError(
-                f"--plans: {model} is a {type(loaded.model).__name__}, not a what-if model; "
-                "train one with model.kind: whatif to compare plans."
-            )
-        meta = read_code_metadata(events)
-        descriptions = (
-            {}
-            if "description" not in meta
-            else dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str)))
-        )
-        uri = f"models:/{loaded.name}/{loaded.version}" if loaded.version else model
-        ev = read_meds(events, subjects=[subject])
-        if ev.empty:
-            raise ConfigError(f"--subject: subject {subject} has no events in {events}.")
-        page = twin_page(
-            loaded.model,
-            ev,
+        path = twin_page_from_uri(
+            model,
+            events,
             subject,
-            at=when,
-            plans=asked,
-            code_descriptions=descriptions,
-            model_uri=uri,
+            out,
+            at=at,
+            plans=plans,
+            overwrite=overwrite,
+            tracking_uri=tracking_uri,
             progress=Progress(_console().print),
         )
-        path = write_twin_page(page, out, overwrite=overwrite)
         _console().print(f"wrote {path / 'twin.html'} (and its tables as CSV in {path})")
 
     _run(body)
-
-
-def _subject_ids(text):
-    from ._validation import ConfigError
-
-    try:
-        ids = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--subjects: expected comma-separated integer subject ids; got {text!r}.") from None
-    if not ids:
-        raise ConfigError("--subjects: give at least one subject id.")
-    return ids
 
 
 @app.command()
@@ -542,26 +450,19 @@ def quickstart(
     audit the LightGBM model; show one patient's what-if; say what to open next."""
 
     def body():
+        from ._cli_tables import _print_quickstart_result
         from .pipeline import Progress
         from .quickstart import run_quickstart
 
-        say = Progress(_console().print)
         res = run_quickstart(
             workdir=workdir,
             n_subjects=n_subjects,
             tracking_uri=tracking_uri,
             config=config,
             policy=policy,
-            progress=say,
+            progress=Progress(_console().print),
         )
-        _print_quickstart(res.tables, tracking_uri=res.tracking_uri)
-        if res.whatif.true_risk is not None:
-            _print_whatif_vs_truth(res.whatif)
-        else:
-            _print_whatif(res.whatif.result)
-        if not res.audit.passed:
-            _print_gates(res.audit.report, failed_only=True)
-        _print_quickstart_end(res, n_subjects)
+        _print_quickstart_result(res, n_subjects)
 
     _run(body)
 

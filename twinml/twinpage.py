@@ -37,7 +37,7 @@ from ._validation import ConfigError
 if TYPE_CHECKING:  # imported lazily at run time (what-if pulls in torch)
     from .whatif import WhatIfResult
 
-__all__ = ["TwinPage", "twin_page", "write_twin_page", "render_twin_html", "TWIN_FILES"]
+__all__ = ["TwinPage", "twin_page", "write_twin_page", "twin_page_from_uri", "render_twin_html", "TWIN_FILES"]
 
 TWIN_FILES = ("twin.html", "risk.csv", "trajectory.csv", "drivers.csv", "whatif.csv")
 
@@ -297,3 +297,59 @@ def write_twin_page(page: TwinPage, out, *, overwrite: bool = False) -> Path:
         if page.whatif is not None:
             page.whatif.table().to_csv(tmp / "whatif.csv", index=False)
     return out
+
+
+def twin_page_from_uri(
+    model_uri: str,
+    meds_dir,
+    subject_id: int,
+    out,
+    *,
+    at=None,
+    plans=None,
+    overwrite: bool = False,
+    tracking_uri: str | None = None,
+    progress=None,
+) -> Path:
+    """``twinml twin``: load a registered model, read one subject from a MEDS directory, write its page.
+
+    ``at`` is a date/time string (default: the subject's last event), ``plans`` a plans YAML path for a
+    what-if model. ``out`` is refused before anything is loaded when it exists and ``overwrite`` is False.
+    """
+    from ._io import refuse_existing
+    from .cohort import load_plans
+    from .data import read_code_metadata, read_meds
+    from .tracking import load_registered_model
+
+    refuse_existing(out, overwrite=overwrite)  # before the model is loaded
+    try:
+        when = None if at is None else pd.Timestamp(at)
+    except ValueError:
+        raise ConfigError(f"--at: not a date/time: {at!r} (e.g. 2024-12-31 or 2024-12-31T23:59:59).") from None
+    asked = load_plans(plans) if plans else None
+    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
+    if asked is not None and not hasattr(loaded.model, "predict_plans"):
+        raise ConfigError(
+            f"--plans: {model_uri} is a {type(loaded.model).__name__}, not a what-if model; "
+            "train one with model.kind: whatif to compare plans."
+        )
+    meta = read_code_metadata(meds_dir)
+    descriptions = (
+        {}
+        if "description" not in meta
+        else dict(zip(meta["code"].astype(str), meta["description"].fillna("").astype(str)))
+    )
+    ev = read_meds(meds_dir, subjects=[subject_id])
+    if ev.empty:
+        raise ConfigError(f"--subject: subject {subject_id} has no events in {meds_dir}.")
+    page = twin_page(
+        loaded.model,
+        ev,
+        subject_id,
+        at=when,
+        plans=asked,
+        code_descriptions=descriptions,
+        model_uri=f"models:/{loaded.name}/{loaded.version}" if loaded.version else model_uri,
+        progress=progress,
+    )
+    return write_twin_page(page, out, overwrite=overwrite)

@@ -21,7 +21,7 @@ from ._validation import ConfigError
 from .cohort import PlanSet
 from .models import PlanPrediction
 
-__all__ = ["what_if", "WhatIfResult", "match_plans", "plan_curves_figure", "write_whatif"]
+__all__ = ["what_if", "WhatIfResult", "match_plans", "plan_curves_figure", "write_whatif", "what_if_from_uri"]
 
 NOT_TRAINED = "not a plan the model was trained on"
 
@@ -82,6 +82,60 @@ def what_if(model, events: pd.DataFrame, index: pd.DataFrame, plans: PlanSet | N
     )
     desc = {name: plans.plans[name].description or name for name in names}
     return WhatIfResult(res, desc)
+
+
+def parse_subject_ids(text: str) -> list[int]:
+    """``"1,2,3"`` -> ``[1, 2, 3]`` (the ``--subjects`` option)."""
+    try:
+        ids = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--subjects: expected comma-separated integer subject ids; got {text!r}.") from None
+    if not ids:
+        raise ConfigError("--subjects: give at least one subject id.")
+    return ids
+
+
+def what_if_from_uri(
+    model_uri: str,
+    meds_dir,
+    subjects: str | list[int],
+    out,
+    *,
+    at=None,
+    plans=None,
+    html_report: bool = False,
+    overwrite: bool = False,
+    tracking_uri: str | None = None,
+) -> WhatIfResult:
+    """``twinml whatif``: load a registered what-if model, compare plans for ``subjects`` of a MEDS
+    directory at ``at`` (default: each subject's last event) and write :func:`write_whatif`'s files.
+
+    ``plans`` is a plans YAML path (default: the model's own plans); ``subjects`` a list of ids or the
+    ``--subjects`` text. ``out`` is refused before anything is loaded when it exists.
+    """
+    from ._io import refuse_existing
+    from .cohort import load_plans
+    from .data import read_meds
+    from .tracking import load_registered_model, prediction_index
+
+    ids = parse_subject_ids(subjects) if isinstance(subjects, str) else list(subjects)
+    refuse_existing(out, overwrite=overwrite)
+    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
+    if not hasattr(loaded.model, "predict_plans"):
+        raise ConfigError(
+            f"--model {model_uri}: a {type(loaded.model).__name__}, not a what-if model; "
+            "train one with model.kind: whatif and task.treatment."
+        )
+    ev = read_meds(meds_dir)
+    ev = ev[ev["subject_id"].isin(ids)].reset_index(drop=True)
+    missing = sorted(set(ids) - set(ev["subject_id"].unique()))
+    if missing:
+        raise ConfigError(
+            f"--subjects: subject {missing[0]} has no events in {meds_dir} ({len(missing)} of {len(ids)} missing)."
+        )
+    result = what_if(loaded.model, ev, prediction_index(ev, at), load_plans(plans) if plans else None)
+    write_whatif(result, out, html_report=html_report, overwrite=overwrite)
+    return result
 
 
 def plan_curves_figure(result: WhatIfResult, row: int):

@@ -2,13 +2,14 @@
 that quarantines bad rows with a reason and never loses one. Synthea CSV and OMOP are next (issue 3)."""
 
 from ._gate import PLAUSIBLE_RANGES, REASONS, GateResult, QualityGate
-from ._ingest import SOURCES, IngestReport, ingest, load_pseudonym_key
+from ._ingest import SOURCES, IngestReport, ingest, load_pseudonym_key, parse_source_namespaces
 
 __all__ = [
     "ingest",
     "IngestReport",
     "SOURCES",
     "load_pseudonym_key",
+    "parse_source_namespaces",
     "QualityGate",
     "GateResult",
     "PLAUSIBLE_RANGES",

@@ -448,3 +448,11 @@ def _write(out, gated: _Gated, report, displays, seed, split_fractions, overwrit
         overwrite=overwrite,
         extra=extra,
     )
+
+
+def parse_source_namespaces(pairs) -> dict[str, str]:
+    """``["TABLE=VOCAB", ...]`` (the ``--source-namespace`` option) as a mapping."""
+    bad = [p for p in pairs if p.count("=") != 1]
+    if bad:
+        raise ConfigError(f"--source-namespace must be TABLE=VOCAB; got {bad[0]!r}")
+    return dict(p.split("=") for p in pairs)

@@ -396,3 +396,16 @@ def _subjects_table(res, *, start_s, subject_ids, years):
             },
         }
     )
+
+
+def simulate_to(out, *, overwrite: bool = False, **kwargs) -> SimulatedCohort:
+    """:func:`simulate` with ``kwargs`` and write the cohort to ``out`` (``twinml simulate``).
+
+    ``out`` is refused before the simulation (not after it) when it exists and ``overwrite`` is False.
+    """
+    from .._io import refuse_existing
+
+    refuse_existing(out, overwrite=overwrite)
+    cohort = simulate(**kwargs)
+    cohort.write(out, overwrite=overwrite)
+    return cohort
