@@ -28,10 +28,9 @@ from scipy.stats import norm
 from twinml.cohort import TaskDefinition, build_labels
 from twinml.cohort._plans import factual_plans, load_plans
 from twinml.data import read_meds, read_subject_splits
-from twinml.evaluation import effect_scores, policy_value, true_plan_risks
 from twinml.features import TabularFeaturizer
-from twinml.models._treatment import TreatmentResponseModel
 from twinml.pipeline import load_truth
+from twinml.whatif import TreatmentResponseModel, effect_scores, policy_value, true_plan_risks
 
 OUTCOMES = {"t2d": "SNOMED/44054006", "mi": "SNOMED/22298006", "stroke": "SNOMED/230690007", "ckd": "SNOMED/433144002"}
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twinml.evaluation import effect_scores, policy_value, true_plan_risks
+from twinml.whatif import effect_scores, policy_value, true_plan_risks
 
 T0, T1 = pd.Timestamp("2012-01-01"), pd.Timestamp("2013-01-01")
 

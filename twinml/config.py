@@ -87,7 +87,7 @@ class ModelConfig(StrictModel):
     one model, their hazard logits averaged (:class:`~twinml.models.BlendRiskModel`; ``params``
     ``record_weight``, ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations).
     ``whatif``: the treatment-response model
-    (:class:`~twinml.models.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
+    (:class:`~twinml.whatif.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
     kind: Literal["lightgbm", "logistic", "hist_gb", "record", "blend", "gru", "transformer", "whatif"] = "lightgbm"
     params: dict = Field(default_factory=dict)

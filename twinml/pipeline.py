@@ -115,7 +115,8 @@ def build_model(config: ExperimentConfig):
 
 def _torch_model(config: ExperimentConfig):
     """The what-if, record, blend, GRU or Transformer model of a config (a TypeError for unknown params)."""
-    from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel, TreatmentResponseModel
+    from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel
+    from .whatif import TreatmentResponseModel
 
     m, f = config.model, config.features
     params = dict(m.params)

@@ -162,7 +162,7 @@ def _whatif_example(twin, events: pd.DataFrame, truth: pd.DataFrame | None, out:
 
 def _true_risks(truth: pd.DataFrame, index: pd.DataFrame, p) -> np.ndarray:
     """The simulator's true risk of each row of ``index`` under each plan: (row, plan, outcome, horizon)."""
-    from .evaluation import true_plan_risks
+    from .whatif import true_plan_risks
 
     per_label = [[true_plan_risks(truth, index, p.plans, f"{o}_{h}d") for h in p.horizons] for o in p.outcomes]
     return np.stack([np.stack(by_h, axis=-1) for by_h in per_label], axis=2)

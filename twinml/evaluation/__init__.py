@@ -3,7 +3,6 @@ simulated data."""
 
 from ._calibration import calibration_summary, reliability_table
 from ._display import reliability_figure
-from ._effects import effect_scores, policy_value, true_plan_risks
 from ._explain import Attributions, code_importance, explain_model, patient_drivers, window_importance
 from ._fairness import DEFAULT_ATTRIBUTES, MIN_CELL, SUPPRESSED, FairnessResult, subgroup_metrics, subject_attributes
 from ._faithfulness import faithfulness
@@ -45,7 +44,4 @@ __all__ = [
     "meds_predictions",
     "write_meds_predictions",
     "PREDICTION_SCHEMA",
-    "true_plan_risks",
-    "effect_scores",
-    "policy_value",
 ]

@@ -1,7 +1,9 @@
 """Risk models with the scikit-learn contract.
 
 ``SequenceRiskModel``, ``RecordRiskModel`` and ``BlendRiskModel`` (torch) are imported lazily so that the
-tabular baselines do not pay for torch.
+tabular baselines do not pay for torch. ``TreatmentResponseModel`` and ``PlanPrediction`` live in
+:mod:`twinml.whatif` and are reachable here too; :mod:`twinml.models.parts` holds the sequence model's
+building blocks that the what-if model is made of.
 """
 
 from ._bands import RiskBands
@@ -41,8 +43,8 @@ def __getattr__(name):
         from ._blend import BlendRiskModel
 
         return BlendRiskModel
-    if name in ("TreatmentResponseModel", "PlanPrediction"):
-        from . import _treatment
+    if name in ("TreatmentResponseModel", "PlanPrediction"):  # they live in twinml.whatif
+        from .. import whatif
 
-        return getattr(_treatment, name)
+        return getattr(whatif, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,13 +15,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_directory
-from ._plotting import png_bytes, png_data_uri, pyplot
-from ._validation import ConfigError
-from .cohort import PlanSet
-from .models import PlanPrediction
+from .._io import atomic_directory
+from .._plotting import png_bytes, png_data_uri, pyplot
+from .._validation import ConfigError
+from ..cohort import PlanSet
+from ._prediction import PlanPrediction
 
-__all__ = ["what_if", "WhatIfResult", "match_plans", "plan_curves_figure", "write_whatif", "what_if_from_uri"]
+__all__ = [
+    "what_if",
+    "WhatIfResult",
+    "match_plans",
+    "plan_curves_figure",
+    "write_whatif",
+    "what_if_from_uri",
+    "parse_subject_ids",
+    "NOT_TRAINED",
+]
 
 NOT_TRAINED = "not a plan the model was trained on"
 
@@ -113,10 +122,10 @@ def what_if_from_uri(
     ``plans`` is a plans YAML path (default: the model's own plans); ``subjects`` a list of ids or the
     ``--subjects`` text. ``out`` is refused before anything is loaded when it exists.
     """
-    from ._io import refuse_existing
-    from .cohort import load_plans
-    from .data import read_meds
-    from .tracking import load_registered_model, prediction_index
+    from .._io import refuse_existing
+    from ..cohort import load_plans
+    from ..data import read_meds
+    from ..tracking import load_registered_model, prediction_index
 
     ids = parse_subject_ids(subjects) if isinstance(subjects, str) else list(subjects)
     refuse_existing(out, overwrite=overwrite)

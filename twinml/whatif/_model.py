@@ -1,0 +1,586 @@
+"""The what-if model: risk curves under each treatment plan, with bands and overlap flags.
+
+:class:`TreatmentResponseModel` is a :class:`SequenceRiskModel` whose network also has a
+propensity head (which plan a patient like this one gets) and, per plan, an offset of the
+hazard log-odds (the plan's effect, allowed to vary with the patient). Trained on the factual
+plan of each row (:func:`twinml.cohort.factual_plans`) in two stages:
+
+1. **representation**: the encoder, the hazard head, the plan offsets and the propensity head
+   learn together (the propensity loss makes the representation keep what drove the treatment
+   decision: the DragonNet idea), early-stopping on the tuning rows;
+2. **heads**: with the representation frozen, ``n_boot`` heads are refitted to convergence by
+   L-BFGS, each a ridge-penalised logistic hazard model (a base term and, per plan, an offset
+   and its interaction with the representation) on its own Poisson(1) bootstrap weights per
+   subject. Stochastic training moves the plan offsets only slowly (few treated rows per batch:
+   measured, it left effects shrunk towards zero); the convex refit does not stop short.
+   ``cross_fit=True`` trains two encoders on two subject folds and fits each one's heads on the
+   other fold (measured: no change in PEHE or coverage, so off by default).
+
+Both stages run ``n_encoders`` times (3 by default) from different random starts: a deep ensemble
+whose members each have their own bootstrap heads.
+
+**Confounding**: the history at the decision (what was measured, past diagnoses) enters the
+outcome model, so effects are adjusted for it (regression adjustment on the representation).
+``balancing="ipw"`` also weights the head refit by stabilised inverse propensity weights;
+measured on the simulator it widened errors (benchmarks/whatif.py), so it is off by default.
+
+**Uncertainty**: the band of a risk or an effect is the mean +/- z * SD across the bootstrap
+heads of every encoder (90% by default): the sampling spread of the heads plus the disagreement
+between the encoders' representations, not how far a patient's true risk may sit from what their
+history shows. Measured on the simulator (benchmarks/whatif.py), 90% bands covered 69% of true
+individual effects with one encoder and no forecast task, 77% with the forecast task, 82% with
+three encoders and the forecast task (the defaults).
+
+**Overlap**: a plan is *outside support* for a row when the estimated propensity is below the
+``support_quantile`` of the propensities of the training rows that received it (and below
+``min_propensity`` in any case), when fewer than ``min_recipients`` training rows received the
+plan, when the patient is already on its treatment, or (for effects) when the reference plan
+itself is outside support. Its risk and effect are then NaN (not estimable), never a number.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy.stats import norm
+from sklearn.utils.validation import check_is_fitted
+
+from .._validation import POSITIVE_INT, ConfigError, Rule, check_params, number_in, one_of
+from ..cohort import PlanSet, factual_plans, load_plans
+from ..features import SequenceFeaturizer
+from ..models import RiskBands, SequenceRiskModel, label_columns_of
+from ..models.parts import (
+    TreatmentResponseNet,
+    base_hazard_logits,
+    curve_frame,
+    forecast_loss,
+    hazard_targets,
+    parse_label_columns,
+    risk_curve,
+)
+from ..models.parts import mask_and_target as _mask_and_target
+from ..models.parts import tensors as _tensors
+from ..models.parts import torch_threads as _torch_threads
+from ._prediction import PlanPrediction
+
+__all__ = ["TreatmentResponseModel"]
+
+
+def _subset(data, rows):
+    """The rows ``rows`` of a SequenceData (the event arrays are shared, not copied)."""
+    return replace(
+        data,
+        lo=data.lo[rows],
+        hi=data.hi[rows],
+        prediction_time=data.prediction_time[rows],
+        static=data.static[rows],
+        end=None if data.end is None else data.end[rows],
+    )
+
+
+_STAGE1_EFFECT_L2 = 1e-2
+
+
+class _Targets:
+    """Row-indexable training targets: hazard labels, plan index, bootstrap weights per head."""
+
+    def __init__(self, y, plan, boot):
+        self.y, self.plan, self.boot = y, plan, boot
+
+    def __getitem__(self, rows):
+        return _Targets(self.y[rows], self.plan[rows], self.boot[rows])
+
+    def __len__(self):
+        return self.plan.size
+
+
+def _member_line(m, n_folds, n_encoders, learn, held) -> str:
+    """The progress line of ensemble member ``m`` (encoder m // n_folds, fold m % n_folds)."""
+    f = m % n_folds
+    fold = f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}" if n_folds > 1 else ""
+    return f"encoder {m // n_folds + 1}/{n_encoders}" + fold
+
+
+class TreatmentResponseModel(SequenceRiskModel):
+    """Risk curves under alternative treatment plans from event sequences (see the module docstring).
+
+    Parameters
+    ----------
+    plans : PlanSet, dict or path to a plans YAML
+        The options compared; the reference plan comes first in every output.
+    balancing : {None, "ipw"}
+        ``ipw`` weights the factual loss (both stages) by stabilised inverse propensity weights,
+        clipped to ``[1 / max_weight, max_weight]``; None relies on adjustment for the history.
+    n_boot : int
+        Bootstrap effect heads (the band's spread).
+    band : float
+        Coverage the effect band aims at (0.9 -> mean +/- 1.645 SD across heads).
+    effect_l2 : float
+        Ridge penalty (in units of observations) on how much a plan's log-odds offset may vary with
+        the representation. Large values keep the
+        effect a constant hazard ratio, whose size in risk still varies with the patient's risk.
+        The average offset gets only ``base_l2``.
+    base_l2 : float
+        Ridge penalty on the heads' base term and on each plan's average offset (a weak hold that
+        keeps a plan with no events among its recipients finite).
+    head_max_iter : int
+        L-BFGS iterations of the head refit.
+    cross_fit : bool
+        Two folds by subject: each fold's encoder learns on the other fold's rows, its heads are
+        fitted on its own, and predictions average the two (no head reads a representation that
+        saw its rows' outcomes). False (default): one encoder and its heads on every training row;
+        measured on the simulator, cross-fitting changed neither PEHE nor band coverage.
+    n_encoders : int
+        A deep ensemble: this many encoders, each from its own random start and with its own
+        bootstrap heads. The band pools every encoder's heads, so it carries the disagreement between
+        representations as well as the sampling spread of the heads. Costs ``n_encoders`` times the fit.
+    propensity_weight : float
+        Weight of the propensity cross-entropy in the training loss.
+    min_propensity, support_quantile, min_recipients : overlap rule (see the module docstring)
+    Other parameters are those of :class:`SequenceRiskModel` (``calibration`` is not supported).
+
+    Attributes
+    ----------
+    plans_ : PlanSet
+    plan_names_ : list of str, reference first
+    plan_counts_ : dict of plan -> training rows that followed it
+    support_threshold_ : array (plans,), propensity below which a plan is outside support
+    """
+
+    history_: list[dict]  # the loss per epoch of every ensemble member, one after another
+
+    def __init__(
+        self,
+        plans=None,
+        kind="gru",
+        d_model=64,
+        n_layers=1,
+        n_heads=4,
+        dropout=0.1,
+        max_len=256,
+        min_code_count=10,
+        batch_size=128,
+        lr=1e-3,
+        weight_decay=1e-3,
+        max_epochs=15,
+        patience=4,
+        event_dropout=0.0,
+        forecast_weight=0.1,
+        forecast_days=365.0,
+        balancing=None,
+        max_weight=20.0,
+        n_boot=20,
+        band=0.9,
+        effect_l2=1000.0,
+        base_l2=1.0,
+        head_max_iter=200,
+        cross_fit=False,
+        n_encoders=3,
+        propensity_weight=1.0,
+        min_propensity=1e-3,
+        support_quantile=0.01,
+        min_recipients=20,
+        n_threads=None,
+        random_state=0,
+    ):
+        super().__init__(
+            kind=kind,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dropout=dropout,
+            max_len=max_len,
+            min_code_count=min_code_count,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            max_epochs=max_epochs,
+            patience=patience,
+            event_dropout=event_dropout,
+            forecast_weight=forecast_weight,
+            forecast_days=forecast_days,
+            trajectory_codes=None,
+            calibration=None,
+            n_threads=n_threads,
+            random_state=random_state,
+        )
+        self.plans = plans
+        self.balancing = balancing
+        self.max_weight = max_weight
+        self.n_boot = n_boot
+        self.band = band
+        self.effect_l2 = effect_l2
+        self.base_l2 = base_l2
+        self.head_max_iter = head_max_iter
+        self.cross_fit = cross_fit
+        self.n_encoders = n_encoders
+        self.propensity_weight = propensity_weight
+        self.min_propensity = min_propensity
+        self.support_quantile = support_quantile
+        self.min_recipients = min_recipients
+
+    def _validate_params(self):
+        super()._validate_params()
+        check_params(
+            self,
+            {
+                "balancing": one_of(("ipw", None), "'ipw' or None"),
+                "band": number_in(0.5, 1, lo_closed=False, hi_closed=False, words="in (0.5, 1)"),
+                "n_boot": Rule("an int >= 2", lambda v: POSITIVE_INT.ok(v) and v >= 2),
+                "n_encoders": POSITIVE_INT,
+            },
+        )
+        if self.plans is None:
+            raise ConfigError(
+                "TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); in a config: task.treatment."
+            )
+
+    def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
+        """Train on ``labels`` rows with their factual plans; early-stop on ``tuning_labels``."""
+        self._validate_params()
+        say = progress or (lambda msg: None)
+        self.plans_ = self.plans if isinstance(self.plans, PlanSet) else load_plans(self.plans)
+        self.plan_names_ = self.plans_.names
+        self.label_columns_ = label_columns_of(labels)
+        self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
+        torch.manual_seed(self.random_state)
+        rng = np.random.default_rng(self.random_state)
+
+        labels, plan_train = self._with_plans(events, labels, "train", say)
+        self.plan_counts_ = {p: int((plan_train == i).sum()) for i, p in enumerate(self.plan_names_)}
+        say("factual plans (train rows): " + ", ".join(f"{p} {n:,}" for p, n in self.plan_counts_.items()))
+        train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
+        self.featurizer_ = SequenceFeaturizer(self.max_len, self.min_code_count).fit(train_events)
+        train = self.featurizer_.transform(events, labels)
+        y_train = hazard_targets(labels, self.outcomes_, self.horizons_)
+        subj = pd.factorize(labels["subject_id"])[0]
+        boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
+        self.plan_share_ = np.bincount(plan_train, minlength=len(self.plan_names_)) / max(plan_train.size, 1)
+        targets = _Targets(y_train, plan_train, boot)
+        tuning_labels, tune, tune_targets = self._tuning_data(events, tuning_labels, say)
+        say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
+        forecast, codes = self._forecast_targets(train, say)
+        # Cross-fitting: with two folds (by subject), each encoder learns on one fold and its heads are
+        # fitted on the other, so no head reads a representation shaped by its own rows' outcomes.
+        n_folds = 2 if self.cross_fit else 1
+        fold = rng.permutation(subj.max(initial=0) + 1)[subj] % n_folds
+        prop = np.zeros((len(train), len(self.plan_names_)), np.float32)
+        history: list[dict] = []
+        self.nets_, self.heads_ = [], []  # member m: encoder m // n_folds, fold m % n_folds
+        with _torch_threads(self.n_threads):
+            for m in range(self.n_encoders * n_folds):
+                f = m % n_folds
+                learn = np.flatnonzero(fold != f) if n_folds > 1 else np.arange(len(train))
+                held = np.flatnonzero(fold == f) if n_folds > 1 else learn
+                if n_folds > 1 or self.n_encoders > 1:
+                    say(_member_line(m, n_folds, self.n_encoders, learn, held))
+                if m > 0 and f == 0:  # each encoder of an ensemble has its own bootstrap weights for its heads
+                    boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
+                    targets = _Targets(y_train, plan_train, boot)
+                self.net_ = self._new_net(codes.size, y_train[learn])
+                self._forecast = None if forecast is None else tuple(a[learn] for a in forecast)
+                self._train(_subset(train, learn), targets[learn], tune, tune_targets, rng, say)
+                history += [{**h, "epoch": len(history) + h["epoch"]} for h in self.history_]
+                rep, p_held = self._outputs(_subset(train, held))
+                prop[held] += p_held / self.n_encoders
+                self.nets_.append(self.net_)
+                self.heads_.append(self._fit_heads(rep, p_held, targets[held], say))
+            self.history_ = history
+            self.calibrator_ = None
+        self.support_threshold_ = self._support_thresholds(prop, plan_train)
+        say(
+            "support thresholds (propensity): "
+            + ", ".join(f"{p} {t:.4f}" for p, t in zip(self.plan_names_, self.support_threshold_))
+        )
+        self.risk_bands_ = None if tune is None else self._fit_risk_bands(tune, tuning_labels)
+        return self
+
+    def _tuning_data(self, events, tuning_labels, say):
+        """The tuning rows with their factual plans, their sequences and targets (all None without rows)."""
+        if tuning_labels is None or not len(tuning_labels):
+            return tuning_labels, None, None
+        tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
+        tune = self.featurizer_.transform(events, tuning_labels)
+        targets = _Targets(
+            hazard_targets(tuning_labels, self.outcomes_, self.horizons_),
+            plan_tune,
+            np.ones((plan_tune.size, self.n_boot), np.float32),
+        )
+        return tuning_labels, tune, targets
+
+    def _new_net(self, n_forecast, y_learn):
+        """A fresh network, its hazard bias at the base hazards of ``y_learn`` and its propensity bias at the
+        plans' log shares."""
+        net = TreatmentResponseNet(
+            n_plans=len(self.plan_names_),
+            n_boot=self.n_boot,
+            n_codes=self.featurizer_.n_codes_,
+            n_static=self.featurizer_.n_static_,
+            n_outcomes=len(self.outcomes_),
+            n_bins=len(self.horizons_),
+            d_model=self.d_model,
+            encoder=self.kind,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            dropout=self.dropout,
+            n_forecast=n_forecast,
+        )
+        with torch.no_grad():
+            net.risk.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_learn)).flatten())
+            net.propensity.bias.copy_(torch.log(torch.from_numpy(self.plan_share_ + 1e-4)).float())
+        return net
+
+    def _fit_risk_bands(self, tune, tuning_labels):
+        with _torch_threads(self.n_threads):
+            curve = self._policy_curve(tune)
+        return RiskBands.fit(
+            curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_),
+            tuning_labels,
+            self.label_columns_,
+        )
+
+    def _with_plans(self, events, labels, split, say):
+        fp = factual_plans(events, labels, self.plans_)
+        known = fp["plan"].notna().to_numpy()
+        if (~known).any():
+            say(
+                f"{split}: {int((~known).sum()):,} of {len(labels):,} rows started treatments that match no plan; "
+                "left out of treatment-response training"
+            )
+        plan = pd.Index(self.plan_names_).get_indexer(fp["plan"][known])
+        return labels[known].reset_index(drop=True), plan.astype(np.int64)
+
+    def _support_thresholds(self, prop, plan):
+        out = np.empty(len(self.plan_names_))
+        for i, _ in enumerate(self.plan_names_):
+            got = prop[plan == i, i]
+            if got.size < self.min_recipients:
+                out[i] = np.inf  # too few recipients: not estimable for anyone
+            else:
+                out[i] = max(self.min_propensity, float(np.quantile(got, self.support_quantile)))
+        return out
+
+    # -- training ---------------------------------------------------------------------------------
+    def _factual_logits(self, base, offset, plan):
+        """Hazard logits under each row's factual plan, per head: (batch, heads, outcomes, bins)."""
+        n, k = offset.shape[:2]
+        zero = torch.zeros_like(offset[:, :, :1])
+        all_plans = torch.cat([zero, offset], dim=2)  # (n, k, plans, o, b)
+        idx = plan.view(n, 1, 1, 1, 1).expand(n, k, 1, *offset.shape[-2:])
+        return base.unsqueeze(1) + all_plans.gather(2, idx).squeeze(2)
+
+    def _loss(self, batch, t: _Targets, *, training: bool):
+        r = self.net_.risk.represent(**_tensors(batch))
+        base, offset, prop_logits = self.net_.heads(r)
+        plan = torch.from_numpy(t.plan)
+        logits = self._factual_logits(base, offset, plan)
+        mask, target = _mask_and_target(torch.from_numpy(t.y))
+        bce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).expand_as(logits), reduction="none")
+        w = mask.unsqueeze(1).expand_as(bce)
+        if training:
+            w = w * torch.from_numpy(t.boot).view(*t.boot.shape, 1, 1)
+            if self.balancing == "ipw":
+                ipw = self._ipw(t.plan, torch.softmax(prop_logits.detach(), dim=-1).numpy())
+                w = w * torch.from_numpy(ipw).view(-1, 1, 1, 1)
+        outcome = (bce * w).sum() / w.sum().clamp(min=1.0)
+        propensity = F.cross_entropy(prop_logits, plan)
+        loss = outcome + self.propensity_weight * propensity
+        if training:  # a light hold on heterogeneity while the representation forms; the heads are refitted after
+            loss = loss + _STAGE1_EFFECT_L2 * self.net_.effect_weight.pow(2).sum(dim=(2,)).mean()
+        if training and "forecast_value" in batch:
+            loss = loss + self.forecast_weight * forecast_loss(
+                self.net_.risk.forecast(r),
+                torch.from_numpy(batch["forecast_value"]),
+                torch.from_numpy(batch["forecast_observed"]),
+            )
+        return loss
+
+    def train_step(self, batch, y, opt) -> float:
+        opt.zero_grad()
+        loss = self._loss(batch, y, training=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.net_.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+
+    def _eval_loss(self, data, y) -> float:
+        self.net_.eval()
+        total, n = 0.0, 0
+        with torch.inference_mode():
+            for rows in self._batches(data.lengths, batch_size=1024):
+                total += float(self._loss(data.batch(rows), y[rows], training=False)) * rows.size
+                n += rows.size
+        return total / max(n, 1)
+
+    def _fit_heads(self, rep, prop, t: _Targets, say):
+        """Refit every bootstrap head on the frozen representation, to convergence (L-BFGS).
+
+        With the representation fixed, each head is a ridge-penalised logistic model of the hazard
+        per (outcome, bin): a base term linear in the representation plus, for each plan, an offset
+        and its interaction with the representation. Stochastic training moves the plan offsets only
+        slowly (few treated rows per batch); this convex refit does not stop short, and each head's
+        own bootstrap weights make the spread across heads the sampling spread of the effect.
+        """
+        t0 = time.perf_counter()
+        r = torch.from_numpy(rep).double()
+        n, d = r.shape
+        k, p = self.n_boot, len(self.plan_names_)
+        mask, target = (a.reshape(n, -1).double() for a in _mask_and_target(torch.from_numpy(t.y)))
+        w = torch.from_numpy(t.boot).double()
+        if self.balancing == "ipw":
+            w = w * torch.from_numpy(self._ipw(t.plan, prop)).double()[:, None]
+        head = self.net_.risk.head.linear
+        with torch.no_grad():
+            bw = head.weight.detach().double().T.unsqueeze(0).repeat(k, 1, 1).requires_grad_()
+            bb = head.bias.detach().double().unsqueeze(0).repeat(k, 1).requires_grad_()
+            eb = self.net_.effect_bias.detach().double().clone().requires_grad_()
+            ew = self.net_.effect_weight.detach().double().clone().requires_grad_()
+        rows = [torch.from_numpy(np.flatnonzero(t.plan == i)) for i in range(1, p)]
+        n_obs = float((mask.sum(1, keepdim=True) * w).sum())
+        opt = torch.optim.LBFGS(
+            [bw, bb, eb, ew],
+            max_iter=self.head_max_iter,
+            history_size=20,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-9,
+            tolerance_change=1e-12,
+        )
+
+        def closure():
+            opt.zero_grad()
+            logits = torch.einsum("nd,kdc->nkc", r, bw) + bb
+            for i, idx in enumerate(rows):
+                if idx.numel():
+                    extra = torch.einsum("nd,kdc->nkc", r[idx], ew[:, i]) + eb[:, i]
+                    logits = logits.index_add(0, idx, extra)
+            bce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).expand_as(logits), reduction="none")
+            loss = (bce * mask.unsqueeze(1) * w.unsqueeze(2)).sum()
+            loss = loss + self.effect_l2 * ew.pow(2).sum() + self.base_l2 * (bw.pow(2).sum() + eb.pow(2).sum())
+            loss = loss / n_obs
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        say(f"refitted {k} bootstrap heads on the frozen representation in {time.perf_counter() - t0:.1f}s")
+        return {
+            name: v.detach().float()
+            for name, v in (("base_weight", bw), ("base_bias", bb), ("effect_bias", eb), ("effect_weight", ew))
+        }
+
+    def _ipw(self, plan, prop):
+        """Stabilised inverse propensity weights P(plan) / e(plan | x), clipped to [1/max_weight, max_weight]."""
+        e = np.maximum(prop[np.arange(plan.size), plan], 1e-6)
+        return np.clip(self.plan_share_[plan] / e, 1.0 / self.max_weight, self.max_weight).astype(np.float32)
+
+    # -- prediction -------------------------------------------------------------------------------
+    def _outputs(self, data, batch_size=1024, net=None):
+        """Representation (rows, d_model) and plan propensities (rows, plans) from one encoder."""
+        net = net or self.net_
+        n, p = len(data), len(self.plan_names_)
+        rep = np.empty((n, self.d_model), np.float32)
+        prop = np.empty((n, p), np.float32)
+        net.eval()
+        with torch.inference_mode():
+            for rows in self._batches(data.lengths, batch_size=batch_size):
+                r = net.risk.represent(**_tensors(data.batch(rows)))
+                rep[rows], prop[rows] = r.numpy(), torch.softmax(net.propensity(r), -1).numpy()
+        return rep, prop
+
+    def _plan_logits(self, rep, heads) -> np.ndarray:
+        """Hazard logits under every plan for every head: (rows, heads, plans, outcomes, bins)."""
+        r = torch.from_numpy(rep)
+        with torch.inference_mode():
+            base = torch.einsum("nd,kdc->nkc", r, heads["base_weight"]) + heads["base_bias"]
+            offset = torch.einsum("nd,kpdc->nkpc", r, heads["effect_weight"]) + heads["effect_bias"]
+            logits = torch.cat([base.unsqueeze(2), base.unsqueeze(2) + offset], dim=2)
+        return logits.view(
+            r.shape[0], self.n_boot, len(self.plan_names_), len(self.outcomes_), len(self.horizons_)
+        ).numpy()
+
+    def _plan_risks(self, data):
+        """Risk curves (rows, heads, plans, outcomes, bins) and propensities.
+
+        Cross-fitted folds of one encoder are averaged; the encoders of an ensemble pool their heads
+        (``n_encoders * n_boot`` along the head axis). Propensities average over every member.
+        """
+        n_folds = len(self.nets_) // getattr(self, "n_encoders", 1)
+        pooled: list = []
+        prop: float | np.ndarray = 0.0
+        for e in range(len(self.nets_) // n_folds):
+            risk: float | np.ndarray = 0.0
+            for net, heads in zip(
+                self.nets_[e * n_folds : (e + 1) * n_folds], self.heads_[e * n_folds : (e + 1) * n_folds]
+            ):
+                rep, p = self._outputs(data, net=net)
+                with torch.inference_mode():
+                    logits = self._plan_logits(rep, heads)
+                    risk = risk + risk_curve(torch.from_numpy(logits)).numpy().astype(np.float64)
+                prop = prop + p
+            pooled.append(risk / n_folds)
+        return np.concatenate(pooled, axis=1), prop / len(self.nets_)
+
+    def predict_plans(self, events: pd.DataFrame, index: pd.DataFrame) -> PlanPrediction:
+        """Risk under every plan, effects against the reference with bands, propensities and support."""
+        check_is_fitted(self, "net_")
+        with _torch_threads(self.n_threads):
+            risk, prop = self._plan_risks(self.featurizer_.transform(events, index))
+        effect = risk - risk[:, :, :1]
+        z = norm.ppf(0.5 + self.band / 2.0)
+        already = factual_plans(events, index, self.plans_)
+        in_support, reason = self._support(prop, already)
+        gone = ~in_support[:, :, None, None]
+
+        def band(x):
+            mean, sd = x.mean(axis=1), x.std(axis=1, ddof=1)
+            return mean, mean - z * sd, mean + z * sd
+
+        r, r_lo, r_hi = band(risk)
+        e, e_lo, e_hi = band(effect)
+        for arr in (r, r_lo, r_hi, e, e_lo, e_hi):
+            arr[np.broadcast_to(gone, arr.shape)] = np.nan
+        return PlanPrediction(
+            index[["subject_id", "prediction_time"]].reset_index(drop=True),
+            list(self.plan_names_),
+            list(self.outcomes_),
+            list(self.horizons_),
+            r,
+            np.clip(r_lo, 0, 1),
+            np.clip(r_hi, 0, 1),
+            e,
+            e_lo,
+            e_hi,
+            prop.astype(np.float64),
+            in_support,
+            reason,
+            self.band,
+        )
+
+    def _support(self, prop, already):
+        n, p = prop.shape
+        reason = np.full((n, p), "", dtype=object)
+        low = prop < self.support_threshold_[None, :]
+        reason[low] = "propensity below the support threshold"
+        for i, name in enumerate(self.plan_names_):
+            if not np.isfinite(self.support_threshold_[i]):
+                reason[:, i] = f"fewer than {self.min_recipients} training patients received it"
+            on = already[f"already_on/{name}"].to_numpy()
+            reason[on, i] = "already on this treatment"
+        # an effect compares two arms: without the reference in support no effect is estimable
+        no_ref = (reason[:, 0] != "")[:, None] & (reason[:, 1:] == "")
+        reason[:, 1:][no_ref] = "the reference plan is outside support"
+        return reason == "", reason
+
+    def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> np.ndarray:
+        """Risk under the observed prescribing policy: the plans' risks weighted by their propensities."""
+        check_is_fitted(self, "net_")
+        with _torch_threads(self.n_threads):
+            return self._policy_curve(self.featurizer_.transform(events, index))
+
+    def _policy_curve(self, data) -> np.ndarray:
+        risk, prop = self._plan_risks(data)
+        return np.einsum("np,npob->nob", prop, risk.mean(axis=1)).astype(np.float32)
