@@ -70,7 +70,11 @@ def main():
     p.add_argument("epochs", nargs="?", type=int, default=15)
     p.add_argument("--labels", default="t2d_365d,mi_365d,stroke_365d,ckd_365d")
     p.add_argument("--learners", default="t,x,dr")
-    p.add_argument("--params", default="{}", help="extra TreatmentResponseModel arguments as JSON")
+    p.add_argument(
+        "--params",
+        default="{}",
+        help='TreatmentResponseModel settings as JSON, nested for the encoder: {"encoder__d_model": 32, "n_boot": 20}',
+    )
     p.add_argument("--sim-seed", type=int, default=0)
     p.add_argument("--effect-scale", type=float, default=1.0, help="simulator treatment_effect_scale (0: no effect)")
     p.add_argument("--threads", type=int, default=2)
@@ -104,9 +108,11 @@ def main():
     )
 
     t0 = time.perf_counter()
-    params = {"max_epochs": args.epochs, "n_threads": args.threads, **json.loads(args.params)}
-    model = TreatmentResponseModel(plans=plans, **params).fit(
-        events, split["train"], tuning_labels=split["tuning"], progress=print
+    params = {"encoder__max_epochs": args.epochs, "encoder__n_threads": args.threads, **json.loads(args.params)}
+    model = (
+        TreatmentResponseModel(plans=plans)
+        .set_params(**params)
+        .fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
     )
     fit_s = time.perf_counter() - t0
     if args.save_model:

@@ -116,12 +116,8 @@ def test_the_mlflow_rule_catches_each_kind_of_import():
 # over the limits when the rule came in are listed with their size then: each may shrink, none may
 # grow, and a new one may not join (take it off the list once it fits).
 MAX_MODULE, MAX_FUNCTION = 400, 60
-OVER_MODULE = {
-    "twinml/whatif/_model.py": 427,
-}
-OVER_FUNCTION = {
-    "twinml/whatif/_model.py:__init__": 69,
-}
+OVER_MODULE: dict[str, int] = {}  # empty since cli.py and the what-if model were split
+OVER_FUNCTION: dict[str, int] = {}
 
 
 def code_lines(source: str) -> set[int]:

@@ -8,14 +8,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from twinml._validation import ConfigError
 from twinml.cli import app
 from twinml.cohort import TaskDefinition, build_labels, factual_plans, load_plans
-from twinml.models import TreatmentResponseModel
+from twinml.models import SequenceRiskModel
 from twinml.simulate import simulate
-from twinml.whatif import NOT_TRAINED, plan_curves_figure, what_if
+from twinml.whatif import NOT_TRAINED, TreatmentResponseModel, plan_curves_figure, what_if
 
 PLANS = "configs/plans.yaml"
-SMALL = {"d_model": 16, "max_epochs": 3, "batch_size": 256, "n_boot": 10, "n_threads": 2, "random_state": 0}
+ENCODER = {"d_model": 16, "max_epochs": 3, "batch_size": 256, "n_threads": 2, "random_state": 0}
+SMALL = {"encoder": SequenceRiskModel(**ENCODER), "n_boot": 10}
 TASK = TaskDefinition(
     name="whatif",
     outcomes={"t2d": {"codes": ["SNOMED/44054006"]}, "mi": {"codes": ["SNOMED/22298006"]}},
@@ -197,7 +199,7 @@ def test_seeded_fit_is_reproducible():
     ev["code"] = ev["code"].astype("category")
     labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
     train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
-    params = {**SMALL, "max_epochs": 2, "n_encoders": 1}
+    params = {**SMALL, "encoder": SequenceRiskModel(**{**ENCODER, "max_epochs": 2}), "n_encoders": 1}
     a = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
     b = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
     np.testing.assert_array_equal(a.effect, b.effect)
@@ -217,7 +219,8 @@ def test_an_ensemble_of_encoders_pools_every_encoders_heads_in_the_band():
     labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
     train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
     k = SMALL["n_boot"]
-    m = TreatmentResponseModel(plans=PLANS, n_encoders=2, **{**SMALL, "max_epochs": 1}).fit(ev, train)
+    m = TreatmentResponseModel(plans=PLANS, n_encoders=2, n_boot=SMALL["n_boot"])
+    m.set_params(**{f"encoder__{name}": v for name, v in {**ENCODER, "max_epochs": 1}.items()}).fit(ev, train)
     assert len(m.nets_) == len(m.heads_) == 2
     data = m.featurizer_.transform(ev, held)
     pooled, prop = m._plan_risks(data)
@@ -253,7 +256,7 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
             "task": {**BASE_TASK, "treatment": PLANS},
             "model": {
                 "kind": "whatif",
-                "params": {"d_model": 8, "max_epochs": 1, "n_threads": 1, "n_boot": 4, "n_encoders": 1},
+                "params": {"encoder": {"d_model": 8, "max_epochs": 1, "n_threads": 1}, "n_boot": 4, "n_encoders": 1},
             },
             "evaluation": {"n_bootstrap": 10},
             "tracking": {"uri": uri, "experiment": "whatif-tests", "register_as": "twin"},
@@ -348,3 +351,71 @@ def test_whatif_cli_prints_plans_and_writes_plots(tmp_path):
         ],
     )
     assert bad.exit_code == 2 and "comma-separated integer subject ids" in bad.output
+
+
+def test_a_model_pickled_before_the_whatif_package_loads():
+    # pickles written before twinml.whatif name the class at twinml.models._treatment and keep the
+    # encoder's settings flat (d_model=8 beside n_boot); they load with the settings nested
+    import pickle
+
+    flat = {
+        k.removeprefix("encoder__"): v
+        for k, v in TreatmentResponseModel(plans=PLANS, encoder=SequenceRiskModel(d_model=8)).get_params().items()
+        if k != "encoder"
+    }
+    old_model = TreatmentResponseModel.__new__(TreatmentResponseModel)
+    old_model.__dict__.update({**flat, "trajectory_codes": None})
+    data = pickle.dumps(old_model, protocol=2)
+    old = data.replace(b"twinml.whatif._model", b"twinml.models._treatment")
+    assert old != data and "encoder" not in vars(old_model)
+    loaded = pickle.loads(old)
+    assert type(loaded) is TreatmentResponseModel and type(loaded.encoder) is SequenceRiskModel
+    assert loaded.get_params()["encoder__d_model"] == 8 and loaded.d_model == 8 and "d_model" not in vars(loaded)
+
+
+def test_encoder_settings_are_nested_as_in_scikit_learn():
+    from sklearn.base import clone
+
+    m = TreatmentResponseModel(plans=PLANS)
+    assert m.encoder is None and m.d_model == SequenceRiskModel().d_model  # None: the sequence model's defaults
+    m.set_params(encoder__d_model=8, encoder__max_epochs=2, n_boot=5)
+    assert type(m.encoder) is SequenceRiskModel and (m.d_model, m.max_epochs, m.n_boot) == (8, 2, 5)
+    params = m.get_params(deep=True)
+    assert params["encoder__d_model"] == 8 and "d_model" not in params
+    twin = clone(m)
+    assert twin.encoder is not m.encoder and twin.get_params()["encoder__d_model"] == 8
+    with pytest.raises(AttributeError):
+        m.d_model = 16  # one place for each setting: the encoder
+
+
+def test_a_config_nests_the_encoder_settings_and_says_where_a_flat_one_goes():
+    from twinml.config import load_config
+    from twinml.pipeline import build_model
+
+    from .conftest import TASK as BASE_TASK
+
+    def config(params):
+        raw = {
+            "name": "wi",
+            "seed": 3,
+            "data": {"path": "unused", "simulator": {"n_subjects": 100}},
+            "task": {**BASE_TASK, "treatment": PLANS},
+            "model": {"kind": "whatif", "params": params},
+        }
+        return load_config(raw)
+
+    m = build_model(config({"encoder": {"d_model": 8}, "encoder__max_epochs": 2, "n_boot": 5}))
+    assert (m.d_model, m.max_epochs, m.n_boot, m.random_state) == (8, 2, 5, 3)  # the seed reaches the encoder
+    with pytest.raises(ConfigError) as err:
+        build_model(config({"d_model": 8}))
+    assert str(err.value) == (
+        "model.params: 'd_model' is a setting of the what-if model's encoder; write it as "
+        "encoder: {d_model: 8} (or encoder__d_model: 8)."
+    )
+    with pytest.raises(ConfigError, match="model.params: Invalid parameter 'depth' for estimator SequenceRiskModel"):
+        build_model(config({"encoder__depth": 3}))
+    with pytest.raises(ConfigError) as err:
+        build_model(config({"encoder": {"depth": 3}}))
+    assert str(err.value) == "model.params: SequenceRiskModel got an unexpected keyword argument 'depth'"
+    with pytest.raises(ConfigError, match="'encoder' parameter of TreatmentResponseModel must be None or an unfitted"):
+        TreatmentResponseModel(plans=PLANS, encoder=SequenceRiskModel(calibration="platt"))._validate_params()

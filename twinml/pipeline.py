@@ -99,7 +99,7 @@ def build_model(config: ExperimentConfig):
         try:
             return _torch_model(config)
         except TypeError as err:
-            raise ConfigError(f"model.params: {err}".replace("__init__() ", "")) from None
+            raise ConfigError(f"model.params: {err}".replace(".__init__()", "")) from None
     return TabularRiskModel(
         kind=m.kind,
         model_params=dict(m.params),
@@ -116,19 +116,11 @@ def build_model(config: ExperimentConfig):
 def _torch_model(config: ExperimentConfig):
     """The what-if, record, blend, GRU or Transformer model of a config (a TypeError for unknown params)."""
     from .models import BlendRiskModel, RecordRiskModel, SequenceRiskModel
-    from .whatif import TreatmentResponseModel
 
     m, f = config.model, config.features
     params = dict(m.params)
     if m.kind == "whatif":
-        if config.task.treatment is None:
-            raise ConfigError(
-                "config: model.kind 'whatif' needs task.treatment (a plans file such as "
-                "configs/plans.yaml, or the plans inline)."
-            )
-        return TreatmentResponseModel(
-            plans=config.task.treatment, random_state=config.seed, min_code_count=f.min_code_count, **params
-        )
+        return _whatif_model(config, params)
     common = {"calibration": m.calibration, "random_state": config.seed}
     if m.kind == "blend":
         record = {"min_code_count": f.min_code_count, "min_text_subjects": f.min_text_subjects}
@@ -149,6 +141,37 @@ def _torch_model(config: ExperimentConfig):
             **common, min_code_count=f.min_code_count, min_text_subjects=f.min_text_subjects, **params
         )
     return SequenceRiskModel(kind=m.kind, **common, min_code_count=f.min_code_count, **params)
+
+
+def _whatif_model(config: ExperimentConfig, params: dict):
+    """The what-if model of a config: ``encoder: {...}`` (or ``encoder__<name>``) settings go to its encoder,
+    which starts from the config's seed and features.min_code_count."""
+    from .models import SequenceRiskModel
+    from .whatif import TreatmentResponseModel
+
+    if config.task.treatment is None:
+        raise ConfigError(
+            "config: model.kind 'whatif' needs task.treatment (a plans file such as "
+            "configs/plans.yaml, or the plans inline)."
+        )
+    flat = sorted(set(params) & (set(SequenceRiskModel().get_params()) - set(TreatmentResponseModel().get_params())))
+    if flat:
+        raise ConfigError(
+            f"model.params: {flat[0]!r} is a setting of the what-if model's encoder; write it as "
+            f"encoder: {{{flat[0]}: {params[flat[0]]!r}}} (or encoder__{flat[0]}: {params[flat[0]]!r})."
+        )
+    encoder = params.pop("encoder", None) or {}
+    if not isinstance(encoder, dict):
+        raise ConfigError(f"model.params.encoder: expected a mapping of the encoder's settings; got {encoder!r}.")
+    nested = {k: params.pop(k) for k in list(params) if k.startswith("encoder__")}
+    template = SequenceRiskModel(
+        **{"min_code_count": config.features.min_code_count, "random_state": config.seed, **encoder}
+    )
+    model = TreatmentResponseModel(plans=config.task.treatment, encoder=template, **params)
+    try:
+        return model.set_params(**nested)
+    except ValueError as err:  # scikit-learn's word for an unknown nested setting
+        raise ConfigError(f"model.params: {err}") from None
 
 
 def load_truth(meds_dir) -> pd.DataFrame | None:

@@ -49,7 +49,7 @@ MODELS: dict[str, dict] = {
 }
 WHATIF_MODEL = {
     "kind": "whatif",
-    "params": {"d_model": 32, "max_epochs": 6, "n_boot": 10, "n_encoders": 1, "max_len": 128},
+    "params": {"encoder": {"d_model": 32, "max_epochs": 6, "max_len": 128}, "n_boot": 10, "n_encoders": 1},
     "calibration": None,
 }
 AUDITED = "lightgbm"

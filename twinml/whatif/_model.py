@@ -66,7 +66,9 @@ from ..models.parts import (
 from ..models.parts import mask_and_target as _mask_and_target
 from ..models.parts import tensors as _tensors
 from ..models.parts import torch_threads as _torch_threads
+from ._heads import fit_bootstrap_heads, plan_logits, stabilised_ipw
 from ._prediction import PlanPrediction
+from ._support import support_flags, support_thresholds
 
 __all__ = ["TreatmentResponseModel"]
 
@@ -106,6 +108,21 @@ def _member_line(m, n_folds, n_encoders, learn, held) -> str:
     return f"encoder {m // n_folds + 1}/{n_encoders}" + fold
 
 
+def _encoder_setting(name: str) -> property:
+    def get(self):
+        return getattr(self.encoder if self.encoder is not None else _DEFAULT_ENCODER, name)
+
+    return property(get, doc=f"The encoder's ``{name}`` (set it as ``encoder__{name}``).")
+
+
+_DEFAULT_ENCODER = SequenceRiskModel()  # read only: the settings of encoder=None
+ENCODER_SETTINGS = tuple(
+    p
+    for p in SequenceRiskModel._get_param_names()
+    if p not in ("trajectory_codes", "trajectory_horizons_days", "calibration")
+)
+
+
 class TreatmentResponseModel(SequenceRiskModel):
     """Risk curves under alternative treatment plans from event sequences (see the module docstring).
 
@@ -113,6 +130,14 @@ class TreatmentResponseModel(SequenceRiskModel):
     ----------
     plans : PlanSet, dict or path to a plans YAML
         The options compared; the reference plan comes first in every output.
+    encoder : SequenceRiskModel or None
+        The sequence model whose settings the encoder, its training and the seed take (``kind``,
+        ``d_model``, ``max_len``, ``max_epochs``, ``n_threads``, ``random_state``, ...; its
+        ``trajectory_codes`` are not used and ``calibration`` must be None). It is a template, never
+        fitted itself. None: ``SequenceRiskModel()``'s defaults. Nested settings work as in
+        scikit-learn: ``set_params(encoder__d_model=32)``, ``get_params()["encoder__d_model"]``;
+        in a config, ``model.params: {encoder: {d_model: 32}}``. Each setting is also readable on the
+        model (``model.d_model``).
     balancing : {None, "ipw"}
         ``ipw`` weights the factual loss (both stages) by stabilised inverse propensity weights,
         clipped to ``[1 / max_weight, max_weight]``; None relies on adjustment for the history.
@@ -142,7 +167,6 @@ class TreatmentResponseModel(SequenceRiskModel):
     propensity_weight : float
         Weight of the propensity cross-entropy in the training loss.
     min_propensity, support_quantile, min_recipients : overlap rule (see the module docstring)
-    Other parameters are those of :class:`SequenceRiskModel` (``calibration`` is not supported).
 
     Attributes
     ----------
@@ -153,25 +177,13 @@ class TreatmentResponseModel(SequenceRiskModel):
     """
 
     history_: list[dict]  # the loss per epoch of every ensemble member, one after another
+    # the sequence model's settings that have no meaning here
+    trajectory_codes, trajectory_horizons_days, calibration = None, (90, 180, 365), None
 
     def __init__(
         self,
         plans=None,
-        kind="gru",
-        d_model=64,
-        n_layers=1,
-        n_heads=4,
-        dropout=0.1,
-        max_len=256,
-        min_code_count=10,
-        batch_size=128,
-        lr=1e-3,
-        weight_decay=1e-3,
-        max_epochs=15,
-        patience=4,
-        event_dropout=0.0,
-        forecast_weight=0.1,
-        forecast_days=365.0,
+        encoder=None,
         balancing=None,
         max_weight=20.0,
         n_boot=20,
@@ -185,31 +197,9 @@ class TreatmentResponseModel(SequenceRiskModel):
         min_propensity=1e-3,
         support_quantile=0.01,
         min_recipients=20,
-        n_threads=None,
-        random_state=0,
     ):
-        super().__init__(
-            kind=kind,
-            d_model=d_model,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            dropout=dropout,
-            max_len=max_len,
-            min_code_count=min_code_count,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            max_epochs=max_epochs,
-            patience=patience,
-            event_dropout=event_dropout,
-            forecast_weight=forecast_weight,
-            forecast_days=forecast_days,
-            trajectory_codes=None,
-            calibration=None,
-            n_threads=n_threads,
-            random_state=random_state,
-        )
         self.plans = plans
+        self.encoder = encoder
         self.balancing = balancing
         self.max_weight = max_weight
         self.n_boot = n_boot
@@ -224,17 +214,35 @@ class TreatmentResponseModel(SequenceRiskModel):
         self.support_quantile = support_quantile
         self.min_recipients = min_recipients
 
+    def set_params(self, **params):
+        """As scikit-learn's; ``encoder__<name>`` settings on a model without an encoder start from
+        a default :class:`SequenceRiskModel`."""
+        if any(k.startswith("encoder__") for k in params) and params.get("encoder", self.encoder) is None:
+            params = {"encoder": SequenceRiskModel(), **params}
+        return super().set_params(**params)
+
+    def __setstate__(self, state):
+        # models pickled before the encoder's settings were nested keep them flat: nest them
+        if "encoder" not in state:
+            flat = {k: state.pop(k) for k in ENCODER_SETTINGS if k in state}
+            state["encoder"] = SequenceRiskModel(**flat)
+        super().__setstate__(state)
+
     def _validate_params(self):
-        super()._validate_params()
         check_params(
             self,
             {
+                "encoder": Rule(
+                    "None or an unfitted SequenceRiskModel without calibration",
+                    lambda e: e is None or (type(e) is SequenceRiskModel and e.calibration is None),
+                ),
                 "balancing": one_of(("ipw", None), "'ipw' or None"),
                 "band": number_in(0.5, 1, lo_closed=False, hi_closed=False, words="in (0.5, 1)"),
                 "n_boot": Rule("an int >= 2", lambda v: POSITIVE_INT.ok(v) and v >= 2),
                 "n_encoders": POSITIVE_INT,
             },
         )
+        super()._validate_params()  # the encoder's settings
         if self.plans is None:
             raise ConfigError(
                 "TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); in a config: task.treatment."
@@ -356,14 +364,13 @@ class TreatmentResponseModel(SequenceRiskModel):
         return labels[known].reset_index(drop=True), plan.astype(np.int64)
 
     def _support_thresholds(self, prop, plan):
-        out = np.empty(len(self.plan_names_))
-        for i, _ in enumerate(self.plan_names_):
-            got = prop[plan == i, i]
-            if got.size < self.min_recipients:
-                out[i] = np.inf  # too few recipients: not estimable for anyone
-            else:
-                out[i] = max(self.min_propensity, float(np.quantile(got, self.support_quantile)))
-        return out
+        return support_thresholds(
+            prop,
+            plan,
+            min_recipients=self.min_recipients,
+            min_propensity=self.min_propensity,
+            quantile=self.support_quantile,
+        )
 
     # -- training ---------------------------------------------------------------------------------
     def _factual_logits(self, base, offset, plan):
@@ -418,64 +425,35 @@ class TreatmentResponseModel(SequenceRiskModel):
         return total / max(n, 1)
 
     def _fit_heads(self, rep, prop, t: _Targets, say):
-        """Refit every bootstrap head on the frozen representation, to convergence (L-BFGS).
-
-        With the representation fixed, each head is a ridge-penalised logistic model of the hazard
-        per (outcome, bin): a base term linear in the representation plus, for each plan, an offset
-        and its interaction with the representation. Stochastic training moves the plan offsets only
-        slowly (few treated rows per batch); this convex refit does not stop short, and each head's
-        own bootstrap weights make the spread across heads the sampling spread of the effect.
-        """
+        """Refit every bootstrap head on the frozen representation, to convergence (``_heads.py``)."""
         t0 = time.perf_counter()
-        r = torch.from_numpy(rep).double()
-        n, d = r.shape
-        k, p = self.n_boot, len(self.plan_names_)
-        mask, target = (a.reshape(n, -1).double() for a in _mask_and_target(torch.from_numpy(t.y)))
         w = torch.from_numpy(t.boot).double()
         if self.balancing == "ipw":
             w = w * torch.from_numpy(self._ipw(t.plan, prop)).double()[:, None]
         head = self.net_.risk.head.linear
         with torch.no_grad():
-            bw = head.weight.detach().double().T.unsqueeze(0).repeat(k, 1, 1).requires_grad_()
-            bb = head.bias.detach().double().unsqueeze(0).repeat(k, 1).requires_grad_()
-            eb = self.net_.effect_bias.detach().double().clone().requires_grad_()
-            ew = self.net_.effect_weight.detach().double().clone().requires_grad_()
-        rows = [torch.from_numpy(np.flatnonzero(t.plan == i)) for i in range(1, p)]
-        n_obs = float((mask.sum(1, keepdim=True) * w).sum())
-        opt = torch.optim.LBFGS(
-            [bw, bb, eb, ew],
+            start = {
+                "base_weight": head.weight.detach().T.unsqueeze(0).repeat(self.n_boot, 1, 1),
+                "base_bias": head.bias.detach().unsqueeze(0).repeat(self.n_boot, 1),
+                "effect_bias": self.net_.effect_bias.detach(),
+                "effect_weight": self.net_.effect_weight.detach(),
+            }
+        heads = fit_bootstrap_heads(
+            rep,
+            t.y,
+            t.plan,
+            w,
+            start,
+            n_plans=len(self.plan_names_),
+            effect_l2=self.effect_l2,
+            base_l2=self.base_l2,
             max_iter=self.head_max_iter,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-            tolerance_grad=1e-9,
-            tolerance_change=1e-12,
         )
-
-        def closure():
-            opt.zero_grad()
-            logits = torch.einsum("nd,kdc->nkc", r, bw) + bb
-            for i, idx in enumerate(rows):
-                if idx.numel():
-                    extra = torch.einsum("nd,kdc->nkc", r[idx], ew[:, i]) + eb[:, i]
-                    logits = logits.index_add(0, idx, extra)
-            bce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).expand_as(logits), reduction="none")
-            loss = (bce * mask.unsqueeze(1) * w.unsqueeze(2)).sum()
-            loss = loss + self.effect_l2 * ew.pow(2).sum() + self.base_l2 * (bw.pow(2).sum() + eb.pow(2).sum())
-            loss = loss / n_obs
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        say(f"refitted {k} bootstrap heads on the frozen representation in {time.perf_counter() - t0:.1f}s")
-        return {
-            name: v.detach().float()
-            for name, v in (("base_weight", bw), ("base_bias", bb), ("effect_bias", eb), ("effect_weight", ew))
-        }
+        say(f"refitted {self.n_boot} bootstrap heads on the frozen representation in {time.perf_counter() - t0:.1f}s")
+        return heads
 
     def _ipw(self, plan, prop):
-        """Stabilised inverse propensity weights P(plan) / e(plan | x), clipped to [1/max_weight, max_weight]."""
-        e = np.maximum(prop[np.arange(plan.size), plan], 1e-6)
-        return np.clip(self.plan_share_[plan] / e, 1.0 / self.max_weight, self.max_weight).astype(np.float32)
+        return stabilised_ipw(plan, prop, self.plan_share_, self.max_weight)
 
     # -- prediction -------------------------------------------------------------------------------
     def _outputs(self, data, batch_size=1024, net=None):
@@ -493,14 +471,7 @@ class TreatmentResponseModel(SequenceRiskModel):
 
     def _plan_logits(self, rep, heads) -> np.ndarray:
         """Hazard logits under every plan for every head: (rows, heads, plans, outcomes, bins)."""
-        r = torch.from_numpy(rep)
-        with torch.inference_mode():
-            base = torch.einsum("nd,kdc->nkc", r, heads["base_weight"]) + heads["base_bias"]
-            offset = torch.einsum("nd,kpdc->nkpc", r, heads["effect_weight"]) + heads["effect_bias"]
-            logits = torch.cat([base.unsqueeze(2), base.unsqueeze(2) + offset], dim=2)
-        return logits.view(
-            r.shape[0], self.n_boot, len(self.plan_names_), len(self.outcomes_), len(self.horizons_)
-        ).numpy()
+        return plan_logits(rep, heads, (self.n_boot, len(self.plan_names_), len(self.outcomes_), len(self.horizons_)))
 
     def _plan_risks(self, data):
         """Risk curves (rows, heads, plans, outcomes, bins) and propensities.
@@ -561,19 +532,9 @@ class TreatmentResponseModel(SequenceRiskModel):
         )
 
     def _support(self, prop, already):
-        n, p = prop.shape
-        reason = np.full((n, p), "", dtype=object)
-        low = prop < self.support_threshold_[None, :]
-        reason[low] = "propensity below the support threshold"
-        for i, name in enumerate(self.plan_names_):
-            if not np.isfinite(self.support_threshold_[i]):
-                reason[:, i] = f"fewer than {self.min_recipients} training patients received it"
-            on = already[f"already_on/{name}"].to_numpy()
-            reason[on, i] = "already on this treatment"
-        # an effect compares two arms: without the reference in support no effect is estimable
-        no_ref = (reason[:, 0] != "")[:, None] & (reason[:, 1:] == "")
-        reason[:, 1:][no_ref] = "the reference plan is outside support"
-        return reason == "", reason
+        return support_flags(
+            prop, already, self.support_threshold_, self.plan_names_, min_recipients=self.min_recipients
+        )
 
     def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> np.ndarray:
         """Risk under the observed prescribing policy: the plans' risks weighted by their propensities."""
@@ -584,3 +545,7 @@ class TreatmentResponseModel(SequenceRiskModel):
     def _policy_curve(self, data) -> np.ndarray:
         risk, prop = self._plan_risks(data)
         return np.einsum("np,npob->nob", prop, risk.mean(axis=1)).astype(np.float32)
+
+
+for _name in ENCODER_SETTINGS:
+    setattr(TreatmentResponseModel, _name, _encoder_setting(_name))
