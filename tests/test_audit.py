@@ -407,7 +407,7 @@ def _layout_at_1280(report, tmp_path):
 
 def test_the_subgroup_forest_plot_draws_shown_groups_only():
     from twinml._plotting import close
-    from twinml.audit._figures import subgroup_forest_figure
+    from twinml.audit import SubgroupForestDisplay
 
     def group(attribute, name, auroc, oe, suppressed=False):
         if suppressed:
@@ -426,7 +426,7 @@ def test_the_subgroup_forest_plot_draws_shown_groups_only():
             group("sex", "F", 0.78, 0.9),
         ],
     }
-    fig = subgroup_forest_figure(entry, title="t")
+    fig = SubgroupForestDisplay(entry, title="t").plot().figure_
     auroc_ax, oe_ax = fig.axes
     names = [t.get_text().strip() for t in auroc_ax.get_yticklabels()]
     assert names == ["race", "A", "Tiny (suppressed)", "sex", "F"]  # the suppressed group is named

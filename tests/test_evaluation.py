@@ -64,3 +64,19 @@ def test_oracle_comes_from_the_ground_truth_rows(small_cohort, events, task, spl
     assert res["oracle_auroc"] == pytest.approx(roc_auc_score(labels["mi_365d"][known].astype(bool), true[known]))
     assert res["oracle_n"] == res["n"]
     assert res["auroc"] < res["oracle_auroc"]  # noise can only cost discrimination here
+
+
+def test_a_display_keeps_its_figure_and_gives_the_same_png_each_time():
+    from twinml._plotting import pyplot
+    from twinml.evaluation import ReliabilityDisplay
+
+    rng = np.random.default_rng(0)
+    risk = rng.uniform(0, 0.4, 400)
+    labels = pd.DataFrame({"a": rng.uniform(size=400) < risk, "b": np.zeros(400, bool)})
+    display = ReliabilityDisplay(labels, {"a": risk, "b": risk}, ["a", "b"], title="t").plot()
+    axes = display.figure_.axes
+    assert axes[0].get_title() == "a" and axes[1].get_title() == "b: one class only"
+    open_before = len(pyplot().get_fignums())
+    first = display.png()  # the drawn figure, then closed
+    assert display.figure_ is None and len(pyplot().get_fignums()) == open_before - 1
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and display.png() == first  # redrawn: the same bytes

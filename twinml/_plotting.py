@@ -1,8 +1,10 @@
-"""The one matplotlib setup (Agg backend, imported on first use) and figures as deterministic PNG.
+"""The one matplotlib setup (Agg backend, imported on first use), the Display base class, and figures
+as deterministic PNG.
 
 Every figure in twinml — the evaluation's reliability diagrams, the audit report's, the twin page's
-and the what-if curves — is drawn with :func:`pyplot` and embedded with :func:`png_bytes` and
-:func:`png_data_uri`.
+and the what-if curves — is a :class:`Display` (scikit-learn's pattern: an object holding what the
+figure shows; ``plot()`` draws it with :func:`pyplot` and keeps ``figure_``), embedded with
+:func:`png_bytes` and :func:`png_data_uri`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import base64
 import io
 
-__all__ = ["pyplot", "png_bytes", "png_data_uri", "close"]
+__all__ = ["Display", "pyplot", "png_bytes", "png_data_uri", "close"]
 
 
 def pyplot():
@@ -45,3 +47,28 @@ def png_bytes(fig) -> bytes:
 def png_data_uri(data: bytes) -> str:
     """PNG bytes as a ``data:`` URI for an ``<img>`` in a self-contained HTML file."""
     return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+class Display:
+    """What a figure shows, drawn on demand (scikit-learn's Display pattern).
+
+    A subclass holds its data as (dataclass) fields and draws them in ``_draw(plt)``, returning the
+    figure. ``plot()`` draws and keeps the figure as ``figure_``; ``png()`` gives it as deterministic
+    PNG bytes and closes it.
+    """
+
+    figure_ = None
+
+    def plot(self):
+        """Draw the figure (``self.figure_``); returns self."""
+        self.figure_ = self._draw(pyplot())
+        return self
+
+    def png(self) -> bytes:
+        """The figure as PNG (drawn first if need be), then closed."""
+        fig = self.figure_ if self.figure_ is not None else self.plot().figure_
+        self.figure_ = None
+        return png_bytes(fig)
+
+    def _draw(self, plt):
+        raise NotImplementedError

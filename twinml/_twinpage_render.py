@@ -1,13 +1,19 @@
-"""The twin page's figures (matplotlib, embedded as PNG) and its HTML (see :mod:`twinml.twinpage`)."""
+"""The twin page's figures (a :class:`~twinml._plotting.Display` each, embedded as PNG) and its HTML
+(see :mod:`twinml.twinpage`)."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ._plotting import png_bytes, png_data_uri, pyplot
+from ._plotting import Display, png_data_uri, pyplot
+
+if TYPE_CHECKING:
+    from .twinpage import TwinPage
 
 __all__ = ["render_twin_html"]
 
@@ -37,26 +43,32 @@ def _label(code, descriptions, width=34):
     return text.replace("$", r"\$")  # matplotlib would read $...$ as mathematics
 
 
-def _timeline_figure(page):
-    plt = pyplot()
-    ev = page.events.dropna(subset=["time"])
-    fam = ev["code"].astype(str).str.split("/", n=1).str[0]
-    order = fam.value_counts()
-    shown = list(order.index[:10])
-    fam = fam.where(fam.isin(shown), "other")
-    if "other" in set(fam):
-        shown.append("other")
-    fig, ax = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.2))
-    for i, f in enumerate(shown):
-        t = ev["time"][(fam == f).to_numpy()]
-        ax.plot(t, np.full(len(t), i), "|", ms=9, alpha=0.35, color=f"C{i % 10}")
-    ax.set_yticks(range(len(shown)), [f"{f} ({int(order.get(f, (fam == f).sum())):,})" for f in shown], fontsize=8)
-    ax.set_ylim(-0.7, len(shown) - 0.3)
-    ax.invert_yaxis()
-    ax.axvline(page.prediction_time, color="k", lw=0.8)
-    ax.set_title("every event by vocabulary (count); the line is the prediction time", fontsize=9)
-    fig.tight_layout()
-    return fig
+@dataclass
+class TimelineDisplay(Display):
+    """Every event of the record by vocabulary (count); the prediction time as a line."""
+
+    page: TwinPage
+
+    def _draw(self, plt):
+        page = self.page
+        ev = page.events.dropna(subset=["time"])
+        fam = ev["code"].astype(str).str.split("/", n=1).str[0]
+        order = fam.value_counts()
+        shown = list(order.index[:10])
+        fam = fam.where(fam.isin(shown), "other")
+        if "other" in set(fam):
+            shown.append("other")
+        fig, ax = plt.subplots(figsize=(10, 0.32 * len(shown) + 1.2))
+        for i, f in enumerate(shown):
+            t = ev["time"][(fam == f).to_numpy()]
+            ax.plot(t, np.full(len(t), i), "|", ms=9, alpha=0.35, color=f"C{i % 10}")
+        ax.set_yticks(range(len(shown)), [f"{f} ({int(order.get(f, (fam == f).sum())):,})" for f in shown], fontsize=8)
+        ax.set_ylim(-0.7, len(shown) - 0.3)
+        ax.invert_yaxis()
+        ax.axvline(page.prediction_time, color="k", lw=0.8)
+        ax.set_title("every event by vocabulary (count); the line is the prediction time", fontsize=9)
+        fig.tight_layout()
+        return fig
 
 
 def _lab_codes(page):
@@ -66,101 +78,136 @@ def _lab_codes(page):
     return (first + [c for c in counts.index if c not in first])[:N_LABS]
 
 
-def _labs_figure(page, codes):
-    ev = page.events.dropna(subset=["time", "numeric_value"])
-    code = ev["code"].astype(str)
-    fig, axes = _grid(len(codes), 4, 2.6, 1.9)
-    for ax, c in zip(axes, codes):
-        r = ev[(code == c).to_numpy()]
-        ax.plot(r["time"], r["numeric_value"], ".-", ms=3, lw=0.6)
-        ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
-        ax.tick_params(labelsize=6)
-        for lab in ax.get_xticklabels():
-            lab.set_rotation(30)
-    fig.tight_layout()
-    return fig
+@dataclass
+class LabsDisplay(Display):
+    """The readings of the most-read numeric codes (``codes``) over time, a panel each."""
+
+    page: TwinPage
+    codes: list
+
+    def _draw(self, plt):
+        page = self.page
+        codes = self.codes
+        ev = page.events.dropna(subset=["time", "numeric_value"])
+        code = ev["code"].astype(str)
+        fig, axes = _grid(len(codes), 4, 2.6, 1.9)
+        for ax, c in zip(axes, codes):
+            r = ev[(code == c).to_numpy()]
+            ax.plot(r["time"], r["numeric_value"], ".-", ms=3, lw=0.6)
+            ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
+            ax.tick_params(labelsize=6)
+            for lab in ax.get_xticklabels():
+                lab.set_rotation(30)
+        fig.tight_layout()
+        return fig
 
 
-def _risk_figure(page):
-    outcomes = list(pd.unique(page.risk["outcome"]))
-    fig, axes = _grid(len(outcomes), 4, 2.7, 2.5)
-    for ax, o in zip(axes, outcomes):
-        r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
-        if r["horizon_days"].isna().any():  # a label without a horizon in its name: one point and its band
-            ax.errorbar(
-                [0],
-                100 * r["risk"].to_numpy()[:1],
-                fmt="o",
-                yerr=None
-                if r["band_lo"].isna().any()
-                else [100 * (r["risk"] - r["band_lo"]).to_numpy()[:1], 100 * (r["band_hi"] - r["risk"]).to_numpy()[:1]],
+@dataclass
+class RiskCurvesDisplay(Display):
+    """The risk of each outcome against the horizon, with the model's risk band, a panel each."""
+
+    page: TwinPage
+
+    def _draw(self, plt):
+        page = self.page
+        outcomes = list(pd.unique(page.risk["outcome"]))
+        fig, axes = _grid(len(outcomes), 4, 2.7, 2.5)
+        for ax, o in zip(axes, outcomes):
+            r = page.risk[page.risk["outcome"] == o].sort_values("horizon_days")
+            if r["horizon_days"].isna().any():  # a label without a horizon in its name: one point and its band
+                ax.errorbar(
+                    [0],
+                    100 * r["risk"].to_numpy()[:1],
+                    fmt="o",
+                    yerr=None
+                    if r["band_lo"].isna().any()
+                    else [
+                        100 * (r["risk"] - r["band_lo"]).to_numpy()[:1],
+                        100 * (r["band_hi"] - r["risk"]).to_numpy()[:1],
+                    ],
+                )
+                ax.set_xticks([0], [o])
+            else:
+                x = np.r_[0, r["horizon_days"].to_numpy(np.int64)]
+                ax.plot(x, 100 * np.r_[0, r["risk"]], "o-", ms=3)
+                if r["band_lo"].notna().all():
+                    ax.fill_between(x, 100 * np.r_[0, r["band_lo"]], 100 * np.r_[0, r["band_hi"]], alpha=0.2, lw=0)
+                ax.set_xticks(x)
+            ax.set_title(o.replace("$", r"\$"), fontsize=9)
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel("days ahead", fontsize=7)
+            ax.set_ylabel("risk (%)", fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
+@dataclass
+class TrajectoryDisplay(Display):
+    """Each forecast lab's recent readings, its median forecast per horizon and the 80 % interval."""
+
+    page: TwinPage
+
+    def _draw(self, plt):
+        page = self.page
+        tr = page.trajectory
+        assert tr is not None, "a page without trajectories has no trajectory figure"
+        codes = list(pd.unique(tr["code"]))
+        ev = page.events.dropna(subset=["time", "numeric_value"])
+        since = page.prediction_time - pd.Timedelta(days=round(365.25 * TRAJECTORY_YEARS))
+        ev = ev[(ev["time"] >= since).to_numpy()]
+        code = ev["code"].astype(str)
+        fig, axes = _grid(len(codes), 4, 2.7, 2.1)
+        for ax, c in zip(axes, codes):
+            r = ev[(code == c).to_numpy()]
+            f = tr[tr["code"] == c].sort_values("horizon_days")
+            when = page.prediction_time + pd.to_timedelta(f["horizon_days"].to_numpy(), unit="D")
+            ax.plot(r["time"], r["numeric_value"], ".", ms=4, color="C0", label="readings")
+            ax.fill_between(when, f["lower_80"], f["upper_80"], color="C1", alpha=0.25, lw=0, label="80% interval")
+            ax.plot(when, f["forecast"], "o-", ms=3, color="C1", label="forecast")
+            if len(r):
+                ax.plot(
+                    [r["time"].iloc[-1], when[0]],
+                    [r["numeric_value"].iloc[-1], f["forecast"].iloc[0]],
+                    ":",
+                    color="C1",
+                    lw=0.8,
+                )
+            ax.axvline(page.prediction_time, color="k", lw=0.6)
+            ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
+            ax.tick_params(labelsize=6)
+            for lab in ax.get_xticklabels():
+                lab.set_rotation(30)
+        axes[0].legend(fontsize=6, loc="best")
+        fig.tight_layout()
+        return fig
+
+
+@dataclass
+class PatientDriversDisplay(Display):
+    """The codes that move this patient's risk most, one panel per outcome (red raises it)."""
+
+    page: TwinPage
+
+    def _draw(self, plt):
+        page = self.page
+        d = page.drivers
+        assert d is not None, "a page without drivers has no drivers figure"
+        outcomes = list(pd.unique(d["outcome"]))
+        fig, axes = _grid(len(outcomes), 3, 3.9, 0.23 * d.groupby("outcome").size().max() + 1.1)
+        for ax, o in zip(axes, outcomes):
+            r = d[d["outcome"] == o].iloc[::-1]
+            ax.barh(
+                [_label(c, page.descriptions, 26) for c in r["code"]],
+                r["attribution"],
+                color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"),
             )
-            ax.set_xticks([0], [o])
-        else:
-            x = np.r_[0, r["horizon_days"].to_numpy(np.int64)]
-            ax.plot(x, 100 * np.r_[0, r["risk"]], "o-", ms=3)
-            if r["band_lo"].notna().all():
-                ax.fill_between(x, 100 * np.r_[0, r["band_lo"]], 100 * np.r_[0, r["band_hi"]], alpha=0.2, lw=0)
-            ax.set_xticks(x)
-        ax.set_title(o.replace("$", r"\$"), fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("days ahead", fontsize=7)
-        ax.set_ylabel("risk (%)", fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _trajectory_figure(page):
-    tr = page.trajectory
-    codes = list(pd.unique(tr["code"]))
-    ev = page.events.dropna(subset=["time", "numeric_value"])
-    since = page.prediction_time - pd.Timedelta(days=round(365.25 * TRAJECTORY_YEARS))
-    ev = ev[(ev["time"] >= since).to_numpy()]
-    code = ev["code"].astype(str)
-    fig, axes = _grid(len(codes), 4, 2.7, 2.1)
-    for ax, c in zip(axes, codes):
-        r = ev[(code == c).to_numpy()]
-        f = tr[tr["code"] == c].sort_values("horizon_days")
-        when = page.prediction_time + pd.to_timedelta(f["horizon_days"].to_numpy(), unit="D")
-        ax.plot(r["time"], r["numeric_value"], ".", ms=4, color="C0", label="readings")
-        ax.fill_between(when, f["lower_80"], f["upper_80"], color="C1", alpha=0.25, lw=0, label="80% interval")
-        ax.plot(when, f["forecast"], "o-", ms=3, color="C1", label="forecast")
-        if len(r):
-            ax.plot(
-                [r["time"].iloc[-1], when[0]],
-                [r["numeric_value"].iloc[-1], f["forecast"].iloc[0]],
-                ":",
-                color="C1",
-                lw=0.8,
-            )
-        ax.axvline(page.prediction_time, color="k", lw=0.6)
-        ax.set_title(_label(c, page.descriptions, 30), fontsize=7)
-        ax.tick_params(labelsize=6)
-        for lab in ax.get_xticklabels():
-            lab.set_rotation(30)
-    axes[0].legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def _drivers_figure(page):
-    d = page.drivers
-    outcomes = list(pd.unique(d["outcome"]))
-    fig, axes = _grid(len(outcomes), 3, 3.9, 0.23 * d.groupby("outcome").size().max() + 1.1)
-    for ax, o in zip(axes, outcomes):
-        r = d[d["outcome"] == o].iloc[::-1]
-        ax.barh(
-            [_label(c, page.descriptions, 26) for c in r["code"]],
-            r["attribution"],
-            color=np.where(r["attribution"] >= 0, "#c0392b", "#2471a3"),
-        )
-        ax.axvline(0, color="k", lw=0.5)
-        ax.set_title(r["label"].iloc[0].replace("$", r"\$"), fontsize=9)
-        ax.tick_params(axis="y", labelsize=6)
-        ax.tick_params(axis="x", labelsize=6)
-    fig.supxlabel("attribution to the log-odds (red raises the risk, blue lowers it)", fontsize=7)
-    fig.tight_layout()
-    return fig
+            ax.axvline(0, color="k", lw=0.5)
+            ax.set_title(r["label"].iloc[0].replace("$", r"\$"), fontsize=9)
+            ax.tick_params(axis="y", labelsize=6)
+            ax.tick_params(axis="x", labelsize=6)
+        fig.supxlabel("attribution to the log-odds (red raises the risk, blue lowers it)", fontsize=7)
+        fig.tight_layout()
+        return fig
 
 
 # --- HTML --------------------------------------------------------------------------------------
@@ -198,8 +245,8 @@ def _table(header, rows):
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _img(fig, alt):
-    return f"<img src='{png_data_uri(png_bytes(fig))}' alt='{_e(alt)}'>"
+def _img(display, alt):
+    return f"<img src='{png_data_uri(display.png())}' alt='{_e(alt)}'>"
 
 
 def _n(v):
@@ -213,11 +260,11 @@ def _record_html(page):
     parts = [
         f"<p>{traits}. {len(timed):,} events of {timed['code'].nunique():,} codes from "
         f"{timed['time'].min():%Y-%m-%d} to {timed['time'].max():%Y-%m-%d}.</p>",
-        _img(_timeline_figure(page), "timeline of the record"),
+        _img(TimelineDisplay(page), "timeline of the record"),
     ]
     labs = _lab_codes(page)
     if labs:
-        parts += ["<h3>Labs and measurements</h3>", _img(_labs_figure(page, labs), "lab values over time")]
+        parts += ["<h3>Labs and measurements</h3>", _img(LabsDisplay(page, labs), "lab values over time")]
     else:
         parts.append("<p class='note'>No numeric readings in this record.</p>")
     latest = timed.tail(N_LATEST).iloc[::-1]
@@ -240,7 +287,7 @@ def _risk_html(page):
         for r in page.risk.itertuples()
     ]
     return [
-        _img(_risk_figure(page), "risk curves"),
+        _img(RiskCurvesDisplay(page), "risk curves"),
         f"<p class='note'>{_e(page.band_note)}</p>",
         _table(["outcome", "within days", "risk", "band"], rows),
     ]
@@ -259,7 +306,7 @@ def _trajectory_html(page):
         for r in page.trajectory.itertuples()
     ]
     return [
-        _img(_trajectory_figure(page), "trajectory forecasts"),
+        _img(TrajectoryDisplay(page), "trajectory forecasts"),
         f"<p class='note'>Readings of the last {TRAJECTORY_YEARS} years, then the median forecast of the "
         "reading nearest each horizon with its 80 % interval (conformalised on the tuning rows).</p>",
         _table(["code", "days ahead", "forecast", "80% interval"], rows),
@@ -269,7 +316,7 @@ def _trajectory_html(page):
 def _whatif_html(page):
     if page.whatif is None:
         return [f"<p class='note'>{_e(page.notes['whatif'])}</p>"]
-    from .whatif import plan_curves_figure
+    from .whatif import PlanCurvesDisplay
 
     w, p = page.whatif, page.whatif.prediction
     rows = []
@@ -288,7 +335,7 @@ def _whatif_html(page):
             ]
         )
     return [
-        _img(plan_curves_figure(w, 0), "risk under each plan"),
+        _img(PlanCurvesDisplay(w, 0), "risk under each plan"),
         f"<p class='note'>Effects are against <b>{_e(p.plans[0])}</b>; bands are {int(p.band * 100)} % "
         "bootstrap bands. A plan outside the data's support is not estimated.</p>",
         _table(["plan", "outcome", "within days", "risk", "band", "effect", "band", "in support"], rows),
@@ -313,7 +360,7 @@ def _drivers_html(page):
         for r in page.drivers.itertuples()
     ]
     return [
-        _img(_drivers_figure(page), "top drivers of the risk"),
+        _img(PatientDriversDisplay(page), "top drivers of the risk"),
         "<p class='note'>SHAP attributions of each outcome's log-odds at its longest horizon, summed over "
         "each code's events (as in the audit's explanations).</p>",
         _table(["outcome", "code", "description", "attribution", "direction", "last seen (days before)"], rows),

@@ -1,6 +1,7 @@
 """Governance audit: calibration, subgroup fairness, explanations, policy gates and a signed-off report."""
 
 from ._audit import AuditInputs, compute_audit, suppress_small_counts
+from ._figures import DriversDisplay, ReliabilityBandsDisplay, SubgroupForestDisplay
 from ._policy import AuditPolicy, ExplainPolicy, Gates, load_policy
 from ._render import render_html, render_model_card
 from ._run import AUDIT_FILES, AuditResult, run_audit
@@ -18,4 +19,7 @@ __all__ = [
     "run_audit",
     "AuditResult",
     "AUDIT_FILES",
+    "ReliabilityBandsDisplay",
+    "DriversDisplay",
+    "SubgroupForestDisplay",
 ]

@@ -169,7 +169,7 @@ def _known(rows, risks, c, raw=None):
 
 
 def _calibration_section(rows, risks, raw, audited, min_cell):
-    from ._figures import reliability_bands_figure
+    from ._figures import ReliabilityBandsDisplay
 
     out, figures = [], {}
     for c in audited:
@@ -185,16 +185,18 @@ def _calibration_section(rows, risks, raw, audited, min_cell):
             if 0 < s["events"] < min_cell:
                 s["events"] = SUPPRESSED
         out.append(entry)
-        figures[f"reliability_{c}"] = reliability_bands_figure(entry, title=c)
+        figures[f"reliability_{c}"] = ReliabilityBandsDisplay(entry, title=c).plot().figure_
     return out, figures
 
 
 def _forest_figures(fairness):
     """One subgroup forest plot per label, drawn from the suppressed rows (it shows what the tables show)."""
-    from ._figures import subgroup_forest_figure
+    from ._figures import SubgroupForestDisplay
 
     return {
-        f"forest_{lab['label']}": subgroup_forest_figure(lab, title=f"{lab['label']}: AUROC and O/E by group")
+        f"forest_{lab['label']}": SubgroupForestDisplay(lab, title=f"{lab['label']}: AUROC and O/E by group")
+        .plot()
+        .figure_
         for lab in fairness["labels"]
     }
 

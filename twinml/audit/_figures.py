@@ -1,21 +1,33 @@
-"""Figures of the audit report (drawn with :func:`twinml._plotting.pyplot`, embedded as PNG)."""
+"""Figures of the audit report (a :class:`twinml._plotting.Display` each, embedded as PNG)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .._plotting import pyplot
+from .._plotting import Display
 
-__all__ = ["reliability_bands_figure", "importance_figure", "subgroup_forest_figure"]
+__all__ = ["ReliabilityBandsDisplay", "DriversDisplay", "SubgroupForestDisplay"]
 
 
 def _numbers(rows, key):
     return np.array([r[key] if isinstance(r[key], (int, float)) else np.nan for r in rows], float)
 
 
-def reliability_bands_figure(entry, *, title):
-    """Observed rate (Wilson 95% band) against mean predicted risk, before and after the calibrator."""
-    plt = pyplot()
+@dataclass
+class ReliabilityBandsDisplay(Display):
+    """Observed rate (Wilson 95% band) against mean predicted risk, before and after the calibrator;
+    ``entry`` is a label of the report's calibration section."""
+
+    entry: dict
+    title: str
+
+    def _draw(self, plt):
+        return _reliability_bands(plt, self.entry, self.title)
+
+
+def _reliability_bands(plt, entry, title):
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     top = 0.0
     for key, name, style in (("reliability_before", "before calibrator", "o--"), ("reliability", "after", "s-")):
@@ -36,9 +48,19 @@ def reliability_bands_figure(entry, *, title):
     return fig
 
 
-def importance_figure(codes, *, title):
-    """Horizontal bars of mean |attribution| per code (suppressed codes left out)."""
-    plt = pyplot()
+@dataclass
+class DriversDisplay(Display):
+    """Horizontal bars of mean |attribution| per code (suppressed codes left out); ``codes`` are the
+    rows of the report's explanations section."""
+
+    codes: list
+    title: str
+
+    def _draw(self, plt):
+        return _drivers(plt, self.codes, self.title)
+
+
+def _drivers(plt, codes, title):
     shown = [r for r in codes if isinstance(r["mean_abs"], (int, float))][:15][::-1]
     fig, ax = plt.subplots(figsize=(7.5, 0.28 * max(len(shown), 4) + 1.3))
     names = [f"{r['code']} {r.get('description') or ''}".strip()[:48] for r in shown]
@@ -60,14 +82,23 @@ def _interval(g, key):
     return (float(v), float(lo), float(hi)) if ok else (float(v), float(v), float(v))
 
 
-def subgroup_forest_figure(entry, *, title):
+@dataclass
+class SubgroupForestDisplay(Display):
     """Forest plot of one label's subgroups: AUROC and O/E with their 95 % intervals, one row a group.
 
     ``entry`` is a label of the report's fairness section, small cells already suppressed: a suppressed
     group is named (greyed) and drawn without a mark, so the figure shows nothing its table hides. The
     population's value is the dashed line; O/E = 1 (calibrated) the dotted one.
     """
-    plt = pyplot()
+
+    entry: dict
+    title: str
+
+    def _draw(self, plt):
+        return _forest(plt, self.entry, self.title)
+
+
+def _forest(plt, entry, title):
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     groups = entry["by_group"]

@@ -10,7 +10,7 @@ from .._io import atomic_directory, refuse_existing
 from .._plotting import png_bytes
 from .._validation import ConfigError
 from ._audit import AuditInputs, compute_audit, config_hash
-from ._figures import importance_figure
+from ._figures import DriversDisplay
 from ._policy import AuditPolicy
 from ._render import render_html, render_model_card
 
@@ -86,9 +86,8 @@ def run_audit(
     inputs = AuditInputs(loaded.model, events, cohort, config.task, load_truth(meds_dir), lineage, descriptions)
     report, figs = compute_audit(inputs, policy, seed=config.seed, progress=progress)
     figures = {name: png_bytes(f) for name, f in figs.items()}
-    figures["importance"] = png_bytes(
-        importance_figure(report["explanations"]["codes"], title=f"drivers of {report['explanations']['label']}")
-    )
+    explained = report["explanations"]
+    figures["importance"] = DriversDisplay(explained["codes"], title=f"drivers of {explained['label']}").png()
     _write(out, report, figures, overwrite=overwrite)
     progress(f"audit {'PASSED' if report['passed'] else 'FAILED'}; report: {out / 'report.html'}")
     audit_run = tracking.log_audit_run(

@@ -2,7 +2,7 @@
 simulated data."""
 
 from ._calibration import calibration_summary, reliability_table
-from ._display import reliability_figure
+from ._display import ReliabilityDisplay, reliability_figure
 from ._explain import Attributions, code_importance, explain_model, patient_drivers, window_importance
 from ._fairness import DEFAULT_ATTRIBUTES, MIN_CELL, SUPPRESSED, FairnessResult, subgroup_metrics, subject_attributes
 from ._faithfulness import faithfulness
@@ -25,6 +25,7 @@ __all__ = [
     "expected_calibration_error",
     "oracle_risks",
     "reliability_figure",
+    "ReliabilityDisplay",
     "reliability_table",
     "calibration_summary",
     "subject_attributes",

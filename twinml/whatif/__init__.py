@@ -5,7 +5,7 @@
 - :class:`PlanPrediction` is what it predicts per row: risk and effect under every plan with bands,
   propensities and support flags;
 - :func:`what_if` compares plans for chosen patients (matched to the model's plans by what they
-  start), :func:`plan_curves_figure` draws them, :func:`write_whatif` writes them, and
+  start), :class:`PlanCurvesDisplay` draws them, :func:`write_whatif` writes them, and
   :func:`what_if_from_uri` does all three for a registered model (``twinml whatif``);
 - :func:`true_plan_risks`, :func:`effect_scores`, :func:`policy_value` score effects against the
   simulator's counterfactual truth (PEHE, ATE error, band coverage, policy value).
@@ -16,6 +16,7 @@ import torch.
 
 from ._api import (
     NOT_TRAINED,
+    PlanCurvesDisplay,
     WhatIfResult,
     match_plans,
     parse_subject_ids,
@@ -34,6 +35,7 @@ __all__ = [
     "WhatIfResult",
     "match_plans",
     "plan_curves_figure",
+    "PlanCurvesDisplay",
     "write_whatif",
     "what_if_from_uri",
     "parse_subject_ids",

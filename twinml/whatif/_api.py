@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_directory
-from .._plotting import png_bytes, png_data_uri, pyplot
+from .._plotting import Display, png_data_uri
 from .._validation import ConfigError
 from ..cohort import PlanSet
 from ._prediction import PlanPrediction
@@ -26,6 +26,7 @@ __all__ = [
     "WhatIfResult",
     "match_plans",
     "plan_curves_figure",
+    "PlanCurvesDisplay",
     "write_whatif",
     "what_if_from_uri",
     "parse_subject_ids",
@@ -148,8 +149,23 @@ def what_if_from_uri(
 
 
 def plan_curves_figure(result: WhatIfResult, row: int):
-    """Risk against horizon under each plan (one panel per outcome), with the band; for one row."""
-    plt = pyplot()
+    """:class:`PlanCurvesDisplay`'s figure (a matplotlib Figure)."""
+    return PlanCurvesDisplay(result, row).plot().figure_
+
+
+@dataclass
+class PlanCurvesDisplay(Display):
+    """Risk against horizon under each plan (one panel per outcome), with the band; for row ``row`` of
+    a :class:`WhatIfResult`. Plans outside support are not drawn; with none in support it says why."""
+
+    result: WhatIfResult
+    row: int
+
+    def _draw(self, plt):
+        return _plan_curves(plt, self.result, self.row)
+
+
+def _plan_curves(plt, result: WhatIfResult, row: int):
     p = result.prediction
     n_out = len(p.outcomes)
     fig, axes = plt.subplots(1, n_out, figsize=(3.2 * n_out, 3.2), squeeze=False)
@@ -195,7 +211,7 @@ def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, 
         for row in range(len(result.prediction.index)):
             sid = result.prediction.index["subject_id"].iloc[row]
             name = f"curves_{sid}_{pd.Timestamp(result.prediction.index['prediction_time'].iloc[row]):%Y%m%d}.png"
-            data = png_bytes(plan_curves_figure(result, row))
+            data = PlanCurvesDisplay(result, row).png()
             (tmp / name).write_bytes(data)
             pngs.append((row, data))
         if html_report:
