@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from ._format import number, percent, points
 
 
 def _console():
@@ -76,13 +76,19 @@ def _print_whatif_vs_truth(example):
             last = k == len(p.outcomes) - 1
             true_ref, true_plan = true_risk[0, k, i], true_risk[j, k, i]
             if j == 0:
-                table.add_row(name, outcome, f"{100 * p.risk[row, 0, k, i]:.1f}%", _pct(true_ref), end_section=last)
+                table.add_row(
+                    name,
+                    outcome,
+                    f"{100 * p.risk[row, 0, k, i]:.1f}%",
+                    percent(true_ref, missing="-"),
+                    end_section=last,
+                )
             elif not p.in_support[row, j]:
-                table.add_row(name, outcome, "n/e", _pp(true_plan - true_ref), end_section=last)
+                table.add_row(name, outcome, "n/e", points(true_plan - true_ref, missing="-"), end_section=last)
             else:
                 lo, hi = p.effect_lo[row, j, k, i], p.effect_hi[row, j, k, i]
                 cell = f"{100 * p.effect[row, j, k, i]:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-                table.add_row(name, outcome, cell, _pp(true_plan - true_ref), end_section=last)
+                table.add_row(name, outcome, cell, points(true_plan - true_ref, missing="-"), end_section=last)
     c = _console()
     c.print(table)
     c.print(
@@ -102,14 +108,6 @@ def _print_whatif_vs_truth(example):
     )
 
 
-def _pct(x):
-    return f"{100 * x:.1f}%" if math.isfinite(x) else "-"
-
-
-def _pp(x):
-    return f"{100 * x:+.1f}" if math.isfinite(x) else "-"
-
-
 def _print_gates(report, *, failed_only=False):
     from rich.table import Table
 
@@ -124,16 +122,10 @@ def _print_gates(report, *, failed_only=False):
         if failed_only and g["passed"] is not False:
             continue
         res = {True: "[green]pass[/green]", False: "[red]FAIL[/red]"}.get(g["passed"], "n/a")
-        t.add_row(g["gate"], g["label"], _fmt(g["value"]), g["rule"], res, ", ".join(g["groups"]) or (g["note"] or ""))
+        t.add_row(
+            g["gate"], g["label"], number(g["value"]), g["rule"], res, ", ".join(g["groups"]) or (g["note"] or "")
+        )
     _console().print(t)
-
-
-def _fmt(x, digits=3):
-    import math
-
-    if isinstance(x, str):  # e.g. "suppressed"
-        return x
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _print_metrics(table, *, title):
@@ -158,13 +150,13 @@ def _print_metrics(table, *, title):
             r["label"],
             str(r["n"]),
             str(r["positives"]),
-            f"{_fmt(r.get('auroc'))} [{_fmt(r.get('auroc_lo'))}, {_fmt(r.get('auroc_hi'))}]",
-            _fmt(r.get("auprc")),
-            _fmt(r.get("oracle_auroc")),
-            _fmt(r.get("auroc_vs_oracle"), 2),
-            _fmt(r.get("brier"), 4),
-            _fmt(r.get("ece"), 4),
-            _fmt(r.get("calibration_slope"), 2),
+            f"{number(r.get('auroc'))} [{number(r.get('auroc_lo'))}, {number(r.get('auroc_hi'))}]",
+            number(r.get("auprc")),
+            number(r.get("oracle_auroc")),
+            number(r.get("auroc_vs_oracle"), 2),
+            number(r.get("brier"), 4),
+            number(r.get("ece"), 4),
+            number(r.get("calibration_slope"), 2),
         )
     _console().print(t)
 
@@ -188,9 +180,9 @@ def _print_quickstart(tables, *, tracking_uri):
         t.add_column(f"{kind}\nECE", justify="right", no_wrap=True)
     first = next(iter(tables.values()))[0]
     for i, label in enumerate(first["label"]):
-        row = [label, _fmt(first["oracle_auroc"].iloc[i]) if "oracle_auroc" in first else "—"]
+        row = [label, number(first["oracle_auroc"].iloc[i]) if "oracle_auroc" in first else "—"]
         for table, _ in tables.values():
-            row += [_fmt(table["auroc"].iloc[i]), _fmt(table["ece"].iloc[i], 4)]
+            row += [number(table["auroc"].iloc[i]), number(table["ece"].iloc[i], 4)]
         t.add_row(*row)
     c = _console()
     c.print(t)

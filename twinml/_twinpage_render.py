@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._format import number, percent
 from ._plotting import Display, png_data_uri, pyplot
 
 if TYPE_CHECKING:
@@ -229,16 +230,6 @@ def _e(v):
     return html.escape(str(v))
 
 
-def _pct(v):
-    return "—" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def _num(v, digits=3):
-    if v is None or (isinstance(v, float) and not np.isfinite(v)):
-        return "—"
-    return f"{v:.{digits}g}" if isinstance(v, float) else _e(v)
-
-
 def _table(header, rows):
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -270,7 +261,7 @@ def _record_html(page):
     latest = timed.tail(N_LATEST).iloc[::-1]
     rows = []
     for r in latest.itertuples():
-        value = _num(float(r.numeric_value), 4) if pd.notna(r.numeric_value) else ""
+        value = number(float(r.numeric_value), 4, style="g") if pd.notna(r.numeric_value) else ""
         rows.append([f"{r.time:%Y-%m-%d %H:%M}", _e(r.code), _e(page.descriptions.get(str(r.code), "")), value])
     parts += ["<h3>Latest events</h3>", _table(["time", "code", "description", "value"], rows)]
     return parts
@@ -281,8 +272,8 @@ def _risk_html(page):
         [
             _e(r.outcome),
             _n("—" if pd.isna(r.horizon_days) else r.horizon_days),
-            _n(_pct(r.risk)),
-            _n(f"{_pct(r.band_lo)}–{_pct(r.band_hi)}" if np.isfinite(r.band_lo) else "—"),
+            _n(percent(r.risk)),
+            _n(f"{percent(r.band_lo)}–{percent(r.band_hi)}" if np.isfinite(r.band_lo) else "—"),
         ]
         for r in page.risk.itertuples()
     ]
@@ -300,8 +291,8 @@ def _trajectory_html(page):
         [
             _e(_label(r.code, page.descriptions, 60)),
             _n(r.horizon_days),
-            _n(_num(r.forecast, 4)),
-            _n(f"{_num(r.lower_80, 4)} – {_num(r.upper_80, 4)}"),
+            _n(number(r.forecast, 4, style="g")),
+            _n(f"{number(r.lower_80, 4, style='g')} – {number(r.upper_80, 4, style='g')}"),
         ]
         for r in page.trajectory.itertuples()
     ]
@@ -327,10 +318,10 @@ def _whatif_html(page):
                 _e(w.descriptions.get(r.plan, r.plan)),
                 _e(r.outcome),
                 _n(r.horizon_days),
-                _n(_pct(r.risk)),
-                _n(f"{_pct(r.risk_lo)}–{_pct(r.risk_hi)}"),
-                _n(_pct(r.effect)),
-                _n(f"{_pct(r.effect_lo)}–{_pct(r.effect_hi)}"),
+                _n(percent(r.risk)),
+                _n(f"{percent(r.risk_lo)}–{percent(r.risk_hi)}"),
+                _n(percent(r.effect)),
+                _n(f"{percent(r.effect_lo)}–{percent(r.effect_hi)}"),
                 support,
             ]
         )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+from functools import partial
 
+from .._format import cell
 from .._plotting import png_data_uri
 from ..evaluation import SUPPRESSED
 
@@ -24,23 +26,9 @@ table.groups td,table.groups th{padding:2px 5px}
 """
 
 
-def _fmt(v, digits=3):
-    if v is None:
-        return "—"
-    if isinstance(v, str):
-        return f'<span class="sup">{html.escape(v)}</span>' if v == "suppressed" else html.escape(v)
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return html.escape(str(v))
-
-
 def _td(v, digits):
     numeric = isinstance(v, (int, float)) and not isinstance(v, bool) or v == "suppressed"
-    return f"<td class='n'>{_fmt(v, digits)}</td>" if numeric else f"<td>{_fmt(v, digits)}</td>"
+    return f"<td class='n'>{cell(v, digits=digits)}</td>" if numeric else f"<td>{cell(v, digits=digits)}</td>"
 
 
 def _table(rows, columns, *, headers=None, digits=3):
@@ -108,7 +96,7 @@ def _data_html(r):
         f"recorded from {html.escape(str(d['first_event']))} to {html.escape(str(d['last_event']))} (months; births "
         "not counted). Data fingerprint "
         f"<code>{html.escape(str(r['lineage'].get('data_fingerprint')))}</code>; "
-        f"ground truth available: {_fmt(r['fairness']['ground_truth'])}.</p>",
+        f"ground truth available: {cell(r['fairness']['ground_truth'])}.</p>",
         "<h2>3. Eligibility and cohort attrition</h2>",
         f"<p>Task <b>{html.escape(task['name'])}</b>: prediction times {html.escape(str(task['prediction_times']))}; "
         f"minimum history {task.get('min_history_days')} days; minimum age {task.get('min_age_years')} years.</p>",
@@ -244,7 +232,7 @@ def _groups_table(groups, cols, heads):
             name = "population" if attribute == "overall" else attribute
             body.append(f"<tr class='attr'><th colspan='{len(heads)}'>{html.escape(str(name))}</th></tr>")
         if g.get("suppressed") is True:  # one cell for the whole row: nothing of the group is shown
-            cells = [f"<td colspan='{len(cols)}'>{_fmt(SUPPRESSED)}</td>"]
+            cells = [f"<td colspan='{len(cols)}'>{cell(SUPPRESSED)}</td>"]
         else:
             cells = [_with_interval(g, c) if c in ("auroc", "observed_expected") else _td(g.get(c), 3) for c in cols]
         body.append(f"<tr><td>{html.escape(str(g['group']))}</td>{''.join(cells)}</tr>")
@@ -355,6 +343,7 @@ def _lineage_html(r):
 
 def render_model_card(report: dict) -> str:
     """A short Markdown model card: what the model is, how it did, where it may fail, where it came from."""
+    md = partial(cell, markup="markdown")
     r, lin = report, report["lineage"]
     lines = [
         f"# Model card: {lin.get('model_name') or lin.get('model_uri')}",
@@ -383,17 +372,13 @@ def render_model_card(report: dict) -> str:
     cal = {e["label"]: e["after"] for e in r["calibration"]}
     for p in r["performance"]:
         lines.append(
-            f"| {p['label']} | {p['n']} | {p['positives']} | {_md(p.get('auroc'))} "
-            f"[{_md(p.get('auroc_lo'))}, {_md(p.get('auroc_hi'))}] | {_md(cal[p['label']]['ece'], 4)} | "
-            f"{_md(cal[p['label']]['calibration_slope'], 2)} |"
+            f"| {p['label']} | {p['n']} | {p['positives']} | {md(p.get('auroc'))} "
+            f"[{md(p.get('auroc_lo'))}, {md(p.get('auroc_hi'))}] | {md(cal[p['label']]['ece'], digits=4)} | "
+            f"{md(cal[p['label']]['calibration_slope'], digits=2)} |"
         )
     lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")
-        lines.append(f"| {g['gate']} | {g['label']} | {_md(g['value'])} | {g['rule']} | {res} |")
+        lines.append(f"| {g['gate']} | {g['label']} | {md(g['value'])} | {g['rule']} | {res} |")
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in r["policy"]["limitations"] + _auto_limitations(r)]
     return "\n".join(lines) + "\n"
-
-
-def _md(v, digits=3):
-    return "—" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))

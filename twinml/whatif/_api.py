@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .._format import percent
 from .._io import atomic_directory
 from .._plotting import Display, png_data_uri
 from .._validation import ConfigError
@@ -219,11 +221,8 @@ def write_whatif(result: WhatIfResult, out: Path, *, html_report: bool = False, 
     return out
 
 
-def _fmt_pct(v):
-    return "" if not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
 def _render_html(result, table, pngs, uri):
+    pct = partial(percent, missing="")  # an estimate outside support: an empty cell
     p = result.prediction
     parts = [
         "<!doctype html><meta charset='utf-8'><title>twinml what-if</title>",
@@ -244,8 +243,8 @@ def _render_html(result, table, pngs, uri):
             support = "yes" if r.in_support else html.escape(f"no: {r.support_note}")
             parts.append(
                 f"<tr><td>{html.escape(r.plan)}</td><td>{html.escape(r.outcome)}</td><td>{r.horizon_days}</td>"
-                f"<td>{_fmt_pct(r.risk)}</td><td>{_fmt_pct(r.risk_lo)}–{_fmt_pct(r.risk_hi)}</td>"
-                f"<td>{_fmt_pct(r.effect)}</td><td>{_fmt_pct(r.effect_lo)}–{_fmt_pct(r.effect_hi)}</td>"
+                f"<td>{pct(r.risk)}</td><td>{pct(r.risk_lo)}–{pct(r.risk_hi)}</td>"
+                f"<td>{pct(r.effect)}</td><td>{pct(r.effect_lo)}–{pct(r.effect_hi)}</td>"
                 f"<td>{support}</td></tr>"
             )
         parts.append("</table>")
