@@ -445,6 +445,7 @@ T2D_DRIVERS = {
 }  # HbA1c, glucose, BMI: the simulator's glycaemic signals
 
 
+@pytest.mark.slow  # 15 s: make test stays under 5 minutes; make test-slow and CI run it
 def test_sequence_explanations_are_faithful_and_find_the_true_drivers(registry):
     from twinml.cohort import TaskDefinition, build_labels
     from twinml.evaluation import code_importance, explain_model, faithfulness, patient_drivers, window_importance
