@@ -5,6 +5,8 @@ import pytest
 from twinml._validation import ConfigError
 from twinml.cohort import TaskDefinition, build_labels, load_task, to_meds_labels
 
+from .conftest import TASK
+
 MI = "SNOMED/22298006"
 
 
@@ -112,3 +114,65 @@ def test_unknown_key_suggests_the_right_one():
 def test_outcome_needs_codes():
     with pytest.raises(ConfigError, match="an outcome needs at least one entry in 'codes' or 'prefixes'"):
         load_task({"name": "t", "outcomes": {"mi": {}}, "horizons_days": [365]})
+
+
+TEMPORAL = {"strategy": "temporal", "train_before": "2014-06-01", "test_from": "2016-06-01"}
+
+
+def test_a_temporal_split_keeps_every_training_window_before_the_test_period(events, splits):
+    task = TaskDefinition.model_validate({**TASK, "split": TEMPORAL})
+    cohort = build_labels(events, task=task, subject_splits=splits)
+    lab = cohort.labels
+    fit = lab[lab["split"].isin(["train", "tuning"])]
+    test, same = lab[lab["split"] == "held_out"], lab[lab["split"] == "held_out_same_period"]
+    assert set(lab["split"]) == {"train", "tuning", "held_out", "held_out_same_period"}
+    # the leakage rule: every training label window (730 days at most) ends before the test period begins
+    assert (fit["prediction_time"] + pd.Timedelta(days=730)).max() < test["prediction_time"].min()
+    assert (fit["prediction_time"] < pd.Timestamp("2014-06-01")).all()
+    assert (test["prediction_time"] >= pd.Timestamp("2016-06-01")).all()
+    assert (same["prediction_time"] < pd.Timestamp("2014-06-01")).all()
+    # no subject on both sides; the tested subjects are the dataset's held-out ones
+    held = set(splits.loc[splits["split"] == "held_out", "subject_id"])
+    assert not set(fit["subject_id"]) & (set(test["subject_id"]) | set(same["subject_id"]))
+    assert set(test["subject_id"]) | set(same["subject_id"]) <= held
+    # the labels are the plain cohort's, and the rows left out are counted in the attrition
+    plain = build_labels(events, task=TaskDefinition.model_validate(TASK), subject_splits=splits)
+    key = ["subject_id", "prediction_time"]
+    both = lab.merge(plain.labels, on=key, suffixes=("", "_plain"))
+    assert len(both) == len(lab)
+    for c in task.label_columns:
+        assert both[c].equals(both[f"{c}_plain"].rename(c))
+    assert cohort.attrition["rows"].iloc[-2] == len(plain.labels) and cohort.attrition["rows"].iloc[-1] == len(lab)
+    assert cohort.attrition["step"].iloc[-1] == "in the temporal split's periods (before 2014-06-01 or from 2016-06-01)"
+
+
+@pytest.mark.parametrize(
+    "split, message",
+    [
+        (
+            {"strategy": "temporal", "train_before": "2014-06-01"},
+            "task: task.split: strategy: temporal needs both 'train_before' and 'test_from' (dates); "
+            "got {'strategy': 'temporal', 'train_before': '2014-06-01'}",
+        ),
+        (
+            {**TEMPORAL, "test_from": "2014-01-01"},
+            "task: task.split: 'test_from' must come after 'train_before'; "
+            "got {'strategy': 'temporal', 'train_before': '2014-06-01', 'test_from': '2014-01-01'}",
+        ),
+        (
+            {**TEMPORAL, "test_from": "2015-06-01"},
+            "task: task.split: 'test_from' must be at least the longest horizon (730 days) after 'train_before', "
+            "so that no training label window reaches the test period; the earliest is 2016-05-31; "
+            "got {'strategy': 'temporal', 'train_before': '2014-06-01', 'test_from': '2015-06-01'}",
+        ),
+        (
+            {"strategy": "random", "test_from": "2015-06-01"},
+            "task: task.split: 'train_before' and 'test_from' belong to strategy: temporal; "
+            "got {'strategy': 'random', 'test_from': '2015-06-01'}",
+        ),
+    ],
+)
+def test_a_temporal_split_says_what_is_wrong_with_its_dates(split, message):
+    with pytest.raises(ConfigError) as err:
+        load_task({**TASK, "split": split})
+    assert str(err.value) == message

@@ -107,3 +107,25 @@ def test_a_lightgbm_sweep_logs_each_trial_as_a_nested_run(tmp_path):
     logged = sorted(r.data.metrics["tuning/log_loss"] for r in children)
     assert logged == pytest.approx(sorted(t["eval_log_loss"] for t in trials))
     assert {"learning_rate", "num_leaves", "label"} <= set(children[0].data.params)
+
+
+def test_a_temporal_split_scores_the_later_period_beside_the_same_one(tmp_path, meds_dir):
+    split = {"strategy": "temporal", "train_before": "2014-06-01", "test_from": "2016-06-01"}
+    cfg = load_config(
+        {
+            "name": "temporal",
+            "data": {"source": "meds", "path": str(meds_dir)},
+            "task": {**TASK, "split": split},
+            "model": {"kind": "logistic"},
+            "evaluation": {"n_bootstrap": 10},
+            "tracking": {"experiment": "temporal-tests"},
+        }
+    )
+    res = train(cfg, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert list(res.metrics) == ["held_out_same_period", "held_out"]  # one fit, both figures
+    labels = res.cohort.labels
+    for name, table in res.metrics.items():
+        rows = labels[labels["split"] == name]
+        assert table.loc[table["label"] == "mi_365d", "n"].item() == rows["mi_365d"].notna().sum()
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(res.run_id)
+    assert {"held_out/mi_365d/auroc", "held_out_same_period/mi_365d/auroc"} <= set(run.data.metrics)

@@ -168,7 +168,10 @@ def format_validation_error(err: ValidationError, *, source: str, model: type[Ba
             msg = "is not a known key" + (f"; did you mean {guess[0]!r}?" if guess else f"; known keys: {known}")
             lines.append(f"{source}: {loc} {msg}")
             continue
-        lines.append(f"{source}: {loc}: {msg}; got {e.get('input')!r}")
+        got = e.get("input")
+        if isinstance(got, BaseModel):  # a validated section: its keys as written
+            got = got.model_dump(mode="json", exclude_defaults=True)
+        lines.append(f"{source}: {loc.rstrip('.')}: {msg}; got {got!r}")
     return "\n".join(lines)
 
 

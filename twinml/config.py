@@ -114,7 +114,10 @@ class ModelConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    splits: tuple[Literal["train", "tuning", "held_out"], ...] = ("held_out",)
+    """``splits`` are scored after training; under ``task.split.strategy: temporal``, scoring
+    ``held_out`` (the later period) also scores ``held_out_same_period`` beside it."""
+
+    splits: tuple[Literal["train", "tuning", "held_out", "held_out_same_period"], ...] = ("held_out",)
     n_bootstrap: int = 200
     ece_bins: int = 10
 

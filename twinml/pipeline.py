@@ -252,12 +252,21 @@ def train(
     return TrainResult(run_id, model_uri, uri, metrics, cohort, model)
 
 
+def _scored_splits(config: ExperimentConfig) -> list[str]:
+    """The evaluated splits; a temporal split's later period comes with its same-period twin (the random
+    split's figure, from the same fit)."""
+    splits: list[str] = list(config.evaluation.splits)
+    if config.task.split.strategy == "temporal" and "held_out" in splits and "held_out_same_period" not in splits:
+        splits.insert(splits.index("held_out"), "held_out_same_period")
+    return splits
+
+
 def _evaluate_splits(config: ExperimentConfig, model, events, labels, truth, progress):
     """Each evaluated split's metrics, risks and MEDS predictions (split -> ...)."""
     metrics: dict[str, pd.DataFrame] = {}
     risks: dict[str, object] = {}
     predictions: dict[str, dict[str, pd.DataFrame]] = {}
-    for split in config.evaluation.splits:
+    for split in _scored_splits(config):
         rows = _label_rows(labels, split)
         risks[split] = model.predict_risk(events, rows)
         predictions[split] = _predictions(rows, risks[split], model.label_columns_)

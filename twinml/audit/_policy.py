@@ -65,7 +65,7 @@ class MitigationPolicy(StrictModel):
 class AuditPolicy(StrictModel):
     """What the audit measures and the gates it applies (``configs/audit_policy.yaml``)."""
 
-    split: Literal["train", "tuning", "held_out"] = "held_out"
+    split: Literal["train", "tuning", "held_out", "held_out_same_period"] = "held_out"
     labels: list[str] | None = None  # audited labels; default all the model predicts
     gate_labels: list[str] | None = None  # labels the gates apply to; default the audited ones
     attributes: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))

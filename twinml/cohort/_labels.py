@@ -96,8 +96,15 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
         subj, pt = subj[age_ok], pt[age_ok]
         steps.append((f"age at least {task.min_age_years:g} years", subj))
 
+    split = _splits(ev.subjects, subj, task, subject_splits, pt.astype("datetime64[us]"))
+    if task.split.strategy == "temporal":
+        inside = split != None  # noqa: E711 (elementwise)
+        subj, pt, split = subj[inside], pt[inside], split[inside]
+        steps.append(
+            (f"in the temporal split's periods (before {task.split.train_before} or from {task.split.test_from})", subj)
+        )
     labels = pd.DataFrame({"subject_id": ev.subjects[subj], "prediction_time": pt.astype("datetime64[us]")})
-    labels["split"] = _splits(ev.subjects, subj, task, subject_splits)
+    labels["split"] = split
     counts = []
     for name, outcome in task.outcomes.items():
         hit = ev.codes_matching(codes=outcome.codes, prefixes=outcome.prefixes)
@@ -129,7 +136,10 @@ def _cohort_from_files(events, task, subject_splits) -> Cohort:
     labels = read_label_files(task.labels, events=events, horizon_days=task.horizons_days[0])
     subjects = pd.unique(events["subject_id"].to_numpy(np.int64))
     rank = pd.Index(subjects).get_indexer(labels["subject_id"].to_numpy(np.int64))
-    labels.insert(2, "split", _splits(subjects, rank, task, subject_splits))
+    split = _splits(subjects, rank, task, subject_splits, labels["prediction_time"].to_numpy("datetime64[us]"))
+    labels.insert(2, "split", split)
+    if task.split.strategy == "temporal":
+        labels = labels[split != None].reset_index(drop=True)  # noqa: E711 (elementwise)
     steps, counts = [], []
     for name, path in task.labels.items():
         col = labels[f"{name}_{task.horizons_days[0]}d"]
@@ -175,12 +185,41 @@ def _candidate_times(ev, task, first, last, dynamic):
     return pairs["s"].to_numpy(np.int64), pairs["t"].to_numpy(np.int64)
 
 
-def _splits(subject_ids, subj, task, subject_splits):
-    if task.split.strategy == "meds":
+def _splits(subject_ids, subj, task, subject_splits, prediction_time):
+    """Each row's split: its subject's, or under ``strategy: temporal`` the temporal rule's (None: left out)."""
+    spec = task.split
+    by_subject = _subject_splits(
+        subject_ids, subj, spec.subjects if spec.strategy == "temporal" else spec.strategy, spec, subject_splits
+    )
+    if spec.strategy != "temporal":
+        return by_subject
+    return temporal_splits(by_subject, prediction_time, spec.train_before, spec.test_from)
+
+
+def temporal_splits(by_subject, prediction_time, train_before, test_from) -> np.ndarray:
+    """Split names under the temporal rule (see :class:`SplitDefinition`): ``train``/``tuning`` subjects
+    before ``train_before``, ``held_out`` subjects from ``test_from`` on (``held_out``) and before
+    ``train_before`` (``held_out_same_period``); None for every other row."""
+    t = np.asarray(prediction_time, dtype="datetime64[us]")
+    before = t < np.datetime64(pd.Timestamp(train_before), "us")
+    after = t >= np.datetime64(pd.Timestamp(test_from), "us")
+    held = by_subject == "held_out"
+    out = np.full(t.size, None, dtype=object)
+    out[before & ~held] = by_subject[before & ~held]
+    out[before & held] = "held_out_same_period"
+    out[after & held] = "held_out"
+    return out
+
+
+def _subject_splits(subject_ids, subj, source, spec, subject_splits):
+    if source == "meds":
         if subject_splits is None:
+            key, other = (
+                ("subjects", "subjects: random") if spec.strategy == "temporal" else ("strategy", "strategy: random")
+            )
             raise ConfigError(
-                "task.split.strategy: 'meds' needs the dataset's metadata/subject_splits.parquet; "
-                "none was given (use strategy: random to draw splits)."
+                f"task.split.{key}: 'meds' needs the dataset's metadata/subject_splits.parquet; "
+                f"none was given (use {other} to draw splits)."
             )
         mapping = pd.Series(subject_splits["split"].to_numpy(), index=subject_splits["subject_id"].to_numpy())
         out = mapping.reindex(subject_ids[subj]).to_numpy()
@@ -191,10 +230,10 @@ def _splits(subject_ids, subj, task, subject_splits):
                 "that has events; every subject needs a split."
             )
         return out.astype(object)
-    rng = np.random.default_rng(task.split.seed)
+    rng = np.random.default_rng(spec.seed)
     draw = rng.random(subject_ids.size)
     names = np.array(["train", "tuning", "held_out"], dtype=object)
-    return names[np.searchsorted(np.cumsum(task.split.fractions)[:-1], draw, side="right")][subj]
+    return names[np.searchsorted(np.cumsum(spec.fractions)[:-1], draw, side="right")][subj]
 
 
 def to_meds_labels(labels: pd.DataFrame, column: str) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .._validation import ConfigError, NonNegativeInt, PositiveInt, StrictModel, format_validation_error
 from ._plans import PlanSet
@@ -65,11 +65,25 @@ class PredictionTimes(StrictModel):
 
 
 class SplitDefinition(StrictModel):
-    """Subject-level splits: from the dataset's ``metadata/subject_splits.parquet`` or random."""
+    """Subject-level splits (from the dataset's ``metadata/subject_splits.parquet`` or random), or a
+    temporal split of them.
 
-    strategy: Literal["meds", "random"] = "meds"
+    ``strategy: temporal`` is the "deployed next year" estimate: the model learns on the train and
+    tuning subjects' rows before ``train_before`` and is tested on the held-out subjects' rows from
+    ``test_from`` on (split ``held_out``), so no subject is on both sides; the held-out subjects' rows
+    before ``train_before`` are scored too (split ``held_out_same_period``: new patients, the same
+    years), the random-split figure beside it. ``test_from`` must be at least the longest horizon after
+    ``train_before``, so that no training label window reaches into the test period. Rows outside both
+    periods are left out (the cohort's attrition counts them). ``subjects`` says where the subject
+    splits come from (``meds``: the dataset's; ``random``: drawn with ``fractions`` and ``seed``).
+    """
+
+    strategy: Literal["meds", "random", "temporal"] = "meds"
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
+    subjects: Literal["meds", "random"] = "meds"
+    train_before: dt.date | None = None
+    test_from: dt.date | None = None
 
     @field_validator("fractions")
     @classmethod
@@ -79,6 +93,19 @@ class SplitDefinition(StrictModel):
                 f"must be three non-negative shares (train, tuning, held_out) summing to 1. Got {list(v)} instead"
             )
         return v
+
+    @model_validator(mode="after")
+    def _temporal_dates(self):
+        dates = (self.train_before, self.test_from)
+        if self.strategy != "temporal":
+            if any(d is not None for d in dates):
+                raise ValueError("'train_before' and 'test_from' belong to strategy: temporal")
+            return self
+        if any(d is None for d in dates):
+            raise ValueError("strategy: temporal needs both 'train_before' and 'test_from' (dates)")
+        if self.test_from <= self.train_before:  # type: ignore[operator]
+            raise ValueError("'test_from' must come after 'train_before'")
+        return self
 
 
 class TaskDefinition(StrictModel):
@@ -133,6 +160,19 @@ class TaskDefinition(StrictModel):
                 f"(the window the files were made with). Got {len(self.horizons_days)} horizons"
             )
         return self
+
+    @field_validator("split")
+    @classmethod
+    def _gap(cls, v, info: ValidationInfo):
+        horizons = info.data.get("horizons_days")
+        if v.strategy == "temporal" and horizons:
+            need = v.train_before + dt.timedelta(days=max(horizons))
+            if v.test_from < need:
+                raise ValueError(
+                    f"'test_from' must be at least the longest horizon ({max(horizons)} days) after 'train_before', "
+                    f"so that no training label window reaches the test period; the earliest is {need}"
+                )
+        return v
 
     @field_validator("treatment", mode="before")
     @classmethod
