@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -56,6 +57,22 @@ def test_label_files_give_the_same_rows_labels_and_splits_as_the_computed_task(l
         assert got[c].equals(known[c].astype("boolean"))
     counts = cohort.label_counts.set_index("label")
     assert counts.loc["mi_365d", "positives"] == int(known["mi_365d"].sum())
+
+
+def test_label_files_take_a_temporal_split_as_computed_tasks_do(label_files, events, splits):
+    files, _ = label_files
+    split = {"strategy": "temporal", "train_before": "2015-01-01", "test_from": "2016-01-01"}
+    plain = build_labels(events, task=_task(files), subject_splits=splits).labels
+    got = build_labels(events, task=_task(files, split=split), subject_splits=splits).labels
+    t = plain["prediction_time"]
+    before, after = t < pd.Timestamp("2015-01-01"), t >= pd.Timestamp("2016-01-01")
+    held = plain["split"] == "held_out"
+    want = plain[(before & ~held) | (before & held) | (after & held)].reset_index(drop=True)
+    want["split"] = np.where(want["prediction_time"] >= pd.Timestamp("2016-01-01"), "held_out", want["split"])
+    want.loc[(want["split"] == "held_out") & (want["prediction_time"] < pd.Timestamp("2015-01-01")), "split"] = (
+        "held_out_same_period"
+    )
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
 
 def _write(path, frame):
