@@ -9,8 +9,9 @@ fitted twice on the same subject split (the dataset's ``metadata/subject_splits.
 1. **random**: ``task.split.strategy: meds`` — train and tuning subjects in every year, tested on the
    held-out subjects in every year;
 2. **temporal**: ``task.split.strategy: temporal`` — train and tuning subjects' rows before
-   ``train_before``, tested on the held-out subjects' rows from ``test_from`` on (``held_out``) and, from
-   the same fit, before ``train_before`` (``held_out_same_period``).
+   ``train_before``, fitted on the events before it only (``twinml.cohort.events_for_fit``), tested on the
+   held-out subjects' rows from ``test_from`` on (``held_out``) and, from the same fit, before
+   ``train_before`` (``held_out_same_period``).
 
 It prints per label: AUROC with the 95 % subject-bootstrap interval and O/E (observed events over the
 sum of predicted risks: calibration in the large) for each of the three test sets. Nothing is chosen
@@ -63,7 +64,7 @@ def population(name: str, n_subjects: int):
 
 def fit_and_score(events, splits, task_dict, test_splits, progress):
     """Fit the default tabular model on a task's train split; metrics on each test split."""
-    from twinml.cohort import build_labels, load_task
+    from twinml.cohort import build_labels, events_for_fit, load_task
     from twinml.evaluation import evaluate_risks
     from twinml.models import TabularRiskModel
 
@@ -72,7 +73,7 @@ def fit_and_score(events, splits, task_dict, test_splits, progress):
     part = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", *test_splits)}
     t0 = time.perf_counter()
     model = TabularRiskModel(kind="lightgbm", calibration="sigmoid", random_state=0)
-    model.fit(events, part["train"], tuning_labels=part["tuning"])
+    model.fit(events_for_fit(events, task), part["train"], tuning_labels=part["tuning"])
     progress(f"{task.split.strategy}: fitted on {len(part['train']):,} rows in {time.perf_counter() - t0:.0f}s")
     out = {}
     for s in test_splits:

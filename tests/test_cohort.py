@@ -162,12 +162,12 @@ def test_a_temporal_split_keeps_every_training_window_before_the_test_period(eve
         (
             {**TEMPORAL, "test_from": "2015-06-01"},
             "task: task.split: 'test_from' must be at least the longest horizon (730 days) after 'train_before', "
-            "so that no training label window reaches the test period; the earliest is 2016-05-31; "
+            "so that no training label window reaches the test period; the earliest allowed is 2016-05-31; "
             "got {'strategy': 'temporal', 'train_before': '2014-06-01', 'test_from': '2015-06-01'}",
         ),
         (
             {"strategy": "random", "test_from": "2015-06-01"},
-            "task: task.split: 'train_before' and 'test_from' belong to strategy: temporal; "
+            "task: task.split: 'train_before', 'test_from' and 'subjects' belong to strategy: temporal; "
             "got {'strategy': 'random', 'test_from': '2015-06-01'}",
         ),
     ],

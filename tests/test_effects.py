@@ -1,4 +1,4 @@
-"""Scoring treatment effects against the simulator's counterfactual truth (twinml.evaluation._effects),
+"""Scoring treatment effects against the simulator's counterfactual truth (twinml.whatif._effects),
 on cases small enough to work out by hand."""
 
 import numpy as np

@@ -1,10 +1,12 @@
 """End to end through a real MLflow tracking store (SQLite in a temp dir)."""
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from twinml._validation import ConfigError
 from twinml.config import load_config
 from twinml.pipeline import evaluate, train
 from twinml.tracking import as_pyfunc_input
@@ -129,3 +131,19 @@ def test_a_temporal_split_scores_the_later_period_beside_the_same_one(tmp_path, 
         assert table.loc[table["label"] == "mi_365d", "n"].item() == rows["mi_365d"].notna().sum()
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(res.run_id)
     assert {"held_out/mi_365d/auroc", "held_out_same_period/mi_365d/auroc"} <= set(run.data.metrics)
+    # the model learnt from the events before train_before only: its value scaling is that of those events
+    from twinml.data import read_meds
+    from twinml.features import TabularFeaturizer
+
+    ev = read_meds(meds_dir)
+    ev = ev[ev["subject_id"].isin(labels.loc[labels["split"] == "train", "subject_id"])]
+    before = ev[(ev["time"].isna() | (ev["time"] < pd.Timestamp("2014-06-01"))).to_numpy()]
+    fitted = res.model.featurizer_.value_mean_
+    assert np.array_equal(fitted, TabularFeaturizer().fit(before).value_mean_)
+    assert not np.array_equal(fitted, TabularFeaturizer().fit(ev).value_mean_)  # every year would differ
+    with pytest.raises(ConfigError) as err:
+        load_config({**cfg.model_dump(mode="json"), "task": TASK, "evaluation": {"splits": ["held_out_same_period"]}})
+    assert str(err.value) == (
+        "config: evaluation: split 'held_out_same_period' exists only under task.split.strategy: temporal; "
+        "got {'splits': ['held_out_same_period']}"
+    )

@@ -200,10 +200,15 @@ def test_seeded_fit_is_reproducible():
     labels = build_labels(ev, task=TASK, subject_splits=sim.subject_splits).labels
     train, held = labels[labels["split"] == "train"], labels[labels["split"] == "held_out"]
     params = {**SMALL, "encoder": SequenceRiskModel(**{**ENCODER, "max_epochs": 2}), "n_encoders": 1}
-    a = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
+    model = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train)
+    a = model.predict_plans(ev, held)
     b = TreatmentResponseModel(plans=PLANS, **params).fit(ev, train).predict_plans(ev, held)
     np.testing.assert_array_equal(a.effect, b.effect)
     np.testing.assert_array_equal(a.propensity, b.propensity)
+    # both models shared one encoder template: changing it later leaves the fitted models as they were
+    params["encoder"].set_params(d_model=3)
+    assert model.d_model == ENCODER["d_model"] and model.get_params()["encoder__d_model"] == 3
+    np.testing.assert_array_equal(model.predict_plans(ev, held).effect, a.effect)
 
 
 def test_an_ensemble_of_encoders_pools_every_encoders_heads_in_the_band():
@@ -417,5 +422,11 @@ def test_a_config_nests_the_encoder_settings_and_says_where_a_flat_one_goes():
     with pytest.raises(ConfigError) as err:
         build_model(config({"encoder": {"depth": 3}}))
     assert str(err.value) == "model.params: SequenceRiskModel got an unexpected keyword argument 'depth'"
-    with pytest.raises(ConfigError, match="'encoder' parameter of TreatmentResponseModel must be None or an unfitted"):
+    with pytest.raises(ConfigError, match="'encoder' parameter of TreatmentResponseModel must be None or a Seq"):
         TreatmentResponseModel(plans=PLANS, encoder=SequenceRiskModel(calibration="platt"))._validate_params()
+    with pytest.raises(ConfigError) as err:
+        TreatmentResponseModel(plans=PLANS).set_params(encoder__max_epochs=0)._validate_params()
+    assert str(err.value) == (
+        "The 'encoder__max_epochs' parameter of TreatmentResponseModel must be a positive int. Got 0 instead."
+    )
+    assert TreatmentResponseModel(plans=PLANS).set_params(encoder=None, encoder__d_model=3).d_model == 3

@@ -1,8 +1,9 @@
 """The one formatter of numbers for people: CLI tables, the audit's HTML and model card, the twin page
 and the what-if report all write their cells through these functions.
 
-``missing`` is what an absent value shows (None, or NaN; for percentages any non-finite value):
-"—" by default; the CLI's tables show "-" and the what-if report's an empty cell.
+``missing`` is what an absent value shows — for :func:`number`, None or NaN; for :func:`percent` and
+:func:`points`, also an infinity; for :func:`cell`, None only (a NaN there shows as ``nan``, as the
+audit report always did): "—" by default; the CLI's tables show "-" and the what-if report's an empty cell.
 """
 
 from __future__ import annotations

@@ -235,9 +235,10 @@ def number_in(lo, hi, *, lo_closed=True, hi_closed=True, words: str | None = Non
     return Rule(words or f"a number in {shown}", ok)
 
 
-def check_params(estimator, rules: Mapping[str, Rule]) -> None:
+def check_params(estimator, rules: Mapping[str, Rule], *, prefix: str = "") -> None:
     """Check the estimator's parameters against their declared rules; the first broken one is a
-    ConfigError naming the parameter, the estimator, the rule and the value.
+    ConfigError naming the parameter, the estimator, the rule and the value. ``prefix`` names nested
+    settings as scikit-learn does (``encoder__``).
 
     >>> class Model:
     ...     max_epochs = 0
@@ -250,5 +251,6 @@ def check_params(estimator, rules: Mapping[str, Rule]) -> None:
         value = getattr(estimator, name)
         if not rule.ok(value):
             raise ConfigError(
-                f"The {name!r} parameter of {type(estimator).__name__} must be {rule.words}. Got {value!r} instead."
+                f"The {prefix + name!r} parameter of {type(estimator).__name__} must be {rule.words}. "
+                f"Got {value!r} instead."
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ._validation import NonNegativeInt, PositiveInt, StrictModel, load_validated
 from .cohort import TaskDefinition
@@ -139,6 +139,14 @@ class ExperimentConfig(StrictModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("evaluation")
+    @classmethod
+    def _same_period_needs_a_temporal_split(cls, v, info: ValidationInfo):
+        task = info.data.get("task")
+        if task is not None and "held_out_same_period" in v.splits and task.split.strategy != "temporal":
+            raise ValueError("split 'held_out_same_period' exists only under task.split.strategy: temporal")
+        return v
 
 
 def load_config(path_or_dict) -> ExperimentConfig:

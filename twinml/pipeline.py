@@ -14,7 +14,7 @@ import pandas as pd
 
 from ._io import refuse_existing
 from ._validation import ConfigError
-from .cohort import Cohort, TaskDefinition, build_labels
+from .cohort import Cohort, TaskDefinition, build_labels, events_for_fit
 from .config import DataConfig, ExperimentConfig
 from .data import read_meds, read_subject_splits
 from .evaluation import MIN_CELL, evaluate_risks, meds_predictions, reliability_figure, write_meds_predictions
@@ -223,7 +223,8 @@ def train(
     if train_rows.empty:
         raise ConfigError("task: no prediction times fall in the train split; check prediction_times and splits.")
     model = build_model(config)
-    model.fit(events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
+    fit_events = events_for_fit(events, config.task)  # a temporal split: nothing from train_before on
+    model.fit(fit_events, train_rows, tuning_labels=_label_rows(labels, "tuning"), progress=progress)
     metrics, risks, predictions = _evaluate_splits(config, model, events, labels, load_truth(root), progress)
     if predictions_dir is not None:
         write_meds_predictions(predictions_dir, predictions, overwrite=overwrite)

@@ -1,7 +1,7 @@
 """Cohorts and tasks: prediction times, eligibility, labels per outcome x horizon, splits."""
 
 from .._validation import load_validated
-from ._labels import Cohort, build_labels, to_meds_labels
+from ._labels import Cohort, build_labels, events_for_fit, to_meds_labels
 from ._meds_labels import read_label_files
 from ._plans import PlanSet, TreatmentPlan, factual_plans, load_plans
 from ._task import OutcomeDefinition, PredictionTimes, SplitDefinition, TaskDefinition, load_task
@@ -14,6 +14,7 @@ __all__ = [
     "load_task",
     "Cohort",
     "build_labels",
+    "events_for_fit",
     "to_meds_labels",
     "read_label_files",
     "PlanSet",

@@ -100,9 +100,7 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
     if task.split.strategy == "temporal":
         inside = split != None  # noqa: E711 (elementwise)
         subj, pt, split = subj[inside], pt[inside], split[inside]
-        steps.append(
-            (f"in the temporal split's periods (before {task.split.train_before} or from {task.split.test_from})", subj)
-        )
+        steps.append((_temporal_step(task), subj))
     labels = pd.DataFrame({"subject_id": ev.subjects[subj], "prediction_time": pt.astype("datetime64[us]")})
     labels["split"] = split
     counts = []
@@ -138,12 +136,9 @@ def _cohort_from_files(events, task, subject_splits) -> Cohort:
     rank = pd.Index(subjects).get_indexer(labels["subject_id"].to_numpy(np.int64))
     split = _splits(subjects, rank, task, subject_splits, labels["prediction_time"].to_numpy("datetime64[us]"))
     labels.insert(2, "split", split)
-    if task.split.strategy == "temporal":
-        labels = labels[split != None].reset_index(drop=True)  # noqa: E711 (elementwise)
-    steps, counts = [], []
+    steps = []
     for name, path in task.labels.items():
-        col = labels[f"{name}_{task.horizons_days[0]}d"]
-        known = col.notna().to_numpy()
+        known = labels[f"{name}_{task.horizons_days[0]}d"].notna().to_numpy()
         steps.append(
             {
                 "step": f"label file {path} ({name})",
@@ -151,14 +146,32 @@ def _cohort_from_files(events, task, subject_splits) -> Cohort:
                 "subjects": int(labels.loc[known, "subject_id"].nunique()),
             }
         )
-        # the files' producer made its own exclusions and censoring: twinml excludes nothing more
-        counts.append(
-            {"label": col.name, "n": int(known.sum()), "positives": int(col.sum()), "excluded_prior": 0, "censored": 0}
-        )
     steps.append(
         {"step": "prediction rows (files joined)", "rows": len(labels), "subjects": int(labels["subject_id"].nunique())}
     )
+    if task.split.strategy == "temporal":
+        labels = labels[split != None].reset_index(drop=True)  # noqa: E711 (elementwise)
+        steps.append(
+            {"step": _temporal_step(task), "rows": len(labels), "subjects": int(labels["subject_id"].nunique())}
+        )
+    counts = []
+    for name in task.labels:
+        col = labels[f"{name}_{task.horizons_days[0]}d"]
+        # the files' producer made its own exclusions and censoring: twinml excludes nothing more
+        counts.append(
+            {
+                "label": col.name,
+                "n": int(col.notna().sum()),
+                "positives": int(col.sum()),
+                "excluded_prior": 0,
+                "censored": 0,
+            }
+        )
     return Cohort(labels, pd.DataFrame(steps), pd.DataFrame(counts))
+
+
+def _temporal_step(task) -> str:
+    return f"in the temporal split's periods (before {task.split.train_before} or from {task.split.test_from})"
 
 
 def _candidate_times(ev, task, first, last, dynamic):
@@ -194,6 +207,17 @@ def _splits(subject_ids, subj, task, subject_splits, prediction_time):
     if spec.strategy != "temporal":
         return by_subject
     return temporal_splits(by_subject, prediction_time, spec.train_before, spec.test_from)
+
+
+def events_for_fit(events: pd.DataFrame, task: TaskDefinition) -> pd.DataFrame:
+    """The events a model may learn from: under ``strategy: temporal`` only those before ``train_before``
+    (and the static rows), so neither its vocabulary, its value scaling nor a forecast target reads the later
+    years; otherwise every event. Labels are built from every event (a training label window may run past
+    ``train_before``, never to ``test_from``), and the test rows are scored on every event."""
+    if task.split.strategy != "temporal":
+        return events
+    t = events["time"]
+    return events[(t.isna() | (t < pd.Timestamp(task.split.train_before))).to_numpy()].reset_index(drop=True)
 
 
 def temporal_splits(by_subject, prediction_time, train_before, test_from) -> np.ndarray:

@@ -68,14 +68,16 @@ class SplitDefinition(StrictModel):
     """Subject-level splits (from the dataset's ``metadata/subject_splits.parquet`` or random), or a
     temporal split of them.
 
-    ``strategy: temporal`` is the "deployed next year" estimate: the model learns on the train and
-    tuning subjects' rows before ``train_before`` and is tested on the held-out subjects' rows from
-    ``test_from`` on (split ``held_out``), so no subject is on both sides; the held-out subjects' rows
-    before ``train_before`` are scored too (split ``held_out_same_period``: new patients, the same
-    years), the random-split figure beside it. ``test_from`` must be at least the longest horizon after
-    ``train_before``, so that no training label window reaches into the test period. Rows outside both
-    periods are left out (the cohort's attrition counts them). ``subjects`` says where the subject
-    splits come from (``meds``: the dataset's; ``random``: drawn with ``fractions`` and ``seed``).
+    ``strategy: temporal`` is the "deployed next year" estimate. The model learns on the train and
+    tuning subjects' rows before ``train_before``, from the events before it (``events_for_fit``: its
+    vocabulary, value scaling and forecast targets read nothing later). It is tested on the held-out
+    subjects' rows from ``test_from`` on (split ``held_out``), so no subject is on both sides; the
+    held-out subjects' rows before ``train_before`` are scored too (split ``held_out_same_period``: new
+    patients, the same years), the random-split figure beside it. ``test_from`` must be at least the
+    longest horizon after ``train_before``, so that no training label window reaches into the test
+    period. Rows outside both periods are left out (the cohort's attrition counts them). ``subjects``
+    says where the subject splits come from (``meds``: the dataset's; ``random``: drawn with
+    ``fractions`` and ``seed``).
     """
 
     strategy: Literal["meds", "random", "temporal"] = "meds"
@@ -98,8 +100,8 @@ class SplitDefinition(StrictModel):
     def _temporal_dates(self):
         dates = (self.train_before, self.test_from)
         if self.strategy != "temporal":
-            if any(d is not None for d in dates):
-                raise ValueError("'train_before' and 'test_from' belong to strategy: temporal")
+            if any(d is not None for d in dates) or "subjects" in self.model_fields_set:
+                raise ValueError("'train_before', 'test_from' and 'subjects' belong to strategy: temporal")
             return self
         if any(d is None for d in dates):
             raise ValueError("strategy: temporal needs both 'train_before' and 'test_from' (dates)")
@@ -170,7 +172,7 @@ class TaskDefinition(StrictModel):
             if v.test_from < need:
                 raise ValueError(
                     f"'test_from' must be at least the longest horizon ({max(horizons)} days) after 'train_before', "
-                    f"so that no training label window reaches the test period; the earliest is {need}"
+                    f"so that no training label window reaches the test period; the earliest allowed is {need}"
                 )
         return v
 

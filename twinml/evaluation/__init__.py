@@ -46,3 +46,12 @@ __all__ = [
     "write_meds_predictions",
     "PREDICTION_SCHEMA",
 ]
+
+
+def __getattr__(name):
+    # the effect scores moved to twinml.whatif; imports from here keep working
+    if name in ("true_plan_risks", "effect_scores", "policy_value"):
+        from .. import whatif
+
+        return getattr(whatif, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 
+def __dir__():
+    return sorted(__all__)
+
+
 def __getattr__(name):
     if name == "TreatmentResponseModel":
         from ._model import TreatmentResponseModel

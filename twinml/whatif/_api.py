@@ -1,6 +1,6 @@
 """The what-if twin from the outside: risk per plan for chosen patients, as tables and plots.
 
-``what_if`` loads nothing itself: give it a fitted :class:`~twinml.models.TreatmentResponseModel`
+``what_if`` loads nothing itself: give it a fitted :class:`~twinml.whatif.TreatmentResponseModel`
 (``twinml whatif`` loads one from MLflow), MEDS events and the plans to compare. Plans are matched
 to the model's plans by what they start (codes and start day), so a plans file may rename them;
 a plan the model was not trained on is reported for every patient as outside support.
@@ -131,6 +131,8 @@ def what_if_from_uri(
     from ..tracking import load_registered_model, prediction_index
 
     ids = parse_subject_ids(subjects) if isinstance(subjects, str) else list(subjects)
+    if not ids:
+        raise ConfigError("--subjects: give at least one subject id.")
     refuse_existing(out, overwrite=overwrite)
     loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
     if not hasattr(loaded.model, "predict_plans"):

@@ -48,6 +48,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy.stats import norm
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import POSITIVE_INT, ConfigError, Rule, check_params, number_in, one_of
@@ -110,7 +111,9 @@ def _member_line(m, n_folds, n_encoders, learn, held) -> str:
 
 def _encoder_setting(name: str) -> property:
     def get(self):
-        return getattr(self.encoder if self.encoder is not None else _DEFAULT_ENCODER, name)
+        # a fitted model reads the settings it was fitted with (encoder_), not a template changed since
+        enc = self.__dict__.get("encoder_") or self.encoder
+        return getattr(enc if enc is not None else _DEFAULT_ENCODER, name)
 
     return property(get, doc=f"The encoder's ``{name}`` (set it as ``encoder__{name}``).")
 
@@ -171,6 +174,8 @@ class TreatmentResponseModel(SequenceRiskModel):
     Attributes
     ----------
     plans_ : PlanSet
+    encoder_ : SequenceRiskModel
+        A copy of the encoder settings it was fitted with (what ``model.d_model`` and the others read).
     plan_names_ : list of str, reference first
     plan_counts_ : dict of plan -> training rows that followed it
     support_threshold_ : array (plans,), propensity below which a plan is outside support
@@ -218,7 +223,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         """As scikit-learn's; ``encoder__<name>`` settings on a model without an encoder start from
         a default :class:`SequenceRiskModel`."""
         if any(k.startswith("encoder__") for k in params) and params.get("encoder", self.encoder) is None:
-            params = {"encoder": SequenceRiskModel(), **params}
+            params = {**params, "encoder": SequenceRiskModel()}
         return super().set_params(**params)
 
     def __setstate__(self, state):
@@ -226,6 +231,8 @@ class TreatmentResponseModel(SequenceRiskModel):
         if "encoder" not in state:
             flat = {k: state.pop(k) for k in ENCODER_SETTINGS if k in state}
             state["encoder"] = SequenceRiskModel(**flat)
+            if "nets_" in state:  # fitted: the settings it was fitted with
+                state["encoder_"] = clone(state["encoder"])
         super().__setstate__(state)
 
     def _validate_params(self):
@@ -233,7 +240,7 @@ class TreatmentResponseModel(SequenceRiskModel):
             self,
             {
                 "encoder": Rule(
-                    "None or an unfitted SequenceRiskModel without calibration",
+                    "None or a SequenceRiskModel without calibration",
                     lambda e: e is None or (type(e) is SequenceRiskModel and e.calibration is None),
                 ),
                 "balancing": one_of(("ipw", None), "'ipw' or None"),
@@ -242,7 +249,7 @@ class TreatmentResponseModel(SequenceRiskModel):
                 "n_encoders": POSITIVE_INT,
             },
         )
-        super()._validate_params()  # the encoder's settings
+        check_params(self, SequenceRiskModel._param_rules, prefix="encoder__")  # the encoder's settings
         if self.plans is None:
             raise ConfigError(
                 "TreatmentResponseModel needs 'plans' (a plans YAML, dict or PlanSet); in a config: task.treatment."
@@ -250,7 +257,9 @@ class TreatmentResponseModel(SequenceRiskModel):
 
     def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
         """Train on ``labels`` rows with their factual plans; early-stop on ``tuning_labels``."""
+        self.__dict__.pop("encoder_", None)  # the settings are the template's until the fit keeps a copy
         self._validate_params()
+        self.encoder_ = clone(self.encoder) if self.encoder is not None else SequenceRiskModel()
         say = progress or (lambda msg: None)
         self.plans_ = self.plans if isinstance(self.plans, PlanSet) else load_plans(self.plans)
         self.plan_names_ = self.plans_.names
