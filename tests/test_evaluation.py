@@ -77,6 +77,8 @@ def test_a_display_keeps_its_figure_and_gives_the_same_png_each_time():
     axes = display.figure_.axes
     assert axes[0].get_title() == "a" and axes[1].get_title() == "b: one class only"
     open_before = len(pyplot().get_fignums())
+    display.plot()  # drawn again: the first figure is closed, not left open
+    assert len(pyplot().get_fignums()) == open_before
     first = display.png()  # the drawn figure, then closed
     assert display.figure_ is None and len(pyplot().get_fignums()) == open_before - 1
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and display.png() == first  # redrawn: the same bytes

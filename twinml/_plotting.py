@@ -60,7 +60,9 @@ class Display:
     figure_ = None
 
     def plot(self):
-        """Draw the figure (``self.figure_``); returns self."""
+        """Draw the figure (``self.figure_``; a figure drawn before is closed); returns self."""
+        if self.figure_ is not None:
+            close(self.figure_)
         self.figure_ = self._draw(pyplot())
         return self
 
