@@ -166,6 +166,11 @@ def test_a_temporal_split_keeps_every_training_window_before_the_test_period(eve
             "got {'strategy': 'temporal', 'train_before': '2014-06-01', 'test_from': '2015-06-01'}",
         ),
         (
+            {"strategy": "meds", "subjects": "random"},
+            "task: task.split: 'train_before', 'test_from' and 'subjects' belong to strategy: temporal; "
+            "got {'strategy': 'meds', 'subjects': 'random'}",
+        ),
+        (
             {"strategy": "random", "test_from": "2015-06-01"},
             "task: task.split: 'train_before', 'test_from' and 'subjects' belong to strategy: temporal; "
             "got {'strategy': 'random', 'test_from': '2015-06-01'}",

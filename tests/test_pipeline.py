@@ -141,6 +141,8 @@ def test_a_temporal_split_scores_the_later_period_beside_the_same_one(tmp_path, 
     fitted = res.model.featurizer_.value_mean_
     assert np.array_equal(fitted, TabularFeaturizer().fit(before).value_mean_)
     assert not np.array_equal(fitted, TabularFeaturizer().fit(ev).value_mean_)  # every year would differ
+    assert load_config(cfg.model_dump(mode="json")) == cfg  # a logged config reloads (the audit does so)
+    assert load_config({**cfg.model_dump(mode="json"), "task": TASK}).task.split.strategy == "meds"
     with pytest.raises(ConfigError) as err:
         load_config({**cfg.model_dump(mode="json"), "task": TASK, "evaluation": {"splits": ["held_out_same_period"]}})
     assert str(err.value) == (
