@@ -151,7 +151,8 @@ class TrajectoryDisplay(Display):
     def _draw(self, plt):
         page = self.page
         tr = page.trajectory
-        assert tr is not None, "a page without trajectories has no trajectory figure"
+        if tr is None:
+            raise ValueError("TrajectoryDisplay: the page has no trajectories to draw.")
         codes = list(pd.unique(tr["code"]))
         ev = page.events.dropna(subset=["time", "numeric_value"])
         since = page.prediction_time - pd.Timedelta(days=round(365.25 * TRAJECTORY_YEARS))
@@ -192,7 +193,8 @@ class PatientDriversDisplay(Display):
     def _draw(self, plt):
         page = self.page
         d = page.drivers
-        assert d is not None, "a page without drivers has no drivers figure"
+        if d is None:
+            raise ValueError("PatientDriversDisplay: the page has no drivers to draw.")
         outcomes = list(pd.unique(d["outcome"]))
         fig, axes = _grid(len(outcomes), 3, 3.9, 0.23 * d.groupby("outcome").size().max() + 1.1)
         for ax, o in zip(axes, outcomes):
