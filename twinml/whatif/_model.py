@@ -1,47 +1,10 @@
-"""The what-if model: risk curves under each treatment plan, with bands and overlap flags.
-
-:class:`TreatmentResponseModel` is a :class:`SequenceRiskModel` whose network also has a
-propensity head (which plan a patient like this one gets) and, per plan, an offset of the
-hazard log-odds (the plan's effect, allowed to vary with the patient). Trained on the factual
-plan of each row (:func:`twinml.cohort.factual_plans`) in two stages:
-
-1. **representation**: the encoder, the hazard head, the plan offsets and the propensity head
-   learn together (the propensity loss makes the representation keep what drove the treatment
-   decision: the DragonNet idea), early-stopping on the tuning rows;
-2. **heads**: with the representation frozen, ``n_boot`` heads are refitted to convergence by
-   L-BFGS, each a ridge-penalised logistic hazard model (a base term and, per plan, an offset
-   and its interaction with the representation) on its own Poisson(1) bootstrap weights per
-   subject. Stochastic training moves the plan offsets only slowly (few treated rows per batch:
-   measured, it left effects shrunk towards zero); the convex refit does not stop short.
-   ``cross_fit=True`` trains two encoders on two subject folds and fits each one's heads on the
-   other fold (measured: no change in PEHE or coverage, so off by default).
-
-Both stages run ``n_encoders`` times (3 by default) from different random starts: a deep ensemble
-whose members each have their own bootstrap heads.
-
-**Confounding**: the history at the decision (what was measured, past diagnoses) enters the
-outcome model, so effects are adjusted for it (regression adjustment on the representation).
-``balancing="ipw"`` also weights the head refit by stabilised inverse propensity weights;
-measured on the simulator it widened errors (benchmarks/whatif.py), so it is off by default.
-
-**Uncertainty**: the band of a risk or an effect is the mean +/- z * SD across the bootstrap
-heads of every encoder (90% by default): the sampling spread of the heads plus the disagreement
-between the encoders' representations, not how far a patient's true risk may sit from what their
-history shows. Measured on the simulator (benchmarks/whatif.py), 90% bands covered 69% of true
-individual effects with one encoder and no forecast task, 77% with the forecast task, 82% with
-three encoders and the forecast task (the defaults).
-
-**Overlap**: a plan is *outside support* for a row when the estimated propensity is below the
-``support_quantile`` of the propensities of the training rows that received it (and below
-``min_propensity`` in any case), when fewer than ``min_recipients`` training rows received the
-plan, when the patient is already on its treatment, or (for effects) when the reference plan
-itself is outside support. Its risk and effect are then NaN (not estimable), never a number.
-"""
+"""The what-if model, :class:`TreatmentResponseModel`: risk curves under each treatment plan, with bands and
+overlap flags. How it learns, adjusts for confounding and sizes its bands: :mod:`twinml.whatif`; its head
+refit: ``_heads.py``; its overlap rule: ``_support.py``; its training targets: ``_training.py``."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -70,43 +33,9 @@ from ..models.parts import torch_threads as _torch_threads
 from ._heads import fit_bootstrap_heads, plan_logits, stabilised_ipw
 from ._prediction import PlanPrediction
 from ._support import support_flags, support_thresholds
+from ._training import STAGE1_EFFECT_L2, Targets, factual_logits, member_line, subset_rows
 
 __all__ = ["TreatmentResponseModel"]
-
-
-def _subset(data, rows):
-    """The rows ``rows`` of a SequenceData (the event arrays are shared, not copied)."""
-    return replace(
-        data,
-        lo=data.lo[rows],
-        hi=data.hi[rows],
-        prediction_time=data.prediction_time[rows],
-        static=data.static[rows],
-        end=None if data.end is None else data.end[rows],
-    )
-
-
-_STAGE1_EFFECT_L2 = 1e-2
-
-
-class _Targets:
-    """Row-indexable training targets: hazard labels, plan index, bootstrap weights per head."""
-
-    def __init__(self, y, plan, boot):
-        self.y, self.plan, self.boot = y, plan, boot
-
-    def __getitem__(self, rows):
-        return _Targets(self.y[rows], self.plan[rows], self.boot[rows])
-
-    def __len__(self):
-        return self.plan.size
-
-
-def _member_line(m, n_folds, n_encoders, learn, held) -> str:
-    """The progress line of ensemble member ``m`` (encoder m // n_folds, fold m % n_folds)."""
-    f = m % n_folds
-    fold = f", fold {f + 1}/{n_folds}: encoder on {learn.size:,} rows, heads on {held.size:,}" if n_folds > 1 else ""
-    return f"encoder {m // n_folds + 1}/{n_encoders}" + fold
 
 
 def _encoder_setting(name: str) -> property:
@@ -278,7 +207,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         subj = pd.factorize(labels["subject_id"])[0]
         boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
         self.plan_share_ = np.bincount(plan_train, minlength=len(self.plan_names_)) / max(plan_train.size, 1)
-        targets = _Targets(y_train, plan_train, boot)
+        targets = Targets(y_train, plan_train, boot)
         tuning_labels, tune, tune_targets = self._tuning_data(events, tuning_labels, say)
         say(f"sequences: {len(train):,} train rows, mean length {train.lengths.mean():.0f} (cap {self.max_len})")
         forecast, codes = self._forecast_targets(train, say)
@@ -295,15 +224,15 @@ class TreatmentResponseModel(SequenceRiskModel):
                 learn = np.flatnonzero(fold != f) if n_folds > 1 else np.arange(len(train))
                 held = np.flatnonzero(fold == f) if n_folds > 1 else learn
                 if n_folds > 1 or self.n_encoders > 1:
-                    say(_member_line(m, n_folds, self.n_encoders, learn, held))
+                    say(member_line(m, n_folds, self.n_encoders, learn, held))
                 if m > 0 and f == 0:  # each encoder of an ensemble has its own bootstrap weights for its heads
                     boot = rng.poisson(1.0, (subj.max(initial=0) + 1, self.n_boot)).astype(np.float32)[subj]
-                    targets = _Targets(y_train, plan_train, boot)
+                    targets = Targets(y_train, plan_train, boot)
                 self.net_ = self._new_net(codes.size, y_train[learn])
                 self._forecast = None if forecast is None else tuple(a[learn] for a in forecast)
-                self._train(_subset(train, learn), targets[learn], tune, tune_targets, rng, say)
+                self._train(subset_rows(train, learn), targets[learn], tune, tune_targets, rng, say)
                 history += [{**h, "epoch": len(history) + h["epoch"]} for h in self.history_]
-                rep, p_held = self._outputs(_subset(train, held))
+                rep, p_held = self._outputs(subset_rows(train, held))
                 prop[held] += p_held / self.n_encoders
                 self.nets_.append(self.net_)
                 self.heads_.append(self._fit_heads(rep, p_held, targets[held], say))
@@ -323,7 +252,7 @@ class TreatmentResponseModel(SequenceRiskModel):
             return tuning_labels, None, None
         tuning_labels, plan_tune = self._with_plans(events, tuning_labels, "tuning", say)
         tune = self.featurizer_.transform(events, tuning_labels)
-        targets = _Targets(
+        targets = Targets(
             hazard_targets(tuning_labels, self.outcomes_, self.horizons_),
             plan_tune,
             np.ones((plan_tune.size, self.n_boot), np.float32),
@@ -382,19 +311,11 @@ class TreatmentResponseModel(SequenceRiskModel):
         )
 
     # -- training ---------------------------------------------------------------------------------
-    def _factual_logits(self, base, offset, plan):
-        """Hazard logits under each row's factual plan, per head: (batch, heads, outcomes, bins)."""
-        n, k = offset.shape[:2]
-        zero = torch.zeros_like(offset[:, :, :1])
-        all_plans = torch.cat([zero, offset], dim=2)  # (n, k, plans, o, b)
-        idx = plan.view(n, 1, 1, 1, 1).expand(n, k, 1, *offset.shape[-2:])
-        return base.unsqueeze(1) + all_plans.gather(2, idx).squeeze(2)
-
-    def _loss(self, batch, t: _Targets, *, training: bool):
+    def _loss(self, batch, t: Targets, *, training: bool):
         r = self.net_.risk.represent(**_tensors(batch))
         base, offset, prop_logits = self.net_.heads(r)
         plan = torch.from_numpy(t.plan)
-        logits = self._factual_logits(base, offset, plan)
+        logits = factual_logits(base, offset, plan)
         mask, target = _mask_and_target(torch.from_numpy(t.y))
         bce = F.binary_cross_entropy_with_logits(logits, target.unsqueeze(1).expand_as(logits), reduction="none")
         w = mask.unsqueeze(1).expand_as(bce)
@@ -407,7 +328,7 @@ class TreatmentResponseModel(SequenceRiskModel):
         propensity = F.cross_entropy(prop_logits, plan)
         loss = outcome + self.propensity_weight * propensity
         if training:  # a light hold on heterogeneity while the representation forms; the heads are refitted after
-            loss = loss + _STAGE1_EFFECT_L2 * self.net_.effect_weight.pow(2).sum(dim=(2,)).mean()
+            loss = loss + STAGE1_EFFECT_L2 * self.net_.effect_weight.pow(2).sum(dim=(2,)).mean()
         if training and "forecast_value" in batch:
             loss = loss + self.forecast_weight * forecast_loss(
                 self.net_.risk.forecast(r),
@@ -433,7 +354,7 @@ class TreatmentResponseModel(SequenceRiskModel):
                 n += rows.size
         return total / max(n, 1)
 
-    def _fit_heads(self, rep, prop, t: _Targets, say):
+    def _fit_heads(self, rep, prop, t: Targets, say):
         """Refit every bootstrap head on the frozen representation, to convergence (``_heads.py``)."""
         t0 = time.perf_counter()
         w = torch.from_numpy(t.boot).double()
