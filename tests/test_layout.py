@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import twinml
 
 PACKAGE = Path(twinml.__file__).parent
@@ -195,9 +197,10 @@ def logic_lines(source: str) -> int:
     return len(body & code_lines(source))
 
 
-def test_the_cli_declares_options_and_calls_the_api():
-    n = logic_lines((PACKAGE / "cli.py").read_text(encoding="utf-8"))
-    assert n < MAX_CLI_LOGIC, f"twinml/cli.py has {n} lines of logic (limit {MAX_CLI_LOGIC}): move it to the API"
+@pytest.mark.parametrize("module", ["cli.py", "_cli_operate.py"])
+def test_the_cli_declares_options_and_calls_the_api(module):
+    n = logic_lines((PACKAGE / module).read_text(encoding="utf-8"))
+    assert n < MAX_CLI_LOGIC, f"twinml/{module} has {n} lines of logic (limit {MAX_CLI_LOGIC}): move it to the API"
 
 
 def test_the_logic_count_skips_signatures_imports_and_docstrings():

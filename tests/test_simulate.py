@@ -122,3 +122,36 @@ def test_bad_arguments_get_clear_errors():
         simulate(n_subjects=10, underdiagnosis_rate=0.5)
     with pytest.raises(ValueError, match="'bias_group' must be one of"):
         simulate(n_subjects=10, bias_group="RACE//Martian", underdiagnosis_rate=0.5)
+
+
+def test_drift_knobs_shift_what_they_name_from_their_date_and_nothing_before():
+    """Process shifts move the truth too; recording shifts only what is written; before the date nothing moves."""
+    base = simulate(n_subjects=1500, seed=4)
+    knobs = {
+        "from_year": 5,
+        "hazard_ratio": {"t2d": 3.0},
+        "lab_offset": {"hba1c": 0.5},
+        "recode": {"RxNorm/83367": "RxNorm/617312"},
+    }
+    drifted = simulate(n_subjects=1500, seed=4, drift=knobs)
+    ev0, ev1 = base.events.to_pandas(), drifted.events.to_pandas()
+    cut = pd.Timestamp("2015-01-01")  # start 2010-01-01 + 5 years
+    early0, early1 = ev0[ev0["time"] < cut - pd.Timedelta(days=2)], ev1[ev1["time"] < cut - pd.Timedelta(days=2)]
+    order = lambda ev: ev.sort_values(["subject_id", "time", "code"], kind="stable").reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(order(early0), order(early1))  # (the split draws follow the process, so rows move)
+    late = ev1[ev1["time"] >= cut]
+    assert (late["code"] == "RxNorm/83367").sum() == 0 and (late["code"] == "RxNorm/617312").sum() > 0
+    hba1c = lambda ev: ev.loc[(ev["time"] >= cut) & (ev["code"] == "LOINC/4548-4"), "numeric_value"].mean()  # noqa: E731
+    assert hba1c(ev1) - hba1c(ev0) > 0.3  # (the hazard change also moves who is measured: not exactly 0.5)
+    truth = lambda c, year: c.truth.loc[
+        (c.truth["plan"] == "observed") & (c.truth["prediction_time"].dt.year == year), "t2d_365d"
+    ].mean()  # noqa: E731
+    assert truth(drifted, 2013) == pytest.approx(truth(base, 2013))  # the truth before the shift's horizon is untouched
+    assert truth(drifted, 2016) > 2.0 * truth(base, 2016)
+    assert drifted.config["drift"]["hazard_ratio"] == {"t2d": 3.0} and "drift" not in base.config
+    with pytest.raises(ConfigError, match="hazard_ratio: unknown outcome 'diabetes'"):
+        simulate(n_subjects=10, drift={"from_year": 2, "hazard_ratio": {"diabetes": 2.0}})
+    with pytest.raises(ConfigError, match="recode: the new code 'SNOMED/22298006' is already a simulator code"):
+        simulate(n_subjects=10, drift={"from_year": 2, "recode": {"RxNorm/83367": "SNOMED/22298006"}})
+    with pytest.raises(ConfigError, match="from_year"):
+        simulate(n_subjects=10, drift={"visit_rate_ratio": 2.0})

@@ -282,6 +282,35 @@ def _print_audit(res):
     _console().print(f"report: {res.out_dir / 'report.html'}")
 
 
+def _print_monitor(res):
+    """Drift per feature group (with its largest shift), then the gates."""
+    from rich.table import Table
+
+    r = res.report
+    t = Table(title=f"monitor: reference {r['reference']['as_of'][:10]} vs current {r['current']['as_of'][:10]}")
+    for col in ("group", "features tested", "flagged", "largest shift (PSI)"):
+        t.add_column(col)
+    for g in r["groups"]:
+        flagged = ", ".join(g["flagged"][:3]) + (f" (+{len(g['flagged']) - 3})" if len(g["flagged"]) > 3 else "")
+        worst = g["worst"]
+        t.add_row(
+            g["group"],
+            str(g["tested"]),
+            f"[red]{flagged}[/red]" if flagged else "none",
+            f"{worst['feature']} ({number(worst['psi'])})",
+        )
+    _console().print(t)
+    g = Table(title=f"monitor gates: {'PASSED' if r['passed'] else 'FAILED'}")
+    for col in ("gate", "value", "rule", "result"):
+        g.add_column(col)
+    for gate in r["gates"]:
+        value = number(gate["value"], 4) if isinstance(gate["value"], float) else str(gate["value"])
+        g.add_row(gate["name"], value, gate["rule"], "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]")
+    _console().print(g)
+    if res.out_dir is not None:
+        _console().print(f"report: {res.out_dir / 'report.html'}")
+
+
 def _print_whatif_written(result, out, html_report):
     _print_whatif(result)
     _console().print(

@@ -12,27 +12,10 @@ from pathlib import Path
 
 import typer
 
+from ._cli_app import TRACKING_HELP as _TRACKING_HELP
+from ._cli_app import app
+from ._cli_app import run as _run
 from ._cli_tables import _console
-
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="twinml: machine-learning digital twins of patients."
-)
-
-_TRACKING_HELP = "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."
-
-
-def _run(fn):
-    """Run a command body; a user's error prints one clear line and exits 2 (no traceback)."""
-    from ._validation import user_error_message
-
-    try:
-        return fn()
-    except Exception as err:
-        message = user_error_message(err)
-        if message is None:
-            raise
-        _console().print(f"[red]error:[/red] {message}", soft_wrap=True)
-        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -205,112 +188,6 @@ def evaluate(
 
 
 @app.command()
-def score(
-    model: str = typer.Option(..., "--model", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a path."),
-    events: Path = typer.Option(..., "--events", help="MEDS directory of the panel to score."),
-    as_of: str = typer.Option(..., "--as-of", help="Score at this date/time; later events are ignored."),
-    out: Path = typer.Option(..., "--out", help="Parquet file to write (atomically)."),
-    engine: str = typer.Option("local", help="local, or spark (needs Java and pyspark)."),
-    spark_master: str | None = typer.Option(None, help="Spark master URL (default local[*])."),
-    subjects_per_slice: int = typer.Option(20_000, help="Local engine: whole subjects scored at once (bounds memory)."),
-    state: Path | None = typer.Option(
-        None,
-        "--state",
-        help="Also save each subject's twin state in this directory "
-        "(a record model, local engine), for `twinml update`.",
-    ),
-    trajectories: Path | None = typer.Option(
-        None,
-        "--trajectories",
-        help="Also write each scored subject's "
-        "lab trajectory forecasts (long format) to this Parquet file "
-        "(a sequence model with a trajectory head, local engine).",
-    ),
-    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
-    overwrite: bool = typer.Option(False, help="Replace OUT (and the state or trajectories) if it exists."),
-):
-    """Score every subject of a MEDS panel at an as-of time with a registered model."""
-
-    def body():
-        from ._cli_tables import _print_score
-        from .pipeline import Progress
-        from .scoring import score as run
-
-        report = run(
-            model,
-            events,
-            as_of,
-            out,
-            engine=engine,
-            spark_master=spark_master,
-            tracking_uri=tracking_uri,
-            subjects_per_slice=subjects_per_slice,
-            overwrite=overwrite,
-            state_dir=state,
-            trajectories=trajectories,
-            progress=Progress(_console().print),
-        )
-        _print_score(report)
-
-    _run(body)
-
-
-@app.command()
-def update(
-    model: str = typer.Option(..., "--model", help="The model that made the state (models:/..., runs:/... or a path)."),
-    state: Path = typer.Option(
-        ..., "--state", help="Twin state directory from `twinml score --state`; advanced in place."
-    ),
-    events: Path = typer.Option(..., "--events", help="MEDS directory of the events since the state was saved."),
-    as_of: str = typer.Option(..., "--as-of", help="Advance to this date/time; later events are not read."),
-    out: Path = typer.Option(..., "--out", help="Parquet scores of the subjects the new events touch (atomic)."),
-    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
-    overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
-):
-    """Advance the twins of a scored panel over new events; score only the subjects they touch."""
-
-    def body():
-        from ._cli_tables import _print_update
-        from .pipeline import Progress
-        from .scoring import update as run
-
-        report = run(
-            model,
-            state,
-            events,
-            as_of,
-            out,
-            tracking_uri=tracking_uri,
-            overwrite=overwrite,
-            progress=Progress(_console().print),
-        )
-        _print_update(report, out)
-
-    _run(body)
-
-
-@app.command()
-def promote(
-    name: str = typer.Argument(..., help="Registered model name."),
-    version: str = typer.Option(..., "--version", help="Model version to promote."),
-    alias: str = typer.Option("champion", "--alias", help="Alias to point at the version."),
-    override: str | None = typer.Option(
-        None, "--override", help="Promote without a passed audit; the reason is recorded on the version."
-    ),
-    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
-):
-    """Point an alias at a model version, only if its audit gates passed (or with a recorded override)."""
-
-    def body():
-        from ._cli_tables import _print_promoted
-        from .tracking import promote as run
-
-        _print_promoted(name, alias, run(name, version, alias, override_reason=override, tracking_uri=tracking_uri))
-
-    _run(body)
-
-
-@app.command()
 def audit(
     model: str = typer.Option(..., "--model", help="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model."),
     events: Path = typer.Option(..., "--events", help="MEDS directory with the subjects to audit on."),
@@ -465,6 +342,9 @@ def quickstart(
         _print_quickstart_result(res, n_subjects)
 
     _run(body)
+
+
+from . import _cli_operate  # noqa: E402, F401  (registers score, update, promote, monitor)
 
 
 def main():

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from .._arrays import tie_keys
 from .._validation import ConfigError, check_positive_int
 from ._codes import OUTCOMES, PLANS, RACE_GROUPS, STATIC_CODES, code_descriptions
+from ._drift import load_drift, recorded_with_drift
 from ._process import DT, EFFECTS, ONE_TIME, OUTCOME_NAMES, TREATMENT_NAMES, hazards
 from ._simulator import DYNAMIC_CODES, run_process
 from ._truth import cumulative_incidence, steps_needed
@@ -103,6 +104,7 @@ def simulate(
     treatment_rate_scale: float = 1.0,
     treatment_decisions: str = "visits",
     split_fractions=(0.8, 0.1, 0.1),
+    drift: dict | None = None,
     progress=None,
 ) -> SimulatedCohort:
     """Simulate a cohort of patients whose true risks are known.
@@ -135,6 +137,12 @@ def simulate(
         ``yearly_review``: every followed subject has a review visit at each whole year after ``start``
         (the ground-truth times); treatments start only there, prescribed one minute after the review's
         readings and acting at once, so the ground-truth plans are exactly the decisions the records show.
+    drift : dict, optional
+        Shifts planted from ``from_year`` years after ``start`` on, for testing a monitor:
+        ``visit_rate_ratio`` (visits this many times as often), ``hazard_ratio`` (``{outcome: ratio}``;
+        the ground truth includes it), ``lab_offset`` (``{lab name or LOINC code: offset}`` added to
+        recorded values: a new assay), ``recode`` (``{old code: new code}``, a new coding practice,
+        for a ``recode_share`` of the old code's events). The truth readings stay noise-free values.
 
     Examples
     --------
@@ -161,7 +169,8 @@ def simulate(
         treatment_decisions=treatment_decisions,
         split_fractions=list(split_fractions),
     )
-    _check_settings(**config)
+    planted = _check_settings(**config, drift=drift)
+    config |= {"drift": planted.model_dump()} if planted is not None else {}
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     t = _time.perf_counter()
@@ -178,6 +187,7 @@ def simulate(
         treatment_effect_scale=treatment_effect_scale,
         treatment_rate_scale=treatment_rate_scale,
         treatment_decisions=treatment_decisions,
+        drift=planted,
     )
     say(f"simulated {n_subjects:,} subjects over {years} years in {_time.perf_counter() - t:.1f}s")
     return _cohort(res, rng, config, say)
@@ -194,9 +204,10 @@ def _check_settings(
     visit_rate_ratio,
     bias_group,
     split_fractions,
+    drift=None,
     **_,
-) -> None:
-    """The simulator's settings, each checked with a message naming it."""
+):
+    """The simulator's settings, each checked with a message naming it; returns the planted drift (or None)."""
     check_positive_int(n_subjects, name="n_subjects", owner="simulate")
     check_positive_int(years, name="years", owner="simulate")
     for h in horizons_days:
@@ -225,6 +236,7 @@ def _check_settings(
             "The 'split_fractions' parameter of simulate must be three non-negative shares summing to 1. Got "
             f"{split_fractions!r} instead."
         )
+    return load_drift(drift, dynamic_codes=DYNAMIC_CODES)
 
 
 def _cohort(res, rng, config: dict, say) -> SimulatedCohort:
@@ -242,7 +254,9 @@ def _cohort(res, rng, config: dict, say) -> SimulatedCohort:
     position[order] = np.arange(n_subjects)
     subject_ids = 1_000_000 + np.arange(n_subjects, dtype=np.int64)
     t = _time.perf_counter()
-    events = _events_table(res, start_s=start_s, position=position, subject_ids=subject_ids)
+    drift = load_drift(config.get("drift"), dynamic_codes=DYNAMIC_CODES)
+    drift_rng = np.random.default_rng([config["seed"], 1])  # its own stream: other outputs do not move
+    events = _events_table(res, start_s=start_s, position=position, subject_ids=subject_ids, drift=(drift, drift_rng))
     say(f"built {events.num_rows:,} MEDS events in {_time.perf_counter() - t:.1f}s")
     splits = pd.DataFrame({"subject_id": subject_ids[order], "split": split_names[split_idx[order]]})
     truth = _truth_table(
@@ -268,13 +282,14 @@ def code_table(codes) -> pd.DataFrame:
     )
 
 
-def _events_table(res, *, start_s, position, subject_ids) -> pa.Table:
+def _events_table(res, *, start_s, position, subject_ids, drift=(None, None)) -> pa.Table:
     st = res.statics
     n = st.age0.size
     sid, years, code, value = res.log.arrays()
     dyn_time_s = start_s + np.round(years * 365.0 * 86400.0).astype(np.int64)
-    # Static facts (time null) and birth.
+    # Static facts (time null) and birth; the codes a planted recoding writes come last.
     all_codes = list(DYNAMIC_CODES) + list(STATIC_CODES)
+    code, value, all_codes = recorded_with_drift(years, code, value, drift[0], all_codes, drift[1])
     cid = {c: i for i, c in enumerate(all_codes)}
     subj = np.arange(n, dtype=np.int32)
     sex_code = np.where(st.male, cid["GENDER//M"], cid["GENDER//F"])

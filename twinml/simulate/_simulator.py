@@ -93,12 +93,15 @@ def run_process(
     treatment_effect_scale,
     treatment_rate_scale=1.0,
     treatment_decisions="visits",
+    drift=None,
 ):
     """Simulate ``years`` of records plus ``extra_steps`` of unrecorded future for ground truth.
 
     ``treatment_decisions``: ``visits`` (treatments may start at any outpatient visit and act from the
     next step) or ``yearly_review`` (every followed subject has a review visit at each whole year; only
     there may treatments start, prescribed a minute after the review's readings and acting at once).
+    ``drift`` (a :class:`~twinml.simulate._drift.Drift`): from its ``from_year`` on, visits come
+    ``visit_rate_ratio`` times as often and each outcome's hazard is multiplied by its ``hazard_ratio``.
     """
     n = n_subjects
     st = draw_statics(n, rng, bias_group=bias_group, follow_up_loss_per_year=follow_up_loss_per_year)
@@ -123,6 +126,7 @@ def run_process(
     )
     coded, recorded, end_years, log = chart.coded, chart.recorded, chart.end_years, chart.log
 
+    shift_step = n_steps + extra_steps if drift is None else int(np.ceil(drift.from_year / DT - 1e-9))
     for s in range(t_ext):
         t0 = s * DT
         age = st.age0 + t0
@@ -133,7 +137,7 @@ def run_process(
             z = z_u[:, s] + on.astype(np.float32) @ effects
             _review(t0, st, end_years, alive, z, age, on, coded, recorded, rng, log, treatment_rate_scale)
         z = z_u[:, s] + on.astype(np.float32) @ effects
-        lam = hazards(z, age, st.male, st.deprivation, st.smoker)
+        lam = _drifted(s, shift_step, drift, chart, hazards(z, age, st.male, st.deprivation, st.smoker))
         lam_hist[:, s] = lam
         if not alive.any():
             continue
@@ -143,6 +147,13 @@ def run_process(
         alive &= ~dies
     _observation_periods(st, death_time, end_years, log)
     return ProcessResult(st, log, z_u, on_hist, lam_hist, death_time, onset_time, n_steps)
+
+
+def _drifted(s, shift_step, drift, chart, lam):
+    """From the drift's first step on: visits at the new rate (changed once, at that step), hazards multiplied."""
+    if s == shift_step:
+        chart.visit_rate = chart.visit_rate * drift.visit_rate_ratio
+    return lam * drift.hazard_multipliers() if s >= shift_step else lam
 
 
 def _new_chart(st, years, rng, underdiagnosis_rate, visit_rate_per_year, visit_rate_ratio, rate_scale, reviews):

@@ -20,7 +20,15 @@ from ._mlflow import (
     resolve_tracking_uri,
 )
 from ._pyfunc import RiskModelPyfunc, as_pyfunc_input, prediction_index, synthetic_input_example
-from ._runs import active_tracking_uri, log_audit_run, log_training_run, training_run_config, training_run_id
+from ._runs import (
+    MONITOR_PASSED_TAG,
+    active_tracking_uri,
+    log_audit_run,
+    log_monitor_run,
+    log_training_run,
+    training_run_config,
+    training_run_id,
+)
 
 __all__ = [
     "resolve_tracking_uri",
@@ -47,5 +55,7 @@ __all__ = [
     "training_run_id",
     "training_run_config",
     "log_audit_run",
+    "log_monitor_run",
+    "MONITOR_PASSED_TAG",
     "active_tracking_uri",
 ]

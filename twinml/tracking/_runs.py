@@ -28,8 +28,11 @@ __all__ = [
     "training_run_id",
     "training_run_config",
     "log_audit_run",
+    "log_monitor_run",
     "active_tracking_uri",
 ]
+
+MONITOR_PASSED_TAG = "twinml.monitor.passed"
 
 CONFIG_ARTIFACTS = ("config.yaml", "config.json")
 
@@ -169,6 +172,50 @@ def log_audit_run(report: dict, out: Path, *, experiment: str, tracking_uri: str
     if loaded.version:
         client.set_model_version_tag(loaded.name, loaded.version, AUDIT_PASSED_TAG, str(report["passed"]).lower())
         client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
+    return run_id
+
+
+def log_monitor_run(
+    report: dict, out: Path | None, *, model_uri: str, experiment: str, tracking_uri: str | None
+) -> str:
+    """A run of ``experiment`` holding a monitoring report (``out`` as artifacts under ``monitor/``), linked to
+    the model: the largest PSI per feature group, the number of flagged features, the unseen-code rate and the
+    verdict. A registered version gets the tags ``twinml.monitor.passed`` and ``twinml.monitor.run_id``.
+
+    Only aggregates reach MLflow (no subject, and no count that could be a small cell).
+    """
+    from ._mlflow import resolve_model_version
+
+    mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
+    client = mlflow.MlflowClient()
+    mv = resolve_model_version(model_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    tags = {"twinml.monitor.model_uri": model_uri, MONITOR_PASSED_TAG: str(report["passed"]).lower()}
+    if mv is not None:
+        tags |= {"twinml.monitor.model_name": mv.name, "twinml.monitor.model_version": str(mv.version)}
+    name = f"monitor {mv.name} v{mv.version}" if mv is not None else f"monitor {model_uri}"
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    run_id = run.info.run_id
+    status = "FAILED"
+    try:
+        client.log_param(run_id, "reference_as_of", report["reference"]["as_of"])
+        client.log_param(run_id, "current_as_of", report["current"]["as_of"])
+        metrics = {f"monitor/max_psi/{g['group']}": g["worst"]["psi"] for g in report["groups"]}
+        metrics["monitor/flagged_features"] = float(sum(f["flagged"] for f in report["features"]))
+        if report["unseen_codes"] is not None:
+            metrics["monitor/unseen_code_rate"] = report["unseen_codes"]["rate"]
+        metrics["monitor/gates_failed"] = float(sum(not g["passed"] for g in report["gates"]))
+        for key, value in metrics.items():
+            client.log_metric(run_id, key.replace(" ", "_"), float(value))
+        if out is not None:
+            client.log_artifacts(run_id, str(out), artifact_path="monitor")
+        status = "FINISHED"
+    finally:
+        client.set_terminated(run_id, status=status)
+    if mv is not None:
+        client.set_model_version_tag(mv.name, str(mv.version), MONITOR_PASSED_TAG, str(report["passed"]).lower())
+        client.set_model_version_tag(mv.name, str(mv.version), "twinml.monitor.run_id", run_id)
     return run_id
 
 
