@@ -143,9 +143,11 @@ def test_drift_knobs_shift_what_they_name_from_their_date_and_nothing_before():
     assert (late["code"] == "RxNorm/83367").sum() == 0 and (late["code"] == "RxNorm/617312").sum() > 0
     hba1c = lambda ev: ev.loc[(ev["time"] >= cut) & (ev["code"] == "LOINC/4548-4"), "numeric_value"].mean()  # noqa: E731
     assert hba1c(ev1) - hba1c(ev0) > 0.3  # (the hazard change also moves who is measured: not exactly 0.5)
-    truth = lambda c, year: c.truth.loc[
-        (c.truth["plan"] == "observed") & (c.truth["prediction_time"].dt.year == year), "t2d_365d"
-    ].mean()  # noqa: E731
+
+    def truth(cohort, year):
+        t = cohort.truth
+        return t.loc[(t["plan"] == "observed") & (t["prediction_time"].dt.year == year), "t2d_365d"].mean()
+
     assert truth(drifted, 2013) == pytest.approx(truth(base, 2013))  # the truth before the shift's horizon is untouched
     assert truth(drifted, 2016) > 2.0 * truth(base, 2016)
     assert drifted.config["drift"]["hazard_ratio"] == {"t2d": 3.0} and "drift" not in base.config
