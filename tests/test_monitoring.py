@@ -186,3 +186,134 @@ def test_report_renders_in_headless_chromium(panels, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "twinml monitoring report" in proc.stdout and "FAILED" in proc.stdout
     assert proc.stdout.count("<img") == 1 and "LOINC/4548-4" in proc.stdout
+
+
+# ---- performance over time and recalibration, against a real registry --------------------------------
+
+
+@pytest.fixture(scope="module")
+def degraded(tmp_path_factory):
+    """A population whose T2D hazard triples from 2014; LightGBM trained on the rows before 2013 and
+    registered; the held-out half scored every year."""
+    from twinml.config import load_config
+    from twinml.pipeline import train
+    from twinml.scoring import score
+
+    root = tmp_path_factory.mktemp("degraded")
+    knobs = {"from_year": 4, "hazard_ratio": {"t2d": 3.0}}
+    simulate(n_subjects=4000, seed=11, years=12, drift=knobs, split_fractions=(0.45, 0.05, 0.5)).write(root / "meds")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    config = {
+        "name": "watch",
+        "data": {"source": "meds", "path": str(root / "meds")},
+        "task": {
+            "name": "t2d",
+            "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}},
+            "horizons_days": [365],
+            "prediction_times": {"strategy": "yearly", "start": "2012-01-01", "every_days": 91},
+            "split": {"strategy": "temporal", "train_before": "2013-01-01", "test_from": "2014-01-01"},
+        },
+        "model": {"kind": "lightgbm"},
+        "evaluation": {"splits": ["held_out_same_period"], "n_bootstrap": 0},
+        "tracking": {"experiment": "watch", "register_as": "t2d-watch"},
+    }
+    train(load_config(config), tracking_uri=uri)
+    history = []
+    for year in range(2012, 2021, 2):
+        history.append(root / f"scores-{year}.parquet")
+        score("models:/t2d-watch/1", root / "meds", f"{year}-07-01", history[-1], tracking_uri=uri)
+    return root, uri, history
+
+
+def test_performance_over_time_shows_the_planted_drop_and_recommends_recalibration(degraded, tmp_path):
+    import mlflow
+
+    root, uri, history = degraded
+    policy = MonitorPolicy(period="quarter", n_bootstrap=50)
+    res = run_monitor(
+        history=history, outcomes=root / "meds", model_uri="models:/t2d-watch/1", policy=policy,
+        tracking_uri=uri, out=tmp_path / "perf",
+    )  # fmt: skip
+    rows = {r["period"]: r for r in res.report["performance"]["rows"]}
+    assert list(rows) == ["2012Q3", "2014Q3", "2016Q3", "2018Q3", "2020Q3"]
+    before, after = rows["2012Q3"], rows["2018Q3"]
+    assert before["oe_lo"] <= 1.25 and before["oe_hi"] >= 0.8  # calibrated before the shift
+    assert after["oe_lo"] > 1.25  # the tripled hazard: credibly more events than predicted
+    assert after["auroc_lo"] < after["auroc"] < after["auroc_hi"]
+    (rec,) = res.report["performance"]["recommendations"]
+    assert rec["action"] == "recalibrate" and rec["period"] == "2020Q3"
+    assert not res.passed and any(g["name"].startswith("O/E t2d_365d") and not g["passed"] for g in res.report["gates"])
+    version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("t2d-watch", "1")
+    assert version.tags["twinml.monitor.passed"] == "false"
+    assert "Performance over time" in (tmp_path / "perf" / "report.html").read_text()
+
+
+def test_recalibration_registers_a_new_version_that_restores_calibration(degraded):
+    import mlflow
+
+    from twinml.cohort import TaskDefinition
+    from twinml.data import read_meds
+    from twinml.models import RecalibratedModel
+    from twinml.monitoring import label_scores, recalibrate
+    from twinml.scoring import score
+    from twinml.tracking import load_registered_model
+
+    root, uri, history = degraded
+    # the last year whose outcomes are all in by the 2019-07-01 scoring
+    report = recalibrate("models:/t2d-watch/1", root / "meds", start="2017-07-01", end="2018-06-30", tracking_uri=uri)
+    assert report.version == "2" and report.parent_version == "1"
+    (update,) = report.updates
+    assert update["hazard_ratio"] > 1.5 and abs(update["oe_after"] - 1.0) < 0.05
+    tags = mlflow.MlflowClient(tracking_uri=uri).get_model_version("t2d-watch", "2").tags
+    assert tags["twinml.recalibrated_from"] == "models:/t2d-watch/1"
+    assert tags["twinml.recalibration.window"] == "2017-07-01..2018-06-30"
+    loaded = load_registered_model("models:/t2d-watch/2", tracking_uri=uri)
+    assert isinstance(loaded.model, RecalibratedModel)
+    # judged after the window, on the later scores of the same panel by both versions (pooled: ~200 events)
+    task = TaskDefinition.model_validate(
+        {"name": "t2d", "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}}, "horizons_days": [365]}
+    )
+    events = read_meds(root / "meds")
+    oe = {}
+    for v in ("1", "2"):
+        files = [root / f"v{v}-{d}.parquet" for d in ("2019-01-01", "2019-07-01", "2020-01-01", "2020-07-01")]
+        for f in files:
+            score(f"models:/t2d-watch/{v}", root / "meds", f.stem[3:], f, tracking_uri=uri)
+        rows = label_scores(files, events, task)
+        oe[v] = rows["outcome"].sum() / rows["risk"].sum()
+    assert oe["1"] > 1.5 and 0.7 < oe["2"] < 1.3 and abs(oe["2"] - 1.0) < abs(oe["1"] - 1.0) / 2, oe
+
+
+def test_the_cloglog_update_recovers_a_hazard_ratio():
+    from twinml.models import cloglog_update, fit_cloglog
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.2, 200_000)
+    y = rng.random(p.size) < 1 - (1 - p) ** 2  # the cumulative hazard doubled
+    a, b = fit_cloglog(y, p)
+    assert np.exp(a) == pytest.approx(2.0, rel=0.03) and b == 1.0
+    assert cloglog_update(np.array([0.1]), np.log(2.0), 1.0)[0] == pytest.approx(0.19)
+    curve = cloglog_update(np.array([0.05, 0.1, 0.2]), 0.3, 0.7)
+    assert np.all(np.diff(curve) > 0)  # a monotone map: risk curves stay ordered by horizon
+
+
+def test_output_drift_compares_two_scores_files(degraded, tmp_path):
+    root, _, history = degraded
+    table = pq.read_table(history[-1])
+    risk = table.column("t2d_365d").to_numpy()
+    doubled = table.set_column(table.schema.get_field_index("t2d_365d"), "t2d_365d", pa.array(np.minimum(risk * 2, 1)))
+    pq.write_table(doubled.replace_schema_metadata(table.schema.metadata), tmp_path / "doubled.parquet")
+    same = run_monitor(history[-1], history[-1])
+    assert same.passed and [g["group"] for g in same.report["groups"]] == ["predicted risk"]
+    moved = run_monitor(history[-1], tmp_path / "doubled.parquet")
+    assert moved.report["groups"][0]["flagged"] == ["t2d_365d"] and moved.report["unseen_codes"] is None
+    assert [g["name"] for g in moved.report["gates"] if not g["passed"]] == ["no output drift"]
+    with pytest.raises(ConfigError, match="was scored as of"):
+        run_monitor([root / "meds", history[0]], history[-1], reference_as_of="2001-01-01")
+
+
+def test_recalibrate_cli_refuses_an_empty_window(degraded):
+    root, uri, _ = degraded
+    args = ["recalibrate", "--model", "models:/t2d-watch/1", "--events", str(root / "meds"), "--tracking-uri", uri]
+    res = CliRunner().invoke(app, [*args, "--from", "2018-01-01", "--to", "2017-01-01"])
+    assert res.exit_code == 2 and "must come before its end" in res.output

@@ -1,5 +1,5 @@
 """The operator's commands of the ``twinml`` CLI: score a panel, advance its twins, promote a model,
-monitor the panel it scores. Registered on the same app as :mod:`twinml.cli`; thin in the same way:
+monitor the panel it scores, recalibrate it. Registered on the same app as :mod:`twinml.cli`; thin in the same way:
 each declares its options, calls one function of the Python API and one renderer of ``_cli_tables``.
 """
 
@@ -124,10 +124,17 @@ def promote(
 @app.command()
 def monitor(
     reference: list[Path] = typer.Option(
-        ..., "--reference", help="What the model was validated on: a MEDS directory and/or a scores file (repeat)."
+        [], "--reference", help="What the model was validated on: a MEDS directory and/or a scores file (repeat)."
     ),
     current: list[Path] = typer.Option(
-        ..., "--current", help="The panel being scored now: a MEDS directory and/or a scores file (repeat)."
+        [], "--current", help="The panel being scored now: a MEDS directory and/or a scores file (repeat)."
+    ),
+    history: list[Path] = typer.Option(
+        [], "--history", help="Earlier scores files (repeat): with --outcomes, performance over time."
+    ),
+    outcomes: Path | None = typer.Option(None, "--outcomes", help="MEDS directory with the outcomes since then."),
+    config: Path | None = typer.Option(
+        None, "--config", help="Experiment YAML giving the task (default: the model's training config)."
     ),
     out: Path = typer.Option(..., "--out", help="Directory for report.html and monitor.json."),
     model: str | None = typer.Option(
@@ -148,12 +155,16 @@ def monitor(
 
     def body():
         from ._cli_tables import _print_monitor
+        from .config import load_config
         from .monitoring import load_monitor_policy, run_monitor
         from .pipeline import Progress
 
         res = run_monitor(
-            reference,
-            current,
+            reference or None,
+            current or None,
+            history=history,
+            outcomes=outcomes,
+            task=load_config(config).task if config else None,
             out=out,
             model_uri=model,
             policy=load_monitor_policy(policy),
@@ -170,3 +181,37 @@ def monitor(
     res = _run(body)
     if not res.passed:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def recalibrate(
+    model: str = typer.Option(..., "--model", help="models:/NAME/VERSION or models:/NAME@ALIAS of a risk model."),
+    events: Path = typer.Option(..., "--events", help="MEDS directory with recent records and their outcomes."),
+    start: str | None = typer.Option(None, "--from", help="First prediction time used (default: a year before --to)."),
+    end: str | None = typer.Option(
+        None, "--to", help="Last prediction time used (default: a horizon before the data end)."
+    ),
+    slope: bool = typer.Option(False, help="Fit a slope as well as the intercept (default: a hazard ratio only)."),
+    register_as: str | None = typer.Option(None, help="Registered model name (default: the model's own)."),
+    tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
+):
+    """Refit a model's calibration on recent labelled data; register it as a new version with its lineage."""
+
+    def body():
+        from ._cli_tables import _print_recalibrated
+        from .monitoring import recalibrate as run
+        from .pipeline import Progress
+
+        report = run(
+            model,
+            events,
+            start=start,
+            end=end,
+            slope=slope,
+            register_as=register_as,
+            tracking_uri=tracking_uri,
+            progress=Progress(_console().print),
+        )
+        _print_recalibrated(report)
+
+    _run(body)

@@ -283,10 +283,44 @@ def _print_audit(res):
 
 
 def _print_monitor(res):
-    """Drift per feature group (with its largest shift), then the gates."""
+    """Drift per feature group (with its largest shift), performance by period, then the gates."""
+    r = res.report
+    if "groups" in r:
+        _print_drift(r)
+    if r.get("performance"):
+        _print_performance(r["performance"])
     from rich.table import Table
 
-    r = res.report
+    g = Table(title=f"monitor gates: {'PASSED' if r['passed'] else 'FAILED'}")
+    for col in ("gate", "value", "rule", "result"):
+        g.add_column(col)
+    for gate in r["gates"]:
+        value = number(gate["value"], 4) if isinstance(gate["value"], float) else str(gate["value"])
+        g.add_row(gate["name"], value, gate["rule"], "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]")
+    _console().print(g)
+    if res.out_dir is not None:
+        _console().print(f"report: {res.out_dir / 'report.html'}")
+
+
+def _print_recalibrated(report):
+    from rich.table import Table
+
+    t = Table(title=f"{report.name} version {report.version}: recalibrated from version {report.parent_version}")
+    for col in ("outcome", "rows", "update", "O/E before", "O/E after"):
+        t.add_column(col)
+    for u in report.updates:
+        if "skipped" in u:
+            t.add_row(u["outcome"], str(u["rows"]), u["skipped"], "-", "-")
+            continue
+        update = f"hazard x {u['hazard_ratio']:.3f}" if u["hazard_ratio"] else f"a={u['a']:.3f}, b={u['b']:.3f}"
+        t.add_row(u["outcome"], str(u["rows"]), update, number(u["oe_before"], 3), number(u["oe_after"], 3))
+    _console().print(t)
+    _console().print(f"window {report.start}..{report.end}; run {report.run_id}")
+
+
+def _print_drift(r):
+    from rich.table import Table
+
     t = Table(title=f"monitor: reference {r['reference']['as_of'][:10]} vs current {r['current']['as_of'][:10]}")
     for col in ("group", "features tested", "flagged", "largest shift (PSI)"):
         t.add_column(col)
@@ -300,15 +334,30 @@ def _print_monitor(res):
             f"{worst['feature']} ({number(worst['psi'])})",
         )
     _console().print(t)
-    g = Table(title=f"monitor gates: {'PASSED' if r['passed'] else 'FAILED'}")
-    for col in ("gate", "value", "rule", "result"):
-        g.add_column(col)
-    for gate in r["gates"]:
-        value = number(gate["value"], 4) if isinstance(gate["value"], float) else str(gate["value"])
-        g.add_row(gate["name"], value, gate["rule"], "[green]pass[/green]" if gate["passed"] else "[red]FAIL[/red]")
-    _console().print(g)
-    if res.out_dir is not None:
-        _console().print(f"report: {res.out_dir / 'report.html'}")
+
+
+def _print_performance(perf):
+    from rich.table import Table
+
+    t = Table(title="performance over time (95% intervals)")
+    for col in ("label", "period", "n", "AUROC", "O/E", "slope"):
+        t.add_column(col)
+    for row in perf["rows"]:
+        if row["suppressed"]:
+            t.add_row(row["label"], row["period"], "suppressed", "-", "-", "-")
+            continue
+        t.add_row(
+            row["label"],
+            row["period"],
+            str(row["n"]),
+            f"{number(row['auroc'])} [{number(row['auroc_lo'])}, {number(row['auroc_hi'])}]",
+            f"{number(row['observed_expected'], 2)} [{number(row['oe_lo'], 2)}, {number(row['oe_hi'], 2)}]",
+            f"{number(row['calibration_slope'], 2)} [{number(row['slope_lo'], 2)}, {number(row['slope_hi'], 2)}]",
+        )
+    _console().print(t)
+    for rec in perf["recommendations"]:
+        if rec["action"] != "none":
+            _console().print(f"[yellow]{rec['label']}: {rec['action']}[/yellow] - {rec['why']}")
 
 
 def _print_whatif_written(result, out, html_report):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ._validation import NonNegativeInt, PositiveInt, StrictModel, load_validated
+from ._validation import ConfigError, NonNegativeInt, PositiveInt, StrictModel, load_validated
 from .cohort import TaskDefinition
 
 __all__ = [
@@ -152,3 +152,25 @@ class ExperimentConfig(StrictModel):
 def load_config(path_or_dict) -> ExperimentConfig:
     """Read and validate an experiment config (relative paths are relative to the working directory)."""
     return load_validated(ExperimentConfig, path_or_dict, what="config", source="config")
+
+
+def model_config(model_uri: str, *, what: str) -> tuple[str | None, ExperimentConfig]:
+    """The run that trained ``model_uri`` and the experiment config logged with it (tracking URI already set).
+
+    ``what`` names the command in the error when there is no such run or config ("audit", "monitor").
+    """
+    import yaml
+
+    from . import tracking
+
+    mv = tracking.resolve_model_version(model_uri)
+    run_id = tracking.training_run_id(model_uri, mv)
+    if run_id is None:
+        raise ConfigError(f"{what}: cannot find the training run of {model_uri!r}; pass --config.")
+    text = tracking.training_run_config(run_id)
+    if text is None:
+        raise ConfigError(
+            f"{what}: the model's training run {run_id} has no config.yaml/config.json artifact; "
+            "pass the experiment config with --config."
+        )
+    return run_id, load_config(yaml.safe_load(text))

@@ -27,22 +27,6 @@ class AuditResult:
     mlflow_run_id: str | None
 
 
-def _run_config(run_id):
-    """The experiment config logged with the model's training run."""
-    import yaml
-
-    from .. import tracking
-    from ..config import load_config
-
-    text = tracking.training_run_config(run_id)
-    if text is None:
-        raise ConfigError(
-            f"audit: the model's training run {run_id} has no config.yaml/config.json artifact; "
-            "pass the experiment config with --config."
-        )
-    return load_config(yaml.safe_load(text))
-
-
 def run_audit(
     model_uri: str,
     meds_dir,
@@ -103,14 +87,12 @@ def run_audit(
 def _training_run(model_uri, loaded, config):
     """The model's training run id, and the experiment config: ``config`` if given, else the run's."""
     from .. import tracking
+    from ..config import model_config
 
-    mv = tracking.resolve_model_version(model_uri) if loaded.version else None
-    run_id = tracking.training_run_id(model_uri, mv)
     if config is None:
-        if run_id is None:
-            raise ConfigError(f"audit: cannot find the training run of {model_uri!r}; pass --config.")
-        config = _run_config(run_id)
-    return run_id, config
+        return model_config(model_uri, what="audit")
+    mv = tracking.resolve_model_version(model_uri) if loaded.version else None
+    return tracking.training_run_id(model_uri, mv), config
 
 
 def _lineage(model_uri, loaded, run_id, meds_dir, config, policy) -> dict:

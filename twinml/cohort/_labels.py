@@ -59,8 +59,13 @@ class Cohort:
     label_counts: pd.DataFrame
 
 
-def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: pd.DataFrame | None = None) -> Cohort:
+def build_labels(
+    events: pd.DataFrame, *, task: TaskDefinition, subject_splits: pd.DataFrame | None = None, at=None
+) -> Cohort:
     """Build the labels of ``task`` from MEDS events, vectorised over all subjects.
+
+    ``at`` (``subject_id``, ``prediction_time``) replaces the task's prediction times with these rows
+    (e.g. the times a panel was scored at); the eligibility, label and censoring rules are the same.
 
     Examples
     --------
@@ -83,7 +88,7 @@ def build_labels(events: pd.DataFrame, *, task: TaskDefinition, subject_splits: 
     birth = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_BIRTH"]), n_subj, "min")
     death = per_subject_reduce(ev.subject, ev.time, ev.codes_matching(codes=["MEDS_DEATH"]), n_subj, "min")
 
-    subj, pt = _candidate_times(ev, task, first, last, dynamic)
+    subj, pt = _candidate_times(ev, task, first, last, dynamic) if at is None else _given_times(ev, at)
     steps = [("candidate prediction times", subj)]
     keep = (first[subj] != NAT) & (first[subj] <= pt - task.min_history_days * _DAY_US)
     subj, pt = subj[keep], pt[keep]
@@ -172,6 +177,18 @@ def _cohort_from_files(events, task, subject_splits) -> Cohort:
 
 def _temporal_step(task) -> str:
     return f"in the temporal split's periods (before {task.split.train_before} or from {task.split.test_from})"
+
+
+def _given_times(ev, at: pd.DataFrame):
+    """Rows of ``at`` as (subject rank, time in µs); a subject without events is an error."""
+    order = np.argsort(ev.subjects, kind="stable")
+    sid = at["subject_id"].to_numpy(np.int64)
+    pos = np.searchsorted(ev.subjects[order], sid).clip(0, max(ev.subjects.size - 1, 0))
+    found = ev.subjects.size > 0 and ev.subjects[order][pos] == sid
+    if not np.all(found):
+        missing = sid[~np.asarray(found, bool)] if ev.subjects.size else sid
+        raise ConfigError(f"labels at given times: subject {missing[0]} has no events ({missing.size} such rows)")
+    return order[pos], at["prediction_time"].to_numpy("datetime64[us]").astype(np.int64)
 
 
 def _candidate_times(ev, task, first, last, dynamic):

@@ -4,7 +4,15 @@ simulated data."""
 from ._calibration import calibration_summary, reliability_table
 from ._display import ReliabilityDisplay, reliability_figure
 from ._explain import Attributions, code_importance, explain_model, patient_drivers, window_importance
-from ._fairness import DEFAULT_ATTRIBUTES, MIN_CELL, SUPPRESSED, FairnessResult, subgroup_metrics, subject_attributes
+from ._fairness import (
+    DEFAULT_ATTRIBUTES,
+    MIN_CELL,
+    SUPPRESSED,
+    FairnessResult,
+    poisson_interval,
+    subgroup_metrics,
+    subject_attributes,
+)
 from ._faithfulness import faithfulness
 from ._metrics import (
     binary_metrics,
@@ -20,6 +28,7 @@ from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predic
 __all__ = [
     "binary_metrics",
     "bootstrap_ci",
+    "poisson_interval",
     "calibration_slope_intercept",
     "evaluate_risks",
     "expected_calibration_error",

@@ -24,7 +24,14 @@ from ._metrics import bootstrap_ci, expected_calibration_error
 
 MIN_CELL = 11  # default smallest count shown as a number (subjects, events, non-events)
 
-__all__ = ["SUPPRESSED", "DEFAULT_ATTRIBUTES", "subject_attributes", "subgroup_metrics", "FairnessResult"]
+__all__ = [
+    "SUPPRESSED",
+    "DEFAULT_ATTRIBUTES",
+    "subject_attributes",
+    "subgroup_metrics",
+    "FairnessResult",
+    "poisson_interval",
+]
 
 SUPPRESSED = "suppressed"
 DEFAULT_ATTRIBUTES = {"sex": "GENDER//", "race": "RACE//", "ethnicity": "ETHNICITY//"}
@@ -268,7 +275,7 @@ def _group_auroc_ci(y, p, sid, sensitive, groups, n_boot, seed):
 def _finish(table):
     table["true_risk_ratio"] = table["mean_risk"] / table["mean_true_risk"]
     expected = table["mean_risk"] * table["n_rows"]
-    lo, hi = _poisson_interval(table["events"].to_numpy(float))
+    lo, hi = poisson_interval(table["events"].to_numpy(float))
     table["observed_expected"] = table["events"] / expected
     table["observed_expected_lo"], table["observed_expected_hi"] = lo / expected, hi / expected
     for c in COUNT_COLUMNS:
@@ -282,7 +289,7 @@ def _suppress(table):
     return out
 
 
-def _poisson_interval(k, confidence=0.95):
+def poisson_interval(k, confidence=0.95):
     """Exact (Garwood) interval of a Poisson count ``k``: the observed events of an O/E ratio."""
     a = (1 - confidence) / 2
     lo = np.where(k > 0, chi2.ppf(a, 2 * k) / 2, 0.0)

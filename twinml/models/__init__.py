@@ -10,6 +10,7 @@ from ._bands import RiskBands
 from ._boosting import LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._protocol import RiskModel
+from ._recalibrated import RecalibratedModel, cloglog_update, fit_cloglog, outcome_of
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = [
@@ -27,6 +28,10 @@ __all__ = [
     "label_matrix",
     "RiskBands",
     "RiskModel",
+    "RecalibratedModel",
+    "fit_cloglog",
+    "cloglog_update",
+    "outcome_of",
 ]
 
 

@@ -6,13 +6,17 @@ and compares them feature by feature: demographics, activity (sequence length, v
 rates, lab values, predicted risks, and codes never seen before. Each feature gets a population
 stability index and a permutation p-value adjusted over the whole report; gates from a policy YAML
 set the verdict; the report is HTML + JSON with small cells suppressed, logged to MLflow against the
-model version.
+model version. With outcomes that have since arrived it reports performance over calendar time and
+recommends recalibration or retraining; :func:`recalibrate` (``twinml recalibrate``) fits the update and
+registers it as a new version with its lineage.
 """
 
 from ._compare import FeatureTable, feature_tables, score_tables, unseen_codes
+from ._performance import label_scores, performance_over_time, recommendations
 from ._policy import MonitorGates, MonitorPolicy, load_monitor_policy
 from ._profile import PanelProfile, profile_events, profile_meds
-from ._report import DriftDisplay, RiskShiftDisplay, render_html
+from ._recalibrate import RecalibrationReport, recalibrate
+from ._report import DriftDisplay, PerformanceDisplay, RiskShiftDisplay, render_html
 from ._run import MONITOR_FILES, MonitorResult, Panel, compare_panels, run_monitor
 
 __all__ = [
@@ -34,4 +38,10 @@ __all__ = [
     "render_html",
     "DriftDisplay",
     "RiskShiftDisplay",
+    "PerformanceDisplay",
+    "label_scores",
+    "performance_over_time",
+    "recommendations",
+    "recalibrate",
+    "RecalibrationReport",
 ]

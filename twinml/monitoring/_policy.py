@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from .._validation import PositiveInt, StrictModel, load_validated
@@ -13,11 +15,17 @@ __all__ = ["MonitorPolicy", "MonitorGates", "load_monitor_policy"]
 class MonitorGates(StrictModel):
     """``input_drift`` / ``output_drift``: fail when any input feature / predicted-risk column is
     flagged; ``max_unseen_code_rate``: fail when more of the current window's events than this carry
-    a code the reference never recorded (``null`` switches a gate off)."""
+    a code the reference never recorded. With outcomes (performance over time), on each label's
+    latest reported period: ``min_observed_expected`` / ``max_observed_expected``: fail when the
+    whole O/E interval lies outside; ``max_auroc_drop``: fail when the AUROC interval lies wholly
+    below the first period's AUROC minus this. ``null`` switches a gate off."""
 
     input_drift: bool = True
     output_drift: bool = True
     max_unseen_code_rate: float | None = 0.01
+    min_observed_expected: float | None = 0.8
+    max_observed_expected: float | None = 1.25
+    max_auroc_drop: float | None = 0.05
 
 
 class MonitorPolicy(StrictModel):
@@ -26,7 +34,8 @@ class MonitorPolicy(StrictModel):
     A feature is flagged when its Westfall-Young adjusted permutation p-value is below ``alpha`` and
     its population stability index reaches ``min_psi``. Features are profiled over the
     ``lookback_days`` before each panel's as-of time; a feature is tested when it has
-    ``min_subjects`` subjects; counts under ``min_cell`` are suppressed in the report.
+    ``min_subjects`` subjects; counts under ``min_cell`` are suppressed in the report. Performance
+    over time pools scores by ``period`` and bootstraps AUROC intervals ``n_bootstrap`` times.
     """
 
     lookback_days: PositiveInt = 365
@@ -36,6 +45,8 @@ class MonitorPolicy(StrictModel):
     min_subjects: PositiveInt = 50
     min_cell: PositiveInt = MIN_CELL
     seed: int = 0
+    period: Literal["quarter", "month"] = "quarter"
+    n_bootstrap: PositiveInt = 200
     gates: MonitorGates = Field(default_factory=MonitorGates)
 
     @field_validator("alpha")

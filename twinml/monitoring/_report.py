@@ -13,7 +13,7 @@ from .._format import cell
 from .._html import REPORT_CSS, status, table
 from .._plotting import Display, png_data_uri
 
-__all__ = ["render_html", "DriftDisplay", "RiskShiftDisplay"]
+__all__ = ["render_html", "DriftDisplay", "RiskShiftDisplay", "PerformanceDisplay"]
 
 _TOP = 20
 
@@ -64,6 +64,36 @@ class RiskShiftDisplay(Display):
         return fig
 
 
+@dataclass
+class PerformanceDisplay(Display):
+    """AUROC and O/E per period with their intervals, one line per label (suppressed periods left out)."""
+
+    rows: list[dict]
+
+    def _draw(self, plt):
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+        shown = [r for r in self.rows if not r["suppressed"]]
+        periods = sorted({r["period"] for r in self.rows})
+        x_of = {p: i for i, p in enumerate(periods)}
+        for label in dict.fromkeys(r["label"] for r in shown):
+            rs = [r for r in shown if r["label"] == label]
+            x = np.array([x_of[r["period"]] for r in rs], float)
+            for ax, (v, lo, hi) in (
+                (ax1, ("auroc", "auroc_lo", "auroc_hi")),
+                (ax2, ("observed_expected", "oe_lo", "oe_hi")),
+            ):
+                y = np.array([r[v] for r in rs])
+                err = np.abs(np.array([[r[lo] for r in rs], [r[hi] for r in rs]], float) - y)
+                ax.errorbar(x, y, yerr=np.nan_to_num(err), marker="o", capsize=2, label=label)
+        ax2.axhline(1.0, color="#444", linestyle="--", linewidth=1)
+        for ax, name in ((ax1, "AUROC"), (ax2, "observed / expected events")):
+            ax.set_xticks(range(len(periods)), periods, rotation=45, fontsize=7)
+            ax.set_ylabel(name)
+        ax1.legend(fontsize=7)
+        fig.tight_layout()
+        return fig
+
+
 def _panel(facts: dict) -> dict:
     return {k: facts.get(k) for k in ("events", "scores", "as_of", "subjects", "model_version")}
 
@@ -71,24 +101,11 @@ def _panel(facts: dict) -> dict:
 def render_html(report: dict) -> str:
     """The whole report, figures embedded as data URIs (opens offline)."""
     passed = report["passed"]
-    features = report["features"]
-    risk = [f for f in features if f["group"] == "predicted risk"]
-    figures = []
-    if features:
-        figures.append(DriftDisplay(features, report["policy"]["min_psi"]).png())
-    if risk:
-        figures.append(RiskShiftDisplay(risk).png())
-    top = sorted(features, key=lambda f: (not f["flagged"], -f["psi"]))[:40]
-    gates = [{**g, "result": None} for g in report["gates"]]
+    gates = report["gates"]
     parts = [
         f"<h1>twinml monitoring report</h1><p class='small'>model {html.escape(str(report['model_uri']))}</p>",
         f"<div class='banner {'pass' if passed else 'fail'}'>{'PASSED' if passed else 'FAILED'}: "
         f"{sum(not g['passed'] for g in gates)} of {len(gates)} gates failed</div>",
-        "<h2>Panels</h2>",
-        table(
-            [{"panel": "reference", **_panel(report["reference"])}, {"panel": "current", **_panel(report["current"])}],
-            ["panel", "events", "scores", "as_of", "subjects", "model_version"],
-        ),
         "<h2>Gates</h2>",
         "<table><tr><th>gate</th><th>value</th><th>rule</th><th>result</th></tr>"
         + "".join(
@@ -97,17 +114,38 @@ def render_html(report: dict) -> str:
             for g in gates
         )
         + "</table>",
+    ]
+    if "groups" in report:
+        parts += _drift_html(report)
+    if report.get("performance"):
+        parts += _performance_html(report["performance"])
+    body = "\n".join(parts)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>twinml monitoring report</title>"
+        f"<style>{REPORT_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+def _drift_html(report: dict) -> list[str]:
+    features = report["features"]
+    risk = [f for f in features if f["group"] == "predicted risk"]
+    figures = []
+    if features:
+        figures.append(DriftDisplay(features, report["policy"]["min_psi"]).png())
+    if risk:
+        figures.append(RiskShiftDisplay(risk).png())
+    top = sorted(features, key=lambda f: (not f["flagged"], -f["psi"]))[:40]
+    groups = [
+        {**g, "flagged": ", ".join(g["flagged"]) or "none", "worst": g["worst"]["feature"], "psi": g["worst"]["psi"]}
+        for g in report["groups"]
+    ]
+    panels = [{"panel": "reference", **_panel(report["reference"])}, {"panel": "current", **_panel(report["current"])}]
+    return [
+        "<h2>Panels</h2>",
+        table(panels, ["panel", "events", "scores", "as_of", "subjects", "model_version"]),
         "<h2>Drift by group</h2>",
         table(
-            [
-                {
-                    **g,
-                    "flagged": ", ".join(g["flagged"]) or "none",
-                    "worst": g["worst"]["feature"],
-                    "psi": g["worst"]["psi"],
-                }
-                for g in report["groups"]
-            ],
+            groups,
             ["group", "tested", "flagged", "worst", "psi"],
             headers=["group", "features tested", "flagged", "largest shift", "its PSI"],
         ),
@@ -117,11 +155,44 @@ def render_html(report: dict) -> str:
         table(top, ["group", "feature", "n_reference", "n_current", "psi", "p_adjusted", "flagged"], digits=4),
         _unseen_html(report),
     ]
-    body = "\n".join(parts)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>twinml monitoring report</title>"
-        f"<style>{REPORT_CSS}</style></head><body>{body}</body></html>"
-    )
+
+
+def _interval(r: dict, value: str, lo: str, hi: str) -> str:
+    if r.get("suppressed"):
+        return "suppressed"
+    return f"{r[value]:.3f} [{r[lo]:.3f}, {r[hi]:.3f}]"
+
+
+def _performance_html(performance: dict) -> list[str]:
+    rows = [
+        {
+            "label": r["label"],
+            "period": r["period"],
+            "n": r["n"] if not r["suppressed"] else "suppressed",
+            "events": r["events"] if not r["suppressed"] else "suppressed",
+            "auroc": _interval(r, "auroc", "auroc_lo", "auroc_hi"),
+            "oe": _interval(r, "observed_expected", "oe_lo", "oe_hi"),
+            "slope": _interval(r, "calibration_slope", "slope_lo", "slope_hi"),
+        }
+        for r in performance["rows"]
+    ]
+    figure = PerformanceDisplay(performance["rows"]).png()
+    return [
+        "<h2>Performance over time</h2>",
+        f"<p class='small'>Earlier scores labelled with the outcomes in {html.escape(performance['outcomes'])} "
+        "by the model's task (censored rows left out); 95% intervals.</p>",
+        table(
+            performance["recommendations"],
+            ["label", "action", "why"],
+            headers=["label", "recommended", "why"],
+        ),
+        f"<div class='figs'><img alt='performance over time' src='{png_data_uri(figure)}'></div>",
+        table(
+            rows,
+            ["label", "period", "n", "events", "auroc", "oe", "slope"],
+            headers=["label", "period", "n", "events", "AUROC", "O/E", "calibration slope"],
+        ),
+    ]
 
 
 def _unseen_html(report: dict) -> str:

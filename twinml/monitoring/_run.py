@@ -114,19 +114,19 @@ def compare_panels(reference: PanelProfile, current: PanelProfile, policy: Monit
     return {"groups": groups, "features": features, "unseen_codes": unseen}
 
 
-def _gates(comparison: dict, policy: MonitorPolicy) -> list[dict]:
+def _gates(report: dict, policy: MonitorPolicy) -> list[dict]:
     g = policy.gates
     gates = []
     for name, on, pick in (
         ("no input drift", g.input_drift, lambda r: r["group"] != RISK),
         ("no output drift", g.output_drift, lambda r: r["group"] == RISK),
     ):
-        rows = [r for r in comparison["groups"] if pick(r)]
+        rows = [r for r in report.get("groups", []) if pick(r)]
         if on and rows:
             drifted = [r["group"] for r in rows if r["drifted"]]
             value = ", ".join(drifted) or "none"
             gates.append({"name": name, "value": value, "rule": "no flagged feature", "passed": not drifted})
-    unseen = comparison["unseen_codes"]
+    unseen = report.get("unseen_codes")
     if g.max_unseen_code_rate is not None and unseen is not None:
         rate = unseen["rate"]
         gates.append(
@@ -137,6 +137,38 @@ def _gates(comparison: dict, policy: MonitorPolicy) -> list[dict]:
                 "passed": rate <= g.max_unseen_code_rate,
             }
         )
+    if report.get("performance"):
+        gates += _performance_gates(report["performance"], g)
+    return gates
+
+
+def _performance_gates(performance: dict, g) -> list[dict]:
+    """Each label's latest reported period: O/E and AUROC against the first period."""
+    gates = []
+    for rec in performance["recommendations"]:
+        if rec["action"] == "none" and "period" not in rec:
+            continue
+        last = next(r for r in reversed(performance["rows"]) if r["label"] == rec["label"] and not r["suppressed"])
+        if g.min_observed_expected is not None or g.max_observed_expected is not None:
+            lo, hi = g.min_observed_expected or 0.0, g.max_observed_expected or np.inf
+            ok = not (last["oe_lo"] > hi or last["oe_hi"] < lo)
+            gates.append(
+                {
+                    "name": f"O/E {rec['label']} ({last['period']})",
+                    "value": last["observed_expected"],
+                    "rule": f"interval meets [{lo}, {hi}]",
+                    "passed": ok,
+                }
+            )
+        if g.max_auroc_drop is not None:
+            gates.append(
+                {
+                    "name": f"AUROC {rec['label']} ({last['period']})",
+                    "value": last["auroc"],
+                    "rule": f"interval reaches the first period's minus {g.max_auroc_drop}",
+                    "passed": rec["action"] != "retrain",
+                }
+            )
     return gates
 
 
@@ -154,59 +186,60 @@ def _suppress(comparison: dict, min_cell: int) -> dict:
 
 
 def run_monitor(
-    reference,
-    current,
+    reference=None,
+    current=None,
     *,
     out=None,
     model_uri: str | None = None,
     policy: MonitorPolicy | None = None,
     reference_as_of=None,
     current_as_of=None,
+    history=(),
+    outcomes=None,
+    task=None,
     tracking_uri: str | None = None,
     experiment: str = "twinml",
     overwrite: bool = False,
     progress=None,
 ) -> MonitorResult:
-    """Compare the ``current`` panel with the ``reference`` one; write ``out`` and log it to MLflow.
+    """Watch a model in production; write ``out`` and log it to MLflow.
 
-    Each side is a MEDS dataset directory (input drift: demographics, activity, codes, labs, unseen
-    codes), a twinml scores file (output drift: each predicted-risk column), or a list of both.
-    A MEDS side is profiled at its ``*_as_of`` time, else its scores file's, else its last event.
+    **Drift**: compare the ``current`` panel with the ``reference`` one. Each side is a MEDS dataset
+    directory (input drift: demographics, activity, codes, labs, unseen codes), a twinml scores file
+    (output drift: each predicted-risk column), or a list of both. A MEDS side is profiled at its
+    ``*_as_of`` time, else its scores file's, else its last event.
+
+    **Performance over time**: ``history`` (earlier scores files) against ``outcomes`` (a MEDS dataset
+    holding what has happened since), labelled by ``task`` (default: the model's training task), by
+    calendar period, with a recommendation per label (recalibrate / retrain / nothing).
+
     ``out`` receives ``report.html`` and ``monitor.json`` at once. With ``model_uri`` the report is
     logged as an MLflow run of ``experiment`` linked to the model, and a registered version gets the
     tags ``twinml.monitor.passed`` and ``twinml.monitor.run_id``.
     """
-    from ._report import render_html
-
     policy = policy or MonitorPolicy()
     say = progress or (lambda msg: None)
     out = Path(out) if out is not None else None
     if out is not None:
         refuse_existing(out, overwrite=overwrite)
-    ref_panel = Panel.from_paths(reference, side="reference", as_of=reference_as_of)
-    cur_panel = Panel.from_paths(current, side="current", as_of=current_as_of)
+    if (reference is None) != (current is None) or (reference is None and not history):
+        raise ConfigError("monitor: give --reference and --current (drift), or --history with --outcomes, or both")
+    if bool(history) != (outcomes is not None):
+        raise ConfigError("monitor: --history (earlier scores files) and --outcomes (a MEDS dataset) go together")
     t0 = time.perf_counter()
-    ref, ref_facts = _profile(ref_panel, policy, say)
-    cur, cur_facts = _profile(cur_panel, policy, say)
-    inputs = ref_panel.events is not None and cur_panel.events is not None
-    comparison = compare_panels(ref, cur, policy, inputs=inputs)
-    gates = _gates(comparison, policy)
-    report = {
-        "model_uri": model_uri,
-        "reference": ref_facts,
-        "current": cur_facts,
-        "policy": policy.model_dump(mode="json"),
-        **_suppress(comparison, policy.min_cell),
-        "gates": gates,
-        "passed": all(g["passed"] for g in gates),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    report: dict = {"model_uri": model_uri, "policy": policy.model_dump(mode="json")}
+    if reference is not None:
+        report |= _drift_section(reference, current, reference_as_of, current_as_of, policy, say)
+    report["performance"] = (
+        _performance_section(history, outcomes, task, model_uri, tracking_uri, policy, say) if history else None
+    )
+    report["gates"] = _gates(report, policy)
+    report["passed"] = all(g["passed"] for g in report["gates"])
+    report["seconds"] = round(time.perf_counter() - t0, 2)
     say(_summary(report))
-    run_id = None
     if out is not None:
-        with atomic_directory(out, overwrite=overwrite) as tmp:
-            (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
-            (tmp / "monitor.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+        _write(out, report, overwrite=overwrite)
+    run_id = None
     if model_uri is not None:
         from .. import tracking
 
@@ -216,6 +249,57 @@ def run_monitor(
     return MonitorResult(report["passed"], out, report, run_id)
 
 
+def _drift_section(reference, current, reference_as_of, current_as_of, policy, say) -> dict:
+    ref_panel = Panel.from_paths(reference, side="reference", as_of=reference_as_of)
+    cur_panel = Panel.from_paths(current, side="current", as_of=current_as_of)
+    ref, ref_facts = _profile(ref_panel, policy, say)
+    cur, cur_facts = _profile(cur_panel, policy, say)
+    inputs = ref_panel.events is not None and cur_panel.events is not None
+    comparison = compare_panels(ref, cur, policy, inputs=inputs)
+    return {"reference": ref_facts, "current": cur_facts, **_suppress(comparison, policy.min_cell)}
+
+
+def _performance_section(history, outcomes, task, model_uri, tracking_uri, policy, say) -> dict:
+    from ..data import read_meds
+    from ._performance import label_scores, performance_over_time, recommendations
+
+    if task is None:
+        if model_uri is None:
+            raise ConfigError("monitor: performance over time needs the model's task: pass --model or --config")
+        from .. import tracking
+        from ..config import model_config
+
+        tracking.set_tracking_uri(tracking_uri)
+        task = model_config(model_uri, what="monitor")[1].task
+    files = [Path(p) for p in ([history] if isinstance(history, str | Path) else history)]
+    say(f"labelling {len(files)} earlier scores file(s) with the outcomes in {outcomes}")
+    long = label_scores(files, read_meds(outcomes), task)
+    rows = performance_over_time(long, period=policy.period, n_boot=policy.n_bootstrap, min_cell=policy.min_cell)
+    g = policy.gates
+    recs = recommendations(
+        rows,
+        min_oe=g.min_observed_expected or 0.0,
+        max_oe=g.max_observed_expected or np.inf,
+        max_auroc_drop=g.max_auroc_drop if g.max_auroc_drop is not None else np.inf,
+    )
+    return {"outcomes": str(outcomes), "history": [str(f) for f in files], "rows": rows, "recommendations": recs}
+
+
+def _write(out: Path, report: dict, *, overwrite: bool) -> None:
+    from ._report import render_html
+
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
+        (tmp / "monitor.json").write_text(json.dumps(report, indent=1, allow_nan=False), encoding="utf-8")
+
+
 def _summary(report: dict) -> str:
-    drifted = [g["group"] for g in report["groups"] if g["drifted"]]
-    return f"monitor {'PASSED' if report['passed'] else 'FAILED'}: drift in {', '.join(drifted) or 'no group'}"
+    drifted = [g["group"] for g in report.get("groups", []) if g["drifted"]]
+    todo = [
+        f"{r['action']} {r['label']}"
+        for r in (report["performance"] or {}).get("recommendations", [])
+        if r["action"] != "none"
+    ]
+    return f"monitor {'PASSED' if report['passed'] else 'FAILED'}: drift in {', '.join(drifted) or 'no group'}" + (
+        f"; recommended: {', '.join(todo)}" if todo else ""
+    )

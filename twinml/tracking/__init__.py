@@ -18,6 +18,7 @@ from ._mlflow import (
     promote,
     resolve_model_version,
     resolve_tracking_uri,
+    set_tracking_uri,
 )
 from ._pyfunc import RiskModelPyfunc, as_pyfunc_input, prediction_index, synthetic_input_example
 from ._runs import (
@@ -25,6 +26,7 @@ from ._runs import (
     active_tracking_uri,
     log_audit_run,
     log_monitor_run,
+    log_recalibrated_model,
     log_training_run,
     training_run_config,
     training_run_id,
@@ -32,6 +34,7 @@ from ._runs import (
 
 __all__ = [
     "resolve_tracking_uri",
+    "set_tracking_uri",
     "flatten_params",
     "data_fingerprint",
     "code_version",
@@ -56,6 +59,7 @@ __all__ = [
     "training_run_config",
     "log_audit_run",
     "log_monitor_run",
+    "log_recalibrated_model",
     "MONITOR_PASSED_TAG",
     "active_tracking_uri",
 ]

@@ -66,6 +66,13 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def set_tracking_uri(uri: str | None = None) -> str:
+    """Point this process's MLflow client at ``uri`` (resolved as :func:`resolve_tracking_uri`); returns it."""
+    resolved = resolve_tracking_uri(uri)
+    mlflow.set_tracking_uri(resolved)
+    return resolved
+
+
 def flatten_params(config: dict, prefix: str = "") -> dict[str, str]:
     """Nested config -> ``{"a.b.c": "value"}`` (lists as JSON), values cut to MLflow-friendly length.
 

@@ -29,6 +29,7 @@ __all__ = [
     "training_run_config",
     "log_audit_run",
     "log_monitor_run",
+    "log_recalibrated_model",
     "active_tracking_uri",
 ]
 
@@ -199,12 +200,18 @@ def log_monitor_run(
     run_id = run.info.run_id
     status = "FAILED"
     try:
-        client.log_param(run_id, "reference_as_of", report["reference"]["as_of"])
-        client.log_param(run_id, "current_as_of", report["current"]["as_of"])
-        metrics = {f"monitor/max_psi/{g['group']}": g["worst"]["psi"] for g in report["groups"]}
-        metrics["monitor/flagged_features"] = float(sum(f["flagged"] for f in report["features"]))
-        if report["unseen_codes"] is not None:
-            metrics["monitor/unseen_code_rate"] = report["unseen_codes"]["rate"]
+        metrics: dict[str, float] = {}
+        if "groups" in report:
+            client.log_param(run_id, "reference_as_of", report["reference"]["as_of"])
+            client.log_param(run_id, "current_as_of", report["current"]["as_of"])
+            metrics |= {f"monitor/max_psi/{g['group']}": g["worst"]["psi"] for g in report["groups"]}
+            metrics["monitor/flagged_features"] = float(sum(f["flagged"] for f in report["features"]))
+            if report["unseen_codes"] is not None:
+                metrics["monitor/unseen_code_rate"] = report["unseen_codes"]["rate"]
+        for row in (report.get("performance") or {}).get("rows", []):  # the latest period of a label wins
+            if not row["suppressed"]:
+                metrics[f"monitor/{row['label']}/auroc"] = row["auroc"]
+                metrics[f"monitor/{row['label']}/observed_expected"] = row["observed_expected"]
         metrics["monitor/gates_failed"] = float(sum(not g["passed"] for g in report["gates"]))
         for key, value in metrics.items():
             client.log_metric(run_id, key.replace(" ", "_"), float(value))
@@ -217,6 +224,37 @@ def log_monitor_run(
         client.set_model_version_tag(mv.name, str(mv.version), MONITOR_PASSED_TAG, str(report["passed"]).lower())
         client.set_model_version_tag(mv.name, str(mv.version), "twinml.monitor.run_id", run_id)
     return run_id
+
+
+def log_recalibrated_model(model, *, parent, name: str, experiment: str, config_text: str | None, facts: dict):
+    """Register ``model`` (a :class:`~twinml.models.RecalibratedModel`) as a new version of ``name``, from a run
+    that records its lineage: the parent model (``parent``, a LoadedModel) and version, the data window, the
+    update per outcome and O/E before/after (``facts``, aggregates only), and the parent's experiment config
+    (so the new version's audit and monitor find the task). Returns ``(run_id, version)``."""
+    client = mlflow.MlflowClient()
+    parent_ref = f"models:/{parent.name}/{parent.version}" if parent.version else parent.uri
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=f"recalibrate {parent_ref}") as run:
+        mlflow.set_tags(
+            {
+                "twinml.recalibrated_from": parent_ref,
+                "twinml.recalibration.window": f"{facts['start']}..{facts['end']}",
+                "twinml.code_version": code_version(),
+                "twinml.data_fingerprint": facts["data_fingerprint"],
+            }
+        )
+        mlflow.log_params({"window_start": facts["start"], "window_end": facts["end"], "method": facts["method"]})
+        for u in facts["updates"]:
+            metrics = {k: u[k] for k in ("a", "b", "oe_before", "oe_after") if u.get(k) is not None}
+            mlflow.log_metrics({f"recalibration/{u['outcome']}/{k}": float(v) for k, v in metrics.items()})
+        if config_text is not None:
+            mlflow.log_text(config_text, CONFIG_ARTIFACTS[0])
+        mlflow.log_dict(facts, "recalibration.json")
+        info = log_model(model, registered_model_name=name)
+    version = str(info.registered_model_version)
+    client.set_model_version_tag(name, version, "twinml.recalibrated_from", parent_ref)
+    client.set_model_version_tag(name, version, "twinml.recalibration.window", f"{facts['start']}..{facts['end']}")
+    return run.info.run_id, version
 
 
 def active_tracking_uri() -> str:
