@@ -135,6 +135,7 @@ def test_a_group_of_five_never_appears_as_a_number(panels, tmp_path):
     race = next(f for f in res.report["features"] if f["feature"] == "RACE")
     tiny = race["bins"].index("Tiny")
     assert race["current_counts"][tiny] is None and race["reference_counts"][tiny] == 0
+    assert race["current_counts"].count(None) == 2  # and the next smallest: the total would give it away
     assert all(
         c is None or c >= 10 for f in res.report["features"] for c in f["current_counts"] + f["reference_counts"] if c
     )
@@ -317,3 +318,27 @@ def test_recalibrate_cli_refuses_an_empty_window(degraded):
     args = ["recalibrate", "--model", "models:/t2d-watch/1", "--events", str(root / "meds"), "--tracking-uri", uri]
     res = CliRunner().invoke(app, [*args, "--from", "2018-01-01", "--to", "2017-01-01"])
     assert res.exit_code == 2 and "must come before its end" in res.output
+
+
+def test_secondary_suppression_hides_the_cell_a_total_would_reveal():
+    from twinml.monitoring._run import suppress_counts
+
+    assert suppress_counts([5, 900, 40], 10) == [None, 900, None]
+    assert suppress_counts([5, 3, 900], 10) == [None, None, 900]
+    assert suppress_counts([0, 900, 40], 10) == [0, 900, 40]
+    assert suppress_counts([4, 0], 10) == [None, 0]
+
+
+def test_the_shipped_policy_is_the_defaults_and_errors_name_the_key(tmp_path):
+    from pathlib import Path
+
+    from twinml.monitoring import load_monitor_policy
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "monitor_policy.yaml"
+    assert load_monitor_policy(shipped) == MonitorPolicy()
+    with pytest.raises(ConfigError, match="alpha: .*between 0 and 1"):
+        load_monitor_policy({"alpha": 2})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alpha: [0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML \(line 2, column 1\)"):
+        load_monitor_policy(bad)

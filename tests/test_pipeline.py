@@ -143,6 +143,21 @@ def test_a_temporal_split_scores_the_later_period_beside_the_same_one(tmp_path, 
     assert not np.array_equal(fitted, TabularFeaturizer().fit(ev).value_mean_)  # every year would differ
     assert load_config(cfg.model_dump(mode="json")) == cfg  # a logged config reloads (the audit does so)
     assert load_config({**cfg.model_dump(mode="json"), "task": TASK}).task.split.strategy == "meds"
+    # the audit reports the two periods side by side, as the training run did
+    from twinml.audit import load_policy, run_audit
+
+    policy = load_policy({"n_bootstrap": 10, "explain": {"n_rows": 50}, "mitigation": {"attribute": None}})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    audit = run_audit(
+        res.model_uri, meds_dir, policy=policy, out=tmp_path / "audit", tracking_uri=uri, progress=lambda msg: None
+    )
+    temporal = {(r["label"], r["split"]): r for r in audit.report["temporal"]}
+    for split in ("held_out_same_period", "held_out"):
+        assert temporal[("mi_365d", split)]["auroc"] == pytest.approx(
+            res.metrics[split].set_index("label").loc["mi_365d", "auroc"]
+        )
+    assert "Temporal validation" in (tmp_path / "audit" / "report.html").read_text()
+    assert "## Temporal validation" in (tmp_path / "audit" / "model_card.md").read_text()
     with pytest.raises(ConfigError) as err:
         load_config({**cfg.model_dump(mode="json"), "task": TASK, "evaluation": {"splits": ["held_out_same_period"]}})
     assert str(err.value) == (

@@ -144,7 +144,13 @@ def load_validated(model: type[BaseModel], path_or_dict, *, what: str, source: s
         source = str(path_or_dict)
         if not Path(path_or_dict).exists():
             raise ConfigError(f"{source}: {what} file not found.")
-        raw = yaml.safe_load(Path(path_or_dict).read_text())
+        try:
+            raw = yaml.safe_load(Path(path_or_dict).read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{source}: not valid YAML{where}: {problem}") from None
         raw = {} if raw is None and empty_is_default else raw
     if not isinstance(raw, dict):
         raise ConfigError(

@@ -33,6 +33,12 @@ def simulate(
         "visits", help="visits, or yearly_review (treatments start only at yearly reviews, the ground-truth times)."
     ),
     overwrite: bool = typer.Option(False, help="Replace OUT if it exists."),
+    drift: Path | None = typer.Option(
+        None,
+        "--drift",
+        help="YAML of shifts planted from a year on, to test a monitor: from_year, visit_rate_ratio, "
+        "hazard_ratio, lab_offset, recode (see README, The simulator).",
+    ),
 ):
     """Simulate patients whose true risks are known; write MEDS + ground truth."""
 
@@ -54,6 +60,7 @@ def simulate(
             treatment_effect_scale=treatment_effect_scale,
             treatment_rate_scale=treatment_rate_scale,
             treatment_decisions=treatment_decisions,
+            drift=drift,
             progress=say,
         )
         _print_simulated(cohort, out, say)

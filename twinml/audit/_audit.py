@@ -92,6 +92,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     progress("audit: discrimination and calibration")
     perf = evaluate_risks(rows, risks, columns=audited, truth=inputs.truth, n_boot=policy.n_bootstrap, seed=seed)
     report["performance"] = _records(suppress_small_counts(perf, ["n", "positives"], policy.min_cell))
+    report["temporal"] = _temporal_section(inputs, labels, audited, policy, seed)
     report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
     progress("audit: subgroup fairness")
     report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
@@ -166,6 +167,28 @@ def _known(rows, risks, c, raw=None):
     y = rows[c][k].astype(bool).to_numpy().astype(int)
     out = (y, risks[c].to_numpy()[k])
     return out + ((raw[c].to_numpy()[k],) if raw is not None else ()) + (k,)
+
+
+def _temporal_section(inputs, labels, audited, policy, seed):
+    """Under a temporal split, the held-out subjects in the training years beside the same subjects in the
+    test years (AUROC with its interval, O/E): the random split's figure next to the "deployed next year"
+    one, from the same fit. None for another split."""
+    if inputs.task.split.strategy != "temporal":
+        return None
+    out = []
+    for split, period in (("held_out_same_period", "training years"), ("held_out", "test years")):
+        rows = labels[labels["split"] == split].reset_index(drop=True)
+        if rows.empty:
+            continue
+        risks = inputs.model.predict_risk(inputs.events, rows)
+        perf = evaluate_risks(rows, risks, columns=audited, n_boot=policy.n_bootstrap, seed=seed)
+        rate = perf["positives"] / perf["n"]
+        perf["observed_expected"] = rate / (rate - perf["calibration_in_the_large"])
+        perf.insert(1, "split", split)
+        perf.insert(2, "years", period)
+        keep = ["label", "split", "years", "n", "positives", "auroc", "auroc_lo", "auroc_hi", "observed_expected"]
+        out += _records(suppress_small_counts(perf[keep], ["n", "positives"], policy.min_cell))
+    return out
 
 
 def _calibration_section(rows, risks, raw, audited, min_cell):

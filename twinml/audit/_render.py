@@ -45,7 +45,8 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
         "<h2>1. Policy gates</h2>",
         _gates_html(r),
     ]
-    parts += _data_html(r) + _performance_html(r) + _calibration_html(r, figures) + _fairness_html(r, figures)
+    parts += _data_html(r) + _performance_html(r) + _temporal_html(r) + _calibration_html(r, figures)
+    parts += _fairness_html(r, figures)
     parts += _mitigation_html(r) + _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -113,6 +114,18 @@ def _performance_html(r):
     return [
         "<h2>7. Performance (95% subject-level bootstrap intervals)</h2>",
         _table(rows, [c for c in cols if any(c in x for x in rows)]),
+    ]
+
+
+def _temporal_html(r):
+    rows = r.get("temporal")
+    if not rows:
+        return []
+    return [
+        "<h3>Temporal validation</h3><p class='small'>The held-out subjects in the training years "
+        "(<code>held_out_same_period</code>: the random split's figure) beside the same subjects in the test years "
+        "(<code>held_out</code>: the model deployed on later years), from the same fit.</p>",
+        _table(rows, ["label", "years", "n", "positives", "auroc", "auroc_lo", "auroc_hi", "observed_expected"]),
     ]
 
 
@@ -349,6 +362,14 @@ def render_model_card(report: dict) -> str:
             f"[{md(p.get('auroc_lo'))}, {md(p.get('auroc_hi'))}] | {md(cal[p['label']]['ece'], digits=4)} | "
             f"{md(cal[p['label']]['calibration_slope'], digits=2)} |"
         )
+    if r.get("temporal"):
+        lines += ["", "## Temporal validation (held-out subjects)", "", "| label | years | n | AUROC [95% CI] | O/E |"]
+        lines.append("|---|---|---|---|---|")
+        for t in r["temporal"]:
+            lines.append(
+                f"| {t['label']} | {t['years']} | {t['n']} | {md(t.get('auroc'))} "
+                f"[{md(t.get('auroc_lo'))}, {md(t.get('auroc_hi'))}] | {md(t.get('observed_expected'), digits=2)} |"
+            )
     lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")

@@ -115,7 +115,7 @@ def performance_over_time(
         row = {"label": label, "period": when, "as_of_times": int(g["as_of"].nunique()), "n": int(y.size)}
         events, non_events = int(y.sum()), int(y.size - y.sum())
         if min(events, non_events) < min_cell:
-            out.append(row | {"events": None, "suppressed": True})
+            out.append(row | {"n": None, "events": None, "suppressed": True})
             continue
         cell = _cell(y, p, g["subject_id"].to_numpy(), n_boot=n_boot, seed=seed)
         out.append(row | {"events": events, "suppressed": False} | cell)

@@ -169,5 +169,6 @@ def profile_meds(path, as_of=None, *, lookback_days: int = 365, progress=None) -
         part = profile_events(table.filter(pc.fill_null(keep, True)), as_of, lookback_days=lookback_days)
         part.vocabulary = vocabulary
         profile = part if i == 0 else profile.merge(part)
-        say(f"profiled {path} shard {i + 1}/{len(files)}: {profile.n_subjects:,} subjects so far")
+        if (i + 1) % max(1, len(files) // 4) == 0 or i + 1 == len(files):
+            say(f"profiled {path}: {i + 1}/{len(files)} shards, {profile.n_subjects:,} subjects in the window so far")
     return profile

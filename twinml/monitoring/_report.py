@@ -152,7 +152,11 @@ def _drift_html(report: dict) -> list[str]:
         "<div class='figs'>" + "".join(f"<img alt='figure' src='{png_data_uri(f)}'>" for f in figures) + "</div>",
         "<h2>Features</h2><p class='small'>Flagged first, then by PSI (top 40). p adjusted: Westfall-Young "
         f"min-p over all {len(features)} tested features, {report['policy']['permutations']} permutations.</p>",
-        table(top, ["group", "feature", "n_reference", "n_current", "psi", "p_adjusted", "flagged"], digits=4),
+        table(
+            top,
+            ["group", "feature", "description", "n_reference", "n_current", "psi", "p_adjusted", "flagged"],
+            digits=4,
+        ),
         _unseen_html(report),
     ]
 
@@ -202,6 +206,7 @@ def _unseen_html(report: dict) -> str:
     rows = [{**c, "events": c["events"] if c["events"] is not None else "suppressed"} for c in unseen["codes"][:30]]
     return (
         f"<h2>Codes the reference never recorded</h2><p>{cell(unseen['rate'], digits=4)} of the current window's "
-        f"events ({unseen['events']:,}); counts under {report['policy']['min_cell']} subjects suppressed.</p>"
+        f"events ({'suppressed' if unseen['events'] is None else format(unseen['events'], ',')}); "
+        f"counts under {report['policy']['min_cell']} subjects suppressed.</p>"
         + table(rows, ["code", "events", "subjects"])
     )

@@ -172,16 +172,30 @@ def _performance_gates(performance: dict, g) -> list[dict]:
     return gates
 
 
+def suppress_counts(counts: list[int], min_cell: int) -> list[int | None]:
+    """A row of counts whose total is published: cells of 1 to ``min_cell - 1`` become None, and when
+    only one cell would be hidden, the next smallest non-zero cell too (else the total gives it away)."""
+    small = [0 < c < min_cell for c in counts]
+    if sum(small) == 1:
+        rest = [(c, i) for i, c in enumerate(counts) if c > 0 and not small[i]]
+        if rest:
+            small[min(rest)[1]] = True
+    return [None if hide else c for c, hide in zip(counts, small)]
+
+
 def _suppress(comparison: dict, min_cell: int) -> dict:
-    """Counts under ``min_cell`` (bins, categories, codes' subjects) replaced by None; verdicts kept."""
+    """Small counts (bins, categories, codes' subjects) hidden as :func:`suppress_counts`; verdicts kept."""
     out = json.loads(json.dumps(comparison))
     for f in out["features"]:
         for key in ("reference_counts", "current_counts"):
-            f[key] = [c if c >= min_cell or c == 0 else None for c in f[key]]
-    if out["unseen_codes"] is not None:
-        for c in out["unseen_codes"]["codes"]:
+            f[key] = suppress_counts(f[key], min_cell)
+    unseen = out["unseen_codes"]
+    if unseen is not None:
+        for c in unseen["codes"]:
             if c["subjects"] < min_cell:
                 c["events"] = c["subjects"] = None
+        if any(c["subjects"] is None for c in unseen["codes"]):
+            unseen["events"] = None  # the total would give a hidden code's count away; the rate stays
     return out
 
 
@@ -256,7 +270,23 @@ def _drift_section(reference, current, reference_as_of, current_as_of, policy, s
     cur, cur_facts = _profile(cur_panel, policy, say)
     inputs = ref_panel.events is not None and cur_panel.events is not None
     comparison = compare_panels(ref, cur, policy, inputs=inputs)
+    descriptions = _descriptions(ref_panel, cur_panel)
+    for f in comparison["features"]:
+        f["description"] = descriptions.get(f["feature"])
     return {"reference": ref_facts, "current": cur_facts, **_suppress(comparison, policy.min_cell)}
+
+
+def _descriptions(*panels: Panel) -> dict[str, str]:
+    """Code -> description from the MEDS datasets' ``metadata/codes.parquet`` (where they have one)."""
+    from ..data import read_code_metadata
+
+    out: dict[str, str] = {}
+    for panel in panels:
+        if panel.events is not None and (panel.events / "metadata" / "codes.parquet").exists():
+            codes = read_code_metadata(panel.events)
+            if "description" in codes:
+                out |= {str(c): str(d) for c, d in zip(codes["code"], codes["description"]) if isinstance(d, str) and d}
+    return out
 
 
 def _performance_section(history, outcomes, task, model_uri, tracking_uri, policy, say) -> dict:

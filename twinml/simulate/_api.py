@@ -104,7 +104,7 @@ def simulate(
     treatment_rate_scale: float = 1.0,
     treatment_decisions: str = "visits",
     split_fractions=(0.8, 0.1, 0.1),
-    drift: dict | None = None,
+    drift=None,
     progress=None,
 ) -> SimulatedCohort:
     """Simulate a cohort of patients whose true risks are known.
@@ -137,7 +137,7 @@ def simulate(
         ``yearly_review``: every followed subject has a review visit at each whole year after ``start``
         (the ground-truth times); treatments start only there, prescribed one minute after the review's
         readings and acting at once, so the ground-truth plans are exactly the decisions the records show.
-    drift : dict, optional
+    drift : dict or path of a YAML file, optional
         Shifts planted from ``from_year`` years after ``start`` on, for testing a monitor:
         ``visit_rate_ratio`` (visits this many times as often), ``hazard_ratio`` (``{outcome: ratio}``;
         the ground truth includes it), ``lab_offset`` (``{lab name or LOINC code: offset}`` added to
