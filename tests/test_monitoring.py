@@ -254,7 +254,7 @@ def test_recalibration_registers_a_new_version_that_restores_calibration(degrade
 
     from twinml.cohort import TaskDefinition
     from twinml.data import read_meds
-    from twinml.models import RecalibratedModel
+    from twinml.models import RecalibratedModel, cloglog_update
     from twinml.monitoring import label_scores, recalibrate
     from twinml.scoring import score
     from twinml.tracking import load_registered_model
@@ -270,11 +270,22 @@ def test_recalibration_registers_a_new_version_that_restores_calibration(degrade
     assert tags["twinml.recalibration.window"] == "2017-07-01..2018-06-30"
     loaded = load_registered_model("models:/t2d-watch/2", tracking_uri=uri)
     assert isinstance(loaded.model, RecalibratedModel)
+    events = read_meds(root / "meds")
+    index = pd.DataFrame(
+        {"subject_id": events["subject_id"].unique()[:50], "prediction_time": pd.Timestamp("2019-07-01")}
+    )
+    base = loaded.model.base
+    np.testing.assert_allclose(
+        loaded.model.predict_risk(events, index)["t2d_365d"],
+        cloglog_update(base.predict_risk(events, index)["t2d_365d"].to_numpy(), update["a"], 1.0),
+    )
+    raw = loaded.model.predict_risk(events, index, calibrated=False)  # the audit's "before calibration"
+    pd.testing.assert_frame_equal(raw, base.predict_risk(events, index, calibrated=False))
+    assert not hasattr(loaded.model, "predict_risk_curve")  # nothing hands out un-updated risks
     # judged after the window, on the later scores of the same panel by both versions (pooled: ~200 events)
     task = TaskDefinition.model_validate(
         {"name": "t2d", "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}}, "horizons_days": [365]}
     )
-    events = read_meds(root / "meds")
     oe = {}
     for v in ("1", "2"):
         files = [root / f"v{v}-{d}.parquet" for d in ("2019-01-01", "2019-07-01", "2020-01-01", "2020-07-01")]

@@ -21,7 +21,7 @@ _EPS = 1e-9
 _HORIZON = re.compile(r"^(?P<outcome>.+)_(?P<days>\d+)d$")
 # what the wrapper must not pass through: the base model's own calibration and bands, which the
 # update would bypass (a twin state, read through ``calibrator_``, is refused: not a record model)
-_HIDDEN = ("calibrator_", "risk_bands_")
+_HIDDEN = ("calibrator_", "risk_bands_", "predict_risk_curve")
 
 
 def outcome_of(label: str) -> str:
@@ -78,7 +78,11 @@ class RecalibratedModel:
                 out[c] = cloglog_update(out[c].to_numpy(float), *self.updates[outcome_of(c)])
         return out
 
-    def predict_risk(self, events, index) -> pd.DataFrame:
+    def predict_risk(self, events, index, *, calibrated: bool = True) -> pd.DataFrame:
+        """The base model's risks, updated; ``calibrated=False``: the base model's before any calibration
+        (what the audit shows as "before")."""
+        if not calibrated:
+            return self.base.predict_risk(events, index, calibrated=False)
         return self.recalibrate(self.base.predict_risk(events, index))
 
     def predict_risk_and_trajectory(self, events, index):
