@@ -101,6 +101,7 @@ def _fairness_gates(report):
     return [g for g in report["gates"] if g["gate"].startswith("subgroup")]
 
 
+@pytest.mark.slow  # 18 s: make test stays under 5 minutes; make test-slow and CI run it
 def test_planted_underdiagnosis_fails_the_fairness_gate(registry, tmp_path):
     """CLI, exit code 1, the failing group named, and the registry version tagged as failed."""
     policy = tmp_path / "policy.json"
@@ -251,6 +252,7 @@ def _held_out_subjects(root, events):
     return np.sort(labels.loc[(labels["split"] == "held_out") & known, "subject_id"].unique())
 
 
+@pytest.mark.slow  # 16 s: make test stays under 5 minutes; make test-slow and CI run it
 def test_a_group_of_five_never_appears_as_a_number(registry, tmp_path):
     meds = tmp_path / "tiny"
     _with_tiny_group(registry["fair"], meds)

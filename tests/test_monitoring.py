@@ -353,3 +353,20 @@ def test_the_shipped_policy_is_the_defaults_and_errors_name_the_key(tmp_path):
     bad.write_text("alpha: [0.1\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML \(line 2, column 1\)"):
         load_monitor_policy(bad)
+
+
+def test_with_the_model_the_report_says_which_codes_it_cannot_read(degraded):
+    import mlflow
+
+    root, uri, _ = degraded
+    res = run_monitor(
+        root / "meds", root / "meds", model_uri="models:/t2d-watch/1", tracking_uri=uri,
+        reference_as_of="2012-12-31", current_as_of="2020-06-30",
+    )  # fmt: skip
+    unseen = res.report["unseen_codes"]
+    assert unseen["rate"] == 0.0  # the same population: no code is new to the reference
+    assert 0.0 <= unseen["outside_model_vocabulary"] < 0.05
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(res.mlflow_run_id)
+    assert run.data.tags["twinml.monitor.model_version"] == "1"
+    assert {"monitor/flagged_features", "monitor/unseen_code_rate"} <= set(run.data.metrics)
+    assert not any("subject" in k for k in run.data.params)  # aggregates only

@@ -152,16 +152,21 @@ def score_tables(tables: list[FeatureTable], *, alpha: float, min_psi: float, pe
     return rows
 
 
-def unseen_codes(reference: PanelProfile, current: PanelProfile, vocabulary: set[str] | None = None) -> dict:
-    """The current window's events whose code the reference (or the model's ``vocabulary``) never saw."""
-    known = reference.vocabulary | (vocabulary or set())
+def unseen_codes(reference: PanelProfile, current: PanelProfile, model_vocabulary=None) -> dict:
+    """The current window's events whose code the reference panel never recorded (the gate's rate), and,
+    given the model's vocabulary, the share whose code the model cannot read (codes it never saw, or saw
+    too rarely to keep)."""
     events = current.code_events
-    new = events[~events.index.isin(list(known))].sort_values(ascending=False)
+    new = events[~events.index.isin(list(reference.vocabulary))].sort_values(ascending=False)
     total = int(events.sum())
-    return {
+    out = {
         "events": int(new.sum()),
         "rate": float(new.sum() / total) if total else 0.0,
         "codes": [
             {"code": str(c), "events": int(n), "subjects": int(current.code_subjects.get(c, 0))} for c, n in new.items()
         ],
     }
+    if model_vocabulary is not None:
+        unknown = events[~events.index.isin(list(model_vocabulary))]
+        out["outside_model_vocabulary"] = float(unknown.sum() / total) if total else 0.0
+    return out

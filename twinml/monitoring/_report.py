@@ -207,6 +207,13 @@ def _unseen_html(report: dict) -> str:
     return (
         f"<h2>Codes the reference never recorded</h2><p>{cell(unseen['rate'], digits=4)} of the current window's "
         f"events ({'suppressed' if unseen['events'] is None else format(unseen['events'], ',')}); "
-        f"counts under {report['policy']['min_cell']} subjects suppressed.</p>"
+        f"counts under {report['policy']['min_cell']} subjects suppressed."
+        + (
+            f" {cell(unseen['outside_model_vocabulary'], digits=4)} of the window's events carry a code the model"
+            " does not read (never seen in training, or too rare to keep)."
+            if unseen.get("outside_model_vocabulary") is not None
+            else ""
+        )
+        + "</p>"
         + table(rows, ["code", "events", "subjects"])
     )

@@ -88,7 +88,9 @@ def _profile(panel: Panel, policy: MonitorPolicy, say) -> tuple[PanelProfile, di
     return profile, facts
 
 
-def compare_panels(reference: PanelProfile, current: PanelProfile, policy: MonitorPolicy, *, inputs=True) -> dict:
+def compare_panels(
+    reference: PanelProfile, current: PanelProfile, policy: MonitorPolicy, *, inputs=True, model_vocabulary=None
+) -> dict:
     """The comparison of two profiles: every tested feature, each group's verdict and the unseen codes."""
     tables = feature_tables(reference, current, min_subjects=policy.min_subjects)
     if not inputs:
@@ -110,7 +112,7 @@ def compare_panels(reference: PanelProfile, current: PanelProfile, policy: Monit
                 "worst": {k: worst[k] for k in ("feature", "psi", "p_adjusted")},
             }
         )
-    unseen = unseen_codes(reference, current) if inputs else None
+    unseen = unseen_codes(reference, current, model_vocabulary) if inputs else None
     return {"groups": groups, "features": features, "unseen_codes": unseen}
 
 
@@ -243,7 +245,8 @@ def run_monitor(
     t0 = time.perf_counter()
     report: dict = {"model_uri": model_uri, "policy": policy.model_dump(mode="json")}
     if reference is not None:
-        report |= _drift_section(reference, current, reference_as_of, current_as_of, policy, say)
+        vocabulary = _model_vocabulary(model_uri, tracking_uri) if model_uri is not None else None
+        report |= _drift_section(reference, current, reference_as_of, current_as_of, policy, say, vocabulary)
     report["performance"] = (
         _performance_section(history, outcomes, task, model_uri, tracking_uri, policy, say) if history else None
     )
@@ -263,13 +266,25 @@ def run_monitor(
     return MonitorResult(report["passed"], out, report, run_id)
 
 
-def _drift_section(reference, current, reference_as_of, current_as_of, policy, say) -> dict:
+def _model_vocabulary(model_uri: str, tracking_uri) -> set[str] | None:
+    """The codes the model reads (its featurizer's vocabulary, static traits included); None if it has none."""
+    from .. import tracking
+
+    featurizer = getattr(
+        tracking.load_registered_model(model_uri, tracking_uri=tracking_uri).model, "featurizer_", None
+    )
+    if featurizer is None or not hasattr(featurizer, "vocabulary_"):
+        return None
+    return {str(c) for c in featurizer.vocabulary_} | {str(c) for c in getattr(featurizer, "static_vocabulary_", [])}
+
+
+def _drift_section(reference, current, reference_as_of, current_as_of, policy, say, vocabulary=None) -> dict:
     ref_panel = Panel.from_paths(reference, side="reference", as_of=reference_as_of)
     cur_panel = Panel.from_paths(current, side="current", as_of=current_as_of)
     ref, ref_facts = _profile(ref_panel, policy, say)
     cur, cur_facts = _profile(cur_panel, policy, say)
     inputs = ref_panel.events is not None and cur_panel.events is not None
-    comparison = compare_panels(ref, cur, policy, inputs=inputs)
+    comparison = compare_panels(ref, cur, policy, inputs=inputs, model_vocabulary=vocabulary)
     descriptions = _descriptions(ref_panel, cur_panel)
     for f in comparison["features"]:
         f["description"] = descriptions.get(f["feature"])
