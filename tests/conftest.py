@@ -107,3 +107,16 @@ def train_and_serve(tmp_path, model: dict, *, n_subjects: int = 400):
             out.reset_index(drop=True), res.model.predict_trajectory(some, index), check_dtype=False
         )
     return res, run
+
+
+def chromium() -> str | None:
+    """The headless browser the report tests render with (the Debian package ``chromium``), or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+NEEDS_CHROMIUM = "needs Chromium (Debian package 'chromium'); .ci/run installs it"

@@ -18,6 +18,8 @@ from twinml.data import read_meds, read_subject_splits
 from twinml.evaluation import SUPPRESSED, subgroup_metrics
 from twinml.pipeline import train
 
+from .conftest import NEEDS_CHROMIUM, chromium
+
 TASK = {
     "name": "audit-task",
     "outcomes": {"t2d": {"codes": ["SNOMED/44054006"]}, "ckd": {"codes": ["SNOMED/433144002"]}},
@@ -332,23 +334,15 @@ def test_policy_errors_name_the_key():
         load_policy({"gates": {"max_ecee": 0.1}})
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian package 'chromium'); .ci/run installs it")
+@pytest.mark.skipif(chromium() is None, reason=NEEDS_CHROMIUM)
 def test_report_renders_in_headless_chromium(fair_audit, tmp_path):
     from matplotlib.image import imread
 
     shot = tmp_path / "report.png"
     proc = subprocess.run(
         [
-            _chromium(),
+            chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -396,7 +390,7 @@ def _layout_at_1280(report, tmp_path):
     probe = tmp_path / "probe.html"
     probe.write_text(report.read_text().replace("</body>", _LAYOUT_PROBE + "</body>"), encoding="utf-8")
     dom = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400", "--dump-dom"]
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,2400", "--dump-dom"]
         + [probe.resolve().as_uri()],
         capture_output=True,
         text=True,

@@ -17,6 +17,8 @@ from twinml.cli import app
 from twinml.monitoring import MonitorPolicy, compare_panels, profile_events, profile_meds, run_monitor
 from twinml.simulate import simulate
 
+from .conftest import NEEDS_CHROMIUM, chromium
+
 AS_OF = "2019-06-30"
 N = 3000
 SCENARIOS = {
@@ -158,22 +160,15 @@ def test_cli_exit_code_follows_the_gates_and_the_report_is_atomic(panels, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian package 'chromium'); .ci/run installs it")
+@pytest.mark.skipif(chromium() is None, reason=NEEDS_CHROMIUM)
 def test_report_renders_in_headless_chromium(panels, tmp_path):
     res = run_monitor(
         panels / "reference", panels / "lab", out=tmp_path / "r", reference_as_of=AS_OF, current_as_of=AS_OF
     )
     proc = subprocess.run(
         [
-            _chromium(),
+            chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",

@@ -1,7 +1,6 @@
 """The twin page: one patient's record, risk, trajectories, plans and drivers on one offline HTML page."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 from twinml.cli import app
 from twinml.data import read_meds
 
-from .conftest import TASK
+from .conftest import NEEDS_CHROMIUM, TASK, chromium
 
 SECTIONS = ("record", "risk", "trajectories", "whatif", "drivers")
 FHIR_SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "fhir"
@@ -202,15 +201,8 @@ def test_risk_bands_give_no_band_to_a_risk_that_is_not_a_number_and_read_meds_ch
             read_meds(meds_dir, subjects=bad)
 
 
-def _chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
 @pytest.mark.browser
-@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian package 'chromium'); .ci/run installs it")
+@pytest.mark.skipif(chromium() is None, reason=NEEDS_CHROMIUM)
 @pytest.mark.parametrize("name", ["sim", "synthea"])
 def test_pages_render_in_headless_chromium(pages, name, tmp_path):
     from matplotlib.image import imread
@@ -219,7 +211,7 @@ def test_pages_render_in_headless_chromium(pages, name, tmp_path):
     assert r.exit_code == 0, r.output
     html_uri = (page / "twin.html").resolve().as_uri()
     dom = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_uri],
+        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", html_uri],
         capture_output=True,
         text=True,
         timeout=120,
@@ -229,7 +221,7 @@ def test_pages_render_in_headless_chromium(pages, name, tmp_path):
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
         [
-            _chromium(),
+            chromium(),
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
