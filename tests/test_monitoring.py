@@ -242,6 +242,8 @@ def test_performance_over_time_shows_the_planted_drop_and_recommends_recalibrati
     version = mlflow.MlflowClient(tracking_uri=uri).get_model_version("t2d-watch", "1")
     assert version.tags["twinml.monitor.passed"] == "false"
     assert "Performance over time" in (tmp_path / "perf" / "report.html").read_text()
+    (first, *_) = res.report["performance"]["attrition"]  # what became of each file's scored subjects
+    assert first["not_in_outcomes"] == 0 and first["scored"] >= first["eligible"] >= first["labelled t2d_365d"] > 0
 
 
 def test_recalibration_registers_a_new_version_that_restores_calibration(degraded):

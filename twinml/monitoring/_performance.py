@@ -28,9 +28,13 @@ _EPS = 1e-6
 PERIODS = {"quarter": "Q", "month": "M"}
 
 
-def label_scores(scores_files, events: pd.DataFrame, task) -> pd.DataFrame:
+def label_scores(scores_files, events: pd.DataFrame, task, *, attrition: list | None = None) -> pd.DataFrame:
     """Every scored subject of every file with its label at the file's as-of time, long format:
-    ``subject_id``, ``as_of``, ``label``, ``risk``, ``outcome`` (censored and prior-outcome rows dropped)."""
+    ``subject_id``, ``as_of``, ``label``, ``risk``, ``outcome`` (censored and prior-outcome rows dropped).
+
+    ``attrition`` (a list) receives one dict per file: subjects scored, of them absent from ``events``,
+    eligible under the task's rules at the as-of time, and labelled per label column.
+    """
     from ..cohort import SplitDefinition, build_labels
     from ..scoring import SCORED, read_score_metadata
 
@@ -39,19 +43,28 @@ def label_scores(scores_files, events: pd.DataFrame, task) -> pd.DataFrame:
             "monitor: performance over time needs a task that defines its outcomes by codes, not label files"
         )
     task = task.model_copy(update={"split": SplitDefinition(strategy="random")})
+    present = events["subject_id"].unique()
     rows = []
     for path in scores_files:
         as_of = pd.Timestamp(read_score_metadata(path)["as_of"])
         scores = pd.read_parquet(path)
+        columns = [c for c in task.label_columns if c in scores.columns]
+        if not columns:
+            raise ConfigError(
+                f"monitor: {path} has none of the task's label columns {list(task.label_columns)} "
+                "(is it scored by this model?)"
+            )
         scores = scores[scores["status"] == SCORED]
         at = pd.DataFrame({"subject_id": scores["subject_id"].to_numpy(np.int64), "prediction_time": as_of})
-        known = at["subject_id"].isin(events["subject_id"].unique())
+        known = at["subject_id"].isin(present)
         labels = build_labels(events, task=task, at=at[known]).labels
-        columns = [c for c in task.label_columns if c in scores.columns]
         merged = labels.merge(scores[["subject_id", *columns]], on="subject_id", suffixes=("", "_risk"))
+        counts = {"file": str(path), "as_of": str(as_of), "scored": len(at), "not_in_outcomes": int((~known).sum())}
+        counts["eligible"] = len(labels)
         for c in columns:
             y = merged[c]
             keep = y.notna().to_numpy()
+            counts[f"labelled {c}"] = int(keep.sum())
             rows.append(
                 pd.DataFrame(
                     {
@@ -63,9 +76,12 @@ def label_scores(scores_files, events: pd.DataFrame, task) -> pd.DataFrame:
                     }
                 )
             )
-    if not rows:
-        raise ConfigError("monitor: no scored subject of the history files could be labelled")
-    return pd.concat(rows, ignore_index=True)
+        if attrition is not None:
+            attrition.append(counts)
+    long = pd.concat(rows, ignore_index=True)
+    if long.empty:
+        raise ConfigError("monitor: no scored subject of the history files could be labelled (all censored?)")
+    return long
 
 
 def _slope(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:

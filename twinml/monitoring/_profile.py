@@ -132,13 +132,14 @@ def _activity_and_codes(profile, n, row, t, code, value, names) -> None:
     pairs = np.unique(code * n + row)
     present = np.bincount(pairs // n, minlength=names.size)
     profile.code_subjects = pd.Series(present, index=names).loc[lambda s: s > 0]
-    numeric = np.isfinite(value)
-    for c in np.unique(code[numeric]):
-        m = numeric & (code == c)
-        total = np.bincount(row[m], weights=value[m], minlength=n)
-        k = np.bincount(row[m], minlength=n)
-        has = k > 0
-        profile.numeric[("labs", str(names[c]))] = total[has] / k[has]
+    # each subject's mean of each numeric code: one sort of the (code, subject) pairs, then a slice per code
+    num = np.flatnonzero(np.isfinite(value))
+    keys, inverse = np.unique(code[num] * n + row[num], return_inverse=True)
+    means = np.bincount(inverse, weights=value[num]) / np.bincount(inverse)
+    of_code = keys // n
+    starts = np.flatnonzero(np.r_[True, of_code[1:] != of_code[:-1]]) if keys.size else np.zeros(0, np.int64)
+    for lo, hi in zip(starts, np.r_[starts[1:], keys.size]):
+        profile.numeric[("labs", str(names[of_code[lo]]))] = means[lo:hi]
 
 
 def profile_meds(path, as_of=None, *, lookback_days: int = 365, progress=None) -> PanelProfile:

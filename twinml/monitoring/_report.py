@@ -181,6 +181,9 @@ def _performance_html(performance: dict) -> list[str]:
         for r in performance["rows"]
     ]
     figure = PerformanceDisplay(performance["rows"]).png()
+    attrition = [
+        {k.removeprefix("labelled "): v for k, v in a.items() if k != "file"} for a in performance["attrition"]
+    ]
     return [
         "<h2>Performance over time</h2>",
         f"<p class='small'>Earlier scores labelled with the outcomes in {html.escape(performance['outcomes'])} "
@@ -191,6 +194,9 @@ def _performance_html(performance: dict) -> list[str]:
             headers=["label", "recommended", "why"],
         ),
         f"<div class='figs'><img alt='performance over time' src='{png_data_uri(figure)}'></div>",
+        "<p class='small'>Scores files: subjects scored, of them not in the outcomes dataset, eligible under the "
+        "task's rules at the as-of time, and labelled per label (the rest censored or with the outcome before).</p>",
+        table(attrition, list(attrition[0]) if attrition else []),
         table(
             rows,
             ["label", "period", "n", "events", "auroc", "oe", "slope"],

@@ -318,7 +318,8 @@ def _performance_section(history, outcomes, task, model_uri, tracking_uri, polic
         task = model_config(model_uri, what="monitor")[1].task
     files = [Path(p) for p in ([history] if isinstance(history, str | Path) else history)]
     say(f"labelling {len(files)} earlier scores file(s) with the outcomes in {outcomes}")
-    long = label_scores(files, read_meds(outcomes), task)
+    attrition: list[dict] = []
+    long = label_scores(files, read_meds(outcomes), task, attrition=attrition)
     rows = performance_over_time(long, period=policy.period, n_boot=policy.n_bootstrap, min_cell=policy.min_cell)
     g = policy.gates
     recs = recommendations(
@@ -327,7 +328,9 @@ def _performance_section(history, outcomes, task, model_uri, tracking_uri, polic
         max_oe=g.max_observed_expected or np.inf,
         max_auroc_drop=g.max_auroc_drop if g.max_auroc_drop is not None else np.inf,
     )
-    return {"outcomes": str(outcomes), "history": [str(f) for f in files], "rows": rows, "recommendations": recs}
+    small = lambda v: isinstance(v, int) and 0 < v < policy.min_cell  # noqa: E731
+    attrition = [{k: None if small(v) else v for k, v in a.items()} for a in attrition]
+    return {"outcomes": str(outcomes), "attrition": attrition, "rows": rows, "recommendations": recs}
 
 
 def _write(out: Path, report: dict, *, overwrite: bool) -> None:
