@@ -342,12 +342,12 @@ def _write(out: Path, report: dict, *, overwrite: bool) -> None:
 
 
 def _summary(report: dict) -> str:
-    drifted = [g["group"] for g in report.get("groups", []) if g["drifted"]]
-    todo = [
-        f"{r['action']} {r['label']}"
-        for r in (report["performance"] or {}).get("recommendations", [])
-        if r["action"] != "none"
-    ]
-    return f"monitor {'PASSED' if report['passed'] else 'FAILED'}: drift in {', '.join(drifted) or 'no group'}" + (
-        f"; recommended: {', '.join(todo)}" if todo else ""
-    )
+    parts = []
+    if "groups" in report:
+        drifted = [g["group"] for g in report["groups"] if g["drifted"]]
+        parts.append(f"drift in {', '.join(drifted) or 'no group'}")
+    if report["performance"]:
+        recs = report["performance"]["recommendations"]
+        todo = [f"{r['action']} {r['label']}" for r in recs if r["action"] != "none"]
+        parts.append(f"recommended: {', '.join(todo)}" if todo else "performance holds")
+    return f"monitor {'PASSED' if report['passed'] else 'FAILED'}: " + "; ".join(parts)
