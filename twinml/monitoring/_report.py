@@ -221,5 +221,5 @@ def _unseen_html(report: dict) -> str:
             else ""
         )
         + "</p>"
-        + table(rows, ["code", "events", "subjects"])
+        + (table(rows, ["code", "events", "subjects"]) if rows else "")
     )
