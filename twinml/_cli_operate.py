@@ -39,6 +39,9 @@ def score(
     ),
     tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
     overwrite: bool = typer.Option(False, help="Replace OUT (and the state or trajectories) if it exists."),
+    override: str | None = typer.Option(
+        None, "--override", help="Score a version whose artifacts changed since its audit; recorded on it."
+    ),
 ):
     """Score every subject of a MEDS panel at an as-of time with a registered model."""
 
@@ -59,6 +62,7 @@ def score(
             overwrite=overwrite,
             state_dir=state,
             trajectories=trajectories,
+            override=override,
             progress=Progress(_console().print),
         )
         _print_score(report)
@@ -106,7 +110,9 @@ def promote(
     version: str = typer.Option(..., "--version", help="Model version to promote."),
     alias: str = typer.Option("champion", "--alias", help="Alias to point at the version."),
     override: str | None = typer.Option(
-        None, "--override", help="Promote without a passed audit; the reason is recorded on the version."
+        None,
+        "--override",
+        help="Promote without a passed audit, or a version changed since it; the reason is recorded on the version.",
     ),
     tracking_uri: str | None = typer.Option(None, help=_TRACKING_HELP),
 ):

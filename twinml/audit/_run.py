@@ -109,6 +109,7 @@ def _lineage(model_uri, loaded, run_id, meds_dir, config, policy) -> dict:
         "code_version": tracking.code_version(),
         "seed": config.seed,
         "policy_hash": config_hash(policy.model_dump(mode="json")),
+        "artifact_digest": loaded.digest,
     }
 
 

@@ -57,6 +57,7 @@ class ScoreReport:
     events_read: int
     seconds: float
     engine: str
+    model_digest: str = ""  # SHA-256 of the model's artifacts as loaded (checked against its audit's)
 
     def to_dict(self) -> dict:
         """The facts stored in the file: no wall time or path, so a rerun writes the same bytes anywhere."""
@@ -184,6 +185,7 @@ def score(
     overwrite: bool = False,
     state_dir=None,
     trajectories=None,
+    override: str | None = None,
     progress=None,
 ) -> ScoreReport:
     """Score every subject of a MEDS dataset at ``as_of`` with a logged or registered model.
@@ -208,6 +210,9 @@ def score(
         ``lower_80``, ``upper_80``, ``model_version``; the scores file's run facts in its metadata).
         A sequence model with a trajectory head and the local engine only; both files are written
         together, all or nothing.
+    override : a registered version whose artifacts changed since its audit is refused (their digest
+        is recomputed before the model is unpickled) unless this reason is given; it is recorded on the
+        version. The digest scored with is stored in the output's metadata (``model_digest``).
     """
     from ..tracking import data_fingerprint, load_registered_model
 
@@ -219,7 +224,7 @@ def score(
     forecasts: list[pd.DataFrame] | None = [] if trajectories is not None else None
     files = data_files(events_dir)
     t0 = time.perf_counter()
-    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri)
+    loaded = load_registered_model(model_uri, tracking_uri=tracking_uri, verify="score", override_reason=override)
     say(f"model {model_uri}" + (f" = {loaded.name} version {loaded.version}" if loaded.version else ""))
     _check_model_outputs(loaded.model, model_uri, states, forecasts)
     spark = (spark_master, spark_partitions)
@@ -231,8 +236,9 @@ def score(
     n_scored = int((scores["status"] == SCORED).sum())
     facts = (as_of_ts.isoformat(), data_fingerprint(events_dir), len(scores), n_scored, len(scores) - n_scored)
     report = ScoreReport(
-        out, model_uri, loaded.name, loaded.version, *facts, int(n_events), time.perf_counter() - t0, engine
-    )
+        out, model_uri, loaded.name, loaded.version, *facts, int(n_events), time.perf_counter() - t0, engine,
+        loaded.digest,
+    )  # fmt: skip
     if report.scored + report.no_events_before_as_of != report.subjects:
         raise RuntimeError("score: subjects read != scored + reported without events")
     _write_outputs(report, scores, loaded, trajectories, forecasts, state_dir, states, say)

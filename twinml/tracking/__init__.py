@@ -1,6 +1,7 @@
 """MLflow tracking: runs, params, metrics, artifacts, the pyfunc model and the registry. Every MLflow call
 in twinml is in this package (tests/test_layout.py checks that no other module imports mlflow)."""
 
+from ._integrity import AUDITED_DIGEST_TAG, combined_digest, file_digests
 from ._mlflow import (
     AUDIT_PASSED_TAG,
     LoadedModel,
@@ -33,6 +34,9 @@ from ._runs import (
 )
 
 __all__ = [
+    "AUDITED_DIGEST_TAG",
+    "file_digests",
+    "combined_digest",
     "resolve_tracking_uri",
     "set_tracking_uri",
     "flatten_params",

@@ -14,7 +14,7 @@ import logging
 import os
 import subprocess
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,7 @@ from mlflow.models import infer_signature
 
 from .._validation import ConfigError
 from .._version import __version__
+from ._integrity import check_audited_digest, combined_digest, download_model, file_digests, warn_outside_registry
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 # MLflow draws a progress bar for every artifact download (each model load) and logs INFO lines (creating
@@ -217,13 +218,16 @@ AUDIT_PASSED_TAG = "twinml.audit.passed"  # "true" / "false", set on a model ver
 
 @dataclass
 class LoadedModel:
-    """A pyfunc model loaded for scoring, with the registry version it came from (if any)."""
+    """A pyfunc model loaded for scoring, with the registry version it came from (if any) and the
+    digest of the artifacts it was loaded from (``files``: path -> SHA-256)."""
 
     uri: str
     name: str | None
     version: str | None
     pyfunc: object
     model: RiskModel  # the fitted TabularRiskModel / SequenceRiskModel / ... inside
+    digest: str = ""
+    files: dict = field(default_factory=dict)
 
 
 def resolve_model_version(model_uri: str):
@@ -244,19 +248,36 @@ def resolve_model_version(model_uri: str):
     return client.get_model_version(name, version)
 
 
-def load_registered_model(model_uri: str, *, tracking_uri: str | None = None) -> LoadedModel:
-    """Load a logged or registered twinml pyfunc model and say which registry version it is."""
+def load_registered_model(
+    model_uri: str, *, tracking_uri: str | None = None, verify: str | None = None, override_reason: str | None = None
+) -> LoadedModel:
+    """Load a logged or registered twinml pyfunc model and say which registry version it is.
+
+    The artifacts are downloaded and hashed first; with ``verify`` (the command's name, e.g. ``"score"``)
+    a registered version whose artifacts changed since its audit is refused before anything is
+    unpickled (see :func:`~twinml.tracking._integrity.check_audited_digest`; ``override_reason`` lets it
+    through, recorded). A model from a path or a foreign URI is loaded with a warning: its pickle runs code.
+    """
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     mv = resolve_model_version(model_uri)
     # load the exact version an alias points to now, so the version recorded is the version scored
     uri = f"models:/{mv.name}/{mv.version}" if mv is not None else model_uri
+    warn_outside_registry(model_uri)
+    tmp, local = download_model(uri)
+    files = file_digests(local)
+    digest = combined_digest(files)
+    if verify is not None and mv is not None:
+        check_audited_digest(mv, files, what=verify, override_reason=override_reason)
     with _quiet_logger("mlflow.pyfunc"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-        pyfunc = mlflow.pyfunc.load_model(uri)
+        pyfunc = mlflow.pyfunc.load_model(str(local))
     inner = pyfunc.unwrap_python_model()
     if not isinstance(inner, RiskModelPyfunc):
         raise ConfigError(f"model URI {model_uri!r}: not a twinml risk model (pyfunc wraps {type(inner).__name__}).")
-    return LoadedModel(model_uri, mv.name if mv else None, str(mv.version) if mv else None, pyfunc, inner.model)
+    loaded = LoadedModel(model_uri, mv.name if mv else None, str(mv.version) if mv else None, pyfunc, inner.model)
+    loaded.digest, loaded.files = digest, files
+    tmp.cleanup()
+    return loaded
 
 
 def promote(
@@ -266,7 +287,8 @@ def promote(
 
     Without a passed audit (tag ``twinml.audit.passed = true`` on the version) promotion is
     refused unless ``override_reason`` is given; an override is recorded on the version (reason,
-    user, alias) before the alias moves.
+    user, alias) before the alias moves. So is a version whose artifacts changed since its audit
+    (their digest is recomputed here): refused, naming the changed files, unless overridden.
     """
     import getpass
 
@@ -284,6 +306,9 @@ def promote(
             )
         client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_reason", override_reason)
         client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_by", getpass.getuser())
+    tmp, local = download_model(f"models:/{name}/{version}")  # the bytes the alias will serve, hashed
+    with tmp:
+        check_audited_digest(mv, file_digests(local), what="promote", override_reason=override_reason)
     client.set_model_version_tag(
         name, str(version), f"twinml.promotion.{alias}", "override" if audit != "true" else "audit passed"
     )

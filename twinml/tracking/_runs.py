@@ -10,6 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
+from ._integrity import AUDITED_DIGEST_TAG, DIGESTS_ARTIFACT
 from ._mlflow import (
     AUDIT_PASSED_TAG,
     code_version,
@@ -132,8 +133,9 @@ def training_run_config(run_id: str) -> str | None:
 
 def log_audit_run(report: dict, out: Path, *, experiment: str, tracking_uri: str | None, loaded) -> str:
     """A run of ``experiment`` holding the audit (``out`` as artifacts under ``audit/``), the overall AUROC
-    and ECE per label, the number of failed gates, and the verdict as a tag; with a registry version
-    (``loaded``, a :class:`LoadedModel`), the version is tagged with the verdict and the run id.
+    and ECE per label, the number of failed gates, the verdict as a tag, and the audited artifacts'
+    digests (``audit/artifact_digests.json``); with a registry version (``loaded``, a :class:`LoadedModel`),
+    the version is tagged with the verdict, the run id and the artifacts' digest.
 
     Uses the client API only, so auditing leaves no active run or experiment behind in the process. No
     group-level number reaches MLflow.
@@ -167,12 +169,15 @@ def log_audit_run(report: dict, out: Path, *, experiment: str, tracking_uri: str
         for key, value in metrics.items():
             client.log_metric(run_id, key, value)
         client.log_artifacts(run_id, str(out), artifact_path="audit")
+        digests = {"digest": loaded.digest, "files": loaded.files}
+        client.log_text(run_id, json.dumps(digests, indent=1, sort_keys=True), DIGESTS_ARTIFACT)
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status=status)
     if loaded.version:
         client.set_model_version_tag(loaded.name, loaded.version, AUDIT_PASSED_TAG, str(report["passed"]).lower())
         client.set_model_version_tag(loaded.name, loaded.version, "twinml.audit.run_id", run_id)
+        client.set_model_version_tag(loaded.name, loaded.version, AUDITED_DIGEST_TAG, loaded.digest)
     return run_id
 
 
