@@ -173,6 +173,11 @@ def test_report_covers_tripod_items_and_lineage(fair_audit):
         assert lineage[key] not in (None, ""), key
     card = (fair_audit.out_dir / "model_card.md").read_text()
     assert "# Model card: fair" in card and "Audit: **passed**" in card
+    # privacy: training subjects against held-out ones, by their loss; the regularised model does not leak
+    membership = fair_audit.report["membership"]
+    assert membership["members"] > 1000 and membership["non_members"] > 1000 and membership["auc_hi"] <= 0.6
+    (gate,) = [g for g in fair_audit.report["gates"] if g["gate"].startswith("membership inference")]
+    assert gate["passed"] and "Membership inference (privacy)" in html and "## Privacy" in card
 
 
 def test_mitigation_is_a_tradeoff_table_never_applied(fair_audit, registry):

@@ -68,6 +68,18 @@ def gates(report, unsuppressed, policy, audited):
                 note=None if fa else "not computed for tabular models",
             )
         )
+    if g.max_membership_auc_upper is not None and report.get("membership"):
+        m = report["membership"]
+        upper = _num(m.get("auc_hi")) if _num(m.get("auc_hi")) is not None else _num(m.get("auc"))
+        out.append(
+            _gate(
+                "membership inference AUROC, upper 95% bound (train vs held-out subjects)",
+                "all audited",
+                upper,
+                f"<= {g.max_membership_auc_upper}",
+                None if upper is None else upper <= g.max_membership_auc_upper,
+            )
+        )
     return out
 
 

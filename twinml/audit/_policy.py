@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 from .._validation import PositiveInt, StrictModel, load_validated
 from ..evaluation import DEFAULT_ATTRIBUTES, MIN_CELL
 
-__all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "load_policy"]
+__all__ = ["AuditPolicy", "Gates", "ExplainPolicy", "MitigationPolicy", "MembershipPolicy", "load_policy"]
 
 _Constraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity", "false_positive_rate_parity"]
 _DEFAULT_CONSTRAINTS: tuple[_Constraint, ...] = ("true_positive_rate_parity", "equalized_odds")
@@ -36,6 +36,8 @@ class Gates(StrictModel):
       and said so, where there is no ground truth.
     - ``min_faithfulness_ratio``: removing the top-k attributed events must move the risk at least
       this many times more than removing k random events (sequence models).
+    - ``max_membership_auc_upper``: the upper end of the 95 % interval of the membership-inference
+      attack's AUROC (training subjects against held-out ones, by their loss) must not exceed it.
     """
 
     min_auroc_lower_bound: float | None = 0.6
@@ -44,6 +46,7 @@ class Gates(StrictModel):
     min_observed_expected_ratio: float | None = 0.7
     min_true_risk_ratio: float | None = 0.7
     min_faithfulness_ratio: float | None = 1.5
+    max_membership_auc_upper: float | None = 0.6
     subgroup_reference: Literal["population", "largest_group"] = "population"
 
 
@@ -52,6 +55,14 @@ class ExplainPolicy(StrictModel):
     n_rows: PositiveInt = 1000  # explained rows, sampled from the audited split
     n_samples: PositiveInt = 16  # expected-gradient samples per row (sequence models)
     top_k: PositiveInt = 5  # events removed in the faithfulness check
+
+
+class MembershipPolicy(StrictModel):
+    """The membership-inference audit: ``max_subjects`` held-out subjects (non-members) against as many
+    training subjects drawn at random (members); ``enabled: false`` skips it."""
+
+    enabled: bool = True
+    max_subjects: PositiveInt = 2000
 
 
 class MitigationPolicy(StrictModel):
@@ -76,6 +87,7 @@ class AuditPolicy(StrictModel):
     n_bootstrap: int = 200
     explain: ExplainPolicy = Field(default_factory=ExplainPolicy)
     mitigation: MitigationPolicy = Field(default_factory=MitigationPolicy)
+    membership: MembershipPolicy = Field(default_factory=MembershipPolicy)
     gates: Gates = Field(default_factory=Gates)
     intended_use: str = (
         "Decision support: ranks adult patients by their risk of the audited outcomes "

@@ -45,7 +45,8 @@ def render_html(report: dict, figures: dict[str, bytes]) -> str:
         "<h2>1. Policy gates</h2>",
         _gates_html(r),
     ]
-    parts += _data_html(r) + _performance_html(r) + _temporal_html(r) + _calibration_html(r, figures)
+    parts += _data_html(r) + _performance_html(r) + _temporal_html(r) + _membership_html(r)
+    parts += _calibration_html(r, figures)
     parts += _fairness_html(r, figures)
     parts += _mitigation_html(r) + _explanations_html(r, figures) + _use_html(r) + _lineage_html(r)
     parts.append("</body></html>")
@@ -126,6 +127,24 @@ def _temporal_html(r):
         "(<code>held_out_same_period</code>: the random split's figure) beside the same subjects in the test years "
         "(<code>held_out</code>: the model deployed on later years), from the same fit.</p>",
         _table(rows, ["label", "years", "n", "positives", "auroc", "auroc_lo", "auroc_hi", "observed_expected"]),
+    ]
+
+
+def _membership_html(r):
+    m = r.get("membership")
+    if not m:
+        return []
+    row = {
+        k: m.get(k)
+        for k in ("members", "non_members", "auc", "auc_lo", "auc_hi", "tpr_at_fpr_1pct", "tpr_at_fpr_0_1pct")
+    }
+    return [
+        "<h3>Membership inference (privacy)</h3><p class='small'>Can the model's outputs tell who was in its "
+        f"training set? A loss-threshold attack scores each subject by its loss; training subjects "
+        f"(<code>{html.escape(m['member_split'])}</code>) against as many never-seen ones "
+        f"(<code>{html.escape(m['non_member_split'])}</code>). AUROC 0.5: no leakage; true-positive rates at "
+        "false-positive rates of 1% and 0.1%.</p>",
+        _table([row], list(row)),
     ]
 
 
@@ -370,6 +389,16 @@ def render_model_card(report: dict) -> str:
                 f"| {t['label']} | {t['years']} | {t['n']} | {md(t.get('auroc'))} "
                 f"[{md(t.get('auroc_lo'))}, {md(t.get('auroc_hi'))}] | {md(t.get('observed_expected'), digits=2)} |"
             )
+    if r.get("membership"):
+        m = r["membership"]
+        lines += [
+            "",
+            "## Privacy",
+            "",
+            f"Membership inference (loss threshold, {m['members']} training against {m['non_members']} held-out "
+            f"subjects): AUROC {md(m.get('auc'))} [{md(m.get('auc_lo'))}, {md(m.get('auc_hi'))}]; "
+            f"TPR at FPR 1% {md(m.get('tpr_at_fpr_1pct'))}, at 0.1% {md(m.get('tpr_at_fpr_0_1pct'))}.",
+        ]
     lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")

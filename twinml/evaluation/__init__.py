@@ -14,6 +14,7 @@ from ._fairness import (
     subject_attributes,
 )
 from ._faithfulness import faithfulness
+from ._membership import membership_attack, subject_losses
 from ._metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -27,6 +28,8 @@ from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predic
 
 __all__ = [
     "binary_metrics",
+    "membership_attack",
+    "subject_losses",
     "bootstrap_ci",
     "poisson_interval",
     "calibration_slope_intercept",

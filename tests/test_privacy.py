@@ -1,0 +1,69 @@
+"""Membership inference: a model that memorised its training subjects is caught, a regularised one is not."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twinml.cohort import TaskDefinition, build_labels
+from twinml.evaluation import membership_attack, subject_losses
+from twinml.models import TabularRiskModel
+from twinml.simulate import simulate
+
+from .conftest import TASK, split_rows
+
+# tiny data, no early stopping, leaves of one row, a thousand trees: it learns each subject by heart
+OVERFIT = {
+    "n_estimators": 2000,
+    "early_stopping_rounds": 2000,
+    "num_leaves": 256,
+    "min_child_samples": 1,
+    "min_sum_hessian_in_leaf": 1e-9,
+    "learning_rate": 0.5,
+    "lambda_l2": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    sim = simulate(n_subjects=6000, seed=11)
+    events = sim.events.to_pandas()
+    events["code"] = events["code"].astype("category")
+    labels = build_labels(events, task=TaskDefinition.model_validate(TASK), subject_splits=sim.subject_splits).labels
+    return events, labels
+
+
+def _subjects(rows, n, seed=0):
+    chosen = np.random.default_rng(seed).choice(rows["subject_id"].unique(), n, replace=False)
+    return rows[rows["subject_id"].isin(chosen)].reset_index(drop=True)
+
+
+def _attack(model, events, members, non_members):
+    losses = [
+        subject_losses(rows, model.predict_risk(events, rows), model.label_columns_) for rows in (members, non_members)
+    ]
+    return membership_attack(*losses, n_boot=100)
+
+
+def test_the_default_model_does_not_leak_who_trained_it(cohort):
+    events, labels = cohort
+    train, held_out = split_rows(labels, "train"), split_rows(labels, "held_out")
+    model = TabularRiskModel(kind="lightgbm").fit(events, train, tuning_labels=split_rows(labels, "tuning"))
+    result = _attack(model, events, _subjects(train, held_out["subject_id"].nunique()), held_out)
+    assert min(result["members"], result["non_members"]) > 500
+    assert result["auc_hi"] <= 0.6  # the audit's default gate passes
+
+
+def test_a_memorising_model_is_caught(cohort):
+    events, labels = cohort
+    train, held_out = _subjects(split_rows(labels, "train"), 300), split_rows(labels, "held_out")
+    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1).fit(events, train)
+    result = _attack(model, events, train, _subjects(held_out, 300))
+    assert result["auc"] >= 0.7 and result["auc_lo"] > 0.6  # the gate fails
+    assert result["tpr_at_fpr_1pct"] > 0.01
+
+
+def test_subject_losses_average_each_subjects_known_labels():
+    labels = pd.DataFrame({"subject_id": [1, 1, 2], "a": pd.array([True, None, False], dtype="boolean")})
+    risks = pd.DataFrame({"subject_id": [1, 1, 2], "a": [0.5, 0.9, 0.1]})
+    losses = subject_losses(labels, risks, ["a"])
+    assert losses.to_dict() == pytest.approx({1: np.log(2), 2: -np.log(0.9)})
