@@ -28,6 +28,7 @@ POLICY = {
     "explain": {"n_rows": 30},
     "mitigation": {"attribute": None},
     "gates": {**dict.fromkeys(GATES), "min_true_risk_ratio": None, "min_faithfulness_ratio": None},
+    "membership": {"enabled": False},  # 400 subjects: a small training set leaks (see test_privacy)
 }
 
 
