@@ -93,7 +93,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     perf = evaluate_risks(rows, risks, columns=audited, truth=inputs.truth, n_boot=policy.n_bootstrap, seed=seed)
     report["performance"] = _records(suppress_small_counts(perf, ["n", "positives"], policy.min_cell))
     report["temporal"] = _temporal_section(inputs, labels, audited, policy, seed)
-    report["membership"] = _membership_section(inputs, labels, audited, policy, seed)
+    report["membership"] = _membership_section(inputs, labels, audited, policy, seed, scored=(rows, risks))
     report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
     progress("audit: subgroup fairness")
     report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
@@ -192,34 +192,39 @@ def _temporal_section(inputs, labels, audited, policy, seed):
     return out
 
 
-def _membership_section(inputs, labels, audited, policy, seed):
+def _membership_section(inputs, labels, audited, policy, seed, scored):
     """Membership inference on subjects: up to ``max_subjects`` held-out subjects of the training years
     (non-members) against as many training subjects drawn at random (members), by their loss
-    (:func:`~twinml.evaluation.membership_attack`)."""
+    (:func:`~twinml.evaluation.membership_attack`). ``scored``: the audited split's rows and risks,
+    reused when that split is the non-members'."""
     from ..evaluation import membership_attack
 
     if not policy.membership.enabled:
         return None
     outside = "held_out_same_period" if inputs.task.split.strategy == "temporal" else "held_out"
     rng = np.random.default_rng(seed)
-    non_members = _split_losses(inputs, labels, outside, policy.membership.max_subjects, rng, audited)
+    reuse = scored if policy.split == outside else None
+    non_members = _split_losses(inputs, labels, outside, policy.membership.max_subjects, rng, audited, reuse)
     members = _split_losses(inputs, labels, "train", max(non_members.size, 1), rng, audited)
     result = membership_attack(members, non_members, n_boot=policy.n_bootstrap, seed=seed)
     return result | {"member_split": "train", "non_member_split": outside}
 
 
-def _split_losses(inputs, labels, split, n, rng, audited) -> pd.Series:
-    """Per-subject losses of up to ``n`` subjects of ``split`` (a seeded random choice)."""
+def _split_losses(inputs, labels, split, n, rng, audited, scored=None) -> pd.Series:
+    """Per-subject losses of up to ``n`` subjects of ``split`` (a seeded random choice); ``scored``
+    (rows, risks) of that split are reused instead of predicting again."""
     from ..evaluation import subject_losses
 
-    rows = labels[labels["split"] == split]
+    rows, risks = scored if scored is not None else (labels[labels["split"] == split], None)
     subjects = rows["subject_id"].unique()
     if subjects.size > n:
         subjects = rng.choice(subjects, size=n, replace=False)
-    rows = rows[rows["subject_id"].isin(subjects)].reset_index(drop=True)
+    keep = rows["subject_id"].isin(subjects).to_numpy()
+    rows = rows[keep].reset_index(drop=True)
     if rows.empty:
         return pd.Series(dtype=float)
-    return subject_losses(rows, inputs.model.predict_risk(inputs.events, rows), audited)
+    risks = inputs.model.predict_risk(inputs.events, rows) if risks is None else risks[keep].reset_index(drop=True)
+    return subject_losses(rows, risks, audited)
 
 
 def _calibration_section(rows, risks, raw, audited, min_cell):
