@@ -211,12 +211,12 @@ def _membership_section(inputs, labels, audited, policy, seed, scored):
 
 
 def _split_losses(inputs, labels, split, n, rng, audited, scored=None) -> pd.Series:
-    """Per-subject losses of up to ``n`` subjects of ``split`` (a seeded random choice); ``scored``
-    (rows, risks) of that split are reused instead of predicting again."""
+    """Per-subject losses of up to ``n`` subjects of ``split`` with a known label (a seeded random choice);
+    ``scored`` (rows, risks) of that split are reused instead of predicting again."""
     from ..evaluation import subject_losses
 
     rows, risks = scored if scored is not None else (labels[labels["split"] == split], None)
-    subjects = rows["subject_id"].unique()
+    subjects = rows.loc[rows[audited].notna().any(axis=1).to_numpy(), "subject_id"].unique()  # with a label known
     if subjects.size > n:
         subjects = rng.choice(subjects, size=n, replace=False)
     keep = rows["subject_id"].isin(subjects).to_numpy()
