@@ -58,8 +58,9 @@ class ExplainPolicy(StrictModel):
 
 
 class MembershipPolicy(StrictModel):
-    """The membership-inference audit: ``max_subjects`` held-out subjects (non-members) against as many
-    training subjects drawn at random (members); ``enabled: false`` skips it."""
+    """The membership-inference audit: up to ``max_subjects`` held-out subjects with a known label
+    (non-members) against as many such training subjects drawn at random (members); ``enabled: false``
+    skips it."""
 
     enabled: bool = True
     max_subjects: PositiveInt = 2000
