@@ -112,6 +112,7 @@ def no_effect():
     return ev, part, model, sim
 
 
+@pytest.mark.slow  # the no-effect cohort's fit is 25 s: make test stays under 5 minutes; CI runs it
 def test_without_a_treatment_effect_bands_contain_zero(no_effect):
     ev, part, model, sim = no_effect
     pred = model.predict_plans(ev, part["held_out"])
@@ -130,6 +131,7 @@ def test_without_a_treatment_effect_bands_contain_zero(no_effect):
     assert np.allclose(truth["start_statin"], truth["no_new_treatment"], equal_nan=True)
 
 
+@pytest.mark.slow  # the no-effect cohort's fit is 25 s: make test stays under 5 minutes; CI runs it
 def test_a_plan_nobody_received_is_outside_support_for_everyone(no_effect):
     ev, part, model, _ = no_effect
     assert model.plan_counts_["start_insulin"] == 0
@@ -151,6 +153,7 @@ def test_a_plan_nobody_received_is_outside_support_for_everyone(no_effect):
     assert not res.prediction.in_support[:, a].any() and set(res.prediction.reason[:, a]) == {NOT_TRAINED}
 
 
+@pytest.mark.slow  # the no-effect cohort's fit is 25 s: make test stays under 5 minutes; CI runs it
 def test_effect_bands_and_curves_are_well_formed(no_effect):
     ev, part, model, _ = no_effect
     pred = model.predict_plans(ev, part["held_out"].head(300))
@@ -163,6 +166,7 @@ def test_effect_bands_and_curves_are_well_formed(no_effect):
     assert (obs > 0).all() and (obs < 1).all()
 
 
+@pytest.mark.slow  # the no-effect cohort's fit is 25 s: make test stays under 5 minutes; CI runs it
 def test_the_plan_curves_of_a_patient_with_no_plan_in_support_say_so(no_effect):
     ev, part, model, _ = no_effect
     res = what_if(model, ev, part["held_out"].head(50))
