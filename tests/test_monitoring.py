@@ -314,6 +314,9 @@ def test_output_drift_compares_two_scores_files(degraded, tmp_path):
     pq.write_table(doubled.replace_schema_metadata(table.schema.metadata), tmp_path / "doubled.parquet")
     same = run_monitor(history[-1], history[-1])
     assert same.passed and [g["group"] for g in same.report["groups"]] == ["predicted risk"]
+    from twinml.scoring import read_score_metadata
+
+    assert same.report["current"]["subjects"] == read_score_metadata(history[-1])["scored"] > 0
     moved = run_monitor(history[-1], tmp_path / "doubled.parquet")
     assert moved.report["groups"][0]["flagged"] == ["t2d_365d"] and moved.report["unseen_codes"] is None
     assert [g["name"] for g in moved.report["gates"] if not g["passed"]] == ["no output drift"]

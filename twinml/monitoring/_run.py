@@ -84,7 +84,8 @@ def _profile(panel: Panel, policy: MonitorPolicy, say) -> tuple[PanelProfile, di
         risks, score_facts = _risk_columns(panel.scores)
         profile.numeric.update(risks)
         facts |= {"model_version": score_facts.get("model_version"), "scored": score_facts.get("scored")}
-    facts |= {"as_of": str(profile.as_of), "subjects": profile.n_subjects, "lookback_days": policy.lookback_days}
+    subjects = profile.n_subjects if panel.events is not None else facts.get("scored")  # a scores file alone
+    facts |= {"as_of": str(profile.as_of), "subjects": subjects, "lookback_days": policy.lookback_days}
     return profile, facts
 
 
