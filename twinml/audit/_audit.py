@@ -80,7 +80,11 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     risks = model.predict_risk(inputs.events, rows)
     raw = model.predict_risk(inputs.events, rows, calibrated=False)
     report: dict[str, Any] = {
-        "model": {"class": type(model).__name__, "params": _params(model)},
+        "model": {
+            "class": type(model).__name__,
+            "params": _params(model),
+            "privacy": getattr(model, "privacy_", None),  # what a DP-SGD fit spent (None: not private)
+        },
         "policy": policy.model_dump(mode="json"),
         "lineage": inputs.lineage | {"packages": _versions()},
         "task": inputs.task.model_dump(mode="json"),

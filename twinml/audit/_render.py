@@ -321,6 +321,30 @@ def _use_html(r):
     ]
 
 
+def _privacy_md(r, md) -> list[str]:
+    """The model card's privacy section: the DP-SGD budget spent, and the membership attack."""
+    dp, m = r["model"].get("privacy"), r.get("membership")
+    if not (dp or m):
+        return []
+    lines = ["", "## Privacy", ""]
+    if dp:
+        lines += [
+            f"Trained with differential privacy (DP-SGD, opacus; the unit is a {dp['unit']}): "
+            f"**ε = {dp['epsilon']:.2f}** at δ = {dp['delta']:g} ({dp['accountant'].upper()} accountant; target ε "
+            f"{dp['target_epsilon']:g}), per-{dp['unit']} clip {dp['max_grad_norm']:g}, noise multiplier "
+            f"{dp['noise_multiplier']:.3f}, sampling rate {dp['sample_rate']:.4f}, {dp['steps']} steps. The "
+            "tuning subjects (featurizer, epoch, calibration) are not covered.",
+            "",
+        ]
+    if m:
+        lines.append(
+            f"Membership inference (loss threshold, {m['members']} training against {m['non_members']} held-out "
+            f"subjects): AUROC {md(m.get('auc'))} [{md(m.get('auc_lo'))}, {md(m.get('auc_hi'))}]; "
+            f"TPR at FPR 1% {md(m.get('tpr_at_fpr_1pct'))}, at 0.1% {md(m.get('tpr_at_fpr_0_1pct'))}."
+        )
+    return lines
+
+
 def _auto_limitations(r):
     out = []
     if r["fairness"]["ground_truth"]:
@@ -389,16 +413,7 @@ def render_model_card(report: dict) -> str:
                 f"| {t['label']} | {t['years']} | {t['n']} | {md(t.get('auroc'))} "
                 f"[{md(t.get('auroc_lo'))}, {md(t.get('auroc_hi'))}] | {md(t.get('observed_expected'), digits=2)} |"
             )
-    if r.get("membership"):
-        m = r["membership"]
-        lines += [
-            "",
-            "## Privacy",
-            "",
-            f"Membership inference (loss threshold, {m['members']} training against {m['non_members']} held-out "
-            f"subjects): AUROC {md(m.get('auc'))} [{md(m.get('auc_lo'))}, {md(m.get('auc_hi'))}]; "
-            f"TPR at FPR 1% {md(m.get('tpr_at_fpr_1pct'))}, at 0.1% {md(m.get('tpr_at_fpr_0_1pct'))}.",
-        ]
+    lines += _privacy_md(r, md)
     lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")

@@ -93,6 +93,14 @@ class SequenceRiskModel(BaseEstimator):
         logit, ``temperature`` a scale only, ``isotonic`` a non-decreasing map. All keep curves monotone.
     n_threads : int or None
         Torch threads during fit and predict (None leaves torch's setting).
+    privacy : dict or None
+        Differentially private training (GRU only): ``{"epsilon": 8, "delta": 1e-5, "max_grad_norm":
+        1.0, "subjects_per_step": 256, "reproducible": False}`` (only ``epsilon`` is required). DP-SGD
+        with opacus, the subject as the unit of privacy: subjects are Poisson-sampled, each drawn
+        subject's rows give one clipped gradient, and opacus' RDP accountant reports the ε spent
+        (``privacy_``). The featurizer and the head's starting bias are then learnt from the tuning
+        subjects, which choose the epoch and calibrate and are not protected; there is no trajectory
+        head. See :mod:`twinml.models._private`.
     random_state : int
 
     Attributes
@@ -104,10 +112,14 @@ class SequenceRiskModel(BaseEstimator):
     history_ : list of dict
         Per epoch: train loss, tuning loss, seconds.
     best_epoch_ : int
+    privacy_ : dict or None
+        With ``privacy``: the ε spent at the requested δ (opacus' RDP accountant), the target, the noise
+        multiplier, the sampling rate and the steps taken.
     """
 
     # models pickled before the trajectory head have no such attributes: get_params reads these
     trajectory_codes, trajectory_horizons_days = None, (90, 180, 365)
+    privacy, privacy_ = None, None  # models pickled before DP training, and the subclasses without it
 
     _param_rules = {
         "kind": one_of(("gru", "transformer"), "'gru' or 'transformer'"),
@@ -165,6 +177,7 @@ class SequenceRiskModel(BaseEstimator):
         trajectory_horizons_days=(90, 180, 365),
         calibration=None,
         n_threads=None,
+        privacy=None,
         random_state=0,
     ):
         self.kind = kind
@@ -186,10 +199,17 @@ class SequenceRiskModel(BaseEstimator):
         self.trajectory_horizons_days = trajectory_horizons_days
         self.calibration = calibration
         self.n_threads = n_threads
+        self.privacy = privacy
         self.random_state = random_state
 
     def _validate_params(self):
         check_params(self, self._param_rules)
+        if self.privacy is not None:
+            from ._private import check_privacy
+
+            check_privacy(self.privacy, type(self).__name__)
+            if self.kind != "gru":
+                raise ConfigError(f"{type(self).__name__}: privacy is supported for kind 'gru'; got {self.kind!r}")
 
     def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
         """Train on ``labels`` rows; early-stop (and calibrate) on ``tuning_labels``."""
@@ -199,22 +219,37 @@ class SequenceRiskModel(BaseEstimator):
         self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
         torch.manual_seed(self.random_state)
         rng = np.random.default_rng(self.random_state)
-        train_events = events[events["subject_id"].isin(labels["subject_id"].unique())]
-        self.featurizer_ = self._make_featurizer().fit(train_events)
+        has_tuning = tuning_labels is not None and len(tuning_labels) > 0
+        if self.privacy is not None and not has_tuning:
+            raise ConfigError(
+                f"{type(self).__name__}: private training needs tuning rows (the featurizer, the epoch and the "
+                "calibration are learnt from them, not from the protected training subjects)"
+            )
+        # under privacy nothing but the DP-SGD steps reads the training subjects
+        fit_ids = (tuning_labels if self.privacy is not None else labels)["subject_id"].unique()
+        self.featurizer_ = self._make_featurizer().fit(events[events["subject_id"].isin(fit_ids)])
         train = self.featurizer_.transform(events, labels)
         y_train = hazard_targets(labels, self.outcomes_, self.horizons_)
         tune = y_tune = None
-        if tuning_labels is not None and len(tuning_labels):
+        if has_tuning:
             tune = self.featurizer_.transform(events, tuning_labels)
             y_tune = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
         self._describe(train, say)
-        head = self._trajectory_head()  # its codes are checked now, not after training
+        head = self._trajectory_head() if self.privacy is None else None  # codes checked now, not after training
         self._forecast, codes = self._forecast_targets(train, say)
         with _torch_threads(self.n_threads):
             self.net_ = self._make_net(codes.size)
             with torch.no_grad():
-                self.net_.head.linear.bias.copy_(torch.from_numpy(base_hazard_logits(y_train)).flatten())
-            self._train(train, y_train, tune, y_tune, rng, say)
+                # under privacy y_tune is there (checked above)
+                bias = base_hazard_logits(y_train if y_tune is None or self.privacy is None else y_tune)
+                self.net_.head.linear.bias.copy_(torch.from_numpy(bias).flatten())
+            self.privacy_ = None
+            if self.privacy is None:
+                self._train(train, y_train, tune, y_tune, rng, say)
+            else:
+                from ._private import train_private
+
+                train_private(self, train, y_train, tune, y_tune, labels["subject_id"].to_numpy(), say)
             self.calibrator_ = None
             z_tune = None if tune is None else self._logits(tune)  # for the calibrator and the risk bands
             if self.calibration is not None and z_tune is not None and y_tune is not None:
@@ -225,6 +260,8 @@ class SequenceRiskModel(BaseEstimator):
                     self.trajectory_skipped_ = "it needs tuning rows for early stopping and its intervals"
                 else:
                     self.trajectory_ = self._fit_trajectory(head, events, labels, tuning_labels, train, tune, say)
+            elif self.privacy is not None and self.trajectory_codes is not None:
+                self.trajectory_skipped_ = "it is not trained with differential privacy"
             elif self.trajectory_codes is not None:
                 self.trajectory_skipped_ = "no numeric code in the training events"
             if self.trajectory_skipped_:

@@ -37,6 +37,7 @@ __all__ = [
 MONITOR_PASSED_TAG = "twinml.monitor.passed"
 
 CONFIG_ARTIFACTS = ("config.yaml", "config.json")
+PRIVACY_METRICS = ("epsilon", "delta", "max_grad_norm", "noise_multiplier", "sample_rate", "steps")
 
 
 def log_training_run(
@@ -87,15 +88,7 @@ def log_training_run(
         for plan, n in getattr(model, "plan_counts_", {}).items():
             if n >= min_cell:
                 mlflow.log_metric(f"treatment/train_rows/{plan}", float(n))
-        for rec in getattr(model, "history_", []):
-            mlflow.log_metrics(
-                {
-                    "train/loss": rec["train_loss"],
-                    "tuning/loss": rec["tuning_loss"],
-                    "train/epoch_seconds": rec["seconds"],
-                },
-                step=rec["epoch"],
-            )
+        _log_fit(model)
         for split, table in metrics.items():
             log_metrics_table(table, split=split)
             log_frame(table, f"evaluation/{split}_metrics.csv")
@@ -106,6 +99,19 @@ def log_training_run(
         log_search_trials(getattr(model, "search_trials_", {}))
         info = log_model(model, registered_model_name=config.tracking.register_as)
     return run.info.run_id, info.model_uri
+
+
+def _log_fit(model) -> None:
+    """The epoch history, and what opacus' accountant says a DP-SGD fit spent (the budget asked is a param)."""
+    for rec in getattr(model, "history_", []):
+        mlflow.log_metrics(
+            {"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"], "train/epoch_seconds": rec["seconds"]},
+            step=rec["epoch"],
+        )
+    privacy = getattr(model, "privacy_", None)
+    if privacy:
+        mlflow.log_metrics({f"privacy/{k}": float(privacy[k]) for k in PRIVACY_METRICS})
+        mlflow.set_tags({"twinml.privacy.unit": privacy["unit"], "twinml.privacy.accountant": privacy["accountant"]})
 
 
 def training_run_id(model_uri: str, version=None) -> str | None:
