@@ -67,3 +67,28 @@ def test_subject_losses_average_each_subjects_known_labels():
     risks = pd.DataFrame({"subject_id": [1, 1, 2], "a": [0.5, 0.9, 0.1]})
     losses = subject_losses(labels, risks, ["a"])
     assert losses.to_dict() == pytest.approx({1: np.log(2), 2: -np.log(0.9)})
+
+
+def _difficulty_world(memorised: float, seed: int = 0):
+    """Subjects whose loss mostly reflects how hard they are; members' losses lowered by ``memorised``."""
+    rng = np.random.default_rng(seed)
+    ids = np.arange(3000)
+    hard = rng.uniform(0.05, 1.0, ids.size)
+    members, non_members, population = ids[:1000], ids[1000:2000], ids[2000:]
+    target = pd.Series(hard + rng.normal(0, 0.01, ids.size), index=ids)
+    target[members] -= memorised
+    references = pd.DataFrame({k: hard + rng.normal(0, 0.01, ids.size) for k in range(4)}, index=ids)
+    return target, references, members, non_members, population
+
+
+def test_the_reference_attack_sees_memorisation_that_difficulty_hides_from_a_loss_threshold():
+    from twinml.evaluation import reference_attack
+
+    target, refs, members, non_members, population = _difficulty_world(memorised=0.03)
+    loss = membership_attack(target[members], target[non_members], n_boot=50)
+    ref = reference_attack(target, refs, members, non_members, population, n_boot=50)
+    assert loss["auc"] < 0.6 and ref["auc"] > 0.9 and ref["auc_lo"] > loss["auc_hi"]
+    assert ref["reference_models"] == 4 and ref["population"] == 1000 and ref["tpr_at_fpr_1pct"] > 0.1
+    target, refs, members, non_members, population = _difficulty_world(memorised=0.0)
+    null = reference_attack(target, refs, members, non_members, population, n_boot=50)
+    assert null["auc_lo"] < 0.5 < null["auc_hi"]

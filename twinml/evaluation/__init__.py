@@ -14,7 +14,7 @@ from ._fairness import (
     subject_attributes,
 )
 from ._faithfulness import faithfulness
-from ._membership import membership_attack, subject_losses
+from ._membership import membership_attack, reference_attack, subject_losses
 from ._metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -29,6 +29,7 @@ from ._predictions import PREDICTION_SCHEMA, meds_predictions, write_meds_predic
 __all__ = [
     "binary_metrics",
     "membership_attack",
+    "reference_attack",
     "subject_losses",
     "bootstrap_ci",
     "poisson_interval",
