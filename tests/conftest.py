@@ -1,5 +1,6 @@
 """Shared fixtures: one small simulated cohort per session, fixed seeds everywhere."""
 
+import contextlib
 import random
 
 import numpy as np
@@ -120,3 +121,51 @@ def chromium() -> str | None:
 
 
 NEEDS_CHROMIUM = "needs Chromium (Debian package 'chromium'); .ci/run installs it"
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root, *extra, env=None):
+    """A real ``mlflow server`` on a free port of 127.0.0.1 (SQLite backend, proxied artifacts under
+    ``root``, ``extra`` arguments, ``env`` added to the environment), its URL yielded; stopped afterwards.
+    Its output goes to ``root/server.log``, whose tail is the error if it does not start."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "mlflow", "server", *extra, "--backend-store-uri", f"sqlite:///{root / 'server.db'}"]
+    cmd += ["--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port)]
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below, after the server stops
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "1"],
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/health", timeout=2).read() == b"OK":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

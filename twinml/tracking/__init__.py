@@ -1,7 +1,8 @@
 """MLflow tracking: runs, params, metrics, artifacts, the pyfunc model and the registry. Every MLflow call
 in twinml is in this package (tests/test_layout.py checks that no other module imports mlflow)."""
 
-from ._integrity import AUDITED_DIGEST_TAG, combined_digest, file_digests
+from ._access import ROLES, setup_roles
+from ._integrity import AUDITED_DIGEST_TAG, acting_user, combined_digest, file_digests
 from ._mlflow import (
     AUDIT_PASSED_TAG,
     LoadedModel,
@@ -34,6 +35,9 @@ from ._runs import (
 )
 
 __all__ = [
+    "ROLES",
+    "setup_roles",
+    "acting_user",
     "AUDITED_DIGEST_TAG",
     "file_digests",
     "combined_digest",

@@ -13,6 +13,7 @@ import getpass
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import mlflow
 from .._validation import ConfigError
 
 __all__ = [
+    "acting_user",
     "AUDITED_DIGEST_TAG",
     "DIGESTS_ARTIFACT",
     "file_digests",
@@ -35,6 +37,12 @@ DIGESTS_ARTIFACT = "audit/artifact_digests.json"
 _CHUNK = 1 << 20
 _ADDED = {"registered_model_meta"}
 _log = logging.getLogger("twinml")
+
+
+def acting_user() -> str:
+    """Who acts, as recorded on the registry: the tracking server's user (``MLFLOW_TRACKING_USERNAME``,
+    never its password) when set, else the operating-system user."""
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
 
 
 def file_digests(root) -> dict[str, str]:
@@ -110,7 +118,7 @@ def check_audited_digest(mv, files: dict[str, str], *, what: str, override_reaso
     changed = _changed(_audited_files(client, mv), files)
     listed = ", ".join(changed[:5]) + (f" (+{len(changed) - 5} more)" if len(changed) > 5 else "")
     if override_reason:
-        for key, value in (("reason", override_reason), ("by", getpass.getuser()), ("digest", now)):
+        for key, value in (("reason", override_reason), ("by", acting_user()), ("digest", now)):
             client.set_model_version_tag(mv.name, mv.version, f"twinml.{what}.digest_override_{key}", value)
         _log.warning("%s: %s version %s changed since its audit (%s); overridden", what, mv.name, mv.version, listed)
         return now

@@ -25,7 +25,14 @@ from mlflow.models import infer_signature
 
 from .._validation import ConfigError
 from .._version import __version__
-from ._integrity import check_audited_digest, combined_digest, download_model, file_digests, warn_outside_registry
+from ._integrity import (
+    acting_user,
+    check_audited_digest,
+    combined_digest,
+    download_model,
+    file_digests,
+    warn_outside_registry,
+)
 from ._pyfunc import RiskModelPyfunc, synthetic_input_example
 
 # MLflow draws a progress bar for every artifact download (each model load) and logs INFO lines (creating
@@ -115,9 +122,11 @@ def code_version() -> str:
     return f"{__version__}" + (f"+g{sha}" if sha else "")
 
 
-def pip_requirements(*, torch: bool = False) -> list[str]:
-    """Pinned runtime requirements (explicit, so MLflow does not spend seconds inferring them)."""
-    return [f"{p}=={version(p)}" for p in _RUNTIME_PACKAGES + (("torch",) if torch else ())]
+def pip_requirements(*, torch: bool = False, opacus: bool = False) -> list[str]:
+    """Pinned runtime requirements (explicit, so MLflow does not spend seconds inferring them); opacus for
+    a privately trained model, whose network holds opacus' GRU."""
+    extra = (("torch",) if torch else ()) + (("opacus",) if opacus else ())
+    return [f"{p}=={version(p)}" for p in _RUNTIME_PACKAGES + extra]
 
 
 def log_model(model, *, name: str = "model", registered_model_name: str | None = None):
@@ -134,7 +143,10 @@ def log_model(model, *, name: str = "model", registered_model_name: str | None =
             python_model=RiskModelPyfunc(model),
             signature=signature,
             input_example=example,
-            pip_requirements=pip_requirements(torch=hasattr(model, "net_") or hasattr(model, "record_")),
+            pip_requirements=pip_requirements(
+                torch=hasattr(model, "net_") or hasattr(model, "record_"),
+                opacus=getattr(model, "privacy_", None) is not None,
+            ),
             code_paths=[str(package_dir)],
             registered_model_name=registered_model_name,
         )
@@ -280,6 +292,35 @@ def load_registered_model(
     return loaded
 
 
+def _record_then_move_alias(client, name: str, version: str, alias: str, tags: dict) -> None:
+    """Tag the version (the record comes first), then move the alias. If the server refuses either
+    (HTTP 403: the user may not), it is a ConfigError; when the tags were written and the alias refused,
+    ``twinml.promotion.<alias>`` is set to ``refused`` so the version's record shows the attempt."""
+    written = []
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+            written.append(key)
+        client.set_registered_model_alias(name, alias, version)
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code != "PERMISSION_DENIED":
+            raise
+        moving = len(written) == len(tags)
+        if moving:
+            client.set_model_version_tag(name, version, f"twinml.promotion.{alias}", "refused")
+        raise ConfigError(
+            f"promote: the tracking server refused user {acting_user()!r} "
+            f"{'moving the alias' if moving else 'tagging the version'} (permission denied): pointing @{alias} "
+            f"of {name!r} at version {version} needs MANAGE on the registered model, or an admin (README: "
+            "Deploying with access control). "
+            + (
+                f"The alias did not move; the version records the attempt (twinml.promotion.{alias}=refused)."
+                if moving
+                else "Nothing was changed."
+            )
+        ) from None
+
+
 def promote(
     name: str, version: str | int, alias: str, *, override_reason: str | None = None, tracking_uri: str | None = None
 ) -> dict:
@@ -290,27 +331,25 @@ def promote(
     user, alias) before the alias moves. So is a version whose artifacts changed since its audit
     (their digest is recomputed here): refused, naming the changed files, unless overridden.
     """
-    import getpass
-
     mlflow.set_tracking_uri(resolve_tracking_uri(tracking_uri))
     client = mlflow.MlflowClient()
     mv = client.get_model_version(name, str(version))
     audit = mv.tags.get(AUDIT_PASSED_TAG)
-    if audit != "true":
+    if audit != "true" and not override_reason:
         why = "its audit failed" if audit == "false" else "it has no audit result"
-        if not override_reason:
-            raise ConfigError(
-                f"promote: {name} version {version} cannot become @{alias}: {why} "
-                f"(tag {AUDIT_PASSED_TAG}={audit!r}). Run the audit, or pass an override reason "
-                "(CLI: --override 'REASON'), which is recorded on the version."
-            )
-        client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_reason", override_reason)
-        client.set_model_version_tag(name, str(version), f"twinml.promotion.{alias}.override_by", getpass.getuser())
+        raise ConfigError(
+            f"promote: {name} version {version} cannot become @{alias}: {why} "
+            f"(tag {AUDIT_PASSED_TAG}={audit!r}). Run the audit, or pass an override reason "
+            "(CLI: --override 'REASON'), which is recorded on the version."
+        )
     tmp, local = download_model(f"models:/{name}/{version}")  # the bytes the alias will serve, hashed
     with tmp:
         check_audited_digest(mv, file_digests(local), what="promote", override_reason=override_reason)
-    client.set_model_version_tag(
-        name, str(version), f"twinml.promotion.{alias}", "override" if audit != "true" else "audit passed"
-    )
-    client.set_registered_model_alias(name, alias, str(version))
+    tags = {f"twinml.promotion.{alias}": "override" if audit != "true" else "audit passed"}
+    if audit != "true":
+        tags |= {
+            f"twinml.promotion.{alias}.override_reason": str(override_reason),
+            f"twinml.promotion.{alias}.override_by": acting_user(),
+        }
+    _record_then_move_alias(client, name, str(version), alias, tags)
     return {"name": name, "version": str(version), "alias": alias, "audit": audit, "override": audit != "true"}
