@@ -23,6 +23,7 @@ from ._hazard import (
     hazard_targets,
     parse_label_columns,
 )
+from ._private import check_privacy, train_private
 from ._tabular_model import label_columns_of
 from ._torch_modules import SequenceRiskNet
 from ._trainer import EarlyStopping, EpochProgress, fit_epochs
@@ -94,13 +95,10 @@ class SequenceRiskModel(BaseEstimator):
     n_threads : int or None
         Torch threads during fit and predict (None leaves torch's setting).
     privacy : dict or None
-        Differentially private training (GRU only): ``{"epsilon": 8, "delta": 1e-5, "max_grad_norm":
-        1.0, "subjects_per_step": 256, "reproducible": False}`` (only ``epsilon`` is required). DP-SGD
-        with opacus, the subject as the unit of privacy: subjects are Poisson-sampled, each drawn
-        subject's rows give one clipped gradient, and opacus' RDP accountant reports the ε spent
-        (``privacy_``). The featurizer and the head's starting bias are then learnt from the tuning
-        subjects, which choose the epoch and calibrate and are not protected; there is no trajectory
-        head. See :mod:`twinml.models._private`.
+        DP-SGD with opacus, the subject as the unit (GRU only): ``{"epsilon": 8}`` plus optional
+        ``delta`` (1e-5), ``max_grad_norm`` (1.0), ``subjects_per_step`` (256), ``reproducible`` (False).
+        The tuning subjects then fit the featurizer and are not protected; no trajectory head. See
+        :mod:`twinml.models._private`.
     random_state : int
 
     Attributes
@@ -205,8 +203,6 @@ class SequenceRiskModel(BaseEstimator):
     def _validate_params(self):
         check_params(self, self._param_rules)
         if self.privacy is not None:
-            from ._private import check_privacy
-
             check_privacy(self.privacy, type(self).__name__)
             if self.kind != "gru":
                 raise ConfigError(f"{type(self).__name__}: privacy is supported for kind 'gru'; got {self.kind!r}")
@@ -247,8 +243,6 @@ class SequenceRiskModel(BaseEstimator):
             if self.privacy is None:
                 self._train(train, y_train, tune, y_tune, rng, say)
             else:
-                from ._private import train_private
-
                 train_private(self, train, y_train, tune, y_tune, labels["subject_id"].to_numpy(), say)
             self.calibrator_ = None
             z_tune = None if tune is None else self._logits(tune)  # for the calibrator and the risk bands
@@ -467,9 +461,10 @@ class SequenceRiskModel(BaseEstimator):
         select among those the model was fitted for (``trajectory_codes_``, ``trajectory_horizons_days``).
         """
         check_is_fitted(self, "net_")
-        tf = _trajectory_of(self)
-        codes, horizons = _trajectory_selection(tf, codes, horizons_days)
-        from ._trajectory import trajectory_frame
+        from ._trajectory import trajectory_frame, trajectory_of, trajectory_selection
+
+        tf = trajectory_of(self)
+        codes, horizons = trajectory_selection(tf, codes, horizons_days)
 
         with _torch_threads(self.n_threads):
             data = self.featurizer_.transform(events, index)
@@ -482,8 +477,9 @@ class SequenceRiskModel(BaseEstimator):
         """``(predict_risk(...), predict_trajectory(...))`` from one featurisation and one pass of the
         network (batch scoring with ``--trajectories``)."""
         check_is_fitted(self, "net_")
-        tf = _trajectory_of(self)
-        from ._trajectory import trajectory_frame
+        from ._trajectory import trajectory_frame, trajectory_of
+
+        tf = trajectory_of(self)
 
         with _torch_threads(self.n_threads):
             data = self.featurizer_.transform(events, index)
@@ -501,34 +497,3 @@ class SequenceRiskModel(BaseEstimator):
         """The codes :meth:`predict_trajectory` forecasts (empty without a trajectory head)."""
         tf = getattr(self, "trajectory_", None)
         return list(tf.codes) if tf is not None else []
-
-
-def _trajectory_of(model):
-    tf = getattr(model, "trajectory_", None)
-    if tf is None:
-        why = getattr(model, "trajectory_skipped_", None) or (
-            "it was fitted with trajectory_codes=None"
-            if getattr(model, "trajectory_codes", None) is None
-            else "it was fitted by a twinml older than the trajectory head"
-        )
-        raise ConfigError(f"{type(model).__name__} has no trajectory forecasts: {why}")
-    return tf
-
-
-def _trajectory_selection(tf, codes, horizons_days):
-    """Check a request against what the head forecasts; None means all."""
-    for what, asked, have in (("code", codes, tf.codes), ("horizon", horizons_days, tf.horizons_days)):
-        if asked is not None:
-            if not len(asked):
-                raise ConfigError(
-                    f"predict_trajectory: the {what}s asked for must be non-empty (None: all of {list(have)})"
-                )
-            unknown = [a for a in asked if a not in have]
-            if unknown:
-                raise ConfigError(
-                    f"predict_trajectory: {what} {unknown[0]!r} is not forecast by this model; "
-                    f"it forecasts {list(have)}"
-                )
-    return (None if codes is None else list(codes)), (
-        None if horizons_days is None else [int(h) for h in horizons_days]
-    )

@@ -29,7 +29,7 @@ from .._validation import ConfigError
 from ..features import last_readings, last_value_features, readings_near_horizons
 from ._trainer import EarlyStopping, fit_epochs
 
-__all__ = ["TrajectoryForecaster", "QUANTILES", "COVERAGE"]
+__all__ = ["TrajectoryForecaster", "QUANTILES", "COVERAGE", "trajectory_of", "trajectory_selection"]
 
 QUANTILES = (0.1, 0.5, 0.9)
 COVERAGE = 0.8
@@ -338,4 +338,36 @@ def trajectory_frame(
             "lower_80": p[..., 0].reshape(-1),
             "upper_80": p[..., 2].reshape(-1),
         }
+    )
+
+
+def trajectory_of(model):
+    """A fitted model's trajectory head, or a ConfigError saying why it has none."""
+    tf = getattr(model, "trajectory_", None)
+    if tf is None:
+        why = getattr(model, "trajectory_skipped_", None) or (
+            "it was fitted with trajectory_codes=None"
+            if getattr(model, "trajectory_codes", None) is None
+            else "it was fitted by a twinml older than the trajectory head"
+        )
+        raise ConfigError(f"{type(model).__name__} has no trajectory forecasts: {why}")
+    return tf
+
+
+def trajectory_selection(tf, codes, horizons_days):
+    """Check a request against what the head forecasts; None means all."""
+    for what, asked, have in (("code", codes, tf.codes), ("horizon", horizons_days, tf.horizons_days)):
+        if asked is not None:
+            if not len(asked):
+                raise ConfigError(
+                    f"predict_trajectory: the {what}s asked for must be non-empty (None: all of {list(have)})"
+                )
+            unknown = [a for a in asked if a not in have]
+            if unknown:
+                raise ConfigError(
+                    f"predict_trajectory: {what} {unknown[0]!r} is not forecast by this model; "
+                    f"it forecasts {list(have)}"
+                )
+    return (None if codes is None else list(codes)), (
+        None if horizons_days is None else [int(h) for h in horizons_days]
     )
