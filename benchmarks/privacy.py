@@ -112,42 +112,48 @@ def _dp_table(events, split, epsilons, epochs, lr) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _rmia_table(events, split, kinds, k) -> pd.DataFrame:
-    """Both attacks on the same subjects. The held-out subjects are shuffled (seed 0) into 600
-    non-members, 600 population subjects and a pool (the rest) from which ``k`` reference models of the
-    same kind take disjoint samples (a k-th of the pool each, early-stopped on the tuning split; for the
-    overfit control at most 300 each, fitted as it is). No reference model saw an attacked subject."""
-    from twinml.evaluation import membership_attack, reference_attack, subject_losses
+def _attack_table(events, split, kinds, k) -> pd.DataFrame:
+    """The audit's membership inference (``twinml.evaluation.membership_audit``) on each model: fitted on
+    the train split (early-stopped and calibrated on the tuning split), attacked on up to 2,000 held-out
+    subjects (900 with reference models, whose population takes the other 900) against as many training
+    subjects; ``k`` reference models, each on an equal share of the other training subjects. The overfit
+    control trains on 300 subjects, is attacked on those against 300 held-out ones, and its reference models
+    take 300 other training subjects each, fitted as it is. One row per model and attack, all labels
+    pooled, with the highest upper bound over the labels taken alone (what the audit's gate also reads)."""
+    from twinml.evaluation import membership_audit
 
-    ids = np.random.default_rng(0).permutation(split["held_out"]["subject_id"].unique())
-    held = split["held_out"].set_index("subject_id")
-    non_ids, pop_ids, pool = ids[:600], ids[600:1200], ids[1200:]
     rows = []
     for kind in kinds:
-        size = min(300, pool.size // k) if kind == "overfit" else pool.size // k
-        train = _subjects(split["train"], 300) if kind == "overfit" else split["train"]
-        tuning = None if kind == "overfit" else split["tuning"]
-        non_members = non_ids[:300] if kind == "overfit" else non_ids
-        members = train["subject_id"].unique() if kind == "overfit" else _subjects(train, 600)["subject_id"].unique()
-        attacked = pd.concat(
-            [train[train["subject_id"].isin(members)], held.loc[np.r_[non_members, pop_ids]].reset_index()]
-        ).reset_index(drop=True)
-
-        def losses(model, attacked=attacked):
-            return subject_losses(attacked, model.predict_risk(events, attacked), model.label_columns_)
-
-        target = losses(_model(kind).fit(events, train, tuning_labels=tuning))
-        refs = {}
-        for j in range(k):
-            sample = held.loc[pool[j * size : (j + 1) * size]].reset_index()
-            refs[j] = losses(_model(kind).fit(events, sample, tuning_labels=tuning))
-        refs = pd.DataFrame(refs)
-        for result in (
-            # subjects without a known label have no loss: both attacks drop them
-            membership_attack(target.reindex(members).dropna(), target.reindex(non_members).dropna(), n_boot=200),
-            reference_attack(target, refs, members, non_members, pop_ids, n_boot=200),
-        ):
-            rows.append({"model": kind, **result})
+        overfit = kind == "overfit"
+        train = _subjects(split["train"], 300) if overfit else split["train"]
+        tuning = None if overfit else split["tuning"]
+        t = time.perf_counter()
+        model = _model(kind).fit(events, train, tuning_labels=tuning)
+        fit_s = time.perf_counter() - t
+        out = membership_audit(
+            model,
+            events,
+            train,
+            split["held_out"],
+            model.label_columns_,
+            max_subjects=300 if overfit else 2000,
+            reference_models=k,
+            reference_rows=split["train"][~split["train"]["subject_id"].isin(train["subject_id"])] if overfit else None,
+            reference_subjects=300 if overfit else None,
+            tuning_labels=tuning,
+            n_boot=200,
+        )
+        for attack in dict.fromkeys(a["attack"] for a in out["attacks"]):
+            by_label = [a for a in out["attacks"] if a["attack"] == attack]
+            pooled = next(a for a in by_label if a["label"] == "all")
+            rows.append(
+                {"model": kind, **{c: v for c, v in pooled.items() if c != "label"}}
+                | {
+                    "worst_label_auc_hi": max(a["auc_hi"] for a in by_label if a["label"] != "all"),
+                    "reference_subjects": out["reference_subjects"],
+                    "fit_s": round(fit_s, 1),
+                }
+            )
             print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
@@ -155,7 +161,6 @@ def _rmia_table(events, split, kinds, k) -> pd.DataFrame:
 def main() -> None:
     from twinml.cohort import TaskDefinition, build_labels
     from twinml.data import read_meds, read_subject_splits
-    from twinml.evaluation import membership_attack, subject_losses
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="lightgbm,logistic,gru,overfit")
@@ -163,7 +168,7 @@ def main() -> None:
     parser.add_argument("--dp", default="", help="comma-separated epsilons: the DP table instead of the attacks")
     parser.add_argument("--dp-epochs", type=int, default=6)
     parser.add_argument("--dp-lr", type=float, default=5e-3)
-    parser.add_argument("--rmia", type=int, default=0, help="reference models: both attacks on --models")
+    parser.add_argument("--rmia", type=int, default=0, help="reference models (0: the loss-threshold attack only)")
     args = parser.parse_args()
     root = simulated(args.n_subjects, 0)
     events = read_meds(root)
@@ -176,29 +181,7 @@ def main() -> None:
         table = _dp_table(events, split, [float(e) for e in args.dp.split(",")], args.dp_epochs, args.dp_lr)
         print(table.round(3).to_string(index=False))
         return
-    if args.rmia:
-        print(_rmia_table(events, split, args.models.split(","), args.rmia).round(3).to_string(index=False))
-        return
-    rows = []
-    for kind in args.models.split(","):
-        t = time.perf_counter()
-        model = _model(kind)
-        if kind == "overfit":
-            train, non_members = _subjects(split["train"], 300), _subjects(split["held_out"], 300)
-            model.fit(events, train)
-        else:
-            train, non_members = split["train"], split["held_out"]
-            model.fit(events, train, tuning_labels=split["tuning"])
-        fit_s = time.perf_counter() - t
-        members = train if kind == "overfit" else _subjects(train, non_members["subject_id"].nunique())
-        losses = [
-            subject_losses(r, model.predict_risk(events, r), model.label_columns_) for r in (members, non_members)
-        ]
-        result = membership_attack(*losses, n_boot=200)
-        rows.append({"model": kind, **result, "fit_s": round(fit_s, 1)})
-        print(rows[-1], flush=True)
-    table = pd.DataFrame(rows).drop(columns="attack")
-    print(table.round(3).to_string(index=False))
+    print(_attack_table(events, split, args.models.split(","), args.rmia).round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ POLICY = {
     "n_bootstrap": 20,
     "explain": {"n_rows": 100},
     "mitigation": {"attribute": "race"},
-    "membership": {"max_subjects": 1000},
+    "membership": {"max_subjects": 1000, "reference_models": 2},
     "gates": {
         "min_auroc_lower_bound": 0.6,
         "max_ece": 0.02,
@@ -175,10 +175,17 @@ def test_report_covers_tripod_items_and_lineage(fair_audit):
     card = (fair_audit.out_dir / "model_card.md").read_text()
     assert "# Model card: fair" in card and "Audit: **passed**" in card
     # privacy: training subjects against held-out ones, by their loss; the regularised model does not leak
+    # privacy: both attacks, on all labels pooled and on each; the regularised model does not leak
     membership = fair_audit.report["membership"]
-    assert membership["members"] == membership["non_members"] == 1000 and membership["auc_hi"] <= 0.6
-    (gate,) = [g for g in fair_audit.report["gates"] if g["gate"].startswith("membership inference")]
-    assert gate["passed"] and "Membership inference (privacy)" in html and "## Privacy" in card
+    assert membership["members"] == membership["non_members"] == membership["population"] == 1000
+    assert membership["reference_models"] == 2 and membership["reference_subjects"] > 1000
+    attacks = {(a["label"], a["attack"].split(" ")[0]) for a in membership["attacks"]}
+    assert attacks == {(c, k) for c in ("all", "t2d_730d", "ckd_730d") for k in ("loss", "reference")}
+    assert all(a["auc_hi"] <= 0.6 for a in membership["attacks"])
+    gates = [g for g in fair_audit.report["gates"] if g["gate"].startswith("membership inference")]
+    assert len(gates) == 2 and all(g["passed"] for g in gates)
+    assert "Membership inference (privacy)" in html and "reference-model attack (RMIA-style" in html
+    assert "## Privacy" in card and "reference models (RMIA-style) AUROC" in card
 
 
 def test_mitigation_is_a_tradeoff_table_never_applied(fair_audit, registry):

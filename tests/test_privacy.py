@@ -3,7 +3,9 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator
 
+from twinml._validation import ConfigError
 from twinml.cohort import TaskDefinition, build_labels
 from twinml.evaluation import membership_attack, subject_losses
 from twinml.models import TabularRiskModel
@@ -92,3 +94,75 @@ def test_the_reference_attack_sees_memorisation_that_difficulty_hides_from_a_los
     target, refs, members, non_members, population = _difficulty_world(memorised=0.0)
     null = reference_attack(target, refs, members, non_members, population, n_boot=50)
     assert null["auc_lo"] < 0.5 < null["auc_hi"]
+
+
+class _Spy(BaseEstimator):
+    """A model that remembers which subjects each fit saw and predicts the same risk for everyone."""
+
+    fits: list = []
+
+    def __init__(self, risk=0.1):
+        self.risk = risk
+
+    def fit(self, events, labels, *, tuning_labels=None, progress=None):
+        _Spy.fits.append(set(labels["subject_id"]))
+        self.label_columns_ = ["a", "b"]
+        return self
+
+    def predict_risk(self, events, rows):
+        return pd.DataFrame({"subject_id": rows["subject_id"].to_numpy(), "a": self.risk, "b": self.risk})
+
+
+def _rows(ids, known=True):
+    """Two rows a subject; label ``a`` false (or unknown), ``b`` never known."""
+    n = 2 * len(ids)
+    a = pd.array([False if known else None] * n, dtype="boolean")
+    return pd.DataFrame({"subject_id": np.repeat(ids, 2), "a": a, "b": pd.array([None] * n, dtype="boolean")})
+
+
+def test_no_reference_model_sees_an_attacked_subject_and_each_sees_its_own_share():
+    from twinml.evaluation import membership_audit
+
+    _Spy.fits.clear()
+    train, held = _rows(np.arange(1000)), pd.concat([_rows(np.arange(1000, 1300)), _rows([5000], known=False)])
+    out = membership_audit(
+        _Spy(), None, train, held, ["a", "b"], max_subjects=100, reference_models=3, n_boot=20, progress=lambda m: None
+    )
+    assert (out["members"], out["non_members"], out["population"]) == (100, 100, 100)
+    assert out["reference_models"] == 3 and out["reference_subjects"] == 300  # (1000 - 100 members) / 3
+    assert len(_Spy.fits) == 3 and all(len(f) == 300 for f in _Spy.fits)
+    assert not (_Spy.fits[0] & _Spy.fits[1]) and not (_Spy.fits[1] & _Spy.fits[2])  # disjoint samples
+    assert all(f <= set(range(1000)) for f in _Spy.fits)  # training subjects, never a held-out one
+    # b is never known: no row for it; a subject with no known label is never drawn
+    assert {(a["label"], a["attack"].split(" ")[0]) for a in out["attacks"]} == {
+        (c, k) for c in ("all", "a") for k in ("loss", "reference")
+    } | {("b", "loss"), ("b", "reference")}
+    assert all(a["auc"] == pytest.approx(0.5) for a in out["attacks"] if a["label"] != "b")  # all losses equal
+    assert all(np.isnan(a["auc"]) and a["members"] == 0 for a in out["attacks"] if a["label"] == "b")
+    with pytest.raises(ConfigError, match="need at least one subject each"):
+        membership_audit(_Spy(), None, _rows(np.arange(10)), held, ["a"], max_subjects=100, reference_models=2)
+
+
+def test_the_audit_of_a_memorising_model_fails_under_both_attacks(cohort):
+    from twinml.evaluation import membership_audit
+
+    events, labels = cohort
+    train = split_rows(labels, "train")
+    target_rows = _subjects(train, 300)
+    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1).fit(events, target_rows)
+    out = membership_audit(
+        model,
+        events,
+        target_rows,
+        split_rows(labels, "held_out"),
+        model.label_columns_,
+        max_subjects=300,
+        reference_models=2,
+        reference_rows=train[~train["subject_id"].isin(target_rows["subject_id"])],
+        reference_subjects=300,  # as many as the model trained on
+        n_boot=50,
+        progress=lambda m: None,
+    )
+    assert out["reference_subjects"] == 300 and out["members"] > 250  # training subjects with a known label
+    pooled = {a["attack"].split(" ")[0]: a for a in out["attacks"] if a["label"] == "all"}
+    assert pooled["loss"]["auc_lo"] > 0.6 and pooled["reference"]["auc_lo"] > 0.6  # both fail the 0.6 gate

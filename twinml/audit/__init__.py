@@ -1,9 +1,10 @@
 """Governance audit: calibration, subgroup fairness, explanations, policy gates and a signed-off report."""
 
 from ._audit import AuditInputs, compute_audit, suppress_small_counts
+from ._card import render_model_card
 from ._figures import DriversDisplay, ReliabilityBandsDisplay, SubgroupForestDisplay
 from ._policy import AuditPolicy, ExplainPolicy, Gates, load_policy
-from ._render import render_html, render_model_card
+from ._render import render_html
 from ._run import AUDIT_FILES, AuditResult, run_audit
 
 __all__ = [

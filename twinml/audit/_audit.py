@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .._validation import ConfigError
-from ..cohort import Cohort, TaskDefinition
+from ..cohort import Cohort, TaskDefinition, events_for_fit
 from ..evaluation import (
     SUPPRESSED,
     calibration_summary,
@@ -97,7 +97,7 @@ def compute_audit(inputs: AuditInputs, policy: AuditPolicy, *, seed: int = 0, pr
     perf = evaluate_risks(rows, risks, columns=audited, truth=inputs.truth, n_boot=policy.n_bootstrap, seed=seed)
     report["performance"] = _records(suppress_small_counts(perf, ["n", "positives"], policy.min_cell))
     report["temporal"] = _temporal_section(inputs, labels, audited, policy, seed)
-    report["membership"] = _membership_section(inputs, labels, audited, policy, seed, scored=(rows, risks))
+    report["membership"] = _membership_section(inputs, labels, audited, policy, seed, progress)
     report["calibration"], figures = _calibration_section(rows, risks, raw, audited, policy.min_cell)
     progress("audit: subgroup fairness")
     report["fairness"], unsuppressed = _fairness_section(inputs, rows, risks, audited, policy, seed)
@@ -196,39 +196,38 @@ def _temporal_section(inputs, labels, audited, policy, seed):
     return out
 
 
-def _membership_section(inputs, labels, audited, policy, seed, scored):
-    """Membership inference on subjects: up to ``max_subjects`` held-out subjects of the training years
-    (non-members) against as many training subjects drawn at random (members), by their loss
-    (:func:`~twinml.evaluation.membership_attack`). ``scored``: the audited split's rows and risks,
-    reused when that split is the non-members'."""
-    from ..evaluation import membership_attack
+def _membership_section(inputs, labels, audited, policy, seed, progress):
+    """Membership inference on subjects (:func:`~twinml.evaluation.membership_audit`): held-out subjects of
+    the training years (non-members) against as many training subjects drawn at random (members), by
+    their loss; with ``membership.reference_models``, also the reference-model attack, whose reference
+    models are refitted here on other training subjects."""
+    from ..evaluation import membership_audit
 
-    if not policy.membership.enabled:
+    mp = policy.membership
+    if not mp.enabled:
         return None
     outside = "held_out_same_period" if inputs.task.split.strategy == "temporal" else "held_out"
-    rng = np.random.default_rng(seed)
-    reuse = scored if policy.split == outside else None
-    non_members = _split_losses(inputs, labels, outside, policy.membership.max_subjects, rng, audited, reuse)
-    members = _split_losses(inputs, labels, "train", max(non_members.size, 1), rng, audited)
-    result = membership_attack(members, non_members, n_boot=policy.n_bootstrap, seed=seed)
+    split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", outside)}
+    progress(
+        "audit: membership inference"
+        + (f" ({mp.reference_models} reference models to fit)" if mp.reference_models else "")
+    )
+    result = membership_audit(
+        inputs.model,
+        inputs.events,
+        split["train"],
+        split[outside],
+        audited,
+        max_subjects=mp.max_subjects,
+        reference_models=mp.reference_models,
+        reference_subjects=mp.reference_subjects,
+        fit_events=events_for_fit(inputs.events, inputs.task),
+        tuning_labels=split["tuning"],
+        n_boot=policy.n_bootstrap,
+        seed=seed,
+        progress=progress,
+    )
     return result | {"member_split": "train", "non_member_split": outside}
-
-
-def _split_losses(inputs, labels, split, n, rng, audited, scored=None) -> pd.Series:
-    """Per-subject losses of up to ``n`` subjects of ``split`` with a known label (a seeded random choice);
-    ``scored`` (rows, risks) of that split are reused instead of predicting again."""
-    from ..evaluation import subject_losses
-
-    rows, risks = scored if scored is not None else (labels[labels["split"] == split], None)
-    subjects = rows.loc[rows[audited].notna().any(axis=1).to_numpy(), "subject_id"].unique()  # with a label known
-    if subjects.size > n:
-        subjects = rng.choice(subjects, size=n, replace=False)
-    keep = rows["subject_id"].isin(subjects).to_numpy()
-    rows = rows[keep].reset_index(drop=True)
-    if rows.empty:
-        return pd.Series(dtype=float)
-    risks = inputs.model.predict_risk(inputs.events, rows) if risks is None else risks[keep].reset_index(drop=True)
-    return subject_losses(rows, risks, audited)
 
 
 def _calibration_section(rows, risks, raw, audited, min_cell):

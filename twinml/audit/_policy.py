@@ -36,8 +36,9 @@ class Gates(StrictModel):
       and said so, where there is no ground truth.
     - ``min_faithfulness_ratio``: removing the top-k attributed events must move the risk at least
       this many times more than removing k random events (sequence models).
-    - ``max_membership_auc_upper``: the upper end of the 95 % interval of the membership-inference
-      attack's AUROC (training subjects against held-out ones, by their loss) must not exceed it.
+    - ``max_membership_auc_upper``: the upper end of the 95 % interval of each membership-inference
+      attack's AUROC (training subjects against held-out ones), over all gated labels pooled and over
+      each gated label alone, must not exceed it.
     """
 
     min_auroc_lower_bound: float | None = 0.6
@@ -60,10 +61,16 @@ class ExplainPolicy(StrictModel):
 class MembershipPolicy(StrictModel):
     """The membership-inference audit: up to ``max_subjects`` held-out subjects with a known label
     (non-members) against as many such training subjects drawn at random (members); ``enabled: false``
-    skips it."""
+    skips it. Always the loss-threshold attack; with ``reference_models`` K > 0 also the stronger
+    reference-model (RMIA-style) attack, which refits K copies of the model, each on its own share of the
+    training subjects not drawn as members (at most ``reference_subjects``; default an equal share), and
+    takes as many other held-out subjects as its population (so at most half the held-out subjects are
+    non-members). Off by default because it costs K fits."""
 
     enabled: bool = True
     max_subjects: PositiveInt = 2000
+    reference_models: int = Field(default=0, ge=0, le=16)
+    reference_subjects: PositiveInt | None = None
 
 
 class MitigationPolicy(StrictModel):

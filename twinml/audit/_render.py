@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-from functools import partial
 
 from .._format import cell
 from .._html import REPORT_CSS as _CSS
@@ -12,8 +11,9 @@ from .._html import table as _table
 from .._html import td as _td
 from .._plotting import png_data_uri
 from ..evaluation import SUPPRESSED
+from ._card import _auto_limitations
 
-__all__ = ["render_html", "render_model_card"]
+__all__ = ["render_html"]
 
 
 def _gates_html(report):
@@ -134,17 +134,36 @@ def _membership_html(r):
     m = r.get("membership")
     if not m:
         return []
-    row = {
-        k: m.get(k)
-        for k in ("members", "non_members", "auc", "auc_lo", "auc_hi", "tpr_at_fpr_1pct", "tpr_at_fpr_0_1pct")
-    }
+    cols = [
+        "label",
+        "attack",
+        "members",
+        "non_members",
+        "auc",
+        "auc_lo",
+        "auc_hi",
+        "tpr_at_fpr_1pct",
+        "tpr_at_fpr_0_1pct",
+    ]
+    if m["reference_models"]:
+        reference = (
+            f"The reference-model attack (RMIA-style, offline) refitted {m['reference_models']} copies of the model, "
+            f"each on {m['reference_subjects']:,} other training subjects, and compares each subject's likelihood "
+            f"under the model with theirs, ranked against {m['population']:,} other never-seen subjects: it sees "
+            "through subjects who are merely easy to predict."
+        )
+    else:
+        reference = (
+            "The stronger reference-model attack was not run (policy <code>membership.reference_models: 0</code>): "
+            "the loss threshold alone can miss memorisation hidden by how easy some subjects are to predict."
+        )
     return [
         "<h3>Membership inference (privacy)</h3><p class='small'>Can the model's outputs tell who was in its "
-        f"training set? A loss-threshold attack scores each subject by its loss; training subjects "
-        f"(<code>{html.escape(m['member_split'])}</code>) against as many never-seen ones "
-        f"(<code>{html.escape(m['non_member_split'])}</code>). AUROC 0.5: no leakage; true-positive rates at "
-        "false-positive rates of 1% and 0.1%.</p>",
-        _table([row], list(row)),
+        f"training set? {m['members']:,} training subjects (<code>{html.escape(m['member_split'])}</code>) against "
+        f"{m['non_members']:,} never-seen ones (<code>{html.escape(m['non_member_split'])}</code>), over all labels "
+        "(<code>all</code>) and each alone. The loss-threshold attack scores each subject by its loss. "
+        f"{reference} AUROC 0.5: no leakage; true-positive rates at false-positive rates of 1% and 0.1%.</p>",
+        _table([{k: a.get(k) for k in cols} for a in m["attacks"]], cols),
     ]
 
 
@@ -321,102 +340,9 @@ def _use_html(r):
     ]
 
 
-def _privacy_md(r, md) -> list[str]:
-    """The model card's privacy section: the DP-SGD budget spent, and the membership attack."""
-    dp, m = r["model"].get("privacy"), r.get("membership")
-    if not (dp or m):
-        return []
-    lines = ["", "## Privacy", ""]
-    if dp:
-        lines += [
-            f"Trained with differential privacy (DP-SGD, opacus; the unit is a {dp['unit']}): "
-            f"**ε = {dp['epsilon']:.2f}** at δ = {dp['delta']:g} ({dp['accountant'].upper()} accountant; target ε "
-            f"{dp['target_epsilon']:g}), per-{dp['unit']} clip {dp['max_grad_norm']:g}, noise multiplier "
-            f"{dp['noise_multiplier']:.3f}, sampling rate {dp['sample_rate']:.4f}, {dp['steps']} steps. The "
-            "tuning subjects (featurizer, epoch, calibration) are not covered.",
-            "",
-        ]
-    if m:
-        lines.append(
-            f"Membership inference (loss threshold, {m['members']} training against {m['non_members']} held-out "
-            f"subjects): AUROC {md(m.get('auc'))} [{md(m.get('auc_lo'))}, {md(m.get('auc_hi'))}]; "
-            f"TPR at FPR 1% {md(m.get('tpr_at_fpr_1pct'))}, at 0.1% {md(m.get('tpr_at_fpr_0_1pct'))}."
-        )
-    return lines
-
-
-def _auto_limitations(r):
-    out = []
-    if r["fairness"]["ground_truth"]:
-        out.append(
-            "The data are simulated (twinml simulator): figures show how the model behaves on the simulator, "
-            "not on any real population."
-        )
-    n_sup = sum(g["suppressed"] for lab in r["fairness"]["labels"] for g in lab["by_group"])
-    if n_sup:
-        out.append(f"{n_sup} group cells were suppressed for small numbers; no statement is made about those groups.")
-    out.append(
-        "Labels come from recorded codes: outcomes that are never recorded (under-diagnosis) look like "
-        "non-events, which no metric computed from the labels alone can reveal."
-    )
-    return out
-
-
 def _lineage_html(r):
     lin = r["lineage"]
     rows = [{"item": k, "value": str(v)} for k, v in lin.items() if k != "packages"]
     rows += [{"item": f"package {k}", "value": str(v)} for k, v in lin.get("packages", {}).items()]
     rows += [{"item": f"model.{k}", "value": str(v)} for k, v in r["model"]["params"].items()]
     return ["<h2>12. Lineage</h2>", _table(rows, ["item", "value"])]
-
-
-def render_model_card(report: dict) -> str:
-    """A short Markdown model card: what the model is, how it did, where it may fail, where it came from."""
-    md = partial(cell, markup="markdown")
-    r, lin = report, report["lineage"]
-    lines = [
-        f"# Model card: {lin.get('model_name') or lin.get('model_uri')}",
-        "",
-        f"- Model URI: `{lin.get('model_uri')}`; registered version: {lin.get('model_version')}",
-        f"- Class: {r['model']['class']}; training run: {lin.get('run_id')}; seed: {lin.get('seed')}",
-        f"- Code version: {lin.get('code_version')}; config hash: {lin.get('config_hash')}; "
-        f"data fingerprint: {lin.get('data_fingerprint')}",
-        f"- Audit: **{'passed' if r['passed'] else 'FAILED'}** on split `{r['split']}`",
-        "",
-        "## Intended use",
-        "",
-        r["policy"]["intended_use"],
-        "",
-        "## Task",
-        "",
-        f"Task `{r['task']['name']}`; outcomes: "
-        + ", ".join(f"{k} ({', '.join(v['codes'])})" for k, v in r["task"]["outcomes"].items()),
-        f"; horizons {r['task']['horizons_days']} days.",
-        "",
-        "## Performance",
-        "",
-        "| label | n | events | AUROC [95% CI] | ECE | calibration slope |",
-        "|---|---|---|---|---|---|",
-    ]
-    cal = {e["label"]: e["after"] for e in r["calibration"]}
-    for p in r["performance"]:
-        lines.append(
-            f"| {p['label']} | {p['n']} | {p['positives']} | {md(p.get('auroc'))} "
-            f"[{md(p.get('auroc_lo'))}, {md(p.get('auroc_hi'))}] | {md(cal[p['label']]['ece'], digits=4)} | "
-            f"{md(cal[p['label']]['calibration_slope'], digits=2)} |"
-        )
-    if r.get("temporal"):
-        lines += ["", "## Temporal validation (held-out subjects)", "", "| label | years | n | AUROC [95% CI] | O/E |"]
-        lines.append("|---|---|---|---|---|")
-        for t in r["temporal"]:
-            lines.append(
-                f"| {t['label']} | {t['years']} | {t['n']} | {md(t.get('auroc'))} "
-                f"[{md(t.get('auroc_lo'))}, {md(t.get('auroc_hi'))}] | {md(t.get('observed_expected'), digits=2)} |"
-            )
-    lines += _privacy_md(r, md)
-    lines += ["", "## Gates", "", "| gate | label | value | rule | result |", "|---|---|---|---|---|"]
-    for g in r["gates"]:
-        res = {True: "pass", False: "FAIL"}.get(g["passed"], "n/a")
-        lines.append(f"| {g['gate']} | {g['label']} | {md(g['value'])} | {g['rule']} | {res} |")
-    lines += ["", "## Limitations", ""] + [f"- {x}" for x in r["policy"]["limitations"] + _auto_limitations(r)]
-    return "\n".join(lines) + "\n"

@@ -10,9 +10,10 @@ from .._io import atomic_directory, refuse_existing
 from .._plotting import png_bytes
 from .._validation import ConfigError
 from ._audit import AuditInputs, compute_audit, config_hash
+from ._card import render_model_card
 from ._figures import DriversDisplay
 from ._policy import AuditPolicy
-from ._render import render_html, render_model_card
+from ._render import render_html
 
 __all__ = ["run_audit", "AuditResult", "AUDIT_FILES"]
 

@@ -14,7 +14,7 @@ from ._fairness import (
     subject_attributes,
 )
 from ._faithfulness import faithfulness
-from ._membership import membership_attack, reference_attack, subject_losses
+from ._membership import membership_attack, membership_audit, reference_attack, subject_losses
 from ._metrics import (
     binary_metrics,
     bootstrap_ci,
@@ -30,6 +30,7 @@ __all__ = [
     "binary_metrics",
     "membership_attack",
     "reference_attack",
+    "membership_audit",
     "subject_losses",
     "bootstrap_ci",
     "poisson_interval",

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from .._validation import ConfigError
 from ._metrics import bootstrap_ci
 
-__all__ = ["subject_losses", "membership_attack", "reference_attack"]
+__all__ = ["subject_losses", "membership_attack", "reference_attack", "membership_audit"]
 
 _EPS = 1e-7
 
@@ -104,3 +106,89 @@ def _attack_metrics(name: str, n_members: int, n_non_members: int, score: np.nda
         "tpr_at_fpr_1pct": _tpr_at(fpr, tpr, 0.01),
         "tpr_at_fpr_0_1pct": _tpr_at(fpr, tpr, 0.001),
     }
+
+
+def membership_audit(
+    model,
+    events: pd.DataFrame,
+    members: pd.DataFrame,
+    non_members: pd.DataFrame,
+    columns,
+    *,
+    max_subjects: int = 2000,
+    reference_models: int = 0,
+    reference_rows: pd.DataFrame | None = None,
+    reference_subjects: int | None = None,
+    fit_events: pd.DataFrame | None = None,
+    tuning_labels: pd.DataFrame | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    progress=print,
+) -> dict:
+    """Both attacks on the same subjects, over all ``columns`` pooled and over each alone.
+
+    ``members``: label rows of subjects the model trained on; ``non_members``: rows of subjects it never
+    saw. Subjects with a known label are drawn at random (``seed``): up to ``max_subjects`` non-members
+    and as many members. With ``reference_models`` K > 0, as many other never-seen subjects are the
+    population, and K copies of the model (``sklearn.base.clone``: same kind and settings) are fitted
+    on disjoint samples of ``reference_rows`` (default: the rows of the training subjects not drawn as
+    members) with ``tuning_labels``, on ``events`` or ``fit_events``; each takes an equal share of those
+    subjects, at most ``reference_subjects``. No reference model sees an attacked subject, so the
+    attack is RMIA's offline form (:func:`reference_attack`). Returns the subject counts and
+    ``attacks``: one row per label (``all`` first) and attack."""
+    rng = np.random.default_rng(seed)
+    outside = _known_subjects(non_members, columns, rng)
+    n = min(max_subjects, outside.size // 2 if reference_models else outside.size)
+    non_ids, pop_ids = outside[:n], outside[n : 2 * n] if reference_models else outside[:0]
+    member_ids = _known_subjects(members, columns, rng)[:n]
+    attacked = pd.concat([_of(members, member_ids), _of(non_members, np.r_[non_ids, pop_ids])], ignore_index=True)
+    target = _losses(model.predict_risk(events, attacked), attacked, columns)
+    refs, size = [], 0
+    if reference_models:
+        pool_rows = members[~members["subject_id"].isin(member_ids)] if reference_rows is None else reference_rows
+        pool = rng.permutation(np.setdiff1d(pool_rows["subject_id"].unique(), attacked["subject_id"].unique()))
+        size = min(pool.size // reference_models, reference_subjects or pool.size)
+        if size < 1:
+            raise ConfigError(
+                f"membership.reference_models: {reference_models} reference models need at least one subject each; "
+                f"{pool.size} training subjects are left once {member_ids.size} members are drawn."
+            )
+        for k in range(reference_models):
+            progress(f"membership: reference model {k + 1}/{reference_models} on {size:,} subjects")
+            ref = clone(model).fit(
+                events if fit_events is None else fit_events,
+                _of(pool_rows, pool[k * size : (k + 1) * size]),
+                tuning_labels=tuning_labels,
+            )
+            refs.append(_losses(ref.predict_risk(events, attacked), attacked, columns))
+    attacks = []
+    for label in target.columns:
+        t = target[label]
+        attacks.append(
+            {"label": label}
+            | membership_attack(t.reindex(member_ids).dropna(), t.reindex(non_ids).dropna(), n_boot=n_boot, seed=seed)
+        )
+        if refs:
+            r = pd.concat({k: ref[label] for k, ref in enumerate(refs)}, axis=1)
+            attacks.append(
+                {"label": label} | reference_attack(t, r, member_ids, non_ids, pop_ids, n_boot=n_boot, seed=seed)
+            )
+    counts = {"members": int(member_ids.size), "non_members": int(non_ids.size), "population": int(pop_ids.size)}
+    return counts | {"reference_models": int(reference_models), "reference_subjects": int(size), "attacks": attacks}
+
+
+def _known_subjects(rows: pd.DataFrame, columns, rng) -> np.ndarray:
+    """The subjects of ``rows`` with a known label in ``columns``, in a random order."""
+    known = rows[list(columns)].notna().any(axis=1).to_numpy()
+    return rng.permutation(np.sort(rows.loc[known, "subject_id"].unique()))
+
+
+def _of(rows: pd.DataFrame, subjects) -> pd.DataFrame:
+    return rows[rows["subject_id"].isin(subjects)]
+
+
+def _losses(risks: pd.DataFrame, rows: pd.DataFrame, columns) -> pd.DataFrame:
+    """Each subject's mean log loss over all ``columns`` (``all``) and over each alone (NaN: none known)."""
+    return pd.DataFrame(
+        {"all": subject_losses(rows, risks, columns)} | {c: subject_losses(rows, risks, [c]) for c in columns}
+    )
