@@ -1,16 +1,16 @@
 """Membership inference on the 20,000-subject simulated cohort: does a model leak who trained it?
 
-    .venv/bin/python benchmarks/privacy.py [--models lightgbm,logistic,gru,overfit] [--n-subjects 20000]
+    .venv/bin/python benchmarks/privacy.py [--rmia 4] [--models overfit,lightgbm,logistic,gru] [--params JSON]
 
-For each model: fitted on the train split (LightGBM early-stopped on the tuning split, the GRU with its
-defaults), then the audit's loss-threshold attack (``twinml.evaluation.membership_attack``): the
-held-out subjects (non-members) against as many training subjects drawn at random (members), each
-subject scored by minus its mean log loss over its yearly prediction times and the 1- and 2-year
-labels of T2D, MI, stroke and CKD. Prints the attack's AUROC with a 200-draw bootstrap interval over
-subjects and its TPR at FPR 1 % and 0.1 %. ``overfit`` is the deliberately memorising control: LightGBM
-on 300 training subjects, no early stopping, leaves of one row, 2,000 trees (its members are those
-300). Wanted (issue 18): the default models' AUROC <= 0.55 with the upper bound <= 0.6, the control's
->= 0.7.
+The audit's membership inference (``twinml.evaluation.membership_audit``, see ``_attack_table``) on each
+model: fitted on the train split (LightGBM early-stopped on the tuning split, every model with its
+defaults), then the loss-threshold attack (each subject scored by minus its mean log loss over its
+yearly prediction times and the 1- and 2-year labels of T2D, MI, stroke and CKD) and, with ``--rmia K``,
+the reference-model (RMIA-style) attack with K reference models. Prints per model and attack the AUROC
+with a 200-draw bootstrap interval over subjects, TPR at FPR 1 % and 0.1 %, and the highest upper
+bound over the labels taken alone. ``overfit`` is the deliberately memorising control: LightGBM on 300
+training subjects, no early stopping, leaves of one row, 2,000 trees (its members are those 300).
+Wanted (issue 18): the default models' AUROC <= 0.55 with the upper bound <= 0.6, the control's >= 0.7.
 
     .venv/bin/python benchmarks/privacy.py --dp 1,3,8 [--dp-epochs 6] [--dp-lr 0.005]
 
@@ -21,16 +21,12 @@ hence the larger rate, chosen before any run), each evaluated on the held-out sp
 accountant, AUROC of every label (mean, and T2D and MI at 1 year with intervals), mean ECE, the
 membership attack's AUROC, fit time.
 Run alone on the machine: the fit times are compared with each other.
-
-    .venv/bin/python benchmarks/privacy.py --rmia 4 --models lightgbm,logistic,overfit
-
-Both attacks side by side on the same subjects: the loss threshold and the reference-model (RMIA-style)
-attack (``twinml.evaluation.reference_attack``) with 4 reference models (see ``_rmia_table``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -64,14 +60,18 @@ def _subjects(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     return rows[rows["subject_id"].isin(chosen)].reset_index(drop=True)
 
 
-def _model(kind: str):
+def _model(kind: str, params=None):
+    """The model as it ships, with ``params``: the GRU's constructor arguments; for a tabular model its
+    constructor's (e.g. ``min_code_count``), the rest its estimator's (``model_params``)."""
     from twinml.models import SequenceRiskModel, TabularRiskModel
 
     if kind == "gru":
-        return SequenceRiskModel(kind="gru")
+        return SequenceRiskModel(kind="gru", **(params or {}))
     if kind == "overfit":
         return TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1)
-    return TabularRiskModel(kind=kind)
+    own = {k: v for k, v in (params or {}).items() if k in TabularRiskModel().get_params()}
+    rest = {k: v for k, v in (params or {}).items() if k not in own}
+    return TabularRiskModel(kind=kind, model_params=rest or None, **own)
 
 
 def _dp_table(events, split, epsilons, epochs, lr) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def _dp_table(events, split, epsilons, epochs, lr) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _attack_table(events, split, kinds, k) -> pd.DataFrame:
+def _attack_table(events, split, kinds, k, params) -> pd.DataFrame:
     """The audit's membership inference (``twinml.evaluation.membership_audit``) on each model: fitted on
     the train split (early-stopped and calibrated on the tuning split), attacked on up to 2,000 held-out
     subjects (900 with reference models, whose population takes the other 900) against as many training
@@ -120,7 +120,7 @@ def _attack_table(events, split, kinds, k) -> pd.DataFrame:
     control trains on 300 subjects, is attacked on those against 300 held-out ones, and its reference models
     take 300 other training subjects each, fitted as it is. One row per model and attack, all labels
     pooled, with the highest upper bound over the labels taken alone (what the audit's gate also reads)."""
-    from twinml.evaluation import membership_audit
+    from twinml.evaluation import evaluate_risks, membership_audit
 
     rows = []
     for kind in kinds:
@@ -128,8 +128,10 @@ def _attack_table(events, split, kinds, k) -> pd.DataFrame:
         train = _subjects(split["train"], 300) if overfit else split["train"]
         tuning = None if overfit else split["tuning"]
         t = time.perf_counter()
-        model = _model(kind).fit(events, train, tuning_labels=tuning)
+        model = _model(kind, params.get(kind)).fit(events, train, tuning_labels=tuning)
         fit_s = time.perf_counter() - t
+        tune = split["tuning"]  # the utility side of the trade-off, on the split settings are chosen on
+        perf = evaluate_risks(tune, model.predict_risk(events, tune), columns=model.label_columns_, n_boot=0)
         out = membership_audit(
             model,
             events,
@@ -151,6 +153,8 @@ def _attack_table(events, split, kinds, k) -> pd.DataFrame:
                 | {
                     "worst_label_auc_hi": max(a["auc_hi"] for a in by_label if a["label"] != "all"),
                     "reference_subjects": out["reference_subjects"],
+                    "tuning_mean_auroc": perf["auroc"].mean(),
+                    "tuning_mean_brier": perf["brier"].mean(),
                     "fit_s": round(fit_s, 1),
                 }
             )
@@ -169,6 +173,7 @@ def main() -> None:
     parser.add_argument("--dp-epochs", type=int, default=6)
     parser.add_argument("--dp-lr", type=float, default=5e-3)
     parser.add_argument("--rmia", type=int, default=0, help="reference models (0: the loss-threshold attack only)")
+    parser.add_argument("--params", default="{}", help='JSON, kind -> settings: {"lightgbm": {"num_leaves": 7}}')
     args = parser.parse_args()
     root = simulated(args.n_subjects, 0)
     events = read_meds(root)
@@ -181,7 +186,8 @@ def main() -> None:
         table = _dp_table(events, split, [float(e) for e in args.dp.split(",")], args.dp_epochs, args.dp_lr)
         print(table.round(3).to_string(index=False))
         return
-    print(_attack_table(events, split, args.models.split(","), args.rmia).round(3).to_string(index=False))
+    table = _attack_table(events, split, args.models.split(","), args.rmia, json.loads(args.params))
+    print(table.round(3).to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -370,3 +370,23 @@ def test_with_the_model_the_report_says_which_codes_it_cannot_read(degraded):
     assert run.data.tags["twinml.monitor.model_version"] == "1"
     assert {"monitor/flagged_features", "monitor/unseen_code_rate"} <= set(run.data.metrics)
     assert not any("subject" in k for k in run.data.params)  # aggregates only
+
+
+def test_retrain_only_when_the_drop_is_credible_against_both_periods_uncertainty():
+    from twinml.monitoring._performance import recommendations
+
+    def period(name, auroc, lo, hi, oe=(1.0, 0.9, 1.1)):
+        return {"label": "t2d", "period": name, "suppressed": False, "auroc": auroc, "auroc_lo": lo,
+                "auroc_hi": hi, "observed_expected": oe[0], "oe_lo": oe[1], "oe_hi": oe[2]}  # fmt: skip
+
+    def action(*rows):
+        return recommendations(list(rows), min_oe=0.8, max_oe=1.25, max_auroc_drop=0.05)[0]["action"]
+
+    shifted = (2.0, 1.7, 2.3)
+    # a wide first period: the drop of 0.14 could be 0.03 -> recalibrate (the incidence moved)
+    assert action(period("2012Q3", 0.73, 0.65, 0.82), period("2020Q3", 0.59, 0.51, 0.65, shifted)) == "recalibrate"
+    # tight intervals: the same drop is credibly more than 0.05 -> retrain, whatever O/E says
+    assert action(period("2012Q3", 0.73, 0.72, 0.74), period("2020Q3", 0.59, 0.58, 0.60, shifted)) == "retrain"
+    assert action(period("2012Q3", 0.73, 0.72, 0.74), period("2020Q3", 0.72, 0.71, 0.73)) == "none"
+    nan = float("nan")  # no bootstrap: no claim of a drop
+    assert action(period("2012Q3", 0.73, nan, nan), period("2020Q3", 0.50, nan, nan, shifted)) == "recalibrate"

@@ -166,3 +166,12 @@ def test_the_audit_of_a_memorising_model_fails_under_both_attacks(cohort):
     assert out["reference_subjects"] == 300 and out["members"] > 250  # training subjects with a known label
     pooled = {a["attack"].split(" ")[0]: a for a in out["attacks"] if a["label"] == "all"}
     assert pooled["loss"]["auc_lo"] > 0.6 and pooled["reference"]["auc_lo"] > 0.6  # both fail the 0.6 gate
+
+
+def test_a_model_that_cannot_be_refitted_gets_a_clear_error():
+    from twinml.evaluation import membership_audit
+    from twinml.models import RecalibratedModel
+
+    model = RecalibratedModel(_Spy().fit(None, _rows([1])), {"a": (0.0, 1.0)})
+    with pytest.raises(ConfigError, match="a RecalibratedModel cannot be refitted as a reference model"):
+        membership_audit(model, None, _rows(np.arange(100)), _rows(np.arange(100, 140)), ["a"], reference_models=2)

@@ -155,7 +155,7 @@ def membership_audit(
             )
         for k in range(reference_models):
             progress(f"membership: reference model {k + 1}/{reference_models} on {size:,} subjects")
-            ref = clone(model).fit(
+            ref = _fresh_copy(model).fit(
                 events if fit_events is None else fit_events,
                 _of(pool_rows, pool[k * size : (k + 1) * size]),
                 tuning_labels=tuning_labels,
@@ -175,6 +175,18 @@ def membership_audit(
             )
     counts = {"members": int(member_ids.size), "non_members": int(non_ids.size), "population": int(pop_ids.size)}
     return counts | {"reference_models": int(reference_models), "reference_subjects": int(size), "attacks": attacks}
+
+
+def _fresh_copy(model):
+    """An unfitted copy of ``model`` (same kind and settings), or a clear error for a model that cannot be
+    refitted that way."""
+    try:
+        return clone(model)
+    except (TypeError, RuntimeError, AttributeError) as e:
+        raise ConfigError(
+            f"membership.reference_models: a {type(model).__name__} cannot be refitted as a reference model "
+            f"(sklearn.base.clone: {e}); audit the model it was built from, or set reference_models: 0."
+        ) from None
 
 
 def _known_subjects(rows: pd.DataFrame, columns, rng) -> np.ndarray:

@@ -7,13 +7,14 @@ building blocks that the what-if model is made of.
 """
 
 from ._bands import RiskBands
-from ._boosting import LightGBMClassifier
+from ._boosting import LIGHTGBM_DEFAULTS, LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._protocol import RiskModel
 from ._recalibrated import RecalibratedModel, cloglog_update, fit_cloglog, outcome_of
 from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = [
+    "LIGHTGBM_DEFAULTS",
     "MaskedMultiLabelClassifier",
     "LightGBMClassifier",
     "make_baseline",

@@ -8,9 +8,10 @@ bootstrap interval over subjects, observed / expected events (O/E) with an exact
 and the calibration slope with a Wald interval. A period with fewer than ``min_cell`` events or
 non-events shows no numbers.
 
-From the latest reported period of each label it recommends: **recalibrate** when O/E is credibly
-outside ``[min_oe, max_oe]`` while discrimination holds (the AUROC interval still reaches the first
-period's AUROC minus ``max_auroc_drop``), **retrain** when discrimination has credibly dropped.
+From the latest reported period of each label it recommends: **retrain** when discrimination has
+credibly dropped by more than ``max_auroc_drop`` since the first period (the lower end of the 95 %
+interval of the first period's AUROC minus the latest's is above it; both periods' uncertainty counts),
+else **recalibrate** when O/E is credibly outside ``[min_oe, max_oe]``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from .._validation import ConfigError
 
-__all__ = ["performance_over_time", "recommendations", "label_scores"]
+__all__ = ["performance_over_time", "recommendations", "label_scores", "auroc_drop_lower"]
 
 _EPS = 1e-6
 PERIODS = {"quarter": "Q", "month": "M"}
@@ -138,6 +139,15 @@ def performance_over_time(
     return out
 
 
+def auroc_drop_lower(first: dict, last: dict, z: float = 1.96) -> float:
+    """The lower end of the 95 % interval of ``first`` AUROC minus ``last`` AUROC, each period's standard
+    error read off its bootstrap interval (normal approximation; the periods taken as independent, which
+    overstates the error when they share subjects, so the test errs towards "no drop"); NaN without
+    intervals."""
+    se = [(r["auroc_hi"] - r["auroc_lo"]) / (2 * z) for r in (first, last)]
+    return float(first["auroc"] - last["auroc"] - z * np.hypot(*se))
+
+
 def recommendations(rows: list[dict], *, min_oe: float, max_oe: float, max_auroc_drop: float) -> list[dict]:
     """For each label, from its latest reported period: recalibrate, retrain, or nothing (with why)."""
     out = []
@@ -147,11 +157,15 @@ def recommendations(rows: list[dict], *, min_oe: float, max_oe: float, max_auroc
             out.append({"label": label, "action": "none", "why": "no period with enough events to judge"})
             continue
         first, last = shown[0], shown[-1]
-        floor = first["auroc"] - max_auroc_drop
-        held = np.isnan(last["auroc_hi"]) or last["auroc_hi"] >= floor
+        drop, drop_lo = first["auroc"] - last["auroc"], auroc_drop_lower(first, last)
+        held = np.isnan(drop_lo) or drop_lo <= max_auroc_drop
         off = last["oe_lo"] > max_oe or last["oe_hi"] < min_oe
         if not held:
-            action, why = "retrain", f"AUROC {last['auroc']:.3f} in {last['period']} is credibly below {floor:.3f}"
+            action = "retrain"
+            why = (
+                f"AUROC {last['auroc']:.3f} in {last['period']} against {first['auroc']:.3f} in {first['period']}: "
+                f"a drop of {drop:.3f}, credibly more than {max_auroc_drop} (95% interval from {drop_lo:.3f})"
+            )
         elif off:
             action = "recalibrate"
             why = (

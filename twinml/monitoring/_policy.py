@@ -17,8 +17,9 @@ class MonitorGates(StrictModel):
     flagged; ``max_unseen_code_rate``: fail when more of the current window's events than this carry
     a code the reference never recorded. With outcomes (performance over time), on each label's
     latest reported period: ``min_observed_expected`` / ``max_observed_expected``: fail when the
-    whole O/E interval lies outside; ``max_auroc_drop``: fail when the AUROC interval lies wholly
-    below the first period's AUROC minus this. ``null`` switches a gate off."""
+    whole O/E interval lies outside; ``max_auroc_drop``: fail when the AUROC has credibly dropped by
+    more than this since the first period (the 95 % interval of the drop lies wholly above it).
+    ``null`` switches a gate off."""
 
     input_drift: bool = True
     output_drift: bool = True

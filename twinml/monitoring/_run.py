@@ -168,7 +168,7 @@ def _performance_gates(performance: dict, g) -> list[dict]:
                 {
                     "name": f"AUROC {rec['label']} ({last['period']})",
                     "value": last["auroc"],
-                    "rule": f"interval reaches the first period's minus {g.max_auroc_drop}",
+                    "rule": f"not credibly more than {g.max_auroc_drop} below the first period's",
                     "passed": rec["action"] != "retrain",
                 }
             )
