@@ -118,9 +118,40 @@ def test_a_bad_privacy_setting_is_named(spec, words):
         check_privacy(spec)
 
 
-def test_privacy_needs_the_gru_and_tuning_rows(events, rows):
-    with pytest.raises(ConfigError, match="supported for kind 'gru'"):
-        SequenceRiskModel(kind="transformer", privacy={"epsilon": 1}).fit(events, rows[0], tuning_labels=rows[1])
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")  # opacus' hooks on a net whose input needs no grad
+def test_a_private_transformer_trains_with_the_same_layers_and_per_subject_gradients(events, rows):
+    """Its attention is rebuilt of Linear layers (opacus' own breaks inside nn.TransformerEncoder): the same
+    outputs as the plain encoder on the same weights, and per-row gradients that add up to the batch's."""
+    import copy
+
+    from opacus import GradSampleModule
+
+    from twinml.models._dp_layers import dp_compatible
+    from twinml.models._torch_modules import TransformerEncoder
+
+    torch.manual_seed(0)
+    plain = TransformerEncoder(16).train()
+    x, log_days = torch.randn(3, 7, 16), torch.rand(3, 7)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[0, 5:], mask[2, 1:] = False, False
+    dp = dp_compatible(copy.deepcopy(plain)).train()
+    assert torch.allclose(dp(x, mask, None, log_days), plain(x, mask, None, log_days), atol=1e-5)
+    alone = copy.deepcopy(dp)
+    wrapped = GradSampleModule(dp, loss_reduction="sum")
+    (wrapped(x, mask, None, log_days) ** 2).sum().backward()
+    (alone(x[1:2], mask[1:2], None, log_days[1:2]) ** 2).sum().backward()
+    for p, q in zip(wrapped.parameters(), alone.parameters()):
+        assert torch.allclose(p.grad_sample.sum(0), p.grad, atol=1e-4)
+        assert torch.allclose(p.grad_sample[1], q.grad, atol=1e-4)  # row 1's gradient is row 1's alone
+    train, tune = rows
+    model = SequenceRiskModel(kind="transformer", privacy={"epsilon": 3.0, "subjects_per_step": 64}, **TINY)
+    model.fit(events, train, tuning_labels=tune)
+    assert 0 < model.privacy_["epsilon"] <= 3.0
+    risks = model.predict_risk(events, tune)
+    assert risks[model.label_columns_].notna().all().all()
+
+
+def test_privacy_needs_tuning_rows(events, rows):
     with pytest.raises(ConfigError, match="needs tuning rows"):
         SequenceRiskModel(privacy={"epsilon": 1}, **TINY).fit(events, rows[0])
 

@@ -209,12 +209,11 @@ def train_private(model, train, y_train, tune, y_tune, row_subject, say) -> None
     """Train ``model.net_`` (a :class:`SequenceRiskModel`'s, freshly made) by subject-level DP-SGD, early-stopped
     on the tuning rows' hazard loss; sets ``net_`` (without opacus' hooks), ``history_``, ``best_epoch_`` and
     ``privacy_`` (what the accountant says was spent)."""
-    from opacus.validators import ModuleValidator
-
+    from ._dp_layers import dp_compatible
     from ._trainer import EarlyStopping, EpochProgress, fit_epochs
 
     spec = check_privacy(model.privacy, type(model).__name__)
-    model.net_ = ModuleValidator.fix(model.net_)  # nn.GRU -> opacus' DPGRU, whose per-row gradients it knows
+    model.net_ = dp_compatible(model.net_)  # layers whose per-row gradients opacus knows (nn.GRU -> DPGRU, ...)
     dp = SubjectDPSGD(
         model.net_,
         spec,

@@ -95,7 +95,7 @@ class SequenceRiskModel(BaseEstimator):
     n_threads : int or None
         Torch threads during fit and predict (None leaves torch's setting).
     privacy : dict or None
-        DP-SGD with opacus, the subject as the unit (GRU only): ``{"epsilon": 8}`` plus optional
+        DP-SGD with opacus, the subject as the unit (GRU or Transformer): ``{"epsilon": 8}`` plus optional
         ``delta`` (1e-5), ``max_grad_norm`` (1.0), ``subjects_per_step`` (256), ``reproducible`` (False).
         The tuning subjects then fit the featurizer and are not protected; no trajectory head. See
         :mod:`twinml.models._private`.
@@ -204,8 +204,6 @@ class SequenceRiskModel(BaseEstimator):
         check_params(self, self._param_rules)
         if self.privacy is not None:
             check_privacy(self.privacy, type(self).__name__)
-            if self.kind != "gru":
-                raise ConfigError(f"{type(self).__name__}: privacy is supported for kind 'gru'; got {self.kind!r}")
 
     def fit(self, events: pd.DataFrame, labels: pd.DataFrame, *, tuning_labels=None, progress=None):
         """Train on ``labels`` rows; early-stop (and calibrate) on ``tuning_labels``."""
