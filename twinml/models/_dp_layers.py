@@ -3,7 +3,8 @@
 opacus swaps ``nn.GRU`` for its ``DPGRU`` (``ModuleValidator.fix``). Its ``DPMultiheadAttention`` does not
 serve the Transformer (opacus 1.6): ``nn.TransformerEncoder`` and its layers turn the boolean padding mask
 into a float one, which it refuses, and with ``batch_first=True`` it merges the heads' outputs in the
-wrong order (its output differs from ``nn.MultiheadAttention``'s on the same weights). So
+wrong order (its output differs from ``nn.MultiheadAttention``'s on the same weights; opacus pull
+request 825 describes the same reshape). So
 :func:`dp_compatible` runs each ``nn.TransformerEncoder`` as :class:`DPTransformerEncoder`: the same
 layers and weights, its attention :class:`PlainAttention`, built of ``nn.Linear`` layers (whose
 per-sample gradients opacus knows) and the attention arithmetic, which has no parameters.
