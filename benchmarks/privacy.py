@@ -1,6 +1,7 @@
 """Membership inference on the 20,000-subject simulated cohort: does a model leak who trained it?
 
     .venv/bin/python benchmarks/privacy.py [--rmia 4] [--models overfit,lightgbm,logistic,gru] [--params JSON]
+        [--seed S]
 
 The audit's membership inference (``twinml.evaluation.membership_audit``, see ``_attack_table``) on each
 model: fitted on the train split (LightGBM early-stopped on the tuning split, every model with its
@@ -11,10 +12,12 @@ with a 200-draw bootstrap interval over subjects, TPR at FPR 1 % and 0.1 %, and 
 bound over the labels taken alone. ``overfit`` is the deliberately memorising control: LightGBM on 300
 training subjects, no early stopping, leaves of one row, 2,000 trees (its members are those 300).
 Wanted (issue 18): the default models' AUROC <= 0.55 with the upper bound <= 0.6, the control's >= 0.7.
+``--seed`` draws another simulated cohort of the same size (0 is the one the README reports; choose
+settings on another).
 
-    .venv/bin/python benchmarks/privacy.py --dp 1,3,8 [--dp-epochs 6] [--dp-lr 0.005]
+    .venv/bin/python benchmarks/privacy.py --dp 1,3,8 [--dp-kind gru|transformer] [--dp-epochs 6] [--dp-lr 0.005]
 
-The cost of differential privacy: the GRU (platt-calibrated on the tuning split) as it ships, and with
+The cost of differential privacy: the GRU or Transformer (platt-calibrated on the tuning split) as it ships, and with
 subject-level DP-SGD at each ε (δ 1e-5, clip 1.0, 256 subjects a step, ``--dp-epochs`` epochs at
 learning rate ``--dp-lr``, seeded; a DP fit takes ~60 steps an epoch where the plain one takes ~700,
 hence the larger rate, chosen before any run), each evaluated on the held-out split: ε spent by opacus'
@@ -74,7 +77,7 @@ def _model(kind: str, params=None):
     return TabularRiskModel(kind=kind, model_params=rest or None, **own)
 
 
-def _dp_table(events, split, epsilons, epochs, lr) -> pd.DataFrame:
+def _dp_table(events, split, epsilons, epochs, lr, kind="gru") -> pd.DataFrame:
     from twinml.evaluation import evaluate_risks, membership_attack, subject_losses
     from twinml.models import SequenceRiskModel
 
@@ -84,7 +87,7 @@ def _dp_table(events, split, epsilons, epochs, lr) -> pd.DataFrame:
         privacy = None if eps is None else {"epsilon": eps, "reproducible": True}
         # the plain GRU as it ships (15 epochs, patience 4, lr 1e-3); neither fits a trajectory head
         dp = {} if eps is None else {"max_epochs": epochs, "lr": lr}
-        model = SequenceRiskModel(kind="gru", calibration="platt", trajectory_codes=None, privacy=privacy, **dp)
+        model = SequenceRiskModel(kind=kind, calibration="platt", trajectory_codes=None, privacy=privacy, **dp)
         t = time.perf_counter()
         model.fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
         fit_s = time.perf_counter() - t
@@ -169,13 +172,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="lightgbm,logistic,gru,overfit")
     parser.add_argument("--n-subjects", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0, help="the simulated cohort's seed")
     parser.add_argument("--dp", default="", help="comma-separated epsilons: the DP table instead of the attacks")
     parser.add_argument("--dp-epochs", type=int, default=6)
     parser.add_argument("--dp-lr", type=float, default=5e-3)
+    parser.add_argument("--dp-kind", default="gru", choices=("gru", "transformer"), help="the DP table's model")
     parser.add_argument("--rmia", type=int, default=0, help="reference models (0: the loss-threshold attack only)")
     parser.add_argument("--params", default="{}", help='JSON, kind -> settings: {"lightgbm": {"num_leaves": 7}}')
     args = parser.parse_args()
-    root = simulated(args.n_subjects, 0)
+    root = simulated(args.n_subjects, args.seed)
     events = read_meds(root)
     task = TaskDefinition(
         name="privacy", horizons_days=[365, 730], prediction_times={"start": "2012-01-01"}, outcomes=OUTCOMES
@@ -183,7 +188,8 @@ def main() -> None:
     labels = build_labels(events, task=task, subject_splits=read_subject_splits(root)).labels
     split = {s: labels[labels["split"] == s].reset_index(drop=True) for s in ("train", "tuning", "held_out")}
     if args.dp:
-        table = _dp_table(events, split, [float(e) for e in args.dp.split(",")], args.dp_epochs, args.dp_lr)
+        eps = [float(e) for e in args.dp.split(",")]
+        table = _dp_table(events, split, eps, args.dp_epochs, args.dp_lr, args.dp_kind)
         print(table.round(3).to_string(index=False))
         return
     table = _attack_table(events, split, args.models.split(","), args.rmia, json.loads(args.params))
