@@ -85,7 +85,7 @@ def _dp_table(events, split, epsilons, epochs, lr, kind="gru") -> pd.DataFrame:
     members = _subjects(split["train"], held["subject_id"].nunique())
     for eps in [None, *epsilons]:
         privacy = None if eps is None else {"epsilon": eps, "reproducible": True}
-        # the plain GRU as it ships (15 epochs, patience 4, lr 1e-3); neither fits a trajectory head
+        # the plain model as it ships (15 epochs, patience 4, lr 1e-3); neither fits a trajectory head
         dp = {} if eps is None else {"max_epochs": epochs, "lr": lr}
         model = SequenceRiskModel(kind=kind, calibration="platt", trajectory_codes=None, privacy=privacy, **dp)
         t = time.perf_counter()
