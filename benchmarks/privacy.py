@@ -71,7 +71,7 @@ def _model(kind: str, params=None):
     if kind == "gru":
         return SequenceRiskModel(kind="gru", **(params or {}))
     if kind == "overfit":
-        return TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1)
+        return TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1, subject_shares=1)
     own = {k: v for k, v in (params or {}).items() if k in TabularRiskModel().get_params()}
     rest = {k: v for k, v in (params or {}).items() if k not in own}
     return TabularRiskModel(kind=kind, model_params=rest or None, **own)

@@ -200,7 +200,8 @@ def medstab_results(root, files, *, n_trials, aggs, rerun, progress):
     return keep
 
 
-_FEATURIZER_KEYS = ("windows_days", "aggregates", "min_code_count", "min_text_subjects")  # tabular kinds
+# tabular kinds: TabularRiskModel's own arguments (the rest of a kind's --params go to its classifier)
+_OWN_KEYS = ("windows_days", "aggregates", "min_code_count", "min_text_subjects", "subject_shares")
 
 
 def fit_twinml(kind, events, task, labels, *, n_trials, progress, params=None):
@@ -218,13 +219,13 @@ def fit_twinml(kind, events, task, labels, *, n_trials, progress, params=None):
     else:
         # Platt scaling on the tuning split: monotone, so it leaves AUROC as it is (isotonic would tie
         # risks and, judged on the split it was fitted on, flatter the tuning figures)
-        featurizer = {k: params.pop(k) for k in _FEATURIZER_KEYS if k in params}
+        own = {k: params.pop(k) for k in _OWN_KEYS if k in params}
         model = TabularRiskModel(
             kind=kind,
             calibration="sigmoid",
             n_trials=n_trials if kind == "lightgbm" else 0,
             model_params=params or None,
-            **featurizer,
+            **own,
         )
     t0 = time.perf_counter()
     model.fit(events, train, tuning_labels=tune, progress=progress)
@@ -357,8 +358,8 @@ def main(argv=None):
         type=json.loads,
         default={},
         help='JSON: parameters per model kind, e.g. \'{"record": {"n_last_values": 32}}\' (tabular '
-        "kinds take their featurizer's windows_days, aggregates, min_code_count, min_text_subjects and their "
-        "estimator's params)",
+        "kinds take TabularRiskModel's windows_days, aggregates, min_code_count, min_text_subjects, "
+        "subject_shares and their estimator's params)",
     )
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--json", type=Path, help="write every figure here as JSON")

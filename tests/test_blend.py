@@ -75,6 +75,7 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
     assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.5 x")
     assert "the mean of 3 GRUs" in attr.method
     alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
+    assert fitted.tabular_.n_shares() == 1  # the blend's LightGBM is one model per label (as measured)
     tab = attr.table[attr.table["member"] == "tabular"]
     np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.5 * alone.table["attribution"].to_numpy())
     # the GRUs' rows: one per event (as one GRU gives), each half the mean of the GRUs' own attributions

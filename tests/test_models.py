@@ -83,18 +83,15 @@ def test_unknown_model_kind_is_named():
 def test_lightgbm_early_stops_on_each_labels_known_tuning_rows(events, labels):
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
-    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2}, random_state=0).fit(
-        events, train, tuning_labels=tune
-    )
+    one = {"kind": "lightgbm", "model_params": {"n_estimators": 400, "learning_rate": 0.2}, "subject_shares": 1}
+    m = TabularRiskModel(**one, random_state=0).fit(events, train, tuning_labels=tune)
     fitted = [e for e in m.classifier_.estimators_ if e is not None]
     assert fitted and all(e.best_iteration_ < 400 for e in fitted)  # stopped early on the tuning rows
-    again = TabularRiskModel(
-        kind="lightgbm", model_params={"n_estimators": 400, "learning_rate": 0.2}, random_state=0
-    ).fit(events, train, tuning_labels=tune)
+    again = TabularRiskModel(**one, random_state=0).fit(events, train, tuning_labels=tune)
     held = labels[labels["split"] == "held_out"].reset_index(drop=True)
     pd.testing.assert_frame_equal(m.predict_risk(events, held), again.predict_risk(events, held))
     # without tuning rows there is nothing to stop on: every tree is kept
-    full = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 30}).fit(events, train)
+    full = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 30}, subject_shares=1).fit(events, train)
     assert all(e.best_iteration_ == 30 for e in full.classifier_.estimators_ if e is not None)
 
 
@@ -129,7 +126,8 @@ def test_lightgbm_explanations_add_up_to_the_boosters_log_odds(events, labels):
 
     train = labels[labels["split"] == "train"].reset_index(drop=True)
     tune = labels[labels["split"] == "tuning"].reset_index(drop=True)
-    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 60}).fit(events, train, tuning_labels=tune)
+    m = TabularRiskModel(kind="lightgbm", model_params={"n_estimators": 60}, subject_shares=1)
+    m.fit(events, train, tuning_labels=tune)
     rows = tune.head(40)
     a = explain_model(m, events, rows, label="mi_365d")
     j = m.label_columns_.index("mi_365d")

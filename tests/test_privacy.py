@@ -58,7 +58,9 @@ def test_the_default_model_does_not_leak_who_trained_it(cohort):
 def test_a_memorising_model_is_caught(cohort):
     events, labels = cohort
     train, held_out = _subjects(split_rows(labels, "train"), 300), split_rows(labels, "held_out")
-    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1).fit(events, train)
+    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1, subject_shares=1).fit(
+        events, train
+    )
     result = _attack(model, events, train, _subjects(held_out, 300))
     assert result["auc"] >= 0.7 and result["auc_lo"] > 0.6  # the gate fails
     assert result["tpr_at_fpr_1pct"] > 0.01
@@ -149,7 +151,9 @@ def test_the_audit_of_a_memorising_model_fails_under_both_attacks(cohort):
     events, labels = cohort
     train = split_rows(labels, "train")
     target_rows = _subjects(train, 300)
-    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1).fit(events, target_rows)
+    model = TabularRiskModel(kind="lightgbm", model_params=OVERFIT, min_code_count=1, subject_shares=1).fit(
+        events, target_rows
+    )
     out = membership_audit(
         model,
         events,

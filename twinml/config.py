@@ -78,7 +78,8 @@ class SearchConfig(StrictModel):
 
 
 class ModelConfig(StrictModel):
-    """``lightgbm`` / ``logistic`` / ``hist_gb``: tabular models (``params`` go to the classifier; calibration
+    """``lightgbm`` / ``logistic`` / ``hist_gb``: tabular models (``params`` go to the classifier, except
+    ``subject_shares``: :class:`~twinml.models.TabularRiskModel`'s subsample-and-aggregate; calibration
     ``sigmoid``, ``isotonic`` or ``temperature``). ``gru`` / ``transformer``: sequence models over the last
     ``max_len`` events (``params`` are :class:`~twinml.models.SequenceRiskModel` arguments such as
     ``d_model``, ``max_epochs``; calibration ``platt``, ``temperature`` or ``isotonic``). ``record``: a GRU

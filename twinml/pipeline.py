@@ -100,15 +100,18 @@ def build_model(config: ExperimentConfig):
             return _torch_model(config)
         except TypeError as err:
             raise ConfigError(f"model.params: {err}".replace(".__init__()", "")) from None
+    params = dict(m.params)
+    shares = params.pop("subject_shares", "auto")  # a TabularRiskModel argument, not the classifier's
     return TabularRiskModel(
         kind=m.kind,
-        model_params=dict(m.params),
+        model_params=params,
         n_trials=m.search.n_trials if m.search else 0,
         windows_days=f.windows_days,
         aggregates=f.aggregates,
         min_code_count=f.min_code_count,
         min_text_subjects=f.min_text_subjects,
         calibration=m.calibration,
+        subject_shares=shares,
         random_state=config.seed,
     )
 

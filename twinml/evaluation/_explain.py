@@ -392,12 +392,29 @@ def _pad_to(b, width):
 
 
 def _explain_tabular(model, events, index, label, j):
-    shap = _shap()
     t0 = time.perf_counter()
     est = model.classifier_.estimators_[j]
     if est is None:
         raise ConfigError(f"explain: label {label!r} had one class in training; there is nothing to explain.")
     X = model.transform_features(events, index)
+    # subject shares (LogOddsMean): the model's log-odds are its members' mean, so their mean SHAP values
+    # are the model's, exactly
+    members = getattr(est, "members", None) or [est]
+    explained = [_shap_values(model, m, X) for m in members]
+    sv = np.mean([v for v, _ in explained], axis=0)
+    names = model.feature_names_
+    code, window = _feature_units(names)
+    rows, cols = np.nonzero(sv)
+    table = pd.DataFrame({"row": rows, "code": code[cols], "window": window[cols], "attribution": sv[rows, cols]})
+    method = f"shap.{explained[0][1]} on tabular features"
+    if len(members) > 1:
+        method += f", the mean over the {len(members)} subject-share classifiers"
+    return Attributions(label, table, X.shape[0], time.perf_counter() - t0, method)
+
+
+def _shap_values(model, est, X):
+    """One fitted binary classifier's SHAP values on ``X`` (rows x features, log-odds) and its explainer."""
+    shap = _shap()
     if hasattr(est, "steps"):
         prep, clf = est[:-1], est[-1]
         Xt = prep.transform(X)
@@ -418,13 +435,8 @@ def _explain_tabular(model, events, index, label, j):
     sv = np.asarray(sv.toarray() if hasattr(sv, "toarray") else sv)
     if sv.ndim == 3:  # (rows, features, classes)
         sv = sv[..., -1]
-    names = model.feature_names_
-    code, window = _feature_units(names)
-    rows, cols = np.nonzero(sv)
-    table = pd.DataFrame({"row": rows, "code": code[cols], "window": window[cols], "attribution": sv[rows, cols]})
     explainer = "LinearExplainer" if type(clf).__name__ == "LogisticRegression" else "TreeExplainer"
-    method = f"shap.{explainer} on tabular features"
-    return Attributions(label, table, X.shape[0], time.perf_counter() - t0, method)
+    return sv, explainer
 
 
 def _feature_units(names):

@@ -11,15 +11,20 @@ from ._boosting import LIGHTGBM_DEFAULTS, LightGBMClassifier
 from ._multilabel import BASELINES, MaskedMultiLabelClassifier, make_baseline
 from ._protocol import RiskModel
 from ._recalibrated import RecalibratedModel, cloglog_update, fit_cloglog, outcome_of
-from ._tabular_model import TabularRiskModel, label_columns_of, label_matrix
+from ._shares import LogOddsMean, SubjectShareClassifier, subject_shares
+from ._tabular_model import LIGHTGBM_SUBJECT_SHARES, TabularRiskModel, label_columns_of, label_matrix
 
 __all__ = [
     "LIGHTGBM_DEFAULTS",
+    "LIGHTGBM_SUBJECT_SHARES",
     "MaskedMultiLabelClassifier",
     "LightGBMClassifier",
     "make_baseline",
     "BASELINES",
     "TabularRiskModel",
+    "SubjectShareClassifier",
+    "LogOddsMean",
+    "subject_shares",
     "SequenceRiskModel",
     "RecordRiskModel",
     "BlendRiskModel",

@@ -102,7 +102,10 @@ def log_training_run(
 
 
 def _log_fit(model) -> None:
-    """The epoch history, and what opacus' accountant says a DP-SGD fit spent (the budget asked is a param)."""
+    """The epoch history, what opacus' accountant says a DP-SGD fit spent (the budget asked is a param), and
+    how many subject shares a tabular model was fitted on (``subject_shares: auto`` resolved)."""
+    if callable(getattr(model, "n_shares", None)):
+        mlflow.set_tag("twinml.subject_shares", str(model.n_shares()))
     for rec in getattr(model, "history_", []):
         mlflow.log_metrics(
             {"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"], "train/epoch_seconds": rec["seconds"]},
