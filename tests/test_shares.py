@@ -100,6 +100,10 @@ def test_lightgbm_fits_on_subject_shares_by_default_and_the_others_do_not():
     assert TabularRiskModel(kind="logistic").n_shares() == 1 and TabularRiskModel(kind="hist_gb").n_shares() == 1
     assert TabularRiskModel(kind="logistic", subject_shares=3).n_shares() == 3
     assert TabularRiskModel(n_trials=20).n_shares() == 1  # a sweep tunes one model on every training subject
+    from twinml.audit._audit import _params  # the audit report and model card show the resolved count
+
+    assert _params(TabularRiskModel())["subject_shares"] == "auto (4)"
+    assert _params(TabularRiskModel(kind="logistic"))["subject_shares"] == "auto (1)"
 
 
 def test_shares_cannot_be_combined_with_a_sweep(events, labels):

@@ -120,10 +120,13 @@ def _clean_tree(obj):
 
 
 def _params(model):
-    return {
+    out = {
         k: _clean(v) if not isinstance(v, (list, tuple, dict)) else json.loads(json.dumps(v, default=str))
         for k, v in model.get_params().items()
     }
+    if out.get("subject_shares") == "auto" and callable(getattr(model, "n_shares", None)):
+        out["subject_shares"] = f"auto ({model.n_shares()})"  # the reader sees how many models were fitted
+    return out
 
 
 def _versions():
