@@ -61,6 +61,10 @@ def test_a_share_without_positives_is_left_out_of_that_labels_mean():
     m = SubjectShareClassifier(make_baseline("logistic"), n_shares=2).fit(X, Y, groups=ids)
     assert m.members_[1].estimators_[0] is None and len(m.estimators_[0].members) == 1
     np.testing.assert_allclose(m.predict_risk(X)[:, 0], m.members_[0].predict_risk(X)[:, 0])
+    Y = np.column_stack([Y[:, 0], np.full(400, np.nan)])  # a label never known: its base rate, 0
+    m = SubjectShareClassifier(make_baseline("logistic"), n_shares=2).fit(X, Y, groups=ids)
+    assert m.estimators_[1] is None and (m.predict_risk(X)[:, 1] == 0).all()
+    assert m.constant_[0] == pytest.approx(Y[:, 0].mean())
     with pytest.raises(ValueError, match="LogOddsMean needs at least one fitted member"):
         LogOddsMean([]).fit()
 

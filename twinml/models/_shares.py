@@ -108,8 +108,9 @@ class SubjectShareClassifier(BaseEstimator):
             self.members_.append(MaskedMultiLabelClassifier(self.estimator).fit(X[rows], Y[rows], eval_set=eval_set))
             say(f"  share {k + 1}/{len(shares)}: {self.share_subjects_[k]:,} subjects, {rows.size:,} rows")
         self.n_outputs_ = Y.shape[1]
-        with np.errstate(invalid="ignore"):
-            self.constant_ = np.nan_to_num(np.nanmean(Y, axis=0)) if Y.size else np.zeros(Y.shape[1])
+        known = ~np.isnan(Y)  # a label never known anywhere has base rate 0, as in MaskedMultiLabelClassifier
+        n_known = known.sum(axis=0)
+        self.constant_ = np.where(known, Y, 0.0).sum(axis=0) / np.maximum(n_known, 1)
         self.estimators_ = []
         for j in range(self.n_outputs_):
             ests = [m.estimators_[j] for m in self.members_ if m.estimators_[j] is not None]
