@@ -13,6 +13,7 @@ README's privacy section).
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit, logit
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
@@ -25,8 +26,7 @@ _EPS = 1e-12
 
 
 def _logit(p):
-    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
+    return logit(np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS))
 
 
 def subject_shares(subject_ids, n_shares: int, random_state: int = 0) -> list[np.ndarray]:
@@ -66,7 +66,7 @@ class LogOddsMean(ClassifierMixin, BaseEstimator):
         return np.mean([_logit(est.predict_proba(X)[:, 1]) for est in self.members], axis=0)
 
     def predict_proba(self, X) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = expit(self.decision_function(X))
         return np.column_stack([1 - p, p])
 
     def predict(self, X):
