@@ -241,23 +241,32 @@ def cv_folds(labels, n_folds, seed=0):
     return np.where(dev, labels["subject_id"].map(fold_of).fillna(-1).to_numpy(), -1).astype(int)
 
 
-def fit_cv(kind, events, task, labels, *, n_folds, n_trials, progress, params=None):
+def fit_cv(kind, events, task, labels, *, n_folds, n_trials, progress, params=None, blend_weights=()):
     """Out-of-fold risks over the train and tuning subjects: for each fold, the model trains on the
     other folds and early-stops and calibrates on this one. A less noisy place to choose than the one
-    tuning split (every train/tuning subject is scored once); the held-out split is not read."""
+    tuning split (every train/tuning subject is scored once); the held-out split is not read.
+
+    ``blend_weights`` (blend only): also the blend's uncalibrated risks at each of these record weights,
+    from the same fitted members (its logit is linear in theirs and calibration is monotone, so their
+    AUROC is the recalibrated blend's), as ``{weight: risks}``."""
     fold = cv_folds(labels, n_folds)
     dev = labels[fold >= 0].reset_index(drop=True)
     fold = fold[fold >= 0]
-    parts, seconds = [], 0.0
+    parts, seconds, by_weight = [], 0.0, {w: [] for w in blend_weights}
     for f in range(n_folds):
         cv = dev.assign(split=np.where(fold == f, "tuning", "train"))
         progress(f"fold {f + 1}/{n_folds}: {int((fold == f).sum()):,} rows scored")
         model, fit_s = fit_twinml(kind, events, task, cv, n_trials=n_trials, progress=progress, params=params)
         rows = cv[fold == f]
-        parts.append(model.predict_risk(events, rows[["subject_id", "prediction_time"]]).set_index(rows.index))
+        index = rows[["subject_id", "prediction_time"]]
+        parts.append(model.predict_risk(events, index).set_index(rows.index))
+        for w, got in by_weight.items():
+            got.append(
+                model.set_params(record_weight=w).predict_risk(events, index, calibrated=False).set_index(rows.index)
+            )
         seconds += fit_s
     risks = pd.concat(parts).sort_index()
-    return dev, risks, fold, seconds / n_folds
+    return dev, risks, fold, seconds / n_folds, {w: pd.concat(got).sort_index() for w, got in by_weight.items()}
 
 
 def score_folds(labels, risks, fold, columns):
@@ -354,6 +363,13 @@ def main(argv=None):
     )
     p.add_argument("--folds", type=int, default=5, help="subject folds for --report cv")
     p.add_argument(
+        "--blend-weights",
+        type=lambda v: [float(w) for w in v.split(",")],
+        default=[],
+        help="with --report cv and the blend: also score it at these record weights (comma-separated), from the "
+        "same fitted members, before calibration (AUROC as calibrated; ECE not)",
+    )
+    p.add_argument(
         "--params",
         type=json.loads,
         default={},
@@ -398,7 +414,7 @@ def main(argv=None):
         if args.report == "cv":
             if args.medstab:
                 p.error("--medstab scores the held-out split only; not with --report cv")
-            report, risks, fold, fit_s = fit_cv(
+            report, risks, fold, fit_s, weighted = fit_cv(
                 kind,
                 events,
                 task,
@@ -407,11 +423,17 @@ def main(argv=None):
                 n_trials=args.n_trials,
                 progress=say,
                 params=args.params.get(kind),
+                blend_weights=args.blend_weights if kind == "blend" else (),
             )
             results["models"][f"twinml {kind}"] = {
                 "fit_seconds": fit_s,
                 "metrics": score_folds(report, risks, fold, columns),
             }
+            for w, r in weighted.items():
+                results["models"][f"blend, record_weight {w:g} (uncalibrated: read AUROC)"] = {
+                    "fit_seconds": fit_s,
+                    "metrics": score_folds(report, r, fold, columns),
+                }
             continue
         model, fit_s = fit_twinml(
             kind, events, task, labels, n_trials=args.n_trials, progress=say, params=args.params.get(kind)
@@ -427,6 +449,13 @@ def main(argv=None):
         kept_risks[f"twinml {kind}"] = risks
         say(f"twinml {kind}: fit {fit_s:.1f}s")
 
+    base = "twinml lightgbm"
+    if base in kept_risks and len(kept_risks) > 1:  # what the issue compares: each other model against LightGBM
+        results["versus_lightgbm"] = {
+            name: paired_differences(report, r, kept_risks[base], columns, n_boot=args.n_boot)
+            for name, r in kept_risks.items()
+            if name != base
+        }
     if args.medstab:
         out = medstab_results(
             root,
@@ -491,19 +520,23 @@ def _print(results, columns, split):
         print(f"| {label} | | | " + " | ".join(means) + " |")
     per = " per fold" if split == "cv" else ""
     print(f"| fit, all tasks (s){per} | | | " + " | ".join(f"{m['fit_seconds']:.0f}" for m in models.values()) + " |")
-    if results.get("versus_medstab"):
-        vs = results["versus_medstab"]
-        print("\n## twinml minus MEDS-Tab, AUROC [95% paired subject-bootstrap CI]\n")
-        print("| task | " + " | ".join(vs) + " |")
-        print("|---|" + "---|" * len(vs))
-        for key in next(iter(vs.values())):
-            cells = [f"{d[key][0]:+.3f} [{d[key][1]:+.3f}, {d[key][2]:+.3f}]" for d in vs.values()]
-            print(f"| {key.removesuffix(f'_{HORIZON}d')} | " + " | ".join(cells) + " |")
+    for key, title in (("versus_medstab", "twinml minus MEDS-Tab"), ("versus_lightgbm", "minus twinml lightgbm")):
+        if results.get(key):
+            _print_differences(results[key], title)
     print(f"\ntwinml featurization {results['featurize_seconds']:.1f}s", end="")
     if "medstab_tabularize_seconds" in results:
         t = results["medstab_tabularize_seconds"]
         print(f"; MEDS-Tab tabularization {t:.0f}s ({t / results['featurize_seconds']:.0f}x)", end="")
     print()
+
+
+def _print_differences(vs, title):
+    print(f"\n## {title}, AUROC [95% paired subject-bootstrap CI]\n")
+    print("| task | " + " | ".join(vs) + " |")
+    print("|---|" + "---|" * len(vs))
+    for key in next(iter(vs.values())):
+        cells = [f"{d[key][0]:+.3f} [{d[key][1]:+.3f}, {d[key][2]:+.3f}]" for d in vs.values()]
+        print(f"| {key.removesuffix(f'_{HORIZON}d')} | " + " | ".join(cells) + " |")
 
 
 def _jsonable(obj):
