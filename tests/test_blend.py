@@ -38,11 +38,7 @@ def test_blend_averages_the_members_log_odds_then_calibrates_and_stays_monotone(
     assert not np.allclose(zr[0], zr[1], atol=1e-3)  # differently seeded GRUs
     np.testing.assert_allclose(z[..., 0], np.mean(zr, axis=0), atol=1e-6)  # the record side: the GRUs' mean
     raw = fitted.predict_risk_curve(events, held, calibrated=False)
-    w = fitted.record_weight
-    assert w == 0.3  # the default, chosen on the Synthea dev subject folds
-    np.testing.assert_allclose(
-        raw, risk_curve(torch.from_numpy(w * z[..., 0] + (1 - w) * z[..., 1])).numpy(), atol=1e-5
-    )
+    np.testing.assert_allclose(raw, risk_curve(torch.from_numpy(0.5 * z[..., 0] + 0.5 * z[..., 1])).numpy(), atol=1e-5)
     curve = fitted.predict_risk_curve(events, held)
     assert not np.allclose(curve, raw)  # the calibrator was fitted and applied
     assert (np.diff(curve, axis=-1) >= 0).all() and ((curve > 0) & (curve < 1)).all()
@@ -76,19 +72,19 @@ def test_explanations_weigh_each_member_as_the_blend_does(events, labels, fitted
 
     held = split_rows(labels, "held_out").iloc[:6]
     attr = explain_model(fitted, events, held, label="t2d_365d", n_samples=16)
-    assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.3 x")
+    assert set(attr.table["member"]) == {"record", "tabular"} and attr.method.startswith("blend of 0.5 x")
     assert "the mean of 3 GRUs" in attr.method
     alone = explain_model(fitted.tabular_, events, held, label="t2d_365d")
     assert fitted.tabular_.n_shares() == 1  # the blend's LightGBM is one model per label (as measured)
     tab = attr.table[attr.table["member"] == "tabular"]
-    np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.7 * alone.table["attribution"].to_numpy())
-    # the GRUs' rows: one per event (as one GRU gives), each 0.3 x the mean of the GRUs' own attributions
+    np.testing.assert_allclose(tab["attribution"].to_numpy(), 0.5 * alone.table["attribution"].to_numpy())
+    # the GRUs' rows: one per event (as one GRU gives), each half the mean of the GRUs' own attributions
     each = [explain_model(m, events, held, label="t2d_365d", n_samples=16).table for m in fitted.records_]
     rec = attr.table[attr.table["member"] == "record"]
     assert len(rec) == len(each[0])
     np.testing.assert_allclose(
         rec["attribution"].to_numpy(),
-        0.3 * np.mean([t["attribution"].to_numpy() for t in each], axis=0),
+        0.5 * np.mean([t["attribution"].to_numpy() for t in each], axis=0),
         rtol=1e-5,
         atol=1e-8,
     )
