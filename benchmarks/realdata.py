@@ -380,6 +380,8 @@ def main(argv=None):
     p.add_argument("--n-boot", type=int, default=200)
     p.add_argument("--json", type=Path, help="write every figure here as JSON")
     args = p.parse_args(argv)
+    if args.blend_weights and (args.report != "cv" or "blend" not in args.models.split(",")):
+        p.error("--blend-weights scores the blend's cv folds: it needs --report cv and blend in --models")
     say = lambda msg: print(msg, flush=True)  # noqa: E731
 
     from twinml.cohort import TaskDefinition, build_labels
