@@ -260,10 +260,8 @@ def fit_cv(kind, events, task, labels, *, n_folds, n_trials, progress, params=No
         rows = cv[fold == f]
         index = rows[["subject_id", "prediction_time"]]
         parts.append(model.predict_risk(events, index).set_index(rows.index))
-        for w, got in by_weight.items():
-            got.append(
-                model.set_params(record_weight=w).predict_risk(events, index, calibrated=False).set_index(rows.index)
-            )
+        for w, risk in (model.predict_risk_at_weights(events, index, blend_weights) if blend_weights else {}).items():
+            by_weight[w].append(risk.set_index(rows.index))
         seconds += fit_s
     risks = pd.concat(parts).sort_index()
     return dev, risks, fold, seconds / n_folds, {w: pd.concat(got).sort_index() for w, got in by_weight.items()}

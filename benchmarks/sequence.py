@@ -5,7 +5,7 @@ AUROC of the GRU, the Transformer, the gradient-boosting baseline and the oracle
 seconds per epoch; inference subjects/second; and the achieved GFLOP/s of GRU inference
 against an fp32 matrix-multiply peak measured in the same run.
 Run: .venv/bin/python benchmarks/sequence.py [N_SUBJECTS] [EPOCHS]
-     [--kinds gru,transformer,record,blend,hist_gb] [--params JSON]
+     [--kinds gru,transformer,record,blend,hist_gb] [--params JSON] [--blend-params JSON]
      [--seeds 0,1,2,3,4]   (sequence models: one per seed, and their averaged risks as "gru x5")
 On an ingested dataset instead (e.g. Synthea FHIR through `twinml ingest`; no oracle there):
      .venv/bin/python benchmarks/sequence.py --meds DIR [--outcomes t2d=SNOMED/44054006,...] [--start 2015-01-01]
@@ -58,6 +58,9 @@ def main():
     p.add_argument("--kinds", default="gru,transformer,hist_gb")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--params", default="{}", help='extra SequenceRiskModel arguments as JSON, e.g. {"lr": 1e-3}')
+    p.add_argument(
+        "--blend-params", default="{}", help='BlendRiskModel arguments as JSON, e.g. {"record_weight": "auto"}'
+    )
     p.add_argument("--seeds", default="0", help="sequence models: train one per seed and also report their average")
     p.add_argument(
         "--sim-seed", type=int, default=0, help="seed of the simulated cohort (another cohort of the same size)"
@@ -111,7 +114,8 @@ def main():
             if kind == "record":
                 model = RecordRiskModel(calibration="platt", random_state=seeds[0], **record)
             else:
-                model = BlendRiskModel(record_params=record, random_state=seeds[0])
+                blend = json.loads(args.blend_params)
+                model = BlendRiskModel(record_params=record, random_state=seeds[0], **blend)
             model.fit(events, split["train"], tuning_labels=split["tuning"], progress=print)
         else:
             model = TabularRiskModel(kind=kind).fit(events, split["train"])

@@ -126,6 +126,8 @@ def _params(model):
     }
     if out.get("subject_shares") == "auto" and callable(getattr(model, "n_shares", None)):
         out["subject_shares"] = f"auto ({model.n_shares()})"  # the reader sees how many models were fitted
+    if out.get("record_weight") == "auto" and callable(getattr(model, "blend_weight", None)):
+        out["record_weight"] = f"auto ({model.blend_weight():g})"  # ... and the weight the blend chose
     return out
 
 

@@ -233,7 +233,7 @@ def _explain_blend(model, events, index, label, **kw):
     """Each member's attributions weighted as the blend weighs its log-odds (before calibration): the
     record GRUs' events (each GRU ``w / n`` of the log-odds, summed per event: one row per event however
     many GRUs) and the tabular member's features, side by side in one table."""
-    w, records = model.record_weight, model.record_members()
+    w, records = model.blend_weight(), model.record_members()
     parts = [explain_model(m, events, index, label=label, **kw) for m in records]
     parts.append(explain_model(model.tabular_, events, index, label=label))
     gru_rows = pd.concat(

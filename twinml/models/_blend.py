@@ -8,15 +8,25 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import DICT_OR_NONE, POSITIVE_INT, ConfigError, check_params, number_in, one_of
+from .._validation import DICT_OR_NONE, POSITIVE_INT, ConfigError, Rule, check_params, number_in, one_of
 from ._bands import RiskBands
-from ._hazard import HazardCalibrator, calibrated_curve, curve_frame, hazard_targets, parse_label_columns
+from ._hazard import (
+    HazardCalibrator,
+    calibrated_curve,
+    curve_frame,
+    hazard_loss,
+    hazard_targets,
+    parse_label_columns,
+    risk_curve,
+)
 from ._sequence_model import _torch_threads
 from ._tabular_model import TabularRiskModel, label_columns_of
 
 __all__ = ["BlendRiskModel"]
 
 _EPS = 1e-6
+WEIGHT_GRID = tuple(round(0.1 * k, 1) for k in range(1, 10))  # the weights "auto" chooses among
+_WEIGHT = Rule('a number in [0, 1] or "auto"', lambda v: (isinstance(v, str) and v == "auto") or number_in(0, 1).ok(v))
 
 
 def hazard_logits_of_risks(risk: np.ndarray) -> np.ndarray:
@@ -30,6 +40,23 @@ def hazard_logits_of_risks(risk: np.ndarray) -> np.ndarray:
     before = np.concatenate([np.zeros_like(r[..., :1]), r[..., :-1]], axis=-1)
     h = np.clip(1.0 - (1.0 - r) / (1.0 - before), _EPS, 1 - _EPS)
     return np.log(h / (1.0 - h)).astype(np.float32)
+
+
+def blend_logits(z: np.ndarray, weight: float) -> np.ndarray:
+    """The blend's hazard logits from :meth:`BlendRiskModel.member_logits`' ``z`` at record weight ``weight``."""
+    return (weight * z[..., 0] + (1.0 - weight) * z[..., 1]).astype(np.float32)
+
+
+def tuning_losses(z: np.ndarray, y: np.ndarray, weights=WEIGHT_GRID) -> dict[float, float]:
+    """The hazard loss on the tuning rows (``z`` their member logits, ``y`` their hazard targets) of the
+    blend at each weight, Platt-recalibrated on those rows first: what ``record_weight="auto"`` minimises."""
+    out = {}
+    for w in weights:
+        zw = blend_logits(z, w)
+        calibrator = HazardCalibrator("platt").fit(zw, y)
+        with torch.no_grad():
+            out[w] = float(hazard_loss(calibrator(torch.from_numpy(zw)).double(), torch.from_numpy(y).double()))
+    return out
 
 
 class BlendRiskModel(BaseEstimator):
@@ -63,8 +90,11 @@ class BlendRiskModel(BaseEstimator):
 
     Parameters
     ----------
-    record_weight : float in [0, 1]
-        ``w`` above.
+    record_weight : float in [0, 1] or "auto"
+        ``w`` above. ``"auto"`` chooses it on the tuning rows: the weight of :data:`WEIGHT_GRID` (0.1, 0.2,
+        ..., 0.9) whose blend, Platt-scaled on those rows, has the least hazard loss there
+        (:func:`tuning_losses`; Platt whatever ``calibration`` says, so the choice weighs ranking, not the
+        calibrator's flexibility).
     n_record_members : int >= 1
         GRUs averaged on the record side (only the first fits the trajectory head).
     record_params : dict, optional
@@ -84,6 +114,10 @@ class BlendRiskModel(BaseEstimator):
     records_ : list of RecordRiskModel
         The fitted GRUs; ``record_`` is the first (its featurizer and trajectory head serve the blend).
     tabular_ : the fitted LightGBM member
+    record_weight_ : float
+        The weight the blend uses: ``record_weight``, or the one ``"auto"`` chose (:meth:`blend_weight`).
+    tuning_losses_ : dict or None
+        For ``"auto"``: the tuning loss at each weight of the grid.
     calibrator_ : HazardCalibrator or None
     outcomes_, horizons_, label_columns_ : as :class:`SequenceRiskModel`
     """
@@ -93,7 +127,7 @@ class BlendRiskModel(BaseEstimator):
     n_record_members = 1
 
     _param_rules = {
-        "record_weight": number_in(0, 1),
+        "record_weight": _WEIGHT,
         "n_record_members": POSITIVE_INT,
         "calibration": one_of((None, *HazardCalibrator.METHODS), f"None or one of {list(HazardCalibrator.METHODS)}"),
         "record_params": DICT_OR_NONE,
@@ -169,6 +203,12 @@ class BlendRiskModel(BaseEstimator):
         """Fit both members on ``labels`` (early-stopped on ``tuning_labels``); calibrate on ``tuning_labels``."""
         say = progress or (lambda msg: None)
         records, tabular = self._members()
+        tuned = tuning_labels is not None and len(tuning_labels) > 0
+        if self.record_weight == "auto" and not tuned:
+            raise ConfigError(
+                "The 'record_weight' parameter of BlendRiskModel is 'auto', which chooses the weight on the "
+                "tuning rows, but fit got no tuning_labels: pass them, or set record_weight to a number in [0, 1]."
+            )
         self.label_columns_ = label_columns_of(labels)
         self.outcomes_, self.horizons_ = parse_label_columns(self.label_columns_)
         n = len(records)
@@ -187,16 +227,29 @@ class BlendRiskModel(BaseEstimator):
         self.records_, self.record_ = records, records[0]
         say(f"--- blend member {n + 1} of {n + 1}: LightGBM on tabular features")
         self.tabular_ = tabular.fit(events, labels, tuning_labels=tuning_labels, progress=progress)
-        self.calibrator_ = None
-        if self.calibration is not None and tuning_labels is not None and len(tuning_labels):
-            y = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
-            self.calibrator_ = HazardCalibrator(self.calibration).fit(self._logits(events, tuning_labels), y)
-        self.risk_bands_ = None
-        if tuning_labels is not None and len(tuning_labels):
-            self.risk_bands_ = RiskBands.fit(
-                self.predict_risk(events, tuning_labels), tuning_labels, self.label_columns_
-            )
+        self._fit_on_tuning(events, tuning_labels if tuned else None, say)
         return self
+
+    def _fit_on_tuning(self, events, tuning_labels, say) -> None:
+        """The weight (``"auto"``: the grid's weight of least Platt-calibrated tuning loss), the
+        calibrator and the risk bands, all on the tuning rows (none without them)."""
+        self.record_weight_ = None if self.record_weight == "auto" else float(self.record_weight)
+        self.tuning_losses_, self.calibrator_, self.risk_bands_ = None, None, None
+        if tuning_labels is None:
+            return
+        y = hazard_targets(tuning_labels, self.outcomes_, self.horizons_)
+        z = self.member_logits(events, tuning_labels)
+        if self.record_weight == "auto":
+            self.tuning_losses_ = tuning_losses(z, y)
+            self.record_weight_ = min(self.tuning_losses_, key=self.tuning_losses_.__getitem__)
+            shown = ", ".join(f"{w:g}: {loss:.5f}" for w, loss in self.tuning_losses_.items())
+            say(f"blend: record weight {self.record_weight_:g}, the least tuning loss after Platt scaling ({shown})")
+        zw = blend_logits(z, self.blend_weight())
+        if self.calibration is not None:
+            self.calibrator_ = HazardCalibrator(self.calibration).fit(zw, y)
+        curve = calibrated_curve(torch.from_numpy(zw), self.calibrator_)
+        risks = curve_frame(tuning_labels, curve, self.outcomes_, self.horizons_, self.label_columns_)
+        self.risk_bands_ = RiskBands.fit(risks, tuning_labels, self.label_columns_)
 
     @property
     def featurizer_(self):
@@ -216,9 +269,30 @@ class BlendRiskModel(BaseEstimator):
         )
         return np.stack([zr, hazard_logits_of_risks(risk)], -1)
 
+    def blend_weight(self) -> float:
+        """The record side's weight in the fitted blend: ``record_weight``, or the one ``"auto"`` chose."""
+        check_is_fitted(self, "record_")
+        w = getattr(self, "record_weight_", None)  # models pickled before "auto" have none
+        return float(self.record_weight if w is None else w)
+
     def _logits(self, events, index) -> np.ndarray:
+        return blend_logits(self.member_logits(events, index), self.blend_weight())
+
+    def predict_risk_at_weights(self, events: pd.DataFrame, index: pd.DataFrame, weights) -> dict[float, pd.DataFrame]:
+        """The blend's uncalibrated risks (as :meth:`predict_risk`) at each of ``weights``, from the same
+        members: for comparing weights by AUROC (the blend's logit is linear in the members' and
+        calibration is monotone); not calibrated, so not for ECE."""
         z = self.member_logits(events, index)
-        return (self.record_weight * z[..., 0] + (1.0 - self.record_weight) * z[..., 1]).astype(np.float32)
+        return {
+            w: curve_frame(
+                index,
+                risk_curve(torch.from_numpy(blend_logits(z, w))).numpy(),
+                self.outcomes_,
+                self.horizons_,
+                self.label_columns_,
+            )
+            for w in weights
+        }
 
     def predict_risk_curve(self, events: pd.DataFrame, index: pd.DataFrame, *, calibrated: bool = True) -> np.ndarray:
         """Risk of each outcome within each horizon, (n_rows, n_outcomes, n_horizons); monotone.

@@ -102,10 +102,16 @@ def log_training_run(
 
 
 def _log_fit(model) -> None:
-    """The epoch history, what opacus' accountant says a DP-SGD fit spent (the budget asked is a param), and
-    how many subject shares a tabular model was fitted on (``subject_shares: auto`` resolved)."""
+    """The epoch history, what opacus' accountant says a DP-SGD fit spent (the budget asked is a param),
+    how many subject shares a tabular model was fitted on (``subject_shares: auto`` resolved) and a blend's
+    record weight (``record_weight: auto`` resolved; its tuning loss at each weight as ``blend/tuning_loss``,
+    step = weight x 100)."""
     if callable(getattr(model, "n_shares", None)):
         mlflow.set_tag("twinml.subject_shares", str(model.n_shares()))
+    if callable(getattr(model, "blend_weight", None)):
+        mlflow.set_tag("twinml.record_weight", f"{model.blend_weight():g}")
+        for w, loss in (getattr(model, "tuning_losses_", None) or {}).items():
+            mlflow.log_metric("blend/tuning_loss", loss, step=round(w * 100))
     for rec in getattr(model, "history_", []):
         mlflow.log_metrics(
             {"train/loss": rec["train_loss"], "tuning/loss": rec["tuning_loss"], "train/epoch_seconds": rec["seconds"]},
