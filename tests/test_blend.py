@@ -7,7 +7,7 @@ import torch
 
 from twinml.models import BlendRiskModel
 from twinml.models._blend import WEIGHT_GRID, hazard_logits_of_risks, tuning_losses
-from twinml.models._hazard import hazard_targets, risk_curve
+from twinml.models._hazard import HazardCalibrator, hazard_targets, risk_curve
 
 from .conftest import split_rows
 
@@ -63,10 +63,23 @@ def test_auto_weight_is_the_grid_weight_of_least_calibrated_tuning_loss(events, 
     assert list(losses) == list(WEIGHT_GRID) == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert fitted.tuning_losses_ == pytest.approx(losses, rel=1e-6)
     assert fitted.record_weight_ == fitted.blend_weight() == min(losses, key=losses.get)
-    assert fitted.get_params()["record_weight"] == "auto"
+    assert fitted.get_params()["record_weight"] == "auto" == BlendRiskModel().record_weight  # the default
     from twinml.audit._audit import _params  # the audit report and model card show the weight chosen
 
     assert _params(fitted)["record_weight"] == f"auto ({fitted.blend_weight():g})"
+
+
+def test_a_fixed_weight_is_kept_and_the_calibrator_fitted_at_it(events, labels):
+    tuning = split_rows(labels, "tuning")
+    tiny = dict(RECORD, max_epochs=1, d_model=8)
+    model = BlendRiskModel(record_weight=0.4, n_record_members=1, record_params=tiny, tabular_params=TABULAR)
+    model.fit(events, split_rows(labels, "train"), tuning_labels=tuning)
+    assert model.record_weight_ == model.blend_weight() == 0.4 and model.tuning_losses_ is None
+    z = model.member_logits(events, tuning)
+    y = hazard_targets(tuning, model.outcomes_, model.horizons_)
+    again = HazardCalibrator("platt").fit(0.4 * z[..., 0] + 0.6 * z[..., 1], y)
+    np.testing.assert_allclose(model.calibrator_.scale, again.scale, rtol=1e-4)
+    np.testing.assert_allclose(model.calibrator_.shift, again.shift, rtol=1e-4, atol=1e-5)
 
 
 def test_tuning_loss_prefers_the_informative_member():

@@ -68,20 +68,21 @@ class BlendRiskModel(BaseEstimator):
     (the tabular risks turned into hazards, :func:`hazard_logits_of_risks`), then recalibrated on the
     tuning rows as the sequence models are (:class:`HazardCalibrator`), so curves stay monotone.
 
-    A fixed weight rather than a stack fitted per label: on the Synthea dev tuning split, a logistic
-    stack fitted on one half of the tuning subjects and scored on the other was worse than the plain
-    average on the rare outcomes (mean AUROC of nine tasks 0.832 against 0.848; MI 0.865 against 0.912).
-    ``w`` stays 0.5, though on the five Synthea dev subject folds (``benchmarks/realdata.py --models blend
-    --report cv --blend-weights 0.1,0.2,0.25,0.3,0.4``) 0.3 did better: mean AUROC of the five main tasks
-    0.876 against 0.872 (LightGBM alone 0.872), nine tasks 0.859 against 0.856 (the GRUs' log-odds spread
-    wider than LightGBM's, so an even weight gives them more than half the say there). On the
-    20,000-subject simulator (``benchmarks/sequence.py 20000 30 --kinds blend --seeds 0`` at commit
-    1e13986, whose default was 0.3) 0.3 took the 1-year T2D AUROC from 0.779 to 0.772 (0.945 x oracle, under
-    the 0.95 bar) and MI from 0.771 to 0.766: what the real records favour, the simulator's truth does
-    not. Averaging the members' log-odds after Platt-scaling each on the tuning rows (cross-fitted on
-    halves of each fold) gave 0.874 on the five and 0.847 on nine (stroke fell), against 0.876 and 0.855
-    for ``w`` = 0.3 scored the same way. A GRU trained on the residual of LightGBM's out-of-fold log-odds
-    (4 folds) did no better than the average either (five main tasks 0.864 against 0.866).
+    One weight for all outcomes, chosen on the tuning rows (``record_weight="auto"``, the default), rather
+    than a stack fitted per label: on the Synthea dev tuning split, a logistic stack fitted on one half of
+    the tuning subjects and scored on the other was worse than the plain average on the rare outcomes (mean
+    AUROC of nine tasks 0.832 against 0.848; MI 0.865 against 0.912). No fixed weight served both data
+    sets: on the five Synthea dev subject folds (``benchmarks/realdata.py --models blend --report cv
+    --blend-weights 0.1,0.2,0.25,0.3,0.4``) 0.3 beat 0.5 (mean AUROC of the five main tasks 0.876 against
+    0.872, LightGBM alone 0.872; the GRUs' log-odds spread wider than LightGBM's), but on the
+    20,000-subject simulator (``benchmarks/sequence.py 20000 30 --kinds blend --seeds 0``) 0.3 took the
+    1-year T2D AUROC from 0.779 to 0.772 (0.945 x oracle, under the 0.95 bar). ``"auto"`` chose 0.1-0.2
+    on each Synthea fold (``--report cv --params '{"blend": {"record_weight": "auto"}}'``: 0.875 on the five,
+    0.858 on nine) and 0.9 on the simulator (``sequence.py ... --blend-params '{"record_weight": "auto"}'``:
+    1-year T2D 0.782, 0.957 x oracle; MI 0.775, 0.966 x). Averaging the members' log-odds after
+    Platt-scaling each on the tuning rows (cross-fitted on halves of each fold) gave 0.874 on the five and
+    0.847 on nine (stroke fell); a GRU trained on the residual of LightGBM's out-of-fold log-odds (4 folds)
+    did no better than the average either (five main tasks 0.864 against 0.866).
 
     ``z_record`` is the mean log-odds of ``n_record_members`` GRUs seeded ``random_state``,
     ``random_state + 1``, ...: on the Synthea dev tuning split (``benchmarks/realdata.py``'s tasks),
@@ -91,10 +92,10 @@ class BlendRiskModel(BaseEstimator):
     Parameters
     ----------
     record_weight : float in [0, 1] or "auto"
-        ``w`` above. ``"auto"`` chooses it on the tuning rows: the weight of :data:`WEIGHT_GRID` (0.1, 0.2,
-        ..., 0.9) whose blend, Platt-scaled on those rows, has the least hazard loss there
-        (:func:`tuning_losses`; Platt whatever ``calibration`` says, so the choice weighs ranking, not the
-        calibrator's flexibility).
+        ``w`` above. ``"auto"`` (the default; it needs tuning rows) chooses it on the tuning rows: the
+        weight of :data:`WEIGHT_GRID` (0.1, 0.2, ..., 0.9) whose blend, Platt-scaled on those rows, has the
+        least hazard loss there (:func:`tuning_losses`; Platt whatever ``calibration`` says, so the choice
+        weighs ranking, not the calibrator's flexibility).
     n_record_members : int >= 1
         GRUs averaged on the record side (only the first fits the trajectory head).
     record_params : dict, optional
@@ -136,7 +137,7 @@ class BlendRiskModel(BaseEstimator):
 
     def __init__(
         self,
-        record_weight=0.5,
+        record_weight="auto",
         n_record_members=3,
         record_params=None,
         tabular_params=None,
