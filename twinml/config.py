@@ -85,8 +85,9 @@ class ModelConfig(StrictModel):
     ``d_model``, ``max_epochs``; calibration ``platt``, ``temperature`` or ``isotonic``). ``record``: a GRU
     over each subject's whole record, read out at every prediction time
     (:class:`~twinml.models.RecordRiskModel`; the same calibrations). ``blend``: that GRU and LightGBM as
-    one model, their hazard logits averaged (:class:`~twinml.models.BlendRiskModel`; ``params``
-    ``record_weight``, ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations).
+    one model, their hazard logits averaged with a weight chosen on the tuning rows
+    (:class:`~twinml.models.BlendRiskModel`; ``params`` ``record_weight`` (``auto`` or a number),
+    ``n_record_members``, ``record_params``, ``tabular_params``; the same calibrations).
     ``whatif``: the treatment-response model
     (:class:`~twinml.whatif.TreatmentResponseModel`; needs ``task.treatment``; no calibration)."""
 
